@@ -1,0 +1,165 @@
+"""The `caloforge` command line: parses arguments and calls the package; nothing more.
+
+A user's mistake (a `CaloforgeError`) prints one line `caloforge: error: ...` and exits with
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from caloforge import __version__
+from caloforge.errors import CaloforgeError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'100:200' -> (100.0, 200.0); '150' -> (150.0, 150.0)."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH or VALUE, got '{text}'") from None
+    if len(parts) == 1:
+        return (parts[0], parts[0])
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH or VALUE, got '{text}'")
+    return (parts[0], parts[1])
+
+
+# --- simulate -----------------------------------------------------------------------------
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulate showers with the embedded parametrized simulator",
+        description=(
+            "Simulate electromagnetic showers with the embedded GFlash-style parametrized "
+            "simulator and write a canonical shower file. Ranges are LOW:HIGH or one VALUE."
+        ),
+    )
+    p.add_argument("--geometry", default="clic-25",
+                   help="preset (clic-25, clic-angle-51, lhcb-30) or a geometry YAML file")
+    p.add_argument("--n", type=int, required=True, help="number of showers")
+    p.add_argument("--energy", type=parse_range, help="primary energy range, GeV")
+    p.add_argument("--spectrum", choices=("uniform", "inverse"),
+                   help="energy spectrum: flat, or 1/E (log-uniform; default for lhcb-30)")
+    p.add_argument("--theta", type=parse_range, help="polar angle range, degrees")
+    p.add_argument("--point", type=parse_range,
+                   help="entry point range for x and y, mm (lhcb-30)")
+    p.add_argument("--particle", choices=("electron", "photon"), default="electron")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256, help="showers simulated per step")
+    p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip")
+    p.add_argument("--append", action="store_true", help="append to an existing file")
+    p.add_argument("-o", "--output", required=True, help="output canonical HDF5 file")
+    p.set_defaults(handler=_simulate)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from caloforge.data.summary import print_summary, summarize
+    from caloforge.simulation.run import simulate_to_file
+
+    path = simulate_to_file(
+        args.output,
+        geometry=args.geometry,
+        n=args.n,
+        energy=args.energy,
+        spectrum=args.spectrum,
+        theta_deg=args.theta,
+        point=args.point,
+        particle=args.particle,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        compression=args.compression,
+        append=args.append,
+        progress=True,
+    )
+    print_summary(summarize(path))
+    return 0
+
+
+# --- convert ----------------------------------------------------------------------------
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert between shower file formats",
+        description=(
+            "Convert a shower file (LCD/3DGAN, CaloChallenge, CaloGAN, LHCb npz, canonical) to "
+            "the canonical caloforge format, or a canonical file to CaloChallenge (--to)."
+        ),
+    )
+    p.add_argument("input", nargs="+", help="input file(s) or glob; the last path is OUT")
+    p.add_argument("--format", help="input format (default: detected)")
+    p.add_argument("--to", default="caloforge", help="output format: caloforge or calochallenge")
+    p.add_argument("--binning", help="CaloChallenge binning XML (reading, or writing with --to)")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.set_defaults(handler=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from caloforge.data.convert import convert
+
+    if len(args.input) < 2:
+        raise CaloforgeError("convert needs at least one input and an output: convert IN... OUT")
+    *inputs, output = args.input
+    convert(inputs, output, format=args.format, to=args.to, binning=args.binning,
+            batch_size=args.batch_size, progress=True)
+    print(f"wrote {output}")
+    return 0
+
+
+# --- inspect ----------------------------------------------------------------------------
+def _add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="summarise shower files",
+        description="Print format, shower count, shapes, units, condition ranges, the mean "
+        "visible/primary energy ratio and the cell occupancy of each file.",
+    )
+    p.add_argument("files", nargs="+")
+    p.add_argument("--format", help="input format (default: detected)")
+    p.add_argument("--binning", help="CaloChallenge binning XML")
+    p.add_argument("--max-showers", type=int, default=10000,
+                   help="showers read for the energy ratio and occupancy (default 10000)")
+    p.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from caloforge.data.summary import print_summary, summarize
+
+    options = {"binning": args.binning} if args.binning else {}
+    for f in args.files:
+        print_summary(summarize(f, format=args.format, max_showers=args.max_showers, **options))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caloforge",
+        description="Fast calorimeter shower simulation with deep generative models.",
+    )
+    parser.add_argument("--version", action="version", version=f"caloforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (_add_simulate, _add_convert, _add_inspect):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CaloforgeError as exc:
+        print(f"caloforge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("caloforge: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

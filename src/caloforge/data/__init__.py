@@ -1,0 +1,1 @@
+"""Reading and writing shower sets: the canonical file, the formats users bring, datasets."""

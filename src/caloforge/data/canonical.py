@@ -1,0 +1,312 @@
+"""The canonical caloforge shower file (HDF5, self-describing).
+
+Layout (format version 1):
+
+  showers     (N, *geometry.shape) float32   visible cell energy, GeV; one chunk per shower,
+                                             compressed
+  energy      (N,)  float64                  primary energy, GeV
+  theta       (N,)  float64                  polar angle, rad (geometries with an angle)
+  momentum    (N, 3) float64                 (px, py, pz), GeV (lhcb-30)
+  point       (N, 2) float64                 entry point (x, y), mm (lhcb-30)
+  attributes: geometry (name), geometry_json (the full description, enough to rebuild it),
+              units (JSON map key -> unit), format_version, producer
+
+Every dataset is resizable along N, so a file is written batch by batch and can be appended
+to later. A new file is written under a temporary name and renamed on `close`; appending grows
+the datasets only after a batch is fully written, so a reader never sees a half-written row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from caloforge import __version__
+from caloforge._files import commit, discard, partial_path
+from caloforge.data.source import Batch, check_conditions, check_showers
+from caloforge.errors import CaloforgeError, GeometryError, InputFileError
+from caloforge.geometry import Geometry
+
+FORMAT = "caloforge"
+FORMAT_VERSION = 1
+SHOWERS_KEY = "showers"
+COMPRESSIONS = ("gzip", "lzf", "none")
+
+
+def units_of(geometry: Geometry) -> dict[str, str]:
+    units = {SHOWERS_KEY: "GeV"}
+    units.update({c.name: c.unit for c in geometry.conditions})
+    return units
+
+
+class ShowerWriter:
+    """Write showers and their conditions batch by batch to a canonical file.
+
+    >>> with ShowerWriter("out.h5", geometry, producer="caloforge simulate") as w:
+    ...     w.write(batch)
+
+    `append=True` adds to an existing file of the same geometry; otherwise the file is written
+    under a temporary name and appears at `path` only when the writer closes without error.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        geometry: Geometry,
+        *,
+        producer: str = "caloforge",
+        append: bool = False,
+        compression: str = "gzip",
+    ) -> None:
+        if compression not in COMPRESSIONS:
+            raise CaloforgeError(
+                f"unknown compression '{compression}'; choose one of {', '.join(COMPRESSIONS)}"
+            )
+        self.path = Path(path)
+        self.geometry = geometry
+        self._partial: Path | None = None
+        self._names = geometry.condition_names
+        if append and self.path.exists():
+            existing = open_canonical(self.path)
+            existing.close()
+            if existing.geometry.to_dict() != geometry.to_dict():
+                raise InputFileError(
+                    self.path,
+                    "cannot append showers of another geometry",
+                    key="geometry",
+                    expected=geometry.name,
+                    found=existing.geometry.name,
+                )
+            self._file = h5py.File(self.path, "a")
+            self.n = int(self._file[SHOWERS_KEY].shape[0])
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._partial = partial_path(self.path)
+        self._file = h5py.File(self._partial, "w")
+        self.n = 0
+        f = self._file
+        f.attrs["geometry"] = geometry.name
+        f.attrs["geometry_json"] = geometry.to_json()
+        f.attrs["units"] = json.dumps(units_of(geometry))
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["producer"] = f"{producer} (caloforge {__version__})"
+        filters: dict[str, Any] = {}
+        if compression == "gzip":
+            filters = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+        elif compression == "lzf":
+            filters = {"compression": "lzf", "shuffle": True}
+        shape = tuple(geometry.shape)
+        f.create_dataset(
+            SHOWERS_KEY,
+            shape=(0, *shape),
+            maxshape=(None, *shape),
+            dtype=np.float32,
+            chunks=(1, *shape),
+            **filters,
+        )
+        for c in geometry.conditions:
+            tail = () if c.size == 1 else (c.size,)
+            f.create_dataset(
+                c.name, shape=(0, *tail), maxshape=(None, *tail), dtype=np.float64,
+                chunks=(4096, *tail),
+            )
+
+    def write(self, batch: Batch) -> None:
+        """Append a batch; its conditions must be exactly the geometry's."""
+        n = len(batch)
+        shape = tuple(self.geometry.shape)
+        if batch.showers.shape[1:] != shape:
+            raise ValueError(f"showers of shape {batch.showers.shape[1:]}, geometry has {shape}")
+        if set(batch.conditions) != set(self._names):
+            raise ValueError(
+                f"conditions {sorted(batch.conditions)} do not match the geometry's "
+                f"{sorted(self._names)}"
+            )
+        if n == 0:
+            return
+        f, lo, hi = self._file, self.n, self.n + n
+        # Grow and fill every dataset, then publish the new length through 'showers' last:
+        # readers take the number of showers from it.
+        for name in self._names:
+            ds = f[name]
+            ds.resize(hi, axis=0)
+            ds[lo:hi] = np.asarray(batch.conditions[name], dtype=np.float64).reshape(
+                (n, *ds.shape[1:])
+            )
+        showers = f[SHOWERS_KEY]
+        showers.resize(hi, axis=0)
+        showers[lo:hi] = np.asarray(batch.showers, dtype=np.float32)
+        self.n = hi
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+        if self._partial is not None:
+            commit(self._partial, self.path)
+            self._partial = None
+
+    def abort(self) -> None:
+        """Close and throw the file away (only a new file; appended rows stay)."""
+        if self._file.id.valid:
+            self._file.close()
+        if self._partial is not None:
+            discard(self._partial)
+            self._partial = None
+
+    def __enter__(self) -> ShowerWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class ShowerFile:
+    """A canonical file opened for reading; showers are read lazily in slices."""
+
+    format = FORMAT
+
+    def __init__(self, path: str | os.PathLike[str], h5: h5py.File, geometry: Geometry) -> None:
+        self.path = str(path)
+        self.geometry = geometry
+        self._h5 = h5
+        self._showers = h5[SHOWERS_KEY]
+        self._n = int(self._showers.shape[0])
+        self._conditions: dict[str, np.ndarray] | None = None
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        return dict(self._h5.attrs)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def conditions(self) -> Mapping[str, np.ndarray]:
+        if self._conditions is None:
+            conditions = {}
+            for c in self.geometry.conditions:
+                try:
+                    values = self._h5[c.name][: self._n]
+                except OSError as exc:
+                    raise InputFileError(self.path, f"unreadable data ({exc})", key=c.name) from None
+                conditions[c.name] = np.asarray(values, dtype=np.float64)
+            check_conditions(conditions, self.path, self._n)
+            self._conditions = conditions
+        return self._conditions
+
+    def _showers_at(self, selection: slice | np.ndarray, offset: int) -> np.ndarray:
+        try:
+            showers = np.asarray(self._showers[selection], dtype=np.float32)
+        except OSError as exc:
+            raise InputFileError(
+                self.path, f"unreadable shower data, truncated or corrupt? ({exc})",
+                key=SHOWERS_KEY,
+            ) from None
+        check_showers(showers, self.path, SHOWERS_KEY, offset)
+        return showers
+
+    def read(self, start: int, stop: int) -> Batch:
+        start, stop = max(0, start), min(stop, self._n)
+        showers = self._showers_at(slice(start, stop), start)
+        return Batch(showers, {k: v[start:stop] for k, v in self.conditions.items()})
+
+    def take(self, indices: np.ndarray) -> Batch:
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) == 0:
+            return self.read(0, 0)
+        showers = self._showers_at(indices, int(indices[0]))
+        return Batch(showers, {k: v[indices] for k, v in self.conditions.items()})
+
+    def close(self) -> None:
+        if self._h5.id.valid:
+            self._h5.close()
+
+    def __enter__(self) -> ShowerFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Worker processes re-open the file themselves: h5py handles do not cross processes.
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        other = open_canonical(state["path"])
+        self.__dict__.update(other.__dict__)
+
+
+def open_h5(path: str | os.PathLike[str]) -> h5py.File:
+    """Open an HDF5 file for reading with errors that name the file."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(p, "file not found")
+    if p.is_dir():
+        raise InputFileError(p, "is a folder, not a file")
+    if p.stat().st_size == 0:
+        raise InputFileError(p, "file is empty")
+    try:
+        return h5py.File(p, "r")
+    except OSError as exc:
+        raise InputFileError(
+            p, "not a readable HDF5 file (wrong format, truncated or corrupt)",
+            found=str(exc).split("(")[0].strip() or None,
+        ) from None
+
+
+def is_canonical(h5: h5py.File) -> bool:
+    return "geometry_json" in h5.attrs and SHOWERS_KEY in h5
+
+
+def open_canonical(path: str | os.PathLike[str]) -> ShowerFile:
+    """Open a canonical file, checking its layout against its own geometry."""
+    h5 = open_h5(path)
+    try:
+        return _checked(path, h5)
+    except BaseException:
+        h5.close()
+        raise
+
+
+def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
+    if "geometry_json" not in h5.attrs:
+        raise InputFileError(path, "not a caloforge shower file", key="geometry_json",
+                             expected="the attribute written by caloforge",
+                             found="no such attribute (use 'caloforge convert' for other formats)")
+    version = int(h5.attrs.get("format_version", -1))
+    if version > FORMAT_VERSION:
+        raise InputFileError(path, "written by a newer caloforge", key="format_version",
+                             expected=f"<= {FORMAT_VERSION}", found=str(version))
+    try:
+        geometry = Geometry.from_json(str(h5.attrs["geometry_json"]), source=f"{path}")
+    except GeometryError as exc:
+        raise InputFileError(path, f"bad geometry description ({exc})", key="geometry_json") from None
+    if SHOWERS_KEY not in h5:
+        raise InputFileError(path, "missing dataset", key=SHOWERS_KEY,
+                             expected=f"(N, {', '.join(map(str, geometry.shape))}) float32")
+    ds = h5[SHOWERS_KEY]
+    if tuple(ds.shape[1:]) != tuple(geometry.shape):
+        raise InputFileError(path, "showers do not match the file's geometry", key=SHOWERS_KEY,
+                             expected=f"(N, {', '.join(map(str, geometry.shape))})",
+                             found=f"{ds.shape}")
+    n = int(ds.shape[0])
+    for c in geometry.conditions:
+        want = () if c.size == 1 else (c.size,)
+        if c.name not in h5:
+            raise InputFileError(path, "missing condition dataset", key=c.name,
+                                 expected=f"({n}{', ' + str(c.size) if c.size > 1 else ''}) in {c.unit}")
+        found = h5[c.name].shape
+        if tuple(found[1:]) != want or found[0] < n:
+            raise InputFileError(path, "condition has the wrong shape", key=c.name,
+                                 expected=f"({n}{', ' + str(c.size) if c.size > 1 else ''})",
+                                 found=str(found))
+    return ShowerFile(path, h5, geometry)

@@ -1,0 +1,28 @@
+"""Registers the canonical caloforge file with the format registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+
+from caloforge.data.canonical import FORMAT, ShowerFile, open_canonical
+from caloforge.data.formats import FileFormat, register
+from caloforge.errors import CaloforgeError
+
+
+def _sniff(path: Path) -> bool:
+    if not h5py.is_hdf5(path):
+        return False
+    with h5py.File(path, "r") as h5:
+        return "geometry_json" in h5.attrs
+
+
+def _open(path: Path, **options: Any) -> ShowerFile:
+    if options:
+        raise CaloforgeError(f"format '{FORMAT}' takes no options, got {sorted(options)}")
+    return open_canonical(path)
+
+
+register(FileFormat(FORMAT, "caloforge canonical HDF5 (any geometry)", _sniff, _open))

@@ -1,0 +1,115 @@
+"""Open one file, several files or a glob as one shower set."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloforge.data.formats import open_source
+from caloforge.data.source import Batch, ShowerSource
+from caloforge.errors import CaloforgeError, InputFileError
+
+
+def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Paths in the order given, each glob pattern expanded in sorted order."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in paths:
+        s = str(p)
+        if any(ch in s for ch in "*?["):
+            matches = sorted(glob.glob(s))
+            if not matches:
+                raise InputFileError(s, "no file matches this pattern")
+            out.extend(Path(m) for m in matches)
+        else:
+            out.append(Path(s))
+    if not out:
+        raise CaloforgeError("no input files given")
+    return out
+
+
+class ShowerCollection:
+    """Several sources of the same geometry read as one, in order."""
+
+    format = "collection"
+
+    def __init__(self, sources: Sequence[ShowerSource]) -> None:
+        first = sources[0]
+        for s in sources[1:]:
+            if s.geometry.to_dict() != first.geometry.to_dict():
+                raise InputFileError(
+                    s.path,
+                    "files of different geometries cannot be read as one set",
+                    key="geometry",
+                    expected=f"'{first.geometry.name}' like {first.path}",
+                    found=f"'{s.geometry.name}'",
+                )
+        self.sources = list(sources)
+        self.geometry = first.geometry
+        self.path = ", ".join(s.path for s in sources)
+        self._offsets = np.cumsum([0] + [len(s) for s in sources])
+        self._conditions: dict[str, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def conditions(self) -> Mapping[str, np.ndarray]:
+        if self._conditions is None:
+            self._conditions = {
+                name: np.concatenate([s.conditions[name] for s in self.sources])
+                for name in self.geometry.condition_names
+            }
+        return self._conditions
+
+    def read(self, start: int, stop: int) -> Batch:
+        start, stop = max(0, start), min(stop, len(self))
+        parts = []
+        for i, s in enumerate(self.sources):
+            lo, hi = int(self._offsets[i]), int(self._offsets[i + 1])
+            if hi > start and lo < stop:
+                parts.append(s.read(max(start, lo) - lo, min(stop, hi) - lo))
+        return Batch.concatenate(parts) if parts else self.sources[0].read(0, 0)
+
+    def take(self, indices: np.ndarray) -> Batch:
+        indices = np.asarray(indices, dtype=np.int64)
+        which = np.searchsorted(self._offsets, indices, side="right") - 1
+        parts = [
+            self.sources[i].take(indices[which == i] - self._offsets[i])
+            for i in np.unique(which)
+        ]
+        return Batch.concatenate(parts) if parts else self.sources[0].read(0, 0)
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+
+    def __enter__(self) -> ShowerCollection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_showers(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    format: str | None = None,
+    **options: Any,
+) -> ShowerSource:
+    """Open a file, several files or a glob; several files must share one geometry."""
+    files = expand_paths(paths)
+    sources: list[ShowerSource] = []
+    try:
+        for f in files:
+            sources.append(open_source(f, format, **options))
+        return sources[0] if len(sources) == 1 else ShowerCollection(sources)
+    except BaseException:
+        for s in sources:
+            s.close()
+        raise

@@ -1,0 +1,140 @@
+"""What every readable shower set offers: a geometry, a length, conditions and batches.
+
+Each file format (the canonical one and every format users bring) is opened as a
+`ShowerSource`. Readers never load a whole file: conditions are small and read at once,
+showers are read in slices. Energies are always returned in GeV, angles in rad, points in mm,
+whatever the file stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from caloforge.errors import InputFileError
+from caloforge.geometry import Geometry
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A slice of showers with their conditions.
+
+    showers: (n, *geometry.shape) float32, visible cell energy in GeV.
+    conditions: name -> (n,) or (n, size) float64 array in the geometry's units
+        (energy GeV, theta rad, momentum GeV, point mm).
+    """
+
+    showers: np.ndarray
+    conditions: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.showers.shape[0])
+
+    @property
+    def energy(self) -> np.ndarray:
+        return self.conditions["energy"]
+
+    def subset(self, index: np.ndarray | slice) -> Batch:
+        return Batch(self.showers[index], {k: v[index] for k, v in self.conditions.items()})
+
+    @staticmethod
+    def concatenate(batches: Sequence[Batch]) -> Batch:
+        if not batches:
+            raise ValueError("cannot concatenate zero batches")
+        return Batch(
+            np.concatenate([b.showers for b in batches]),
+            {
+                k: np.concatenate([b.conditions[k] for b in batches])
+                for k in batches[0].conditions
+            },
+        )
+
+
+@runtime_checkable
+class ShowerSource(Protocol):
+    """A readable shower set. Implementations: canonical files, foreign formats, collections."""
+
+    path: str
+    format: str
+    geometry: Geometry
+
+    def __len__(self) -> int: ...
+
+    @property
+    def conditions(self) -> Mapping[str, np.ndarray]:
+        """All conditions of the set, name -> (N,) or (N, size), in the geometry's units."""
+        ...
+
+    def read(self, start: int, stop: int) -> Batch:
+        """Showers `start:stop`, checked to be finite and non-negative."""
+        ...
+
+    def take(self, indices: np.ndarray) -> Batch:
+        """Showers at increasing `indices`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def iter_batches(
+    source: ShowerSource, batch_size: int, start: int = 0, stop: int | None = None
+) -> Iterator[Batch]:
+    """Consecutive batches of `source[start:stop]`, each at most `batch_size` showers."""
+    stop = len(source) if stop is None else min(stop, len(source))
+    for lo in range(start, stop, batch_size):
+        yield source.read(lo, min(lo + batch_size, stop))
+
+
+def check_showers(showers: np.ndarray, path: str, key: str, offset: int = 0) -> None:
+    """Raise `InputFileError` naming the first shower with a NaN, inf or negative cell."""
+    bad = ~np.isfinite(showers)
+    problem = "NaN or infinite cell energies"
+    if not bad.any():
+        bad = showers < 0
+        problem = "negative cell energies"
+        if not bad.any():
+            return
+    per_shower = bad.reshape(len(showers), -1).any(axis=1)
+    first = int(np.argmax(per_shower))
+    raise InputFileError(
+        path,
+        problem,
+        key=key,
+        expected="finite energies >= 0",
+        found=f"{int(per_shower.sum())} bad shower(s) in rows {offset}:{offset + len(showers)}, "
+        f"first at row {offset + first}",
+    )
+
+
+def check_conditions(conditions: Mapping[str, np.ndarray], path: str, n: int) -> None:
+    """Raise `InputFileError` for conditions of the wrong length or with NaN/inf values,
+    or primary energies that are not positive."""
+    for name, values in conditions.items():
+        if values.shape[0] != n:
+            raise InputFileError(
+                path,
+                "condition length does not match the number of showers",
+                key=name,
+                expected=f"{n} rows",
+                found=f"shape {values.shape}",
+            )
+        if not np.isfinite(values).all():
+            raise InputFileError(
+                path,
+                "NaN or infinite values",
+                key=name,
+                expected="finite values",
+                found=f"{int((~np.isfinite(values)).sum())} bad value(s)",
+            )
+    energy = conditions.get("energy")
+    if energy is not None and (energy <= 0).any():
+        raise InputFileError(
+            path,
+            "primary energies must be positive",
+            key="energy",
+            expected="energy > 0 GeV",
+            found=f"{int((energy <= 0).sum())} value(s) <= 0, min {energy.min():g}",
+        )

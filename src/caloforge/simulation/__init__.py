@@ -1,0 +1,1 @@
+"""The embedded parametrized (GFlash-style) electromagnetic shower simulator."""
