@@ -1,0 +1,1 @@
+"""Physics validation: shower features, metrics, plots and the report."""
