@@ -51,6 +51,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--particle", choices=("electron", "photon"), default="electron")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="showers simulated per step")
+    p.add_argument("--workers", type=int,
+                   help="processes simulating in parallel (default: one per core, at most 8); "
+                   "the showers do not depend on it")
     p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip")
     p.add_argument("--append", action="store_true", help="append to an existing file")
     p.add_argument("-o", "--output", required=True, help="output canonical HDF5 file")
@@ -75,6 +78,7 @@ def _simulate(args: argparse.Namespace) -> int:
         compression=args.compression,
         append=args.append,
         progress=True,
+        workers=args.workers,
     )
     print_summary(summarize(path))
     return 0

@@ -163,7 +163,7 @@ class Condition:
             )
         if self.valid is not None and (low < self.valid[0] or high > self.valid[1]):
             raise ConditionError(
-                f"{source} for '{self.name}' is {low}:{high} {self.unit}; this geometry is "
+                f"{source} for '{self.name}' is {low:g}:{high:g} {self.unit}; this geometry is "
                 f"valid for {self.valid[0]:g}:{self.valid[1]:g} {self.unit}"
             )
 
@@ -314,9 +314,17 @@ class Geometry:
                     sensor=str(spec["sensor"]),
                     sensor_mm=float(spec["sensor_mm"]),
                 )
-                _material(layer.absorber), _material(layer.sensor)
+                for name in (layer.absorber, layer.sensor):
+                    if name not in MATERIALS:
+                        raise GeometryError(
+                            f"{source}: unknown material '{name}'; known materials: "
+                            f"{', '.join(sorted(MATERIALS))}"
+                        )
                 if layer.absorber_mm < 0 or layer.sensor_mm <= 0 or repeat < 1:
-                    raise GeometryError(f"{source}: bad layer {spec} (thicknesses, repeat)")
+                    raise GeometryError(
+                        f"{source}: bad layer {spec} with repeat {repeat}: need absorber_mm >= 0, "
+                        "sensor_mm > 0 and repeat >= 1"
+                    )
                 layers.extend([layer] * repeat)
             conditions = tuple(
                 Condition(

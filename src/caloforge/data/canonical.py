@@ -203,7 +203,9 @@ class ShowerFile:
             self._conditions = conditions
         return self._conditions
 
-    def _showers_at(self, selection: slice | np.ndarray, offset: int) -> np.ndarray:
+    def _showers_at(
+        self, selection: slice | np.ndarray, offset: int, rows: np.ndarray | None = None
+    ) -> np.ndarray:
         try:
             showers = np.asarray(self._showers[selection], dtype=np.float32)
         except OSError as exc:
@@ -211,7 +213,7 @@ class ShowerFile:
                 self.path, f"unreadable shower data, truncated or corrupt? ({exc})",
                 key=SHOWERS_KEY,
             ) from None
-        check_showers(showers, self.path, SHOWERS_KEY, offset)
+        check_showers(showers, self.path, SHOWERS_KEY, offset, rows)
         return showers
 
     def read(self, start: int, stop: int) -> Batch:
@@ -223,7 +225,7 @@ class ShowerFile:
         indices = np.asarray(indices, dtype=np.int64)
         if len(indices) == 0:
             return self.read(0, 0)
-        showers = self._showers_at(indices, int(indices[0]))
+        showers = self._showers_at(indices, int(indices[0]), rows=indices)
         return Batch(showers, {k: v[indices] for k, v in self.conditions.items()})
 
     def close(self) -> None:

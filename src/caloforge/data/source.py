@@ -88,8 +88,13 @@ def iter_batches(
         yield source.read(lo, min(lo + batch_size, stop))
 
 
-def check_showers(showers: np.ndarray, path: str, key: str, offset: int = 0) -> None:
-    """Raise `InputFileError` naming the first shower with a NaN, inf or negative cell."""
+def check_showers(
+    showers: np.ndarray, path: str, key: str, offset: int = 0, rows: np.ndarray | None = None
+) -> None:
+    """Raise `InputFileError` naming the first shower with a NaN, inf or negative cell.
+
+    The showers are the file's rows `offset:offset + len(showers)`, or `rows` when given.
+    """
     bad = ~np.isfinite(showers)
     problem = "NaN or infinite cell energies"
     if not bad.any():
@@ -99,13 +104,16 @@ def check_showers(showers: np.ndarray, path: str, key: str, offset: int = 0) -> 
             return
     per_shower = bad.reshape(len(showers), -1).any(axis=1)
     first = int(np.argmax(per_shower))
+    if rows is None:
+        where, first_row = f"rows {offset}:{offset + len(showers)}", offset + first
+    else:
+        where, first_row = f"{len(rows)} rows read from {rows[0]} to {rows[-1]}", int(rows[first])
     raise InputFileError(
         path,
         problem,
         key=key,
         expected="finite energies >= 0",
-        found=f"{int(per_shower.sum())} bad shower(s) in rows {offset}:{offset + len(showers)}, "
-        f"first at row {offset + first}",
+        found=f"{int(per_shower.sum())} bad shower(s) in {where}, first at row {first_row}",
     )
 
 

@@ -167,9 +167,9 @@ class ShowerSimulator:
         s = z_axis / cos_normal[shower]  # path length along the track, mm
         layer_axis = self._layer_of(z_axis)
         r_mm = r_RM * self._rm_mm[layer_axis]  # behind the back (-1): the last layer's
-        e1, e2 = _transverse_basis(d)
+        e1, e2 = _transverse_basis(direction)
         off1, off2 = r_mm * np.cos(phi), r_mm * np.sin(phi)
-        pos = entry[shower] + s[:, None] * d + off1[:, None] * e1 + off2[:, None] * e2
+        pos = entry[shower] + s[:, None] * d + off1[:, None] * e1[shower] + off2[:, None] * e2[shower]
         z = np.maximum(pos[:, 2], 0.0)  # lateral spread in front of the face: first layer
         layer = self._layer_of(z)
 

@@ -57,7 +57,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     p = Path(path)
     if not p.exists():
         raise InputFileError(p, "file not found")
-    if p.is_file() and p.stat().st_size == 0:
+    if p.is_dir():
+        raise InputFileError(p, "is a folder, not a file")
+    if p.stat().st_size == 0:
         raise InputFileError(p, "file is empty")
     for fmt in FORMATS.values():
         if fmt.sniff(p):

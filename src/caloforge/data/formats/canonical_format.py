@@ -15,8 +15,13 @@ from caloforge.errors import CaloforgeError
 def _sniff(path: Path) -> bool:
     if not h5py.is_hdf5(path):
         return False
-    with h5py.File(path, "r") as h5:
-        return "geometry_json" in h5.attrs
+    try:
+        with h5py.File(path, "r") as h5:
+            return "geometry_json" in h5.attrs
+    except OSError:
+        # An HDF5 signature but unreadable (truncated, corrupt): claim it, so that
+        # open_canonical names the file and the problem instead of h5py's bare OSError.
+        return True
 
 
 def _open(path: Path, **options: Any) -> ShowerFile:
