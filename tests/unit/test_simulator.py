@@ -1,0 +1,113 @@
+"""The simulator's mechanics: shapes, seeds, geometry handling, conditions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.geometry import PRESETS, Geometry
+from caloforge.simulation.conditions import ConditionRanges, sample_conditions
+from caloforge.simulation.run import simulate_batches
+from caloforge.simulation.simulator import MIN_CELL_ENERGY, ShowerSimulator
+from caloforge.validation.features import cell_centres_mm
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_preset_simulates_non_negative_finite_showers(name):
+    geometry = PRESETS[name]
+    ranges = ConditionRanges.for_geometry(geometry)
+    batch = next(simulate_batches(geometry, ranges, 8, seed=1, batch_size=8))
+    assert batch.showers.shape == (8, *geometry.shape)
+    assert batch.showers.dtype == np.float32
+    assert np.isfinite(batch.showers).all() and (batch.showers >= 0).all()
+    assert set(batch.conditions) == set(geometry.condition_names)
+    nonzero = batch.showers[batch.showers > 0]
+    assert nonzero.min() >= MIN_CELL_ENERGY * (1 - 1e-6)
+
+
+def test_same_seed_same_showers_other_seed_other_showers():
+    geometry = PRESETS["clic-25"]
+    ranges = ConditionRanges.for_geometry(geometry, energy=(10.0, 20.0))
+    a = next(simulate_batches(geometry, ranges, 4, seed=5))
+    b = next(simulate_batches(geometry, ranges, 4, seed=5))
+    c = next(simulate_batches(geometry, ranges, 4, seed=6))
+    np.testing.assert_array_equal(a.showers, b.showers)
+    assert not np.array_equal(a.showers, c.showers)
+
+
+def test_batches_do_not_depend_on_batch_position_only_on_first_index():
+    geometry = PRESETS["lhcb-30"]
+    ranges = ConditionRanges.for_geometry(geometry)
+    whole = list(simulate_batches(geometry, ranges, 20, seed=3, batch_size=10))
+    tail = list(simulate_batches(geometry, ranges, 10, seed=3, batch_size=10, first_index=10))
+    np.testing.assert_array_equal(whole[1].showers, tail[0].showers)
+
+
+def test_perpendicular_shower_is_centred_and_inclined_one_moves_along_y():
+    sim = ShowerSimulator(PRESETS["clic-angle-51"])
+    rng = np.random.default_rng(0)
+    n = 50
+    showers = sim.simulate({"energy": np.full(n, 150.0), "theta": np.full(n, math.radians(60))}, rng)
+    x, y = cell_centres_mm(PRESETS["clic-angle-51"])
+    ey = showers.sum(axis=(1,))  # (n, y, layer)
+    front = (ey[:, :, :5] * y[None, :, None]).sum() / ey[:, :, :5].sum()
+    back = (ey[:, :, 15:] * y[None, :, None]).sum() / ey[:, :, 15:].sum()
+    assert back - front > 20.0  # mm: cot(60 deg) times about 50 mm of depth
+    bary_x = (showers.sum(axis=(2, 3)) * x).sum() / showers.sum()
+    assert abs(bary_x) < 2.55  # within half a cell of the centre
+
+
+def test_lhcb_showers_move_with_entry_point_and_momentum():
+    geometry = PRESETS["lhcb-30"]
+    sim = ShowerSimulator(geometry)
+    x, _ = cell_centres_mm(geometry)
+    n = 40
+
+    def mean_x(point_x: float, slope_x: float) -> float:
+        momentum = np.tile([slope_x * 20.0, 0.0, 20.0], (n, 1))
+        cond = {"energy": np.full(n, 20.0), "momentum": momentum,
+                "point": np.tile([point_x, 0.0], (n, 1))}
+        s = sim.simulate(cond, np.random.default_rng(1))
+        return float((s.sum(axis=2) * x).sum() / s.sum())
+
+    straight = mean_x(0.0, 0.0)
+    assert abs(straight) < 3.0
+    assert mean_x(40.0, 0.0) - straight == pytest.approx(40.0, abs=4.0)
+    assert mean_x(0.0, 0.3) - straight > 20.0  # about 0.3 times the depth of the maximum
+
+
+def test_lhcb_conditions_follow_the_study():
+    geometry = PRESETS["lhcb-30"]
+    ranges = ConditionRanges.for_geometry(geometry)
+    assert ranges.spectrum == "inverse"
+    c = sample_conditions(geometry, ranges, 20_000, np.random.default_rng(2))
+    p = c["momentum"]
+    np.testing.assert_allclose(np.linalg.norm(p, axis=1), c["energy"], rtol=1e-12)
+    assert np.degrees(np.arctan(p[:, 0] / p[:, 2])).std() == pytest.approx(20.0, rel=0.05)
+    assert np.degrees(np.arctan(p[:, 1] / p[:, 2])).std() == pytest.approx(10.0, rel=0.05)
+    # 1/E: equal counts per decade.
+    decade = (c["energy"] < 10.0).mean()
+    assert decade == pytest.approx(0.5, abs=0.02)
+    assert np.abs(c["point"]).max() <= 5.0
+
+
+def test_condition_ranges_are_checked_against_the_geometry():
+    clic = PRESETS["clic-25"]
+    with pytest.raises(ConditionError, match="valid for 1:1000 GeV"):
+        ConditionRanges.for_geometry(clic, energy=(0.01, 10.0))
+    with pytest.raises(ConditionError, match="no 'theta' condition"):
+        ConditionRanges.for_geometry(clic, theta=(1.0, 2.0))
+    with pytest.raises(ConditionError, match="low <= high"):
+        ConditionRanges.for_geometry(clic, energy=(50.0, 10.0))
+    with pytest.raises(ConditionError, match="theta"):
+        ConditionRanges.for_geometry(PRESETS["clic-angle-51"], theta=(0.1, 1.0))
+
+
+def test_voxel_geometries_cannot_be_simulated():
+    voxels = Geometry(name="v", shape=(10,), readout="voxels",
+                      conditions=PRESETS["clic-25"].conditions)
+    with pytest.raises(CaloforgeError, match="readout 'voxels'"):
+        ShowerSimulator(voxels)
