@@ -1,0 +1,400 @@
+"""What the model families share: typed configs, the family registry, the bundle of modules.
+
+A family is a set of `nn.Module`s trained together (a generator, a discriminator or critic, and
+for `wgan-lhcb` a condition regressor), described completely by one frozen config dataclass:
+the config is the constructor, so `config.json` alone rebuilds the modules, and weights load
+into them. Configs check their keys, types and values and name the offending key in a
+`ModelConfigError` (a `CaloforgeError`).
+
+Layouts: every module takes and returns showers in caloforge's layout `(N, *geometry.shape)`,
+i.e. `(N, x, y, layer)` for per-layer geometries and `(N, x, y)` for depth-summed ones; the
+PyTorch layouts `(N, C, D, H, W)` / `(N, C, H, W)` stay inside the modules. Conditions are a
+mapping name -> tensor in the geometry's units (energy GeV `(N,)`, theta rad `(N,)`, momentum
+GeV `(N, 3)`, point mm `(N, 2)`); each model rescales them itself (energy / 100 GeV as the seed
+papers did).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, get_args, get_origin, get_type_hints
+
+import torch
+from torch import Tensor, nn
+
+from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.geometry import Geometry, load_geometry
+
+__all__ = [
+    "MODEL_FAMILIES",
+    "GanDiscriminatorOutput",
+    "ModelBundle",
+    "ModelConfig",
+    "ModelConfigError",
+    "ShowerGenerator",
+    "build_model",
+    "get_condition",
+    "init_weights",
+    "parameter_counts",
+    "register",
+    "same_pad2d",
+    "same_pad3d",
+]
+
+
+class ModelConfigError(CaloforgeError):
+    """A model config with an unknown key, a value of the wrong type or out of range."""
+
+
+# --- configs ------------------------------------------------------------------------------
+C = TypeVar("C", bound="ModelConfig")
+
+
+class ModelConfig:
+    """Base of the families' config dataclasses (subclasses are `@dataclass(frozen=True)`).
+
+    Subclasses declare their fields with commented defaults, the image shape their
+    architecture produces (`shape`), the conditions their geometry must offer
+    (`required_conditions`), override `_check_values` for ranges and `build_modules` to
+    construct their modules by role.
+    """
+
+    family: ClassVar[str] = ""  # set by `register`
+    shape: ClassVar[tuple[int, ...]] = ()  # the shower shape the architecture produces
+    required_conditions: ClassVar[tuple[str, ...]] = ("energy",)
+    geometry: str  # a dataclass field in every subclass
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._check_values()
+        self._check_geometry()
+
+    # -- (de)serialisation --
+    @classmethod
+    def from_dict(cls: type[C], values: Mapping[str, Any] | None = None) -> C:
+        """Build from a dict (a `config.json`); unknown keys are an error, missing ones default.
+
+        A `family` key, as written by `to_dict`, must name this config's family.
+        """
+        values = dict(values or {})
+        family = values.pop("family", cls.family)
+        if family != cls.family:
+            raise ModelConfigError(
+                f"model config: key 'family' is '{family}' but a '{cls.family}' config was "
+                "requested"
+            )
+        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise ModelConfigError(
+                    f"model config '{cls.family}': unknown key '{key}'{hint}; known keys: "
+                    f"{', '.join(known)}"
+                )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the family name; `from_dict` of it gives an equal config."""
+        out: dict[str, Any] = {"family": self.family}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    # -- validation --
+    def _fail(self, key: str, expected: str, found: object) -> ModelConfigError:
+        return ModelConfigError(
+            f"model config '{self.family}': key '{key}' must be {expected}, got {found!r}"
+        )
+
+    def _check_types(self) -> None:
+        hints = get_type_hints(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            value = _coerce(getattr(self, f.name), hints[f.name])
+            if value is _INVALID:
+                raise self._fail(f.name, _describe(hints[f.name]), getattr(self, f.name))
+            object.__setattr__(self, f.name, value)  # frozen: lists become tuples, ints floats
+
+    def _check_values(self) -> None:
+        """Range checks of the subclass; raise `self._fail(key, expected, found)`."""
+
+    def _require(self, ok: bool, key: str, expected: str) -> None:
+        if not ok:
+            raise self._fail(key, expected, getattr(self, key))
+
+    def _check_geometry(self) -> None:
+        geometry = self.resolved_geometry
+        if tuple(geometry.shape) != self.shape:
+            raise ModelConfigError(
+                f"model config '{self.family}': key 'geometry' names '{geometry.name}' with "
+                f"shower shape {tuple(geometry.shape)}; this architecture produces {self.shape}"
+            )
+        missing = [c for c in self.required_conditions if not geometry.has_condition(c)]
+        if missing:
+            raise ModelConfigError(
+                f"model config '{self.family}': key 'geometry' names '{geometry.name}', which "
+                f"lacks the condition(s) {missing} this model is conditioned on"
+            )
+
+    @cached_property
+    def resolved_geometry(self) -> Geometry:
+        """The `Geometry` the `geometry` key names (a preset or a YAML file)."""
+        try:
+            return load_geometry(self.geometry)
+        except CaloforgeError as exc:
+            raise ModelConfigError(f"model config '{self.family}': key 'geometry': {exc}") from None
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        """The family's modules by role: generator, discriminator or critic, regressor."""
+        raise NotImplementedError
+
+
+class _Invalid:
+    pass
+
+
+_INVALID = _Invalid()
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    """`value` converted to the annotated type, or `_INVALID`. JSON lists become tuples."""
+    origin = get_origin(hint)
+    if origin is Literal:
+        return value if value in get_args(hint) else _INVALID
+    if hint is bool:
+        return value if isinstance(value, bool) else _INVALID
+    if hint is int:
+        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value) if math.isfinite(value) else _INVALID
+        return _INVALID
+    if hint is str:
+        return value if isinstance(value, str) else _INVALID
+    if origin is tuple:
+        args = get_args(hint)
+        if not isinstance(value, list | tuple):
+            return _INVALID
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = [_coerce(v, args[0]) for v in value]
+        elif len(args) == len(value):
+            items = [_coerce(v, a) for v, a in zip(value, args, strict=True)]
+        else:
+            return _INVALID
+        return _INVALID if any(i is _INVALID for i in items) else tuple(items)
+    return value
+
+
+def _describe(hint: Any) -> str:
+    origin = get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(hint))
+    if origin is tuple:
+        return f"a list of {', '.join(_describe(a) for a in get_args(hint) if a is not Ellipsis)}"
+    return f"of type {getattr(hint, '__name__', hint)}"
+
+
+# --- registry -----------------------------------------------------------------------------
+MODEL_FAMILIES: dict[str, type[ModelConfig]] = {}
+
+
+def register(name: str) -> Callable[[type[C]], type[C]]:
+    """Class decorator: register a config dataclass as the family `name`."""
+
+    def decorator(cls: type[C]) -> type[C]:
+        if name in MODEL_FAMILIES:
+            raise ValueError(f"model family '{name}' is already registered")
+        cls.family = name
+        MODEL_FAMILIES[name] = cls
+        return cls
+
+    return decorator
+
+
+@dataclass
+class ModelBundle:
+    """A family's modules by role, with the config that rebuilds them.
+
+    Roles: "generator" (a `ShowerGenerator`), "discriminator" (3DGAN, Conv2D) or "critic"
+    (WGAN-GP), and "regressor" (wgan-lhcb only).
+    """
+
+    family: str
+    config: ModelConfig
+    modules: dict[str, nn.Module]
+
+    @property
+    def generator(self) -> ShowerGenerator:
+        generator = self.modules["generator"]
+        assert isinstance(generator, ShowerGenerator)
+        return generator
+
+    @property
+    def discriminator(self) -> nn.Module:
+        """The discriminator, or the critic of a WGAN family."""
+        if "discriminator" in self.modules:
+            return self.modules["discriminator"]
+        return self.modules["critic"]
+
+    @property
+    def regressor(self) -> nn.Module | None:
+        return self.modules.get("regressor")
+
+    def to(self, device: torch.device | str) -> ModelBundle:
+        for module in self.modules.values():
+            module.to(device)
+        return self
+
+    def config_dict(self) -> dict[str, Any]:
+        """What `config.json` holds: `build_model(d["family"], d)` rebuilds this bundle."""
+        return self.config.to_dict()
+
+
+def _family(name: str) -> type[ModelConfig]:
+    try:
+        return MODEL_FAMILIES[name]
+    except KeyError:
+        raise ModelConfigError(
+            f"unknown model family '{name}'; known families: {', '.join(MODEL_FAMILIES)}"
+        ) from None
+
+
+def build_model(
+    family: str,
+    config: Mapping[str, Any] | ModelConfig | None = None,
+    *,
+    seed: int = 0,
+) -> ModelBundle:
+    """Build the modules of `family` from a config dict (or config object; None: defaults).
+
+    Weights are initialised as the seed studies' Keras code did (He-uniform convolutions,
+    Glorot-uniform dense layers, zero biases) from `seed`; the global RNG is left untouched.
+    """
+    cls = _family(family)
+    if isinstance(config, ModelConfig):
+        if not isinstance(config, cls):
+            raise ModelConfigError(
+                f"build_model('{family}') got a config of family '{config.family}'"
+            )
+        cfg = config
+    else:
+        cfg = cls.from_dict(config)
+    with torch.random.fork_rng(devices=[]):  # module constructors draw from the global RNG
+        modules = cfg.build_modules()
+    rng = torch.Generator().manual_seed(seed)
+    for module in modules.values():
+        init_weights(module, rng)
+    return ModelBundle(family=family, config=cfg, modules=modules)
+
+
+def parameter_counts(bundle: ModelBundle) -> dict[str, int]:
+    """Number of trainable parameters per role (BatchNorm running statistics excluded)."""
+    return {
+        role: sum(p.numel() for p in module.parameters() if p.requires_grad)
+        for role, module in bundle.modules.items()
+    }
+
+
+def init_weights(module: nn.Module, generator: torch.Generator) -> None:
+    """Keras-like initialisation: He-uniform convolutions, Glorot-uniform dense, zero biases."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.ConvTranspose3d):
+            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu", generator=generator)
+        elif isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight, generator=generator)
+        else:
+            continue
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+# --- modules ------------------------------------------------------------------------------
+class ShowerGenerator(nn.Module):
+    """A conditional shower generator: `generator(noise, conditions) -> showers`.
+
+    showers: `(N, *geometry.shape)`, non-negative, in the family's preprocessed cell units.
+    `sample_noise(n, generator)` draws the noise from an explicit `torch.Generator`.
+    """
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def noise_distribution(self) -> Literal["normal", "uniform"]:
+        """N(0, 1) or U[0, 1) per component."""
+        return "normal"
+
+    @property
+    def noise_size(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def condition_names(self) -> tuple[str, ...]:
+        """The conditions `forward` reads from its mapping."""
+        return self.config.required_conditions
+
+    @property
+    def shower_shape(self) -> tuple[int, ...]:
+        return self.config.shape
+
+    def sample_noise(self, n: int, generator: torch.Generator) -> Tensor:
+        """`(n, noise_size)` noise drawn from `generator`, on this module's device and dtype."""
+        size = (int(n), self.noise_size)
+        if self.noise_distribution == "uniform":
+            noise = torch.rand(size, generator=generator, device=generator.device)
+        else:
+            noise = torch.randn(size, generator=generator, device=generator.device)
+        reference = next(self.parameters())
+        return noise.to(device=reference.device, dtype=reference.dtype)
+
+    def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+
+class GanDiscriminatorOutput(NamedTuple):
+    """Heads of the 3DGAN and Conv2D discriminators; each is `(N,)`."""
+
+    logit: Tensor  # real/fake logit: sigmoid(logit) is the probability that the shower is real
+    energy: Tensor  # regressed primary energy in units of `energy_scale` (Ep / 100 GeV)
+    ecal: Tensor  # sum of all cells of the input as given (preprocessed units)
+
+
+def get_condition(
+    conditions: Mapping[str, Tensor], name: str, n: int, size: int, like: Tensor
+) -> Tensor:
+    """Condition `name` as an `(n, size)` tensor with the dtype and device of `like`."""
+    if name not in conditions:
+        raise ConditionError(
+            f"the model needs condition '{name}'; got conditions {sorted(conditions)}"
+        )
+    value = torch.as_tensor(conditions[name], dtype=like.dtype, device=like.device)
+    if value.numel() != n * size:
+        expected = f"({n},)" if size == 1 else f"({n}, {size})"
+        raise ConditionError(
+            f"condition '{name}' has shape {tuple(value.shape)}; expected {expected}"
+        )
+    return value.reshape(n, size)
+
+
+def _same(k: int) -> tuple[int, int]:
+    """Zero padding before and after for Keras/TF 'same' (stride 1): even kernels pad one more
+    after than before, as TF does."""
+    return (k - 1) // 2, k // 2
+
+
+def same_pad2d(kernel: int) -> nn.ConstantPad2d:
+    """Zero padding that makes a stride-1 `kernel` x `kernel` Conv2d keep the size ('same')."""
+    before, after = _same(kernel)
+    return nn.ConstantPad2d((before, after, before, after), 0.0)
+
+
+def same_pad3d(kernel: tuple[int, int, int]) -> nn.ConstantPad3d:
+    """Zero padding that makes a stride-1 Conv3d with `kernel` (D, H, W) keep the size."""
+    (d0, d1), (h0, h1), (w0, w1) = (_same(k) for k in kernel)
+    return nn.ConstantPad3d((w0, w1, h0, h1, d0, d1), 0.0)
