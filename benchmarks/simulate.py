@@ -55,7 +55,9 @@ def time_simulation(geometry: str, n: int, workers: int, folder: Path, repeats: 
     return rates
 
 
-def memory_trace(geometry: str, n: int, folder: Path, interval: float = 1.0) -> list[tuple[float, float]]:
+def memory_trace(
+    geometry: str, n: int, folder: Path, interval: float = 1.0
+) -> list[tuple[float, float]]:
     """(seconds, MiB) samples while simulating `n` showers into one file."""
     samples: list[tuple[float, float]] = []
     done = threading.Event()
@@ -92,15 +94,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.folder) as tmp:
         folder = Path(tmp)
         workers = default_workers()
-        print(f"simulate {args.geometry}, default energies/angles, {args.n} showers per run, "
-              f"{args.repeats} runs, gzip output; cores available: {workers}")
+        print(
+            f"simulate {args.geometry}, default energies/angles, {args.n} showers per run, "
+            f"{args.repeats} runs, gzip output; cores available: {workers}"
+        )
         one = time_simulation(args.geometry, args.n, 1, folder, args.repeats)
         many = time_simulation(args.geometry, args.n, workers, folder, args.repeats)
         m1, mw = statistics.median(one), statistics.median(many)
-        print(f"  1 worker : median {m1:7.1f} showers/s  (runs: {', '.join(f'{r:.0f}' for r in one)})")
-        print(f"  {workers} workers: median {mw:7.1f} showers/s  (runs: {', '.join(f'{r:.0f}' for r in many)})")
-        print(f"  speed-up {mw / m1:.2f}x; target {TARGET_SHOWERS_PER_S:.0f} showers/s: "
-              f"{mw / TARGET_SHOWERS_PER_S:.2f}x of target -> {'MET' if mw >= TARGET_SHOWERS_PER_S else 'NOT MET'}")
+        print(
+            f"  1 worker : median {m1:7.1f} showers/s  (runs: {', '.join(f'{r:.0f}' for r in one)})"
+        )
+        runs = ", ".join(f"{r:.0f}" for r in many)
+        print(f"  {workers} workers: median {mw:7.1f} showers/s  (runs: {runs})")
+        print(
+            f"  speed-up {mw / m1:.2f}x; target {TARGET_SHOWERS_PER_S:.0f} showers/s: "
+            f"{mw / TARGET_SHOWERS_PER_S:.2f}x of target -> "
+            f"{'MET' if mw >= TARGET_SHOWERS_PER_S else 'NOT MET'}"
+        )
 
         if args.memory_n > 0:
             print(f"memory while writing {args.memory_n} {args.memory_geometry} showers:")
@@ -111,9 +121,12 @@ def main() -> None:
                 late = max(s for _, s in samples[-quarter:])
                 for t, s in samples[:: max(1, len(samples) // 8)]:
                     print(f"  t={t:7.1f} s  RSS {s:8.1f} MiB")
-                print(f"  peak RSS {max(s for _, s in samples):.1f} MiB; second quarter max "
-                      f"{early:.1f} MiB, last quarter max {late:.1f} MiB -> growth "
-                      f"{late - early:+.1f} MiB ({'flat' if late <= early * 1.05 + 16 else 'GROWING'})")
+                print(
+                    f"  peak RSS {max(s for _, s in samples):.1f} MiB; second quarter max "
+                    f"{early:.1f} MiB, last quarter max {late:.1f} MiB -> growth "
+                    f"{late - early:+.1f} MiB "
+                    f"({'flat' if late <= early * 1.05 + 16 else 'GROWING'})"
+                )
             else:
                 print("  run too short to sample; raise --memory-n")
 

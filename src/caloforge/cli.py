@@ -39,21 +39,29 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
             "simulator and write a canonical shower file. Ranges are LOW:HIGH or one VALUE."
         ),
     )
-    p.add_argument("--geometry", default="clic-25",
-                   help="preset (clic-25, clic-angle-51, lhcb-30) or a geometry YAML file")
+    p.add_argument(
+        "--geometry",
+        default="clic-25",
+        help="preset (clic-25, clic-angle-51, lhcb-30) or a geometry YAML file",
+    )
     p.add_argument("--n", type=int, required=True, help="number of showers")
     p.add_argument("--energy", type=parse_range, help="primary energy range, GeV")
-    p.add_argument("--spectrum", choices=("uniform", "inverse"),
-                   help="energy spectrum: flat, or 1/E (log-uniform; default for lhcb-30)")
+    p.add_argument(
+        "--spectrum",
+        choices=("uniform", "inverse"),
+        help="energy spectrum: flat, or 1/E (log-uniform; default for lhcb-30)",
+    )
     p.add_argument("--theta", type=parse_range, help="polar angle range, degrees")
-    p.add_argument("--point", type=parse_range,
-                   help="entry point range for x and y, mm (lhcb-30)")
+    p.add_argument("--point", type=parse_range, help="entry point range for x and y, mm (lhcb-30)")
     p.add_argument("--particle", choices=("electron", "photon"), default="electron")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=256, help="showers simulated per step")
-    p.add_argument("--workers", type=int,
-                   help="processes simulating in parallel (default: one per core, at most 8); "
-                   "the showers do not depend on it")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="processes simulating in parallel (default: one per core, at most 8); "
+        "the showers do not depend on it",
+    )
     p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip")
     p.add_argument("--append", action="store_true", help="append to an existing file")
     p.add_argument("-o", "--output", required=True, help="output canonical HDF5 file")
@@ -108,8 +116,15 @@ def _convert(args: argparse.Namespace) -> int:
     if len(args.input) < 2:
         raise CaloforgeError("convert needs at least one input and an output: convert IN... OUT")
     *inputs, output = args.input
-    convert(inputs, output, format=args.format, to=args.to, binning=args.binning,
-            batch_size=args.batch_size, progress=True)
+    convert(
+        inputs,
+        output,
+        format=args.format,
+        to=args.to,
+        binning=args.binning,
+        batch_size=args.batch_size,
+        progress=True,
+    )
     print(f"wrote {output}")
     return 0
 
@@ -125,8 +140,12 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
     p.add_argument("files", nargs="+")
     p.add_argument("--format", help="input format (default: detected)")
     p.add_argument("--binning", help="CaloChallenge binning XML")
-    p.add_argument("--max-showers", type=int, default=10000,
-                   help="showers read for the energy ratio and occupancy (default 10000)")
+    p.add_argument(
+        "--max-showers",
+        type=int,
+        default=10000,
+        help="showers read for the energy ratio and occupancy (default 10000)",
+    )
     p.set_defaults(handler=_inspect)
 
 

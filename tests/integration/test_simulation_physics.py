@@ -50,8 +50,10 @@ def fitted_shower_maximum(showers: np.ndarray, geometry: Geometry) -> float:
 
 def test_shower_maximum_grows_with_ln_e_at_the_parametrized_slope():
     energies = np.array([5.0, 10.0, 20.0, 40.0, 80.0])
-    measured = [fitted_shower_maximum(simulate(CLIC, 400, 10 + i, energy=e), CLIC)
-                for i, e in enumerate(energies)]
+    measured = [
+        fitted_shower_maximum(simulate(CLIC, 400, 10 + i, energy=e), CLIC)
+        for i, e in enumerate(energies)
+    ]
     expected, _ = gflash.mean_profile(energies, CLIC.front)
     slope = np.polyfit(np.log(energies), measured, 1)[0]
     expected_slope = np.polyfit(np.log(energies), expected, 1)[0]
@@ -83,8 +85,9 @@ def test_resolution_follows_stochastic_and_constant_terms():
 
 def test_radial_containment_agrees_with_the_parametrization():
     # 1 mm cells resolve a Moliere radius (about 10.8 mm in the thin layers).
-    fine = Geometry.from_dict({**CLIC.to_dict(), "name": "clic-fine", "shape": [121, 121, 25],
-                               "cell_size_mm": [1.0, 1.0]})
+    fine = Geometry.from_dict(
+        {**CLIC.to_dict(), "name": "clic-fine", "shape": [121, 121, 25], "cell_size_mm": [1.0, 1.0]}
+    )
     showers = simulate(fine, 150, 50, energy=100.0)
     f_e = np.array([layer.properties.f_e for layer in fine.layers])
     rm = np.array([layer.properties.RM_cm * 10.0 for layer in fine.layers])
@@ -116,9 +119,11 @@ def test_photons_shower_deeper_than_electrons():
     sim_e, sim_g = ShowerSimulator(CLIC), ShowerSimulator(CLIC, particle="photon")
     cond = {"energy": np.full(300, 50.0)}
     depth = np.arange(25)
+
     def mean_layer(s: np.ndarray) -> float:
         p = longitudinal_profile(s).sum(axis=0)
         return float((p * depth).sum() / p.sum())
+
     e = mean_layer(sim_e.simulate(cond, np.random.default_rng(70)))
     g = mean_layer(sim_g.simulate(cond, np.random.default_rng(71)))
     assert 0.5 < g - e < 3.0  # layers; about 9/7 X0 deeper

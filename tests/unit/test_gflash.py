@@ -12,21 +12,35 @@ from caloforge.simulation import gflash
 
 # Homogeneous tungsten: no sampling corrections (Fs -> infinity, e/mip = 1).
 TUNGSTEN = SamplingProperties(
-    Z=74, A=183.84, density=19.3, X0_cm=0.3504, Ec=7.97, RM_cm=0.933,
-    Fs=math.inf, e_hat=1.0, f_mip=1.0, f_e=1.0,
+    Z=74,
+    A=183.84,
+    density=19.3,
+    X0_cm=0.3504,
+    Ec=7.97,
+    RM_cm=0.933,
+    Fs=math.inf,
+    e_hat=1.0,
+    f_mip=1.0,
+    f_e=1.0,
 )
 
 
 @pytest.mark.parametrize(
     ("energy", "T", "alpha", "contained"),
-    [(2, 4.67, 3.11, 0.997), (10, 6.28, 3.95, 0.994), (100, 8.58, 5.16, 0.982),
-     (500, 10.19, 6.00, 0.965)],
+    [
+        (2, 4.67, 3.11, 0.997),
+        (10, 6.28, 3.95, 0.994),
+        (100, 8.58, 5.16, 0.982),
+        (500, 10.19, 6.00, 0.965),
+    ],
 )
 def test_mean_profile_matches_sanity_table(energy, T, alpha, contained):
     got_T, got_alpha = gflash.mean_profile(np.array([energy]), TUNGSTEN)
     assert got_T[0] == pytest.approx(T, abs=0.01)
     assert got_alpha[0] == pytest.approx(alpha, abs=0.01)
-    assert gflash.gamma_cdf(np.array(22.6), got_T, got_alpha)[0] == pytest.approx(contained, abs=0.001)
+    assert gflash.gamma_cdf(np.array(22.6), got_T, got_alpha)[0] == pytest.approx(
+        contained, abs=0.001
+    )
 
 
 def test_clic_thin_layer_profile_at_100_gev():

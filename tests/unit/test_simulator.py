@@ -50,7 +50,9 @@ def test_perpendicular_shower_is_centred_and_inclined_one_moves_along_y():
     sim = ShowerSimulator(PRESETS["clic-angle-51"])
     rng = np.random.default_rng(0)
     n = 50
-    showers = sim.simulate({"energy": np.full(n, 150.0), "theta": np.full(n, math.radians(60))}, rng)
+    showers = sim.simulate(
+        {"energy": np.full(n, 150.0), "theta": np.full(n, math.radians(60))}, rng
+    )
     x, y = cell_centres_mm(PRESETS["clic-angle-51"])
     ey = showers.sum(axis=(1,))  # (n, y, layer)
     front = (ey[:, :, :5] * y[None, :, None]).sum() / ey[:, :, :5].sum()
@@ -68,8 +70,11 @@ def test_lhcb_showers_move_with_entry_point_and_momentum():
 
     def mean_x(point_x: float, slope_x: float) -> float:
         momentum = np.tile([slope_x * 20.0, 0.0, 20.0], (n, 1))
-        cond = {"energy": np.full(n, 20.0), "momentum": momentum,
-                "point": np.tile([point_x, 0.0], (n, 1))}
+        cond = {
+            "energy": np.full(n, 20.0),
+            "momentum": momentum,
+            "point": np.tile([point_x, 0.0], (n, 1)),
+        }
         s = sim.simulate(cond, np.random.default_rng(1))
         return float((s.sum(axis=2) * x).sum() / s.sum())
 
@@ -107,7 +112,8 @@ def test_condition_ranges_are_checked_against_the_geometry():
 
 
 def test_voxel_geometries_cannot_be_simulated():
-    voxels = Geometry(name="v", shape=(10,), readout="voxels",
-                      conditions=PRESETS["clic-25"].conditions)
+    voxels = Geometry(
+        name="v", shape=(10,), readout="voxels", conditions=PRESETS["clic-25"].conditions
+    )
     with pytest.raises(CaloforgeError, match="readout 'voxels'"):
         ShowerSimulator(voxels)

@@ -13,8 +13,8 @@ CELLS = np.concatenate([[0.0, 0.0, 1e-8, 1e-5], np.logspace(-7, 1, 200)])
 
 
 @pytest.mark.parametrize(
-    "transform", [Identity(), Power(0.85), Power(0.85, scale=50.0), Log(1e-5), BoxCox(0.2),
-                  BoxCox(0.0)],
+    "transform",
+    [Identity(), Power(0.85), Power(0.85, scale=50.0), Log(1e-5), BoxCox(0.2), BoxCox(0.0)],
 )
 def test_inverse_undoes_forward_on_numpy_and_torch(transform):
     y = transform.forward(CELLS)

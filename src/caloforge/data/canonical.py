@@ -113,7 +113,10 @@ class ShowerWriter:
         for c in geometry.conditions:
             tail = () if c.size == 1 else (c.size,)
             f.create_dataset(
-                c.name, shape=(0, *tail), maxshape=(None, *tail), dtype=np.float64,
+                c.name,
+                shape=(0, *tail),
+                maxshape=(None, *tail),
+                dtype=np.float64,
                 chunks=(4096, *tail),
             )
 
@@ -197,7 +200,9 @@ class ShowerFile:
                 try:
                     values = self._h5[c.name][: self._n]
                 except OSError as exc:
-                    raise InputFileError(self.path, f"unreadable data ({exc})", key=c.name) from None
+                    raise InputFileError(
+                        self.path, f"unreadable data ({exc})", key=c.name
+                    ) from None
                 conditions[c.name] = np.asarray(values, dtype=np.float64)
             check_conditions(conditions, self.path, self._n)
             self._conditions = conditions
@@ -210,7 +215,8 @@ class ShowerFile:
             showers = np.asarray(self._showers[selection], dtype=np.float32)
         except OSError as exc:
             raise InputFileError(
-                self.path, f"unreadable shower data, truncated or corrupt? ({exc})",
+                self.path,
+                f"unreadable shower data, truncated or corrupt? ({exc})",
                 key=SHOWERS_KEY,
             ) from None
         check_showers(showers, self.path, SHOWERS_KEY, offset, rows)
@@ -260,7 +266,8 @@ def open_h5(path: str | os.PathLike[str]) -> h5py.File:
         return h5py.File(p, "r")
     except OSError as exc:
         raise InputFileError(
-            p, "not a readable HDF5 file (wrong format, truncated or corrupt)",
+            p,
+            "not a readable HDF5 file (wrong format, truncated or corrupt)",
             found=str(exc).split("(")[0].strip() or None,
         ) from None
 
@@ -281,34 +288,61 @@ def open_canonical(path: str | os.PathLike[str]) -> ShowerFile:
 
 def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
     if "geometry_json" not in h5.attrs:
-        raise InputFileError(path, "not a caloforge shower file", key="geometry_json",
-                             expected="the attribute written by caloforge",
-                             found="no such attribute (use 'caloforge convert' for other formats)")
+        raise InputFileError(
+            path,
+            "not a caloforge shower file",
+            key="geometry_json",
+            expected="the attribute written by caloforge",
+            found="no such attribute (use 'caloforge convert' for other formats)",
+        )
     version = int(h5.attrs.get("format_version", -1))
     if version > FORMAT_VERSION:
-        raise InputFileError(path, "written by a newer caloforge", key="format_version",
-                             expected=f"<= {FORMAT_VERSION}", found=str(version))
+        raise InputFileError(
+            path,
+            "written by a newer caloforge",
+            key="format_version",
+            expected=f"<= {FORMAT_VERSION}",
+            found=str(version),
+        )
     try:
         geometry = Geometry.from_json(str(h5.attrs["geometry_json"]), source=f"{path}")
     except GeometryError as exc:
-        raise InputFileError(path, f"bad geometry description ({exc})", key="geometry_json") from None
+        raise InputFileError(
+            path, f"bad geometry description ({exc})", key="geometry_json"
+        ) from None
     if SHOWERS_KEY not in h5:
-        raise InputFileError(path, "missing dataset", key=SHOWERS_KEY,
-                             expected=f"(N, {', '.join(map(str, geometry.shape))}) float32")
+        raise InputFileError(
+            path,
+            "missing dataset",
+            key=SHOWERS_KEY,
+            expected=f"(N, {', '.join(map(str, geometry.shape))}) float32",
+        )
     ds = h5[SHOWERS_KEY]
     if tuple(ds.shape[1:]) != tuple(geometry.shape):
-        raise InputFileError(path, "showers do not match the file's geometry", key=SHOWERS_KEY,
-                             expected=f"(N, {', '.join(map(str, geometry.shape))})",
-                             found=f"{ds.shape}")
+        raise InputFileError(
+            path,
+            "showers do not match the file's geometry",
+            key=SHOWERS_KEY,
+            expected=f"(N, {', '.join(map(str, geometry.shape))})",
+            found=f"{ds.shape}",
+        )
     n = int(ds.shape[0])
     for c in geometry.conditions:
         want = () if c.size == 1 else (c.size,)
         if c.name not in h5:
-            raise InputFileError(path, "missing condition dataset", key=c.name,
-                                 expected=f"({n}{', ' + str(c.size) if c.size > 1 else ''}) in {c.unit}")
+            raise InputFileError(
+                path,
+                "missing condition dataset",
+                key=c.name,
+                expected=f"({n}{', ' + str(c.size) if c.size > 1 else ''}) in {c.unit}",
+            )
         found = h5[c.name].shape
         if tuple(found[1:]) != want or found[0] < n:
-            raise InputFileError(path, "condition has the wrong shape", key=c.name,
-                                 expected=f"({n}{', ' + str(c.size) if c.size > 1 else ''})",
-                                 found=str(found))
+            raise InputFileError(
+                path,
+                "condition has the wrong shape",
+                key=c.name,
+                expected=f"({n}{', ' + str(c.size) if c.size > 1 else ''})",
+                found=str(found),
+            )
     return ShowerFile(path, h5, geometry)

@@ -81,8 +81,7 @@ class ShowerCollection:
         indices = np.asarray(indices, dtype=np.int64)
         which = np.searchsorted(self._offsets, indices, side="right") - 1
         parts = [
-            self.sources[i].take(indices[which == i] - self._offsets[i])
-            for i in np.unique(which)
+            self.sources[i].take(indices[which == i] - self._offsets[i]) for i in np.unique(which)
         ]
         return Batch.concatenate(parts) if parts else self.sources[0].read(0, 0)
 

@@ -46,10 +46,7 @@ class Batch:
             raise ValueError("cannot concatenate zero batches")
         return Batch(
             np.concatenate([b.showers for b in batches]),
-            {
-                k: np.concatenate([b.conditions[k] for b in batches])
-                for k in batches[0].conditions
-            },
+            {k: np.concatenate([b.conditions[k] for b in batches]) for k in batches[0].conditions},
         )
 
 

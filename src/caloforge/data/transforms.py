@@ -112,7 +112,9 @@ class BoxCox:
 
     def __post_init__(self) -> None:
         if not (self.shift > 0 and math.isfinite(self.lmbda)):
-            raise CaloforgeError(f"boxcox transform needs shift > 0 and a finite lambda, got {self}")
+            raise CaloforgeError(
+                f"boxcox transform needs shift > 0 and a finite lambda, got {self}"
+            )
 
     def forward(self, x: Array) -> Array:
         z = _clamp_min(x, 0.0) + self.shift
@@ -132,8 +134,9 @@ class BoxCox:
         return {"name": self.name, **asdict(self)}
 
     @classmethod
-    def fit(cls, cells: np.ndarray, shift: float = 1e-6, max_cells: int = 1_000_000,
-            seed: int = 0) -> BoxCox:
+    def fit(
+        cls, cells: np.ndarray, shift: float = 1e-6, max_cells: int = 1_000_000, seed: int = 0
+    ) -> BoxCox:
         """Fit lambda by maximum likelihood on the non-zero cells (at most `max_cells` of them,
         drawn with `seed`)."""
         from scipy.stats import boxcox_normmax

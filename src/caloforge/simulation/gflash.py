@@ -28,9 +28,7 @@ def ln_y(energy: np.ndarray, material: SamplingProperties) -> np.ndarray:
     return np.log(np.asarray(energy, dtype=np.float64) * 1000.0 / material.Ec)
 
 
-def mean_profile(
-    energy: np.ndarray, material: SamplingProperties
-) -> tuple[np.ndarray, np.ndarray]:
+def mean_profile(energy: np.ndarray, material: SamplingProperties) -> tuple[np.ndarray, np.ndarray]:
     """Average longitudinal profile (T, alpha) in a sampling calorimeter.
 
     T_sam = ln y - 0.858 - 0.59/Fs - 0.53 (1 - e_hat);

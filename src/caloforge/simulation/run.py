@@ -41,7 +41,9 @@ def _simulate_sparse(
     return index, flat[index], dict(batch.conditions)
 
 
-def _densify(geometry: Geometry, sparse: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]) -> Batch:
+def _densify(
+    geometry: Geometry, sparse: tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
+) -> Batch:
     index, values, conditions = sparse
     showers = np.zeros(len(conditions["energy"]) * geometry.n_cells, dtype=np.float32)
     showers[index] = values
@@ -141,8 +143,14 @@ def simulate_to_file(
     ) as writer:
         # Appending continues the seed's sequence after the showers already in the file.
         for batch in simulate_batches(
-            geo, ranges, n, seed=seed, batch_size=batch_size, particle=particle,
-            first_index=writer.n, workers=default_workers() if workers is None else workers,
+            geo,
+            ranges,
+            n,
+            seed=seed,
+            batch_size=batch_size,
+            particle=particle,
+            first_index=writer.n,
+            workers=default_workers() if workers is None else workers,
         ):
             writer.write(batch)
             if bar is not None:

@@ -139,7 +139,9 @@ class ShowerSimulator:
 
         # Radial profile per (shower, step), at the step's middle.
         tau = gflash.scaled_depth(
-            (rel[:-1] + 0.5 * self.step_X0)[None, :], T[:, None], alpha[:, None],
+            (rel[:-1] + 0.5 * self.step_X0)[None, :],
+            T[:, None],
+            alpha[:, None],
             fluct.mean_ln_alpha[:, None],
         )
         radial = gflash.radial_parameters(energy[:, None], tau, self.material)
@@ -169,7 +171,9 @@ class ShowerSimulator:
         r_mm = r_RM * self._rm_mm[layer_axis]  # behind the back (-1): the last layer's
         e1, e2 = _transverse_basis(direction)
         off1, off2 = r_mm * np.cos(phi), r_mm * np.sin(phi)
-        pos = entry[shower] + s[:, None] * d + off1[:, None] * e1[shower] + off2[:, None] * e2[shower]
+        pos = (
+            entry[shower] + s[:, None] * d + off1[:, None] * e1[shower] + off2[:, None] * e2[shower]
+        )
         z = np.maximum(pos[:, 2], 0.0)  # lateral spread in front of the face: first layer
         layer = self._layer_of(z)
 

@@ -32,18 +32,27 @@ def register(fmt: FileFormat) -> None:
     FORMATS[fmt.name] = fmt
 
 
-def _load_builtin() -> None:
-    if FORMATS:
-        return
-    # Imported here so that importing caloforge.data stays cheap; each module registers itself.
-    from caloforge.data.formats import canonical_format  # noqa: F401
+_BUILTIN = ("canonical_format", "lcd", "calochallenge", "calogan", "lhcb")
+_loaded = False
 
-    for module in ("lcd", "calochallenge", "calogan", "lhcb"):
-        try:
-            __import__(f"caloforge.data.formats.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"caloforge.data.formats.{module}":
-                raise
+
+def _load_builtin() -> None:
+    """Import the built-in format modules (each registers itself) once, and put them first in
+    detection order whichever of them was imported first: the canonical format, then the
+    others."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import importlib
+
+    for module in _BUILTIN:
+        importlib.import_module(f"caloforge.data.formats.{module}")
+    builtin = ["caloforge", "lcd", "calochallenge", "calogan", "lhcb"]
+    ordered = {name: FORMATS[name] for name in builtin if name in FORMATS}
+    ordered.update({k: v for k, v in FORMATS.items() if k not in ordered})
+    FORMATS.clear()
+    FORMATS.update(ordered)
 
 
 def format_names() -> list[str]:

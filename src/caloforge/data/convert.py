@@ -1,0 +1,114 @@
+"""Convert shower files: any readable format to the canonical one, or to CaloChallenge.
+
+>>> convert(["EleEscan_1_1.h5", "EleEscan_1_2.h5"], "showers.h5")
+>>> convert(["dataset_2_1.hdf5"], "ds2.h5", binning="binning_dataset_2.xml")
+>>> convert(["showers.h5"], "cc.hdf5", to="calochallenge", binning="cc.xml")
+
+Showers are streamed batch by batch; the output appears under its name only once complete,
+so a failed conversion leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+
+from caloforge.data.canonical import ShowerWriter, open_h5
+from caloforge.data.formats import detect_format
+from caloforge.data.io import expand_paths, open_showers
+from caloforge.data.source import ShowerSource, iter_batches
+from caloforge.errors import CaloforgeError
+
+TARGETS = ("caloforge", "calochallenge")
+CALOCHALLENGE = "calochallenge"
+
+PathLike = str | os.PathLike[str]
+
+
+def input_format(path: PathLike, format: str | None = None) -> str:
+    """`format`, or the detected format of `path`.
+
+    An HDF5 file that cannot be opened (truncated, corrupt) is reported as such here, before
+    the formats' detection tries to open it.
+    """
+    if format is not None:
+        return format
+    if Path(path).is_file() and h5py.is_hdf5(path):
+        open_h5(path).close()
+    return detect_format(path)
+
+
+def convert(
+    inputs: PathLike | Sequence[PathLike],
+    output: PathLike,
+    *,
+    format: str | None = None,
+    to: str = "caloforge",
+    binning: PathLike | None = None,
+    batch_size: int = 1000,
+    progress: bool = False,
+) -> Path:
+    """Convert `inputs` (files or globs of one geometry) to `output`; return its path.
+
+    to="caloforge" writes a canonical file. to="calochallenge" writes a CaloChallenge HDF5
+    file and its binning XML (see `write_calochallenge`). `binning` is the binning XML of
+    CaloChallenge inputs; for other inputs written as CaloChallenge it is where the output's
+    XML goes (default: `output` with the suffix .xml).
+    """
+    if to not in TARGETS:
+        raise CaloforgeError(f"unknown output format '{to}'; choose one of {', '.join(TARGETS)}")
+    if batch_size < 1:
+        raise CaloforgeError(f"batch_size must be at least 1, got {batch_size}")
+    files = expand_paths(inputs)
+    _refuse_overwriting(files, output)
+    format = input_format(files[0], format)
+    reads_binning = format == CALOCHALLENGE
+    if binning is not None and not reads_binning and to != CALOCHALLENGE:
+        raise CaloforgeError(
+            "--binning is for reading CaloChallenge files or writing with --to calochallenge"
+        )
+    options = {"binning": binning} if reads_binning and binning is not None else {}
+    source = open_showers(files, format, **options)
+    try:
+        if to == CALOCHALLENGE:
+            from caloforge.data.formats.calochallenge import write_calochallenge
+
+            binning_out = None if reads_binning else binning
+            write_calochallenge(
+                source, output, binning_out, batch_size=batch_size, progress=progress
+            )
+        else:
+            write_canonical(source, output, batch_size=batch_size, progress=progress)
+    finally:
+        source.close()
+    return Path(output)
+
+
+def write_canonical(
+    source: ShowerSource, output: PathLike, *, batch_size: int = 1000, progress: bool = False
+) -> None:
+    """Stream `source` into a new canonical file at `output`."""
+    from tqdm import tqdm
+
+    with (
+        ShowerWriter(output, source.geometry, producer="caloforge convert") as writer,
+        tqdm(
+            total=len(source),
+            unit="shower",
+            desc=f"writing {Path(output).name}",
+            disable=not progress,
+        ) as bar,
+    ):
+        for batch in iter_batches(source, batch_size):
+            writer.write(batch)
+            bar.update(len(batch))
+
+
+def _refuse_overwriting(inputs: Sequence[Path], output: PathLike) -> None:
+    out = Path(output).resolve()
+    for path in inputs:
+        if path.resolve() == out:
+            raise CaloforgeError(f"{output}: the output would overwrite an input file")
