@@ -158,6 +158,107 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- train ------------------------------------------------------------------------------
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a model on shower files",
+        description=(
+            "Train a model family on shower files. The config (configs/<family>.yaml) holds "
+            "the model, the preprocessing and the training recipe; KEY=VALUE arguments "
+            "override entries by dotted path, e.g. training.batch_size=64 "
+            "training.loss.energy=0.2. Runs as one process or under torchrun for "
+            "data-parallel training: torchrun --nproc-per-node N -m caloforge train ..."
+        ),
+    )
+    p.add_argument("--config", required=True, help="YAML training config")
+    p.add_argument("--data", required=True, nargs="+", help="shower file(s) or glob")
+    p.add_argument("--format", help="input format (default: detected)")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
+    )
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(handler=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from caloforge.training.config import load_config
+    from caloforge.training.distributed import shutdown_distributed
+    from caloforge.training.trainer import Trainer
+
+    config = load_config(args.config, args.overrides)
+    try:
+        trainer = Trainer(
+            config, args.data, args.out, resume=args.resume, progress=True, data_format=args.format
+        )
+        result = trainer.fit()
+    finally:
+        shutdown_distributed()
+    if trainer.context.is_main:
+        check = result.last_check
+        summary = (
+            f" (last check: response error {check.response_error:.3f}, profile error "
+            f"{check.profile_error:.3f})"
+            if check is not None
+            else ""
+        )
+        print(f"trained {result.steps} steps, {result.epochs_completed} epoch(s){summary}")
+        print(f"run folder: {result.run_dir}; best checkpoint: {result.best_checkpoint}")
+    return 0
+
+
+# --- generate ---------------------------------------------------------------------------
+def _add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate showers from a trained checkpoint",
+        description=(
+            "Generate showers with a trained model into a canonical file. Conditions are drawn "
+            "from ranges (LOW:HIGH or VALUE) or taken one to one from a reference file."
+        ),
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint folder, or run folder (its best checkpoint)"
+    )
+    p.add_argument("--n", type=int, help="number of showers (default with --conditions-from: all)")
+    p.add_argument("--energy", type=parse_range, help="primary energy range, GeV")
+    p.add_argument("--spectrum", choices=("uniform", "inverse"))
+    p.add_argument("--theta", type=parse_range, help="polar angle range, degrees")
+    p.add_argument("--point", type=parse_range, help="entry point range for x and y, mm")
+    p.add_argument("--conditions-from", help="reuse this file's conditions, one to one")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--strict", action="store_true", help="refuse conditions outside the model's training range"
+    )
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(handler=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from caloforge.generation.run import generate_to_file
+
+    path = generate_to_file(
+        args.checkpoint,
+        args.output,
+        n=args.n,
+        energy=args.energy,
+        theta_deg=args.theta,
+        point=args.point,
+        spectrum=args.spectrum,
+        conditions_from=args.conditions_from,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        strict=args.strict,
+        progress=True,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caloforge",
@@ -165,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"caloforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_simulate, _add_convert, _add_inspect):
+    for add in (_add_simulate, _add_convert, _add_inspect, _add_train, _add_generate):
         add(sub)
     return parser
 

@@ -295,3 +295,32 @@ def test_map_dataset_batch_read_keeps_order_and_repeats(files: str) -> None:
     items = [7, 2, 7, 40]
     got = [float(c[0]) for _, c in dataset.__getitems__(items)]
     assert got == list(expected_energies("train")[items])
+
+
+def test_ranks_take_slices_of_the_single_process_global_batch(files: str) -> None:
+    single = ShowerStream(files, batch_size=8, rank=0, world_size=1, drop_last=True)
+    ranks = [
+        ShowerStream(files, batch_size=4, rank=r, world_size=2, drop_last=True) for r in (0, 1)
+    ]
+    global_batches = energies_of(single)
+    per_rank = [energies_of(r) for r in ranks]
+    assert len(per_rank[0]) == len(per_rank[1]) == len(global_batches)
+    for g, a, b in zip(global_batches, *per_rank, strict=True):
+        np.testing.assert_array_equal(g, np.concatenate([a, b]))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_skipping_batches_resumes_the_epoch_exactly(files: str, workers: int) -> None:
+    def epoch_batches(skip: int) -> list[np.ndarray]:
+        loader = make_loader(files, batch_size=4, seed=3, window=8, num_workers=workers)
+        stream = loader.dataset
+        stream.set_epoch(2)  # type: ignore[attr-defined]
+        stream.set_skip(skip)  # type: ignore[attr-defined]
+        return energies_of(loader)
+
+    whole = epoch_batches(0)
+    for skip in (1, 3, 4):
+        resumed = epoch_batches(skip)
+        assert len(resumed) == len(whole) - skip
+        for a, b in zip(whole[skip:], resumed, strict=True):
+            np.testing.assert_array_equal(a, b)

@@ -163,12 +163,13 @@ class ShowerStream(_LazySplit, IterableDataset[tuple[torch.Tensor, torch.Tensor]
     the showers within each window. Neighbouring showers are read together, so one HDF5
     access serves about `window` showers while the batches still mix many windows per epoch.
 
-    The epoch order is cut into `world_size` equal contiguous parts, one per rank, dropping at
-    most `world_size - 1` showers (the tail of that epoch's order, so a different few each
-    epoch) so that every rank takes the same number of steps, as DDP needs. A rank's part is
-    cut into batches (`drop_last` drops its last short batch), the batches are grouped into
-    reads of about `window` showers, and the reads are dealt round-robin to the DataLoader
-    workers. Without DDP and with `drop_last=False`, every shower of the split is yielded
+    The epoch order is dealt to the ranks by global batch (rank r takes the r-th slice of
+    each `world_size * batch_size` showers), dropping at most `world_size - 1` showers (the
+    tail of that epoch's order, so a different few each epoch) so that every rank takes the
+    same number of steps, as DDP needs, and a step on several ranks sees the showers one
+    process with the global batch would. A rank's batches (`drop_last` drops its last short
+    one) are grouped into reads of about `window` showers, dealt round-robin to the
+    DataLoader workers. Without DDP and with `drop_last=False`, every shower of the split is yielded
     exactly once per epoch.
 
     `rank` and `world_size` default to those of `torch.distributed` if it is initialised when
@@ -215,6 +216,7 @@ class ShowerStream(_LazySplit, IterableDataset[tuple[torch.Tensor, torch.Tensor]
         self.world_size = world_size
         # Shared memory, so that set_epoch in the main process reaches persistent workers.
         self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._skip = torch.zeros((), dtype=torch.int64).share_memory_()
         if len(self) == 0:
             raise CaloforgeError(
                 f"split '{split}' of {', '.join(map(str, self.paths))} has "
@@ -228,7 +230,9 @@ class ShowerStream(_LazySplit, IterableDataset[tuple[torch.Tensor, torch.Tensor]
         return int(self._epoch.item())
 
     def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` from its first batch."""
         self._epoch.fill_(int(epoch))
+        self._skip.fill_(0)
 
     @property
     def showers_per_rank(self) -> int:
@@ -252,19 +256,51 @@ class ShowerStream(_LazySplit, IterableDataset[tuple[torch.Tensor, torch.Tensor]
         return np.concatenate([rng.permutation(windows[w]) for w in rng.permutation(len(windows))])
 
     def rank_order(self, epoch: int | None = None) -> np.ndarray:
-        """The indices this rank yields in `epoch`, in batch order."""
-        n = self.showers_per_rank
-        start = self.rank * (len(self.indices) // self.world_size)
-        return self.epoch_order(epoch)[start : start + n]
+        """The indices this rank yields in `epoch`, in batch order.
+
+        The epoch order is cut into global batches of `world_size * batch_size` showers and
+        rank r takes the r-th slice of each, so that a step on `world_size` ranks sees the
+        same showers as one process with the global batch would (a short last global batch
+        is shared equally).
+        """
+        order = self.epoch_order(epoch)
+        B, W = self.batch_size, self.world_size
+        per_rank = len(self.indices) // W
+        n_full = per_rank // B
+        full = order[: n_full * B * W].reshape(n_full, W, B)[:, self.rank, :].reshape(-1)
+        tail = order[n_full * B * W : per_rank * W]
+        share = len(tail) // W
+        rest = tail[self.rank * share : (self.rank + 1) * share]
+        return np.concatenate([full, rest])[: self.showers_per_rank]
+
+    def set_skip(self, batches: int) -> None:
+        """Skip the first `batches` batches of the current epoch (resuming mid-epoch); the
+        batches that follow are exactly those an uninterrupted epoch would have yielded."""
+        self._skip.fill_(int(batches))
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order = self.rank_order()
         info = get_worker_info()
         worker, n_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        # The DataLoader takes batches from its workers in turn, starting with worker 0: its
+        # j-th batch is worker (j % n_workers)'s (j // n_workers)-th. To yield the batches k,
+        # k+1, ... of an uninterrupted epoch, worker w plays the part of worker
+        # (w + k) % n_workers and skips the first (w + k) // n_workers batches of that part.
+        k = int(self._skip.item())
+        role, skip = (worker + k) % n_workers, (worker + k) // n_workers
         per_read = max(1, self.window // self.batch_size) * self.batch_size
-        for lo in range(worker * per_read, len(order), n_workers * per_read):
-            showers, conditions = self._read(order[lo : lo + per_read])
+        seen = 0
+        for lo in range(role * per_read, len(order), n_workers * per_read):
+            group = order[lo : lo + per_read]
+            n_batches = -(-len(group) // self.batch_size)
+            if seen + n_batches <= skip:
+                seen += n_batches
+                continue
+            showers, conditions = self._read(group)
             for b in range(0, len(showers), self.batch_size):
+                seen += 1
+                if seen <= skip:
+                    continue
                 yield (
                     torch.from_numpy(showers[b : b + self.batch_size]),
                     torch.from_numpy(conditions[b : b + self.batch_size]),

@@ -1,0 +1,1 @@
+"""Generation: a checkpoint turned into showers."""

@@ -1,0 +1,253 @@
+"""The generation pipeline: a trained generator, its preprocessing and geometry, as one object.
+
+>>> pipeline = ShowerPipeline.from_checkpoint("runs/gan3d", device="auto")
+>>> out = pipeline({"energy": np.full(8, 100.0)}, generator=torch.Generator().manual_seed(0))
+>>> out.showers.shape                                   # (8, 25, 25, 25), GeV
+
+`ShowerPipeline` is the one way caloforge turns conditions into showers: it draws the noise
+from the explicit `torch.Generator` it is given (never the global RNG), runs the generator
+in eval mode without autograd, undoes the training preprocessing (`transform.inverse`) and
+returns showers in GeV, checked to be finite. Which conditions to ask for (drawn from ranges,
+or read from a reference file) is decided outside it, by `caloforge.generation.run`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from caloforge.data.transforms import Transform
+from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.geometry import Geometry
+from caloforge.models import ShowerGenerator
+from caloforge.training.checkpoint import CheckpointError, load_checkpoint
+
+__all__ = ["GeneratedShowers", "ShowerPipeline", "resolve_device", "training_ranges"]
+
+DEVICES = "cpu, cuda, cuda:N or auto"
+
+
+@dataclass(frozen=True)
+class GeneratedShowers:
+    """Showers made by a `ShowerPipeline`, with the conditions they were made for.
+
+    showers: (n, *geometry.shape) float32 numpy array, visible cell energy in GeV, >= 0.
+    conditions: name -> (n,) or (n, size) float64 numpy array in the geometry's units
+        (energy GeV, theta rad, momentum GeV, point mm), as given to the pipeline.
+    """
+
+    showers: np.ndarray
+    conditions: Mapping[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(self.showers.shape[0])
+
+
+def resolve_device(device: str | torch.device = "cpu") -> torch.device:
+    """`device` as a `torch.device`: "cpu", "cuda", "cuda:N", or "auto" (cuda if available).
+
+    Raises `CaloforgeError` for an unknown name, or a CUDA device this machine lacks,
+    saying what is missing (a CUDA build of PyTorch, a visible GPU, or the N-th GPU).
+    """
+    if isinstance(device, str) and device.strip().lower() == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        found = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise CaloforgeError(f"unknown device '{device}'; use {DEVICES}") from None
+    if found.type == "cpu":
+        return torch.device("cpu")
+    if found.type != "cuda":
+        raise CaloforgeError(f"unsupported device '{device}'; use {DEVICES}")
+    if torch.version.cuda is None:
+        raise CaloforgeError(
+            f"device '{device}' requested, but this PyTorch ({torch.__version__}) is built "
+            "without CUDA support; install a CUDA build of PyTorch or use --device cpu"
+        )
+    if not torch.cuda.is_available():
+        raise CaloforgeError(
+            f"device '{device}' requested, but no CUDA GPU is visible (no GPU, no driver, or "
+            "CUDA_VISIBLE_DEVICES hides them); use --device cpu"
+        )
+    count = torch.cuda.device_count()
+    if found.index is not None and found.index >= count:
+        raise CaloforgeError(
+            f"device '{device}' requested, but only {count} CUDA GPU(s) are visible "
+            f"(cuda:0 to cuda:{count - 1})"
+        )
+    return found
+
+
+def training_ranges(
+    config: Mapping[str, Any], source: str = "checkpoint config"
+) -> dict[str, tuple[tuple[float, float], ...]]:
+    """The condition ranges of the training data a checkpoint config records.
+
+    Read from `config["training"]["condition_ranges"]`: name -> `[min, max]` (applies to
+    every component) or `[[min, max], ...]` (one pair per component, as `caloforge inspect`
+    reports them). Returns name -> one or more `(min, max)` pairs; `{}` when none recorded.
+    """
+    training = config.get("training") or {}
+    raw = training.get("condition_ranges") if isinstance(training, Mapping) else None
+    if raw is None:
+        return {}
+    where = f"{source}, key 'training.condition_ranges'"
+    if not isinstance(raw, Mapping):
+        raise CheckpointError(f"{where}: expected name -> [min, max], found {raw!r}")
+    out: dict[str, tuple[tuple[float, float], ...]] = {}
+    for name, value in raw.items():
+        try:
+            pairs = np.asarray(value, dtype=np.float64).reshape(-1, 2)
+            if pairs.size == 0 or not np.isfinite(pairs).all():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise CheckpointError(
+                f"{where}: '{name}' must be [min, max] or [[min, max], ...], found {value!r}"
+            ) from None
+        out[str(name)] = tuple((float(lo), float(hi)) for lo, hi in pairs)
+    return out
+
+
+class ShowerPipeline:
+    """Turns conditions into showers in GeV with a trained generator.
+
+    generator: the `ShowerGenerator` (moved to `device`, put in eval mode).
+    transform: the preprocessing the model was trained in; its inverse gives GeV.
+    geometry: the detector of the showers, `(n, *geometry.shape)`.
+    device: where the generator runs (`resolve_device` names).
+    training_ranges: name -> `(min, max)` per component of the training data's conditions
+        (see `training_ranges`); empty when the checkpoint records none.
+    source: where the model came from (the checkpoint folder), for messages and provenance.
+    """
+
+    def __init__(
+        self,
+        generator: ShowerGenerator,
+        transform: Transform,
+        geometry: Geometry,
+        device: str | torch.device = "cpu",
+        *,
+        training_ranges: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
+        source: str = "generator",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.generator = generator.to(self.device).eval()
+        self.transform = transform
+        self.geometry = geometry
+        self.training_ranges = dict(training_ranges or {})
+        self.source = source
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], device: str | torch.device = "cpu"
+    ) -> ShowerPipeline:
+        """The pipeline of a checkpoint folder (or a run folder: its best, else latest)."""
+        target = resolve_device(device)  # before the (slow) load: a bad device fails at once
+        checkpoint = load_checkpoint(path, device="cpu")  # only the generator goes to `device`
+        folder = Path(checkpoint.folder)
+        return cls(
+            checkpoint.bundle.generator,
+            checkpoint.transform,
+            checkpoint.geometry,
+            target,
+            training_ranges=training_ranges(checkpoint.config, source=str(folder)),
+            source=str(folder),
+        )
+
+    @property
+    def condition_names(self) -> tuple[str, ...]:
+        """The conditions the generator reads."""
+        return tuple(self.generator.condition_names)
+
+    def outside_training_range(self, conditions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """name -> `(n,)` bool: which showers have that condition outside the training range.
+
+        Only the conditions both recorded in the checkpoint and given are checked; derived
+        conditions (the LHCb momentum, whose angles are drawn from unbounded Gaussians) are
+        not, as their sampled tails would always poke out of a finite sample's range.
+        """
+        out: dict[str, np.ndarray] = {}
+        for name, pairs in self.training_ranges.items():
+            if name not in conditions or not self.geometry.has_condition(name):
+                continue
+            if self.geometry.condition(name).derived:
+                continue
+            values = np.asarray(conditions[name], dtype=np.float64)
+            columns = values.reshape(len(values), -1)
+            if len(pairs) not in (1, columns.shape[1]):
+                raise CheckpointError(
+                    f"{self.source}: training range of '{name}' has {len(pairs)} (min, max) "
+                    f"pairs; the condition has {columns.shape[1]} component(s)"
+                )
+            bounds = np.asarray(pairs, dtype=np.float64)
+            outside = (columns < bounds[:, 0]) | (columns > bounds[:, 1])
+            out[name] = np.asarray(outside.any(axis=1), dtype=bool)
+        return out
+
+    def _check(self, conditions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        missing = [name for name in self.condition_names if name not in conditions]
+        if missing:
+            raise ConditionError(
+                f"{self.source}: the model needs condition(s) {missing}; got {sorted(conditions)}"
+            )
+        arrays = {name: np.asarray(value, dtype=np.float64) for name, value in conditions.items()}
+        lengths = {name: (len(a) if a.ndim else -1) for name, a in arrays.items()}
+        if len(set(lengths.values())) != 1 or -1 in lengths.values():
+            raise ConditionError(
+                f"conditions must be arrays of one length n (one row per shower), got lengths "
+                f"{lengths}"
+            )
+        for name, values in arrays.items():
+            if not np.isfinite(values).all():
+                raise ConditionError(
+                    f"condition '{name}' has {int((~np.isfinite(values)).sum())} NaN or "
+                    "infinite value(s)"
+                )
+        return arrays
+
+    def __call__(
+        self, conditions: Mapping[str, np.ndarray], generator: torch.Generator
+    ) -> GeneratedShowers:
+        """Showers for `conditions` (name -> (n,) or (n, size), the geometry's units).
+
+        The noise is `self.generator.sample_noise(n, generator)`: the same conditions and
+        the same generator state give the same showers. Raises `ConditionError` for missing
+        or malformed conditions and `CaloforgeError` if the model produces NaN or inf.
+        """
+        arrays = self._check(conditions)
+        n = len(next(iter(arrays.values())))
+        shape = (n, *self.geometry.shape)
+        if n == 0:
+            return GeneratedShowers(np.zeros(shape, dtype=np.float32), arrays)
+        reference = next(self.generator.parameters())
+        self.generator.eval()
+        with torch.inference_mode():
+            tensors = {
+                name: torch.as_tensor(values, dtype=reference.dtype, device=reference.device)
+                for name, values in arrays.items()
+            }
+            noise = self.generator.sample_noise(n, generator)
+            showers = self.transform.inverse(self.generator(noise, tensors))
+            bad = ~torch.isfinite(showers).reshape(n, -1).all(dim=1)
+            if bool(bad.any()):
+                first = int(torch.nonzero(bad)[0, 0])
+                raise CaloforgeError(
+                    f"{self.source}: the model produced NaN or infinite cell energies in "
+                    f"{int(bad.sum())} of {n} showers (first at row {first} of this batch, "
+                    f"conditions { {k: v[first].tolist() for k, v in arrays.items()} }); "
+                    "the weights may have diverged in training"
+                )
+            showers = showers.clamp_min(0.0).to(device="cpu", dtype=torch.float32)
+        out = showers.numpy()
+        if out.shape != shape:
+            raise CaloforgeError(
+                f"{self.source}: the model produced showers of shape {out.shape[1:]}, the "
+                f"geometry '{self.geometry.name}' has {tuple(self.geometry.shape)}"
+            )
+        return GeneratedShowers(out, arrays)

@@ -1,0 +1,1 @@
+"""Training: the loop, the losses, checkpoints and distribution."""

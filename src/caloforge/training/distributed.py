@@ -1,0 +1,184 @@
+"""Data parallelism, applied from outside the models (they stay single-device code).
+
+The same `caloforge train` runs as one process or under `torchrun`, which sets RANK,
+WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR/PORT, or a rendezvous for several nodes): the
+process group uses nccl on GPUs and gloo on CPUs. Rank 0 alone writes logs and checkpoints.
+
+BatchNorm statistics can be synchronised over the ranks so that a step on N ranks equals a
+step of one process with the global batch: torch's SyncBatchNorm on GPUs, and on CPUs (where
+torch's refuses to run) `SyncedBatchNorm` here, which all-reduces the sums with autograd.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from caloforge.errors import CaloforgeError
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands: rank, world size and its device."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self, name: str) -> None:
+        """Wait for every rank (`name` says what for, for whoever reads a hang's stack)."""
+        if self.enabled:
+            dist.barrier()
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        """Rank 0's decision, known to every rank."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.broadcast(t, src=0)
+        return bool(t.item() > 0.5)
+
+    def mean(self, value: float) -> float:
+        """The mean of a number over the ranks."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """'auto' (a GPU if there is one), 'cpu', 'cuda' or 'cuda:N'; clear errors otherwise."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CaloforgeError(
+                f"device '{name}' asked for, but this PyTorch build sees no CUDA GPU "
+                f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'not built in'})"
+            )
+        if name == "cuda":
+            return torch.device("cuda", local_rank % torch.cuda.device_count())
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CaloforgeError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
+
+
+def init_distributed(device: str = "auto") -> Distributed:
+    """Join the process group if launched by torchrun, else a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    return Distributed(rank, local_rank, world_size, resolved)
+
+
+def shutdown_distributed() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class SyncedBatchNorm(_BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch over all ranks.
+
+    Mean and variance come from all-reduced sums of x and x^2 (through the autograd-aware
+    `torch.distributed.nn.functional.all_reduce`, so the backward pass is synchronised too).
+    Outside training, or in a single process, it is an ordinary BatchNorm.
+    """
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input, got {input.dim()}D")
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not (
+            self.training
+            and dist.is_available()
+            and dist.is_initialized()
+            and dist.get_world_size() > 1
+        ):
+            return super().forward(input)
+        from torch.distributed.nn.functional import all_reduce
+
+        dims = [0, *range(2, input.dim())]
+        count = torch.tensor(
+            [input.numel() / input.shape[1]], dtype=input.dtype, device=input.device
+        )
+        stats = torch.cat([input.sum(dims), (input * input).sum(dims), count])
+        stats = all_reduce(stats)
+        c = input.shape[1]
+        n = stats[-1]
+        mean = stats[:c] / n
+        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+        if self.track_running_stats and self.running_mean is not None:
+            assert self.running_var is not None and self.num_batches_tracked is not None
+            with torch.no_grad():
+                m = self.momentum if self.momentum is not None else 0.1
+                unbiased = var * n / (n - 1).clamp_min(1.0)
+                self.running_mean.mul_(1 - m).add_(m * mean)
+                self.running_var.mul_(1 - m).add_(m * unbiased)
+                self.num_batches_tracked.add_(1)
+        shape = [1, c] + [1] * (input.dim() - 2)
+        out = (input - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        return out
+
+
+def synchronise_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
+    """Replace every BatchNorm of `module` by its synchronised version (weights kept)."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    return _convert(module)
+
+
+def _convert(module: nn.Module) -> nn.Module:
+    if isinstance(module, _BatchNorm) and not isinstance(module, SyncedBatchNorm):
+        new = SyncedBatchNorm(
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+        )
+        new.load_state_dict(module.state_dict())
+        new.train(module.training)
+        return new
+    for name, child in module.named_children():
+        module.add_module(name, _convert(child))
+    return module
+
+
+def wrap_ddp(module: nn.Module, context: Distributed) -> nn.Module:
+    """DDP around one model (the generator and the discriminator are wrapped separately).
+
+    broadcast_buffers=False: the discriminator runs twice (real, fake) before one backward,
+    and a buffer broadcast between the two would overwrite BatchNorm statistics in place.
+    """
+    if not context.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [context.device.index] if context.device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)

@@ -1,0 +1,260 @@
+"""One training step of each kind of model: the adversarial GANs with physics heads
+(3DGAN, Conv2D GAN) and the WGAN-GP with a condition regressor (LHCb GAN).
+
+A step gets a batch of real showers (already preprocessed, on the device) with their
+conditions, updates the discriminator/critic and, as the recipe says, the generator, and
+returns the loss values as floats. Noise and labels are drawn for the *global* batch from a
+generator seeded alike on every rank, each rank taking its slice: a step on N ranks is then
+the same computation as one process with the global batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from caloforge.training import losses
+from caloforge.training.config import TrainConfig
+from caloforge.training.distributed import Distributed
+
+Conditions = Mapping[str, Tensor]
+
+
+@dataclass
+class StepModels:
+    """The modules a step updates: wrapped (DDP, for the update) and plain (as a fixed partner)."""
+
+    generator: nn.Module
+    discriminator: nn.Module
+    generator_plain: nn.Module
+    discriminator_plain: nn.Module
+    optimizer_g: torch.optim.Optimizer
+    optimizer_d: torch.optim.Optimizer
+    regressor: nn.Module | None = None
+
+
+class _Step:
+    def __init__(
+        self,
+        models: StepModels,
+        config: TrainConfig,
+        context: Distributed,
+        rng: torch.Generator,
+        autocast: Callable[[], AbstractContextManager[None]],
+    ) -> None:
+        self.m = models
+        self.config = config
+        self.loss = config.loss
+        self.context = context
+        self.rng = rng
+        self.autocast = autocast
+        self.count = 0  # steps taken: decides which steps update the generator
+
+    def _slice(self, n: int) -> slice:
+        start = self.context.rank * n
+        return slice(start, start + n)
+
+    def noise(self, n: int) -> Tensor:
+        """This rank's slice of noise drawn for the global batch."""
+        g = self.m.generator_plain
+        full = g.sample_noise(n * self.context.world_size, self.rng)  # type: ignore[operator]
+        return full[self._slice(n)]
+
+    def labels(self, n: int, real: bool, like: Tensor) -> Tensor:
+        full = losses.labels(
+            n * self.context.world_size,
+            real,
+            soft=self.loss.soft_labels,
+            flip=self.loss.label_flip,
+            generator=self.rng,
+            like=like,
+        )
+        return full[self._slice(n)]
+
+    def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
+        raise NotImplementedError
+
+
+def _frozen(module: nn.Module) -> AbstractContextManager[None]:
+    """Parameters of `module` excluded from autograd for the block (a fixed partner)."""
+
+    class _Freeze(AbstractContextManager[None]):
+        def __enter__(self) -> None:
+            self.flags = [p.requires_grad for p in module.parameters()]
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+        def __exit__(self, *exc: object) -> None:
+            for p, flag in zip(module.parameters(), self.flags, strict=True):
+                p.requires_grad_(flag)
+
+    return _Freeze()
+
+
+class GanStep(_Step):
+    """3DGAN / Conv2D GAN: one discriminator update on a real and a fake batch, then
+    `generator_steps` generator updates. Fakes reuse the real batch's conditions, and the
+    measured heads (total energy, angle, intensity spectrum) take the real showers' values
+    as their targets."""
+
+    def __init__(
+        self,
+        models: StepModels,
+        config: TrainConfig,
+        context: Distributed,
+        rng: torch.Generator,
+        autocast: Callable[[], AbstractContextManager[None]],
+        *,
+        energy_scale: float,
+        bin_edges: tuple[float, ...] | None,
+    ) -> None:
+        super().__init__(models, config, context, rng, autocast)
+        self.energy_scale = energy_scale
+        self.bin_edges = bin_edges
+
+    def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
+        m, w = self.m, self.loss
+        n = len(real)
+        energy = conditions["energy"] / self.energy_scale
+        with torch.no_grad(), self.autocast():
+            fake = m.generator_plain(self.noise(n), conditions)
+        with self.autocast():
+            out_real = m.discriminator(real)
+            out_fake = m.discriminator(fake.detach())
+            adversarial = 0.5 * (
+                losses.bce(out_real.logit, self.labels(n, True, real))
+                + losses.bce(out_fake.logit, self.labels(n, False, real))
+            )
+            aux = 0.5 * (
+                losses.mape(out_real.energy, energy) + losses.mape(out_fake.energy, energy)
+            )
+            loss_d = w.adversarial * adversarial + w.energy * aux
+        m.optimizer_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        m.optimizer_d.step()
+
+        ecal_target = out_real.ecal.detach().float()
+        theta_target = getattr(out_real, "theta", None)
+        bins_target = None
+        if w.bins > 0 and self.bin_edges is not None:
+            bins_target = losses.soft_bin_counts(real, self.bin_edges).detach()
+        result = {
+            "loss_d": float(loss_d.detach()),
+            "d_adversarial": float(adversarial.detach()),
+            "d_energy": float(aux.detach()),
+        }
+        with _frozen(m.discriminator_plain):
+            for _ in range(self.config.generator_steps):
+                with self.autocast():
+                    fake = m.generator(self.noise(n), conditions)
+                    out = m.discriminator_plain(fake)
+                    ones = torch.ones(n, device=real.device)
+                    terms = {
+                        "g_adversarial": losses.bce(out.logit, ones),
+                        "g_energy": losses.mape(out.energy, energy),
+                        "g_ecal": losses.mape(out.ecal, ecal_target),
+                    }
+                    loss_g = (
+                        w.adversarial * terms["g_adversarial"]
+                        + w.energy * terms["g_energy"]
+                        + w.ecal * terms["g_ecal"]
+                    )
+                    if w.angle > 0 and theta_target is not None:
+                        terms["g_angle"] = losses.mae(out.theta, theta_target.detach())
+                        loss_g = loss_g + w.angle * terms["g_angle"]
+                    if bins_target is not None:
+                        terms["g_bins"] = losses.mape(
+                            losses.soft_bin_counts(fake, self.bin_edges or ()), bins_target
+                        )
+                        loss_g = loss_g + w.bins * terms["g_bins"]
+                m.optimizer_g.zero_grad(set_to_none=True)
+                loss_g.backward()
+                m.optimizer_g.step()
+        result["loss_g"] = float(loss_g.detach())
+        result.update({k: float(v.detach()) for k, v in terms.items()})
+        self.count += 1
+        return result
+
+
+class WganStep(_Step):
+    """WGAN-GP (LHCb GAN): a critic update every step, a generator update every
+    `critic_steps` steps, whose loss adds the frozen pretrained regressor's error on the
+    generated showers' conditions: what makes the Wasserstein GAN conditional."""
+
+    def __init__(
+        self,
+        models: StepModels,
+        config: TrainConfig,
+        context: Distributed,
+        rng: torch.Generator,
+        autocast: Callable[[], AbstractContextManager[None]],
+        *,
+        encode: Callable[[Conditions, Tensor], Tensor],
+    ) -> None:
+        super().__init__(models, config, context, rng, autocast)
+        self.encode = encode
+        self.last_g: dict[str, float] = {}
+
+    def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
+        m, w = self.m, self.loss
+        n = len(real)
+        with torch.no_grad(), self.autocast():
+            fake = m.generator_plain(self.noise(n), conditions)
+        with self.autocast():
+            critic_loss = losses.wasserstein_critic_loss(
+                m.discriminator(real).score, m.discriminator(fake).score
+            )
+        penalty = losses.gradient_penalty(
+            lambda x: m.discriminator(x).score, real.float(), fake.float(), self._slice_rng(n)
+        )
+        loss_d = w.adversarial * critic_loss + w.gradient_penalty * penalty
+        m.optimizer_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        m.optimizer_d.step()
+        result = {
+            "loss_d": float(loss_d.detach()),
+            "d_wasserstein": float(-critic_loss.detach()),
+            "d_penalty": float(penalty.detach()),
+        }
+        self.count += 1
+        if self.count % self.config.critic_steps == 0:
+            assert m.regressor is not None
+            with _frozen(m.discriminator_plain), _frozen(m.regressor), self.autocast():
+                fake = m.generator(self.noise(n), conditions)
+                score = m.discriminator_plain(fake).score.float().mean()
+                target = self.encode(conditions, fake)
+                regression = functional.mse_loss(
+                    m.regressor(fake).as_vector().float(), target.float()
+                )
+                loss_g = -w.adversarial * score + w.regressor * regression
+            m.optimizer_g.zero_grad(set_to_none=True)
+            loss_g.backward()
+            m.optimizer_g.step()
+            self.last_g = {
+                "loss_g": float(loss_g.detach()),
+                "g_regression": float(regression.detach()),
+            }
+        result.update(self.last_g)
+        return result
+
+    def _slice_rng(self, n: int) -> torch.Generator:
+        """The interpolation weights of the penalty, drawn for the global batch: advance the
+        shared generator past the other ranks' share and return it for this rank's."""
+        if self.context.world_size == 1:
+            return self.rng
+        before = self.context.rank * n
+        after = (self.context.world_size - self.context.rank - 1) * n
+        if before:
+            torch.rand(before, generator=self.rng, device=self.rng.device)
+        state = self.rng.get_state()
+        torch.rand(n, generator=self.rng, device=self.rng.device)
+        if after:
+            torch.rand(after, generator=self.rng, device=self.rng.device)
+        g = torch.Generator(device=self.rng.device)
+        g.set_state(state)
+        return g

@@ -1,0 +1,547 @@
+"""The training loop: data, models, optimizers, checkpoints, logs, the physics check.
+
+    trainer = Trainer(load_config("configs/gan3d.yaml"), "showers.h5", "runs/first")
+    result = trainer.fit()
+
+The same code runs in one process or under `torchrun` (see `distributed.py`): every rank
+streams its own slice of each global batch, rank 0 alone logs and writes checkpoints.
+`resume=True` continues from the run folder's latest checkpoint exactly: weights, optimizer
+and scheduler states, the random streams and the position in the epoch are restored, so on CPU
+a resumed run gives the same losses as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from caloforge.data.dataset import ShowerStream, split_indices
+from caloforge.data.io import open_showers
+from caloforge.data.transforms import BoxCox, Transform, transform_from_dict
+from caloforge.errors import CaloforgeError
+from caloforge.geometry import Geometry
+from caloforge.models import ModelBundle, build_model, parameter_counts
+from caloforge.models.wgan_lhcb import WganLhcbConfig, encode_conditions
+from caloforge.training import losses
+from caloforge.training.checkpoint import (
+    BEST,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    write_pointer,
+)
+from caloforge.training.config import RunConfig
+from caloforge.training.distributed import (
+    init_distributed,
+    synchronise_batchnorm,
+    wrap_ddp,
+)
+from caloforge.training.physics_check import PhysicsCheck, run_check
+from caloforge.training.steps import GanStep, StepModels, WganStep
+
+METRICS = "metrics.jsonl"
+
+
+class TrainingCollapsedError(CaloforgeError):
+    """The generator emitted only empty showers for `collapse_patience` checks in a row."""
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint carries for an exact resume."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
+    best_score: float = math.inf
+    collapse_count: int = 0
+    regressor_done: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    run_dir: Path
+    steps: int
+    epochs_completed: int
+    best_checkpoint: Path | None
+    last_check: PhysicsCheck | None
+    history: list[dict[str, Any]]
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: RunConfig,
+        data: str | os.PathLike[str] | list[str],
+        run_dir: str | os.PathLike[str],
+        *,
+        resume: bool = False,
+        progress: bool = False,
+        data_format: str | None = None,
+    ) -> None:
+        self.config = config
+        self.cfg = config.training
+        self.run_dir = Path(run_dir)
+        self.progress = progress
+        self.context = init_distributed(self.cfg.device)
+        ctx, cfg = self.context, self.cfg
+        if cfg.batch_size % ctx.world_size:
+            raise CaloforgeError(
+                f"training.batch_size={cfg.batch_size} must be divisible by the number of "
+                f"ranks ({ctx.world_size})"
+            )
+        self._check_run_dir(resume)
+        self.state = TrainState()
+
+        self.stream = ShowerStream(
+            data,
+            "train",
+            fractions=cfg.fractions,
+            seed=cfg.seed,
+            split_seed=cfg.split_seed,
+            batch_size=cfg.batch_size // ctx.world_size,
+            window=cfg.window,
+            drop_last=True,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            format=data_format,
+        )
+        self.geometry: Geometry = self.stream.geometry
+        self.bundle: ModelBundle = build_model(config.family, config.model, seed=cfg.seed)
+        self._check_geometry()
+        # Its own generator: a DataLoader iterator otherwise draws its worker seed from the
+        # global RNG, which dropout uses, and a resumed run would see other dropout masks.
+        self.loader = DataLoader(
+            self.stream,
+            batch_size=None,
+            num_workers=cfg.num_workers,
+            persistent_workers=cfg.num_workers > 0,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        self.transform = self._make_transform()
+        self.condition_ranges = self._condition_ranges()
+
+        if ctx.enabled and cfg.sync_batchnorm:
+            for role, module in self.bundle.modules.items():
+                self.bundle.modules[role] = synchronise_batchnorm(module, ctx.device)
+        self.bundle.to(ctx.device)
+        torch.manual_seed(cfg.seed + 7919 * ctx.rank)  # dropout masks: independent per rank
+        self.rng = torch.Generator(device=ctx.device).manual_seed(cfg.seed)  # shared by ranks
+
+        g_plain, d_plain = self.bundle.generator, self.bundle.discriminator
+        self.models = StepModels(
+            generator=wrap_ddp(g_plain, ctx),
+            discriminator=wrap_ddp(d_plain, ctx),
+            generator_plain=g_plain,
+            discriminator_plain=d_plain,
+            optimizer_g=self._optimizer(g_plain, cfg.optimizer.lr_generator),
+            optimizer_d=self._optimizer(d_plain, cfg.optimizer.lr_discriminator),
+            regressor=self.bundle.regressor,
+        )
+        self.steps_per_epoch = len(self.stream)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        if cfg.max_steps is not None:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.step_fn = self._make_step()
+        self._check_data = self._validation_slice(data, data_format)
+        self._tensorboard: Any = None
+        if resume:
+            self._resume()
+
+    # --- set-up ------------------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool) -> None:
+        if resume:
+            if latest_checkpoint(self.run_dir) is None:
+                raise CaloforgeError(f"{self.run_dir}: --resume given but no checkpoint found")
+        elif latest_checkpoint(self.run_dir) is not None:
+            raise CaloforgeError(
+                f"{self.run_dir} already holds a training run; use --resume to continue it or "
+                "choose another --out"
+            )
+
+    def _check_geometry(self) -> None:
+        model_geo = self.bundle.config.resolved_geometry
+        data_geo = self.geometry
+        if tuple(model_geo.shape) != tuple(data_geo.shape) or not all(
+            data_geo.has_condition(c) for c in self.bundle.config.required_conditions
+        ):
+            raise CaloforgeError(
+                f"the data ({', '.join(map(str, self.stream.paths))}) has geometry "
+                f"'{data_geo.name}' with showers {tuple(data_geo.shape)} and conditions "
+                f"{list(data_geo.condition_names)}; model '{self.config.family}' needs "
+                f"'{model_geo.name}' with showers {tuple(model_geo.shape)} and conditions "
+                f"{list(self.bundle.config.required_conditions)}"
+            )
+
+    def _make_transform(self) -> Transform:
+        spec = dict(self.config.transform)
+        if spec.get("name") == "boxcox" and spec.get("lmbda", "fit") == "fit":
+            # Fitted on the training split's first showers (the same on every rank).
+            source = self.stream.source
+            sample = source.take(self.stream.indices[:2000]).showers
+            return BoxCox.fit(sample, shift=float(spec.get("shift", 1e-6)), seed=self.cfg.seed)
+        return transform_from_dict(spec)
+
+    def _condition_ranges(self) -> dict[str, list[float]]:
+        conditions = self.stream.source.conditions
+        idx = self.stream.indices
+        return {
+            name: [float(conditions[name][idx].min()), float(conditions[name][idx].max())]
+            for name in self.geometry.condition_names
+        }
+
+    def _optimizer(self, module: nn.Module, lr: float) -> torch.optim.Optimizer:
+        o = self.cfg.optimizer
+        params = [p for p in module.parameters() if p.requires_grad]
+        if o.name == "adam":
+            return torch.optim.Adam(params, lr=lr, betas=o.betas)
+        # Keras' RMSprop (the 3DGAN code): rho 0.9, epsilon 1e-7.
+        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
+
+    def lr_factor(self, step: int) -> float:
+        """The learning-rate schedule: a factor of the base rates, a pure function of the step
+        (so a resumed run needs no scheduler state)."""
+        o = self.cfg.optimizer
+        if o.schedule == "exponential":
+            return float(o.gamma ** (step // max(1, self.steps_per_epoch)))
+        if o.schedule == "cosine":
+            total = max(1, self.total_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        return 1.0
+
+    def _set_learning_rates(self) -> None:
+        factor = self.lr_factor(self.state.step)
+        o = self.cfg.optimizer
+        for optimizer, base in (
+            (self.models.optimizer_g, o.lr_generator),
+            (self.models.optimizer_d, o.lr_discriminator),
+        ):
+            for group in optimizer.param_groups:
+                group["lr"] = base * factor
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        p = self.cfg.precision
+        device = self.context.device.type
+        if p == "bf16" or (p == "auto" and device == "cuda"):
+            return torch.autocast(device_type=device, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _make_step(self) -> GanStep | WganStep:
+        common = (self.models, self.cfg, self.context, self.rng, self._autocast)
+        if self.config.family == "wgan-lhcb":
+            model_config = self._wgan_config()
+            return WganStep(
+                *common, encode=lambda c, like: encode_conditions(c, model_config, like)
+            )
+        edges = None
+        if self.cfg.loss.bins > 0:
+            gev = [e / losses.LCD_UNITS_PER_GEV for e in losses.BIN_EDGES_LCD]
+            edges = tuple(float(self.transform.forward(np.array(e))) for e in gev)
+        scale = float(getattr(self.bundle.config, "energy_scale", 100.0))
+        return GanStep(*common, energy_scale=scale, bin_edges=edges)
+
+    def _wgan_config(self) -> WganLhcbConfig:
+        config = self.bundle.config
+        assert isinstance(config, WganLhcbConfig)
+        return config
+
+    def _validation_slice(
+        self, data: Any, data_format: str | None
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+        if not self.context.is_main:
+            return None
+        with contextlib.closing(open_showers(self.stream.paths, data_format)) as source:
+            idx = split_indices(len(source), self.cfg.fractions, self.cfg.split_seed)["validation"]
+            if len(idx) == 0:
+                idx = self.stream.indices  # no validation split asked for: check on train
+            batch = source.take(idx[: self.cfg.check_showers])
+        return batch.showers, dict(batch.conditions)
+
+    # --- resume --------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        folder = latest_checkpoint(self.run_dir)
+        assert folder is not None
+        checkpoint = load_checkpoint(folder, family=self.config.family, device=self.context.device)
+        for role, module in self.bundle.modules.items():
+            module.load_state_dict(checkpoint.bundle.modules[role].state_dict())
+        self.transform = checkpoint.transform
+        state = checkpoint.trainer_state(map_location=self.context.device)
+        self.models.optimizer_g.load_state_dict(state["optimizer_g"])
+        self.models.optimizer_d.load_state_dict(state["optimizer_d"])
+        self.rng.set_state(state["rng"].to(self.rng.get_state().device))
+        torch.set_rng_state(state["torch_rng"][self.context.rank % len(state["torch_rng"])])
+        self.step_fn.count = state["step_count"]
+        if isinstance(self.step_fn, WganStep):
+            self.step_fn.last_g = state.get("last_g", {})
+        self.state = TrainState(**state["train_state"])
+
+    def _trainer_state(self) -> dict[str, Any]:
+        """What an exact resume needs beyond the weights; every rank's global RNG (dropout)."""
+        torch_rng = [torch.get_rng_state()]
+        if self.context.enabled:  # a collective: every rank calls save()
+            device = self.context.device if self.context.device.type == "cuda" else None
+            mine = torch_rng[0].to(device)
+            gathered = [torch.empty_like(mine) for _ in range(self.context.world_size)]
+            torch.distributed.all_gather(gathered, mine)
+            torch_rng = [t.cpu() for t in gathered]
+        return {
+            "optimizer_g": self.models.optimizer_g.state_dict(),
+            "optimizer_d": self.models.optimizer_d.state_dict(),
+            "rng": self.rng.get_state(),
+            "torch_rng": torch_rng,
+            "step_count": self.step_fn.count,
+            "last_g": getattr(self.step_fn, "last_g", {}),
+            "train_state": self.state.__dict__.copy(),
+        }
+
+    # --- checkpoints and logs ----------------------------------------------------------------
+    def save(self) -> Path | None:
+        """Checkpoint now (all ranks gather their RNG state; rank 0 writes)."""
+        state = self._trainer_state()
+        if not self.context.is_main:
+            return None
+        training = {
+            **self.config.to_dict()["training"],
+            "condition_ranges": self.condition_ranges,
+            "family": self.config.family,
+        }
+        return save_checkpoint(
+            self.run_dir,
+            step=self.state.step,
+            epoch=self.state.epoch,
+            bundle=self.bundle,
+            transform=self.transform,
+            geometry=self.geometry,
+            training=training,
+            trainer_state=state,
+            keep=self.cfg.keep_checkpoints,
+        )
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.context.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / METRICS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        tb = self._tb()
+        if tb is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                    tb.add_scalar(f"{record.get('event', 'train')}/{key}", value, record["step"])
+            tb.flush()
+
+    def _tb(self) -> Any:
+        if self._tensorboard is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                self._tensorboard = False
+            else:
+                self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._tensorboard or None
+
+    def physics_check(self) -> PhysicsCheck | None:
+        """Run the check on rank 0; every rank learns whether the generator collapsed."""
+        check = None
+        if self.context.is_main:
+            assert self._check_data is not None
+            real, conditions = self._check_data
+            check = run_check(
+                self.bundle.generator,
+                self.transform,
+                real,
+                conditions,
+                self.geometry,
+                seed=self.cfg.seed + 1,
+                device=self.context.device,
+            )
+        return check
+
+    def _after_check(self, check: PhysicsCheck | None) -> bool:
+        """Count collapsed checks (on every rank); True if rank 0's check is the best yet."""
+        collapsed = self.context.broadcast_flag(check is not None and check.collapsed)
+        self.state.collapse_count = self.state.collapse_count + 1 if collapsed else 0
+        if check is not None and not check.collapsed and check.score < self.state.best_score:
+            self.state.best_score = check.score
+            return True
+        return False
+
+    def _stop_if_collapsed(self) -> None:
+        if self.state.collapse_count < self.cfg.collapse_patience:
+            return
+        best = self.run_dir / BEST
+        kept = (
+            f"the best checkpoint so far is named in {best}"
+            if best.exists()
+            else "no checkpoint was good enough to keep"
+        )
+        raise TrainingCollapsedError(
+            f"the generator emitted only empty showers at {self.state.collapse_count} "
+            f"consecutive checks (step {self.state.step}); training stopped, {kept}. Try a "
+            "lower learning rate, fewer generator steps per discriminator step or another seed."
+        )
+
+    # --- the loop ------------------------------------------------------------------------------
+    def _pretrain_regressor(self) -> None:
+        """WGAN: the condition regressor learns the conditions from real showers first."""
+        regressor = self.bundle.regressor
+        if regressor is None or self.state.regressor_done or self.cfg.regressor_epochs == 0:
+            return
+        wrapped = wrap_ddp(regressor, self.context)
+        optimizer = torch.optim.Adam(regressor.parameters(), lr=self.cfg.optimizer.lr_discriminator)
+        for epoch in range(self.cfg.regressor_epochs):
+            self.stream.set_epoch(10_000 + epoch)
+            total, count = 0.0, 0
+            for showers, cond in self._batches():
+                target = encode_conditions(cond, self._wgan_config(), showers)
+                loss = torch.nn.functional.mse_loss(wrapped(showers).as_vector(), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count = total + float(loss.detach()), count + 1
+            self._log(
+                {
+                    "event": "regressor",
+                    "step": 0,
+                    "epoch": epoch,
+                    "regressor_mse": self.context.mean(total / max(count, 1)),
+                }
+            )
+        self.state.regressor_done = True
+
+    def _batches(self) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+        """(preprocessed showers, conditions by name) on the device, from the loader."""
+        device = self.context.device
+        columns = self.geometry.conditions
+        for showers, cond in self.loader:
+            showers = self.transform.forward(showers.to(device, non_blocking=True))
+            cond = cond.to(device)
+            named, col = {}, 0
+            for c in columns:
+                named[c.name] = cond[:, col] if c.size == 1 else cond[:, col : col + c.size]
+                col += c.size
+            yield showers, named
+
+    def fit(self) -> TrainResult:
+        ctx, cfg, st = self.context, self.cfg, self.state
+        if ctx.is_main and st.step == 0:
+            counts = parameter_counts(self.bundle)
+            print(
+                f"caloforge train: {self.config.family} on {ctx.world_size} rank(s), device "
+                f"{ctx.device}; parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+            )
+        self._pretrain_regressor()
+        bar = None
+        if self.progress and ctx.is_main:
+            from tqdm import tqdm
+
+            bar = tqdm(
+                total=self.total_steps,
+                initial=st.step,
+                unit="step",
+                mininterval=1.0,
+                desc=f"train {self.config.family}",
+            )
+        last_check: PhysicsCheck | None = None
+        try:
+            while st.epoch < cfg.epochs and st.step < self.total_steps:
+                self.stream.set_epoch(st.epoch)
+                self.stream.set_skip(st.batch_in_epoch)
+                sums: dict[str, float] = defaultdict(float)
+                n_steps, start = 0, time.perf_counter()
+                for showers, cond in self._batches():
+                    self._set_learning_rates()
+                    values = self.step_fn(showers, cond)
+                    for k, v in values.items():
+                        sums[k] += v
+                    n_steps += 1
+                    st.step += 1
+                    st.batch_in_epoch += 1
+                    if bar is not None:
+                        bar.update(1)
+                        if st.step % cfg.log_every == 0:
+                            bar.set_postfix(
+                                {k: f"{v:.3g}" for k, v in values.items() if k.startswith("loss")}
+                            )
+                    if ctx.is_main and st.step % cfg.log_every == 0:
+                        self._log({"event": "step", "step": st.step, "epoch": st.epoch, **values})
+                    end_of_epoch = st.batch_in_epoch >= self.steps_per_epoch
+                    finished = st.step >= self.total_steps
+                    check_now = (
+                        (cfg.check_every > 0 and st.step % cfg.check_every == 0)
+                        or (cfg.check_every == 0 and end_of_epoch)
+                        or finished
+                    )
+                    if check_now:
+                        last_check = self.physics_check()
+                    if end_of_epoch:
+                        st.epoch += 1
+                        st.batch_in_epoch = 0
+                    improved = False
+                    if check_now:
+                        improved = self._after_check(last_check)
+                        if last_check is not None:
+                            record = {
+                                "event": "check",
+                                "step": st.step,
+                                "epoch": st.epoch,
+                                **last_check.to_dict(),
+                            }
+                            st.history.append(record)
+                            self._log(record)
+                    if check_now or st.step % cfg.checkpoint_every == 0 or end_of_epoch:
+                        folder = self.save()
+                        if improved and folder is not None and last_check is not None:
+                            write_pointer(
+                                self.run_dir / BEST,
+                                folder,
+                                {"step": st.step, "check": last_check.to_dict()},
+                            )
+                    self._stop_if_collapsed()
+                    if end_of_epoch or finished:
+                        break
+                if n_steps and ctx.is_main:
+                    self._log(
+                        {
+                            "event": "epoch",
+                            "step": st.step,
+                            "epoch": st.epoch,
+                            "seconds": time.perf_counter() - start,
+                            "showers_per_s": n_steps
+                            * cfg.batch_size
+                            / (time.perf_counter() - start),
+                            **{k: v / n_steps for k, v in sums.items()},
+                        }
+                    )
+                if n_steps == 0:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._tensorboard:
+                self._tensorboard.close()
+        best = self.run_dir / BEST
+        from caloforge.training.checkpoint import resolve_checkpoint
+
+        return TrainResult(
+            run_dir=self.run_dir,
+            steps=st.step,
+            epochs_completed=st.epoch,
+            best_checkpoint=resolve_checkpoint(self.run_dir) if best.exists() else None,
+            last_check=last_check,
+            history=list(st.history),
+        )

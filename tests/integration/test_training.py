@@ -1,0 +1,188 @@
+"""`caloforge train` end to end on tiny simulated data: resume, collapse guard, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from caloforge.cli import main
+from caloforge.errors import CaloforgeError
+from caloforge.simulation.run import simulate_to_file
+from caloforge.training.checkpoint import load_checkpoint
+from caloforge.training.config import load_config
+from caloforge.training.trainer import Trainer, TrainingCollapsedError
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+FAST = ["training.check_showers=8", "training.window=8", "training.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def clic_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "clic.h5"
+    simulate_to_file(path, geometry="clic-25", n=40, energy=(10.0, 100.0), seed=1, workers=1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lhcb_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "lhcb.h5"
+    simulate_to_file(path, geometry="lhcb-30", n=80, seed=2, workers=1)
+    return path
+
+
+def step_losses(run: Path) -> list[tuple[int, float, float]]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss_d"], r.get("loss_g", 0.0)) for r in records if r["event"] == "step"]
+
+
+def resume_matches_uninterrupted(family: str, data: Path, tmp_path: Path, extra: list[str]) -> None:
+    common = [*FAST, "training.batch_size=4", "training.checkpoint_every=3", *extra]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    six = load_config(CONFIGS / f"{family}.yaml", [*common, "training.max_steps=6"])
+    three = load_config(CONFIGS / f"{family}.yaml", [*common, "training.max_steps=3"])
+    Trainer(six, data, whole).fit()
+    Trainer(three, data, parts).fit()
+    Trainer(six, data, parts, resume=True).fit()
+    expected, resumed = step_losses(whole), step_losses(parts)
+    assert [s for s, *_ in expected] == list(range(1, 7))
+    assert resumed == expected  # bit for bit on CPU
+
+
+def test_resumed_wgan_run_gives_the_same_losses(lhcb_data, tmp_path):
+    # Covers the regressor pretraining, the gradient penalty and a fitted Box-Cox.
+    resume_matches_uninterrupted(
+        "wgan-lhcb", lhcb_data, tmp_path, ["training.regressor_epochs=1", "training.critic_steps=2"]
+    )
+
+
+@pytest.mark.slow
+def test_resumed_gan3d_run_gives_the_same_losses(clic_data, tmp_path):
+    # BatchNorm, dropout, RMSprop and label flips all carry state across the interruption.
+    resume_matches_uninterrupted("gan3d", clic_data, tmp_path, [])
+
+
+def test_collapse_stops_training_and_keeps_the_last_good_checkpoint(clic_data, tmp_path):
+    overrides = [
+        *FAST,
+        "training.batch_size=4",
+        "training.check_every=1",
+        "training.collapse_patience=2",
+    ]
+    run = tmp_path / "run"
+    Trainer(
+        load_config(CONFIGS / "gan3d.yaml", [*overrides, "training.max_steps=1"]), clic_data, run
+    ).fit()
+    good = json.loads((run / "best.json").read_text())["checkpoint"]
+    trainer = Trainer(
+        load_config(CONFIGS / "gan3d.yaml", [*overrides, "training.max_steps=10"]),
+        clic_data,
+        run,
+        resume=True,
+    )
+    last_conv = [m for m in trainer.bundle.generator.modules() if isinstance(m, torch.nn.Conv3d)][
+        -1
+    ]
+    with torch.no_grad():
+        last_conv.weight.zero_()  # the final ReLU now emits exact zeros, with zero gradient
+    with pytest.raises(TrainingCollapsedError, match="only empty showers at 2 consecutive checks"):
+        trainer.fit()
+    assert json.loads((run / "best.json").read_text())["checkpoint"] == good
+    kept = load_checkpoint(run)  # a run folder resolves to its best checkpoint
+    assert kept.folder.name == Path(good).name
+    noise = kept.bundle.generator.sample_noise(2, torch.Generator().manual_seed(0))
+    kept.bundle.generator.eval()
+    assert kept.bundle.generator(noise, {"energy": torch.tensor([50.0, 50.0])}).sum() > 0
+
+
+def test_train_then_generate_from_the_command_line(clic_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--config",
+            str(CONFIGS / "conv2d-g1.yaml"),
+            "--data",
+            str(clic_data),
+            "--out",
+            str(run),
+            "training.batch_size=4",
+            "training.max_steps=2",
+            *FAST,
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "trained 2 steps" in printed and "best checkpoint" in printed
+    assert (run / "best.json").exists() and (run / "metrics.jsonl").exists()
+    out = tmp_path / "gen.h5"
+    assert (
+        main(
+            [
+                "generate",
+                "--checkpoint",
+                str(run),
+                "--conditions-from",
+                str(clic_data),
+                "--n",
+                "6",
+                "--seed",
+                "3",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with h5py.File(out) as f, h5py.File(clic_data) as ref:
+        assert f["showers"].shape == (6, 25, 25, 25)
+        np.testing.assert_array_equal(f["energy"][:], ref["energy"][:6])
+        assert np.isfinite(f["showers"][:]).all() and (f["showers"][:] >= 0).all()
+
+
+def test_training_refuses_data_of_another_geometry(lhcb_data, tmp_path):
+    config = load_config(CONFIGS / "gan3d.yaml", ["training.batch_size=4"])
+    with pytest.raises(CaloforgeError, match=r"geometry 'lhcb-30'.*needs 'clic-25'"):
+        Trainer(config, lhcb_data, tmp_path / "run")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["training.nope=1"], "unknown key 'training.nope'"),
+        (["--resume"], "no checkpoint found"),
+        (["model.latent_sise=10"], "unknown key 'latent_sise' (did you mean 'latent_size'?)"),
+    ],
+)
+def test_bad_training_input_exits_2_with_a_message(clic_data, tmp_path, capsys, args, message):
+    argv = [
+        "train",
+        "--config",
+        str(CONFIGS / "gan3d.yaml"),
+        "--data",
+        str(clic_data),
+        "--out",
+        str(tmp_path / "run"),
+        *args,
+    ]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_resuming_with_another_family_is_refused(clic_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    common = ["--data", str(clic_data), "--out", str(run), "training.batch_size=4", *FAST]
+    assert (
+        main(
+            ["train", "--config", str(CONFIGS / "conv2d-g1.yaml"), *common, "training.max_steps=1"]
+        )
+        == 0
+    )
+    assert main(["train", "--config", str(CONFIGS / "gan3d.yaml"), "--resume", *common]) == 2
+    assert "checkpoint of model family 'conv2d-g1', expected 'gan3d'" in capsys.readouterr().err
+    assert main(["train", "--config", str(CONFIGS / "conv2d-g1.yaml"), *common]) == 2
+    assert "already holds a training run" in capsys.readouterr().err
