@@ -28,15 +28,16 @@ class TrainConfigError(CaloforgeError):
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "rmsprop"  # rmsprop (3DGAN) or adam (Conv2D GAN, WGAN-GP)
+    name: str = "rmsprop"  # rmsprop (3DGAN), adam (Conv2D GAN, WGAN-GP) or sgd
     lr_generator: float = 1e-3
     lr_discriminator: float = 1e-3
     betas: tuple[float, float] = (0.5, 0.999)  # adam only
+    momentum: float = 0.0  # sgd only
     schedule: str = "constant"  # constant | exponential (gamma per epoch) | cosine (to 0)
     gamma: float = 1.0  # exponential decay per epoch
 
     def check(self) -> None:
-        _one_of("optimizer.name", self.name, ("rmsprop", "adam"))
+        _one_of("optimizer.name", self.name, ("rmsprop", "adam", "sgd"))
         _one_of("optimizer.schedule", self.schedule, ("constant", "exponential", "cosine"))
         _positive("optimizer.lr_generator", self.lr_generator)
         _positive("optimizer.lr_discriminator", self.lr_discriminator)

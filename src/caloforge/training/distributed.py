@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -99,11 +100,34 @@ def shutdown_distributed() -> None:
         dist.destroy_process_group()
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over the ranks, differentiable: the gradient is summed over the ranks too."""
+
+    @staticmethod
+    def forward(ctx: Any, tensor: Tensor) -> Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
+def all_reduce_sum(tensor: Tensor) -> Tensor:
+    result: Tensor = _AllReduceSum.apply(tensor)
+    return result
+
+
 class SyncedBatchNorm(_BatchNorm):
     """BatchNorm whose training statistics are those of the global batch over all ranks.
 
-    Mean and variance come from all-reduced sums of x and x^2 (through the autograd-aware
-    `torch.distributed.nn.functional.all_reduce`, so the backward pass is synchronised too).
+    Mean and variance come from all-reduced sums (differentiable: the backward pass is
+    synchronised too),
+    in two passes: the mean first, then the sum of squared deviations from it, which keeps the
+    variance exact where E[x^2] - E[x]^2 would cancel in float32.
     Outside training, or in a single process, it is an ordinary BatchNorm.
     """
 
@@ -119,18 +143,15 @@ class SyncedBatchNorm(_BatchNorm):
             and dist.get_world_size() > 1
         ):
             return super().forward(input)
-        from torch.distributed.nn.functional import all_reduce
-
         dims = [0, *range(2, input.dim())]
-        count = torch.tensor(
-            [input.numel() / input.shape[1]], dtype=input.dtype, device=input.device
-        )
-        stats = torch.cat([input.sum(dims), (input * input).sum(dims), count])
-        stats = all_reduce(stats)
         c = input.shape[1]
-        n = stats[-1]
-        mean = stats[:c] / n
-        var = (stats[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+        shape = [1, c] + [1] * (input.dim() - 2)
+        count = torch.tensor([input.numel() / c], dtype=input.dtype, device=input.device)
+        sums = all_reduce_sum(torch.cat([input.sum(dims), count]))
+        n = sums[-1]
+        mean = sums[:c] / n
+        centred = input - mean.view(shape)
+        var = all_reduce_sum((centred * centred).sum(dims)) / n
         if self.track_running_stats and self.running_mean is not None:
             assert self.running_var is not None and self.num_batches_tracked is not None
             with torch.no_grad():
@@ -139,8 +160,7 @@ class SyncedBatchNorm(_BatchNorm):
                 self.running_mean.mul_(1 - m).add_(m * mean)
                 self.running_var.mul_(1 - m).add_(m * unbiased)
                 self.num_batches_tracked.add_(1)
-        shape = [1, c] + [1] * (input.dim() - 2)
-        out = (input - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        out = centred / torch.sqrt(var.view(shape) + self.eps)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
         return out

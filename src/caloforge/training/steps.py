@@ -210,7 +210,7 @@ class WganStep(_Step):
                 m.discriminator(real).score, m.discriminator(fake).score
             )
         penalty = losses.gradient_penalty(
-            lambda x: m.discriminator(x).score, real.float(), fake.float(), self._slice_rng(n)
+            lambda x: m.discriminator(x).score, real, fake, self._slice_rng(n)
         )
         loss_d = w.adversarial * critic_loss + w.gradient_penalty * penalty
         m.optimizer_d.zero_grad(set_to_none=True)

@@ -209,6 +209,8 @@ class Trainer:
         params = [p for p in module.parameters() if p.requires_grad]
         if o.name == "adam":
             return torch.optim.Adam(params, lr=lr, betas=o.betas)
+        if o.name == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=o.momentum)
         # Keras' RMSprop (the 3DGAN code): rho 0.9, epsilon 1e-7.
         return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
 
@@ -426,10 +428,11 @@ class Trainer:
     def _batches(self) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
         """(preprocessed showers, conditions by name) on the device, from the loader."""
         device = self.context.device
+        dtype = next(self.bundle.generator.parameters()).dtype  # the models' precision
         columns = self.geometry.conditions
         for showers, cond in self.loader:
-            showers = self.transform.forward(showers.to(device, non_blocking=True))
-            cond = cond.to(device)
+            showers = self.transform.forward(showers.to(device, dtype, non_blocking=True))
+            cond = cond.to(device, dtype)
             named, col = {}, 0
             for c in columns:
                 named[c.name] = cond[:, col] if c.size == 1 else cond[:, col : col + c.size]
