@@ -171,7 +171,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
             "data-parallel training: torchrun --nproc-per-node N -m caloforge train ..."
         ),
     )
-    p.add_argument("--config", required=True, help="YAML training config")
+    p.add_argument("--config", required=True,
+                   help="YAML training config, or a preset name: gan3d, gan3d-angle, "
+                   "conv2d-g1, conv2d-g2, conv2d-g3, wgan-lhcb")
     p.add_argument("--data", required=True, nargs="+", help="shower file(s) or glob")
     p.add_argument("--format", help="input format (default: detected)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs)")

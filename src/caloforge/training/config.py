@@ -278,11 +278,24 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
     return RunConfig(model=dict(model), transform=dict(transform), training=training)
 
 
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def preset_names() -> list[str]:
+    """The shipped training presets (one per model family)."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config file, apply overrides, check everything."""
+    """Read a YAML config file (or a shipped preset by name, e.g. 'gan3d'), apply overrides,
+    check everything."""
     p = Path(path)
+    if not p.is_file() and str(path) in preset_names():
+        p = PRESET_DIR / f"{path}.yaml"
     if not p.is_file():
-        raise TrainConfigError(f"{p}: config file not found")
+        raise TrainConfigError(
+            f"{p}: config file not found (presets: {', '.join(preset_names())})"
+        )
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
