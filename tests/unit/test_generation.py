@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from caloforge.data.transforms import Log, Power
+from caloforge.devices import resolve_device
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.generation.pipeline import (
     GeneratedShowers,
     ShowerPipeline,
-    resolve_device,
     training_ranges,
 )
 from caloforge.models import build_model
@@ -212,9 +212,11 @@ def test_a_gpu_index_beyond_the_visible_ones_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     assert resolve_device("cuda:0") == torch.device("cuda:0")
-    assert resolve_device("auto") == torch.device("cuda")
+    assert resolve_device("auto") == torch.device("cuda:0")
     with pytest.raises(CaloforgeError, match=r"only 1 CUDA GPU\(s\) are visible"):
         resolve_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda", local_rank=3) == torch.device("cuda:1")  # torchrun's GPU
 
 
 @pytest.mark.gpu

@@ -29,7 +29,7 @@ import numpy as np
 
 from caloforge import __version__
 from caloforge._files import commit, discard, partial_path
-from caloforge.data.source import Batch, check_conditions, check_showers
+from caloforge.data.source import Batch, check_conditions, check_showers, require_file
 from caloforge.errors import CaloforgeError, GeometryError, InputFileError
 from caloforge.geometry import Geometry
 
@@ -255,13 +255,7 @@ class ShowerFile:
 
 def open_h5(path: str | os.PathLike[str]) -> h5py.File:
     """Open an HDF5 file for reading with errors that name the file."""
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(p, "file not found")
-    if p.is_dir():
-        raise InputFileError(p, "is a folder, not a file")
-    if p.stat().st_size == 0:
-        raise InputFileError(p, "file is empty")
+    p = require_file(path)
     try:
         return h5py.File(p, "r")
     except OSError as exc:

@@ -8,8 +8,10 @@ whatever the file stores.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -83,6 +85,18 @@ def iter_batches(
     stop = len(source) if stop is None else min(stop, len(source))
     for lo in range(start, stop, batch_size):
         yield source.read(lo, min(lo + batch_size, stop))
+
+
+def require_file(path: str | os.PathLike[str]) -> Path:
+    """`path` as a Path, or an `InputFileError` if it is missing, a folder or empty."""
+    p = Path(path)
+    if not p.exists():
+        raise InputFileError(p, "file not found")
+    if p.is_dir():
+        raise InputFileError(p, "is a folder, not a file")
+    if p.stat().st_size == 0:
+        raise InputFileError(p, "file is empty")
+    return p
 
 
 def check_showers(

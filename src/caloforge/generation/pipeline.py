@@ -23,14 +23,13 @@ import numpy as np
 import torch
 
 from caloforge.data.transforms import Transform
+from caloforge.devices import resolve_device
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.geometry import Geometry
 from caloforge.models import ShowerGenerator
 from caloforge.training.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["GeneratedShowers", "ShowerPipeline", "resolve_device", "training_ranges"]
-
-DEVICES = "cpu, cuda, cuda:N or auto"
+__all__ = ["GeneratedShowers", "ShowerPipeline", "training_ranges"]
 
 
 @dataclass(frozen=True)
@@ -47,41 +46,6 @@ class GeneratedShowers:
 
     def __len__(self) -> int:
         return int(self.showers.shape[0])
-
-
-def resolve_device(device: str | torch.device = "cpu") -> torch.device:
-    """`device` as a `torch.device`: "cpu", "cuda", "cuda:N", or "auto" (cuda if available).
-
-    Raises `CaloforgeError` for an unknown name, or a CUDA device this machine lacks,
-    saying what is missing (a CUDA build of PyTorch, a visible GPU, or the N-th GPU).
-    """
-    if isinstance(device, str) and device.strip().lower() == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        found = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise CaloforgeError(f"unknown device '{device}'; use {DEVICES}") from None
-    if found.type == "cpu":
-        return torch.device("cpu")
-    if found.type != "cuda":
-        raise CaloforgeError(f"unsupported device '{device}'; use {DEVICES}")
-    if torch.version.cuda is None:
-        raise CaloforgeError(
-            f"device '{device}' requested, but this PyTorch ({torch.__version__}) is built "
-            "without CUDA support; install a CUDA build of PyTorch or use --device cpu"
-        )
-    if not torch.cuda.is_available():
-        raise CaloforgeError(
-            f"device '{device}' requested, but no CUDA GPU is visible (no GPU, no driver, or "
-            "CUDA_VISIBLE_DEVICES hides them); use --device cpu"
-        )
-    count = torch.cuda.device_count()
-    if found.index is not None and found.index >= count:
-        raise CaloforgeError(
-            f"device '{device}' requested, but only {count} CUDA GPU(s) are visible "
-            f"(cuda:0 to cuda:{count - 1})"
-        )
-    return found
 
 
 def training_ranges(

@@ -293,9 +293,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     if not p.is_file() and str(path) in preset_names():
         p = PRESET_DIR / f"{path}.yaml"
     if not p.is_file():
-        raise TrainConfigError(
-            f"{p}: config file not found (presets: {', '.join(preset_names())})"
-        )
+        raise TrainConfigError(f"{p}: config file not found (presets: {', '.join(preset_names())})")
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from caloforge.errors import CaloforgeError
+from caloforge.devices import resolve_device
 
 
 @dataclass(frozen=True)
@@ -61,24 +61,6 @@ class Distributed:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """'auto' (a GPU if there is one), 'cpu', 'cuda' or 'cuda:N'; clear errors otherwise."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise CaloforgeError(
-                f"device '{name}' asked for, but this PyTorch build sees no CUDA GPU "
-                f"(torch {torch.__version__}, CUDA {torch.version.cuda or 'not built in'})"
-            )
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise CaloforgeError(f"unknown device '{name}'; use auto, cpu, cuda or cuda:N") from None
 
 
 def init_distributed(device: str = "auto") -> Distributed:

@@ -38,21 +38,26 @@ class StepModels:
     regressor: nn.Module | None = None
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What every step needs: the models, the recipe, the ranks, the shared random generator
+    (noise, labels) and the autocast context of the run's precision."""
+
+    models: StepModels
+    config: TrainConfig
+    distributed: Distributed
+    rng: torch.Generator
+    autocast: Callable[[], AbstractContextManager[None]]
+
+
 class _Step:
-    def __init__(
-        self,
-        models: StepModels,
-        config: TrainConfig,
-        context: Distributed,
-        rng: torch.Generator,
-        autocast: Callable[[], AbstractContextManager[None]],
-    ) -> None:
-        self.m = models
-        self.config = config
-        self.loss = config.loss
-        self.context = context
-        self.rng = rng
-        self.autocast = autocast
+    def __init__(self, ctx: StepContext) -> None:
+        self.m = ctx.models
+        self.config = ctx.config
+        self.loss = ctx.config.loss
+        self.context = ctx.distributed
+        self.rng = ctx.rng
+        self.autocast = ctx.autocast
         self.count = 0  # steps taken: decides which steps update the generator
 
     def _slice(self, n: int) -> slice:
@@ -103,17 +108,9 @@ class GanStep(_Step):
     as their targets."""
 
     def __init__(
-        self,
-        models: StepModels,
-        config: TrainConfig,
-        context: Distributed,
-        rng: torch.Generator,
-        autocast: Callable[[], AbstractContextManager[None]],
-        *,
-        energy_scale: float,
-        bin_edges: tuple[float, ...] | None,
+        self, ctx: StepContext, *, energy_scale: float, bin_edges: tuple[float, ...] | None
     ) -> None:
-        super().__init__(models, config, context, rng, autocast)
+        super().__init__(ctx)
         self.energy_scale = energy_scale
         self.bin_edges = bin_edges
 
@@ -186,17 +183,8 @@ class WganStep(_Step):
     `critic_steps` steps, whose loss adds the frozen pretrained regressor's error on the
     generated showers' conditions: what makes the Wasserstein GAN conditional."""
 
-    def __init__(
-        self,
-        models: StepModels,
-        config: TrainConfig,
-        context: Distributed,
-        rng: torch.Generator,
-        autocast: Callable[[], AbstractContextManager[None]],
-        *,
-        encode: Callable[[Conditions, Tensor], Tensor],
-    ) -> None:
-        super().__init__(models, config, context, rng, autocast)
+    def __init__(self, ctx: StepContext, *, encode: Callable[[Conditions, Tensor], Tensor]) -> None:
+        super().__init__(ctx)
         self.encode = encode
         self.last_g: dict[str, float] = {}
 

@@ -50,7 +50,7 @@ from caloforge.training.distributed import (
     wrap_ddp,
 )
 from caloforge.training.physics_check import PhysicsCheck, run_check
-from caloforge.training.steps import GanStep, StepModels, WganStep
+from caloforge.training.steps import GanStep, StepContext, StepModels, WganStep
 
 METRICS = "metrics.jsonl"
 
@@ -243,18 +243,16 @@ class Trainer:
         return contextlib.nullcontext()
 
     def _make_step(self) -> GanStep | WganStep:
-        common = (self.models, self.cfg, self.context, self.rng, self._autocast)
+        common = StepContext(self.models, self.cfg, self.context, self.rng, self._autocast)
         if self.config.family == "wgan-lhcb":
             model_config = self._wgan_config()
-            return WganStep(
-                *common, encode=lambda c, like: encode_conditions(c, model_config, like)
-            )
+            return WganStep(common, encode=lambda c, like: encode_conditions(c, model_config, like))
         edges = None
         if self.cfg.loss.bins > 0:
             gev = [e / losses.LCD_UNITS_PER_GEV for e in losses.BIN_EDGES_LCD]
             edges = tuple(float(self.transform.forward(np.array(e))) for e in gev)
         scale = float(getattr(self.bundle.config, "energy_scale", 100.0))
-        return GanStep(*common, energy_scale=scale, bin_edges=edges)
+        return GanStep(common, energy_scale=scale, bin_edges=edges)
 
     def _wgan_config(self) -> WganLhcbConfig:
         config = self.bundle.config

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from caloforge.data.source import ShowerSource
+from caloforge.data.source import ShowerSource, require_file
 from caloforge.errors import CaloforgeError, InputFileError
 
 
@@ -63,13 +63,7 @@ def format_names() -> list[str]:
 def detect_format(path: str | os.PathLike[str]) -> str:
     """The name of the first registered format whose sniff accepts `path`."""
     _load_builtin()
-    p = Path(path)
-    if not p.exists():
-        raise InputFileError(p, "file not found")
-    if p.is_dir():
-        raise InputFileError(p, "is a folder, not a file")
-    if p.stat().st_size == 0:
-        raise InputFileError(p, "file is empty")
+    p = require_file(path)
     for fmt in FORMATS.values():
         if fmt.sniff(p):
             return fmt.name
