@@ -157,7 +157,7 @@ class Trainer:
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
         self.step_fn = self._make_step()
-        self._check_data = self._validation_slice(data, data_format)
+        self._check_data = self._validation_slice(data_format)
         self._tensorboard: Any = None
         if resume:
             self._resume()
@@ -260,7 +260,7 @@ class Trainer:
         return config
 
     def _validation_slice(
-        self, data: Any, data_format: str | None
+        self, data_format: str | None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
         if not self.context.is_main:
             return None
