@@ -99,6 +99,18 @@ def test_lhcb_conditions_follow_the_study():
     assert np.abs(c["point"]).max() <= 5.0
 
 
+def test_lhcb_angles_stay_within_three_sigma_even_in_the_tails():
+    geometry = PRESETS["lhcb-30"]
+    ranges = ConditionRanges.for_geometry(geometry)
+    c = sample_conditions(geometry, ranges, 2_000_000, np.random.default_rng(3))
+    p = c["momentum"]
+    angle_xz = np.degrees(np.arctan(p[:, 0] / p[:, 2]))
+    angle_yz = np.degrees(np.arctan(p[:, 1] / p[:, 2]))
+    assert np.abs(angle_xz).max() <= 60.0 and np.abs(angle_xz).max() > 55.0
+    assert np.abs(angle_yz).max() <= 30.0
+    assert (p[:, 2] > 0).all()
+
+
 def test_condition_ranges_are_checked_against_the_geometry():
     clic = PRESETS["clic-25"]
     with pytest.raises(ConditionError, match="valid for 1:1000 GeV"):
