@@ -261,6 +261,82 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- validate ---------------------------------------------------------------------------
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate",
+        help="compare generated showers with reference (Monte Carlo) showers",
+        description=(
+            "Compare generated showers with reference showers (any readable format) and write "
+            "a report folder: index.html (self-contained), metrics.json and plots/*.png. "
+            "Metrics overall and in bins of energy and angle; a verdict per headline metric "
+            "against a tolerance. Exit code 0 when the report is written (with --check: 1 "
+            "when a headline verdict fails), 2 for bad input."
+        ),
+    )
+    p.add_argument("--reference", required=True, nargs="+", help="reference file(s) or glob")
+    p.add_argument("--generated", required=True, nargs="+", help="generated file(s) or glob")
+    p.add_argument("--out", required=True, help="report folder (replaced if it holds a report)")
+    p.add_argument("--format", help="input format of both sets (default: detected)")
+    p.add_argument("--binning", help="CaloChallenge binning XML (for that format)")
+    p.add_argument("--config", help="YAML settings: tolerances, bins, subsample, ...")
+    p.add_argument(
+        "--energy-bins", help="energy bins: a number (default 5) or edges in GeV, e.g. 100,150,200"
+    )
+    p.add_argument(
+        "--theta-bins", help="angle bins: a number (default 3) or edges in degrees, e.g. 60,90,120"
+    )
+    p.add_argument(
+        "--tolerance",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="tolerance of a headline metric (repeatable; VALUE none for no verdict): "
+        "classifier_auc_low_level, classifier_auc_high_level, fpd, kpd, projection_mse, "
+        "response_deviation, resolution_deviation",
+    )
+    p.add_argument(
+        "--subsample", type=int, help="showers per set for the cell-level metrics (default 2000)"
+    )
+    p.add_argument("--max-showers", type=int, help="use only the first N showers of each set")
+    p.add_argument("--labels", help="names of the two sets, REFERENCE,GENERATED")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--workers", type=int, help="processes computing features (default: cores)")
+    p.add_argument("--no-plots", action="store_true", help="metrics and tables only")
+    p.add_argument("--check", action="store_true", help="exit 1 when a headline verdict fails")
+    p.set_defaults(handler=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from caloforge.validation.report import load_config, parse_tolerances, validate
+
+    config = load_config(
+        args.config,
+        tolerances=parse_tolerances(args.tolerance),
+        energy_bins=args.energy_bins,
+        theta_bins=args.theta_bins,
+        subsample=args.subsample,
+        max_showers=args.max_showers,
+        labels=args.labels,
+        seed=args.seed,
+        workers=args.workers,
+        plots=False if args.no_plots else None,
+    )
+    options = {"binning": args.binning} if args.binning else {}
+    result = validate(
+        args.reference,
+        args.generated,
+        args.out,
+        config,
+        format=args.format,
+        progress=True,
+        **options,
+    )
+    print(result.summary())
+    print(f"report: {args.out}/index.html")
+    return 1 if args.check and result.verdict == "fail" else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="caloforge",
@@ -268,7 +344,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"caloforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in (_add_simulate, _add_convert, _add_inspect, _add_train, _add_generate):
+    for add in (
+        _add_simulate,
+        _add_convert,
+        _add_inspect,
+        _add_train,
+        _add_generate,
+        _add_validate,
+    ):
         add(sub)
     return parser
 

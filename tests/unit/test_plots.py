@@ -1,0 +1,210 @@
+"""Validation plots: every plot draws from a `Comparison` of small simulated sets, returns a
+Figure (PNG-able), says why when it does not apply, and leaves matplotlib's settings alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from caloforge.geometry import PRESETS
+from caloforge.simulation.simulator import ShowerSimulator
+from caloforge.validation import metrics
+from caloforge.validation.features import shower_features
+from caloforge.validation.plots import (
+    PLOTS,
+    Comparison,
+    NotApplicableError,
+    fixed_energy_windows,
+    lhcb_features,
+    png_bytes,
+    projections_mean,
+    response_resolution_theta,
+    ssim_scan,
+)
+from caloforge.validation.report import (
+    Tolerances,
+    response_bins,
+    scalar_features,
+    voxel_features,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def simulated(geometry: str, n: int, seed: int, **ranges: tuple[float, float]) -> tuple:
+    """n showers of a preset with conditions drawn uniformly in `ranges`, and their features."""
+    g = PRESETS[geometry]
+    rng = np.random.default_rng(seed)
+    conditions = {"energy": rng.uniform(*ranges.get("energy", (20.0, 60.0)), n)}
+    if g.has_condition("theta"):
+        conditions["theta"] = rng.uniform(*ranges.get("theta", (1.2, 1.9)), n)
+    if g.has_condition("point"):
+        conditions["point"] = rng.uniform(-5.0, 5.0, (n, 2))
+        direction = rng.normal(0.0, 0.2, (n, 2))
+        pz = conditions["energy"] / np.sqrt(1.0 + (direction**2).sum(axis=1))
+        conditions["momentum"] = np.column_stack([direction * pz[:, None], pz])
+    showers = ShowerSimulator(g).simulate(conditions, rng)
+    return showers, shower_features(showers, conditions, g)
+
+
+def comparison(geometry: str, n: int = 120, *, cells: bool = True) -> Comparison:
+    g = PRESETS[geometry]
+    ref_showers, ref = simulated(geometry, n, 1)
+    gen_showers, gen = simulated(geometry, n, 2)
+    ref_s, gen_s = scalar_features(ref, g), scalar_features(gen, g)
+    response = {}
+    for name, edges in (("energy", np.array([20.0, 40.0, 60.0])), ("theta", np.array([1.2, 1.9]))):
+        if f"condition/{name}" in ref:
+            response[name] = response_bins(
+                name,
+                ref_s["response"],
+                gen_s["response"],
+                ref[f"condition/{name}"],
+                gen[f"condition/{name}"],
+                edges,
+                tolerances=Tolerances(),
+                min_showers=20,
+                significance=2.0,
+                seed=0,
+            )
+    extra = {}
+    if cells:
+        extra = {
+            "mean_images": (ref_showers.mean(axis=0), gen_showers.mean(axis=0)),
+            "single_showers": (ref_showers[0], gen_showers[0]),
+            "single_conditions": ({"energy": 30.0}, {"energy": 31.0}),
+            "subsample": n,
+            "ssim": metrics.ssim_scan(
+                ref_showers, gen_showers, n_pairs=20, data_ranges=(1e-5, 1e-3)
+            ),
+        }
+    return Comparison(
+        geometry=g,
+        reference=ref,
+        generated=gen,
+        labels=("Geant4", "GAN"),
+        scalars=(ref_s, gen_s),
+        separation={"response": (0.01, 0.002)},
+        response=response,
+        tolerances=Tolerances(),
+        min_showers=20,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="module")
+def clic() -> Comparison:
+    return comparison("clic-25")
+
+
+def test_every_plot_draws_a_figure_or_says_why_not(clic):
+    drawn, skipped = [], {}
+    before = dict(matplotlib.rcParams)
+    for spec in PLOTS:
+        try:
+            figure = spec.draw(clic)
+        except NotApplicableError as exc:
+            skipped[spec.name] = str(exc)
+            continue
+        assert isinstance(figure, Figure), spec.name
+        assert figure.axes and figure.get_suptitle(), spec.name
+        drawn.append(spec.name)
+    # Rendering costs about a second a figure: two here, all of them in the CLI test.
+    for name in ("response_vs_energy", "projections_mean"):
+        figure = next(spec for spec in PLOTS if spec.name == name).draw(clic)
+        assert png_bytes(figure).startswith(PNG_SIGNATURE), name
+    # clic-25 has no angle and no LHCb conditions; everything else applies.
+    assert set(skipped) == {"mu90_theta", "lhcb"}
+    assert "angle" in skipped["mu90_theta"] and "LHCb" in skipped["lhcb"]
+    assert len(drawn) == len(PLOTS) - 2
+    assert dict(matplotlib.rcParams) == before  # the style was local to each figure
+
+
+def test_plot_names_are_unique_files_and_each_has_a_caption():
+    names = [spec.name for spec in PLOTS]
+    assert len(set(names)) == len(names)
+    assert all(spec.title and spec.caption for spec in PLOTS)
+
+
+def test_cell_level_plots_need_the_subsample():
+    bare = comparison("clic-25", n=60, cells=False)
+    for draw in (projections_mean, ssim_scan):
+        with pytest.raises(NotApplicableError, match=r"subsample|SSIM"):
+            draw(bare)
+
+
+def test_the_lhcb_metrics_are_drawn_for_lhcb_30():
+    lhcb = comparison("lhcb-30", n=150)
+    figure = lhcb_features(lhcb)
+    assert png_bytes(figure).startswith(PNG_SIGNATURE)
+    # Depth-summed images: one projection (xy), so one column per row.
+    assert len(projections_mean(lhcb).axes) == 3 * 2  # 3 rows of image + colour bar
+
+
+def test_voxel_sets_get_the_plots_that_need_no_cell_grid():
+    """CaloChallenge-like showers: the flat (n, voxels) cells of 25 layers of one voxel."""
+    g = PRESETS["clic-25"]
+    layers = [{"id": i, "r_edges": [0.0, 1000.0], "n_bin_alpha": 1} for i in range(25)]
+    voxel = dataclasses.replace(
+        g, name="voxels", shape=(25,), readout="voxels", layers=(), extra={"layers": layers}
+    )
+    sets = []
+    for seed in (1, 2):
+        showers, features = simulated("clic-25", 100, seed)
+        sets.append(
+            voxel_features(
+                showers.sum(axis=(1, 2)), {"energy": features["condition/energy"]}, voxel
+            )
+        )
+    c = Comparison(geometry=voxel, reference=sets[0], generated=sets[1])
+    drawn, skipped = [], []
+    for spec in PLOTS:
+        try:
+            assert isinstance(spec.draw(c), Figure)
+            drawn.append(spec.name)
+        except NotApplicableError:
+            skipped.append(spec.name)
+    assert {"cell_spectrum", "features", "hits_and_energy", "correlations"} <= set(drawn)
+    assert {"shower_shapes", "projections_mean", "ssim", "lhcb"} <= set(skipped)
+
+
+def test_the_angle_plot_is_drawn_for_clic_angle_51():
+    angle = comparison("clic-angle-51", n=60, cells=False)
+    assert isinstance(response_resolution_theta(angle), Figure)
+
+
+def test_fixed_energy_windows_pick_three_energies():
+    discrete = np.repeat([50.0, 100.0, 200.0, 500.0], 10)
+    windows = fixed_energy_windows(discrete)
+    assert [w[0] for w in windows] == [50.0, 200.0, 500.0]
+    for _, low, high in windows:
+        assert ((discrete >= low) & (discrete <= high)).sum() == 10  # that energy only
+    continuous = np.random.default_rng(0).uniform(100.0, 200.0, 1000)
+    windows = fixed_energy_windows(continuous)
+    assert len(windows) == 3
+    for centre, low, high in windows:
+        assert low < centre < high and high - low >= 4.0  # at least +-2 GeV
+    assert windows[0][0] < windows[1][0] < windows[2][0]
+
+
+def test_importing_the_plots_changes_no_matplotlib_setting():
+    code = (
+        "import matplotlib; before = dict(matplotlib.rcParams); "
+        "import caloforge.validation.plots; "
+        "assert dict(matplotlib.rcParams) == before, 'rcParams changed on import'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_report_imports_matplotlib_only_to_draw():
+    code = (
+        "import sys, caloforge.validation.report; "
+        "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
