@@ -44,6 +44,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.data.transforms import transform_from_dict
+from caloforge.devices import tune_for_fixed_shapes
 from caloforge.models import MODEL_FAMILIES, build_model
 from caloforge.models.wgan_lhcb import WganLhcbConfig, encode_conditions
 from caloforge.training import losses
@@ -143,6 +144,7 @@ def build_step(
     cfg = config.training
     bundle = build_model(config.family, {**config.model, **model_overrides}, seed=cfg.seed)
     bundle.to(device)
+    tune_for_fixed_shapes(device)  # as the trainer does
     g, d = bundle.generator, bundle.discriminator
     models = StepModels(
         generator=g,
@@ -288,7 +290,13 @@ def main() -> None:
     )
     parser.add_argument("--peak-gflops", type=float, default=CPU_PEAK_GFLOPS, help="CPU fp32")
     parser.add_argument("--gpu-peak-tflops", type=float, default=None, help="GPU peak, TFLOP/s")
-    parser.add_argument("--no-profile", action="store_true", help="skip the gan3d profile")
+    parser.add_argument(
+        "--profile",
+        nargs="*",
+        default=["gan3d"],
+        choices=FAMILIES,
+        help="families whose step is profiled (default gan3d; none: --profile)",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     args = parser.parse_args()
 
@@ -346,9 +354,9 @@ def main() -> None:
                 f"({s['showers_per_s_min']:.1f}-{s['showers_per_s_max']:.1f})",
                 flush=True,
             )
-        if family == "gan3d" and not args.no_profile:
+        if family in args.profile:
             for row, step, real, conditions in built:
-                label = f"gan3d {row.variant}, batch {n}"
+                label = f"{family} {row.variant}, batch {n}"
                 profiles[label] = profile_step(step, real, conditions, label)
         del built
 

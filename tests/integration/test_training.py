@@ -186,3 +186,30 @@ def test_resuming_with_another_family_is_refused(clic_data, tmp_path, capsys):
     assert "checkpoint of model family 'conv2d-g1', expected 'gan3d'" in capsys.readouterr().err
     assert main(["train", "--config", str(CONFIGS / "conv2d-g1.yaml"), *common]) == 2
     assert "already holds a training run" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("family", ["gan3d", "gan3d-angle", "conv2d-g1", "wgan-lhcb"])
+def test_training_on_a_gpu_in_bf16_gives_a_checkpoint_the_cpu_loads(family, tmp_path):
+    geometry = {"gan3d-angle": "clic-angle-51", "wgan-lhcb": "lhcb-30"}.get(family, "clic-25")
+    data = tmp_path / "data.h5"
+    simulate_to_file(data, geometry=geometry, n=24, seed=3, workers=1)
+    extra = ["training.regressor_epochs=1"] if family == "wgan-lhcb" else []
+    config = load_config(
+        CONFIGS / f"{family}.yaml",
+        [
+            *FAST,
+            "training.batch_size=4",
+            "training.max_steps=3",
+            "training.device=cuda",
+            "training.precision=bf16",
+            *extra,
+        ],
+    )
+    Trainer(config, data, tmp_path / "run").fit()
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss_d"] for r in records if r["event"] == "step"]
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    checkpoint = load_checkpoint(tmp_path / "run", device="cpu")
+    weights = [p for p in checkpoint.bundle.generator.parameters()]
+    assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in weights)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from caloforge.data.transforms import Transform
-from caloforge.devices import resolve_device
+from caloforge.devices import full_fp32, resolve_device, tune_for_fixed_shapes
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.geometry import Geometry
 from caloforge.models import ShowerGenerator
@@ -102,6 +102,7 @@ class ShowerPipeline:
     ) -> None:
         self.device = resolve_device(device)
         self.generator = generator.to(self.device).eval()
+        tune_for_fixed_shapes(self.device)
         self.transform = transform
         self.geometry = geometry
         self.training_ranges = dict(training_ranges or {})
@@ -191,7 +192,7 @@ class ShowerPipeline:
             return GeneratedShowers(np.zeros(shape, dtype=np.float32), arrays)
         reference = next(self.generator.parameters())
         self.generator.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), full_fp32():
             tensors = {
                 name: torch.as_tensor(values, dtype=reference.dtype, device=reference.device)
                 for name, values in arrays.items()

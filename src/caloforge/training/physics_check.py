@@ -99,3 +99,20 @@ def run_check(
         generator.train(was_training)
     generated = np.concatenate(parts)
     return compare(real, generated, np.asarray(conditions["energy"], dtype=np.float64), geometry)
+
+
+def binned_response(
+    real: np.ndarray,
+    generated: np.ndarray,
+    energy: np.ndarray,
+    bins: list[tuple[float, float]],
+) -> list[float]:
+    """Generated over real mean visible/primary ratio in each primary-energy bin `[lo, hi)` GeV
+    (NaN for a bin with no shower): 1 where the model reproduces the response."""
+    sum_real = real.reshape(len(real), -1).sum(axis=1, dtype=np.float64) / energy
+    sum_gen = generated.reshape(len(generated), -1).sum(axis=1, dtype=np.float64) / energy
+    out = []
+    for lo, hi in bins:
+        sel = (energy >= lo) & (energy < hi)
+        out.append(float(sum_gen[sel].mean() / sum_real[sel].mean()) if sel.any() else np.nan)
+    return out

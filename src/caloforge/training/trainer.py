@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from caloforge.data.dataset import ShowerStream, split_indices
 from caloforge.data.io import open_showers
 from caloforge.data.transforms import BoxCox, Transform, transform_from_dict
+from caloforge.devices import tune_for_fixed_shapes
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import ModelBundle, build_model, parameter_counts
@@ -139,6 +140,7 @@ class Trainer:
             for role, module in self.bundle.modules.items():
                 self.bundle.modules[role] = synchronise_batchnorm(module, ctx.device)
         self.bundle.to(ctx.device)
+        tune_for_fixed_shapes(ctx.device)
         torch.manual_seed(cfg.seed + 7919 * ctx.rank)  # dropout masks: independent per rank
         self.rng = torch.Generator(device=ctx.device).manual_seed(cfg.seed)  # shared by ranks
 
