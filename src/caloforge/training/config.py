@@ -49,8 +49,8 @@ class LossConfig:
     """Weights of the loss terms (0 switches a term off) and the label treatment."""
 
     adversarial: float = 2.0  # BCE real/fake (GAN) or the Wasserstein term (WGAN)
-    energy: float = 0.1  # MAPE of the regressed primary energy
-    ecal: float = 0.1  # MAPE of the total deposited energy
+    energy: float = 0.1  # MAPE (in percent, as Keras) of the regressed primary energy
+    ecal: float = 0.1  # MAPE (percent) of the total deposited energy
     angle: float = 0.0  # MAE of the measured angle (gan3d-angle)
     bins: float = 0.0  # MAPE of the cell-intensity spectrum (bin counts; gan3d-angle)
     label_flip: float = 0.05  # fraction of discriminator labels flipped
