@@ -114,6 +114,9 @@ def test_an_independent_sample_passes_and_the_report_is_self_contained(files, tm
     assert not re.search(r"(src|href)=['\"]?(https?:|//|file:|plots/)", page)
     assert "<script" not in page and "<link" not in page
     assert "200 showers per set" in page and "Geant4" in page
+    # Every table scrolls in its own box: one with many bins does not run off the page.
+    assert page.count("<table") == page.count("<div class='table-box'><table") > 5
+    assert re.search(r"\.table-box \{[^}]*overflow-x: auto", page)
     for word in ("Classifier AUC", "FPD", "Projection MSE", "Response deviation", "PASS"):
         assert word in page
 

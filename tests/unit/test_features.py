@@ -11,7 +11,10 @@ from caloforge.data.canonical import ShowerWriter, open_canonical
 from caloforge.data.source import Batch
 from caloforge.geometry import PRESETS
 from caloforge.simulation.simulator import ShowerSimulator
+from caloforge.validation import features
 from caloforge.validation.features import (
+    CELL_SPECTRUM_EDGES,
+    HIT_THRESHOLD,
     as_layers,
     cell_spectrum,
     centre_and_width,
@@ -19,11 +22,13 @@ from caloforge.validation.features import (
     compute_features,
     feature_names,
     feature_vector,
+    grid_sums,
     hits,
     layer_centres_mm,
     lhcb_impact_point,
     lhcb_shower_width,
     max_position,
+    measured_theta,
     moments,
     profile,
     shower_features,
@@ -309,3 +314,122 @@ def test_compute_features_streams_a_file_in_batches(tmp_path):
     assert len(first["total_energy"]) == 10
     assert np.allclose(first["feature_vector"], whole["feature_vector"][:10])
     assert streamed["condition/energy"] == pytest.approx(energy)
+
+
+# --- the one-pass path of shower_features against the single-feature functions ---------------
+ANGLE = PRESETS["clic-angle-51"]
+
+
+def reference_features(showers, conditions, geometry):
+    """`shower_features` written the straightforward way: every feature by its own
+    single-feature function, each summing the whole grid again (as before the one-pass
+    `grid_sums`)."""
+    out = {f"condition/{k}": np.asarray(v) for k, v in conditions.items()}
+    out["total_energy"] = showers.reshape(len(showers), -1).sum(axis=1, dtype=np.float64)
+    if geometry.readout == "layers":
+        out["longitudinal_profile"] = showers.sum(axis=(1, 2), dtype=np.float64)
+        out["centre_z"], out["width_z"] = centre_and_width(showers, geometry, 2)
+    out["x_profile"] = x_profile(showers)
+    out["y_profile"] = y_profile(showers)
+    for axis, name in ((0, "x"), (1, "y")):
+        out[f"centre_{name}"], out[f"width_{name}"] = centre_and_width(showers, geometry, axis)
+        c, w = centre_and_width(showers, geometry, axis, per_layer=True)
+        out[f"centre_{name}_layer"], out[f"width_{name}_layer"] = c, w
+    out["hits"] = hits(showers)
+    out["hits_layer"] = hits(showers, per_layer=True)
+    out["max_position"] = max_position(showers)
+    out["cell_spectrum"] = cell_spectrum(showers)
+    if geometry.has_condition("theta"):
+        out["measured_theta"] = measured_theta(showers, geometry)
+    if geometry.readout == "summed":
+        mom, point = conditions["momentum"], conditions["point"]
+        for transverse, name in ((False, "long"), (True, "trans")):
+            out[f"asymmetry_{name}"] = cluster_asymmetry(
+                showers, mom, point, geometry, transverse=transverse
+            )
+            out[f"width_{name}"] = lhcb_shower_width(
+                showers, mom, point, geometry, transverse=transverse
+            )
+        out["sparsity_level"] = sparsity_level(showers)
+    # The feature vector, column by column from its definition.
+    total = out["total_energy"]
+    layer_energy = as_layers(showers).sum(axis=(1, 2), dtype=np.float64)
+    cx, wx = centre_and_width(showers, geometry, 0, per_layer=True)
+    cy, wy = centre_and_width(showers, geometry, 1, per_layer=True)
+    occupancy = sparsity(showers, HIT_THRESHOLD, per_layer=True)
+    blocks = (layer_energy / np.where(total > 0, total, 1.0)[:, None], cx, cy, wx, wy, occupancy)
+    columns = [total / conditions["energy"]]
+    if geometry.readout == "layers":
+        columns += [c for block in blocks for c in block.T]
+    else:
+        columns += [block[:, 0] for block in blocks[1:]]
+        lhcb, _ = feature_vector(showers, conditions, geometry)
+        columns += list(lhcb[:, len(columns) :].T)
+    out["feature_vector"] = np.stack(columns, axis=1)
+    return out
+
+
+def awkward_showers(shape: tuple[int, ...], n: int, fill: float, seed: int) -> np.ndarray:
+    """Random showers filling about `fill` of their cells with energies over eight decades
+    (from below the hit threshold and the spectrum's first edge to above its last), plus
+    the edge cases: an empty shower, one with its largest deposit in two cells (the first
+    must be found), and cells exactly at the spectrum's edges and the hit threshold."""
+    rng = np.random.default_rng(seed)
+    energy = 10.0 ** rng.uniform(-8.0, 1.5, (n, *shape))
+    showers = np.where(rng.random((n, *shape)) < fill, energy, 0.0).astype(np.float32)
+    showers[0] = 0.0
+    flat = showers[1].reshape(-1)
+    flat[[5, 17]] = 40.0
+    flat[[3, 4, 6]] = [CELL_SPECTRUM_EDGES[0], CELL_SPECTRUM_EDGES[-1], HIT_THRESHOLD]
+    return showers
+
+
+def assert_same_features(fast, reference):
+    assert list(fast) == list(reference)
+    for key, expected in reference.items():
+        got = fast[key]
+        assert got.shape == expected.shape and got.dtype == expected.dtype, key
+        if expected.dtype.kind in "iub":
+            assert np.array_equal(got, expected), key
+        else:
+            assert np.allclose(got, expected, rtol=1e-12, atol=1e-12, equal_nan=True), key
+
+
+@pytest.mark.parametrize("fill", [0.01, 0.3])  # the sparse pass, and the dense sums
+def test_one_pass_features_of_per_layer_grids_equal_the_single_feature_functions(fill):
+    n = 6
+    showers = awkward_showers(ANGLE.shape, n, fill, seed=21)
+    rng = np.random.default_rng(22)
+    conditions = {"energy": rng.uniform(100, 200, n), "theta": rng.uniform(1.1, 2.0, n)}
+    fast = shower_features(showers, conditions, ANGLE)
+    assert_same_features(fast, reference_features(showers, conditions, ANGLE))
+    assert fast["max_position"][1].tolist() == list(np.unravel_index(5, ANGLE.shape))
+    assert fast["hits"][0] == 0 and np.isnan(fast["measured_theta"][0])
+
+
+@pytest.mark.parametrize("fill", [0.05, 0.5])
+def test_one_pass_features_of_lhcb_images_equal_the_single_feature_functions(fill):
+    n = 12
+    showers = awkward_showers(LHCB.shape, n, fill, seed=23)
+    rng = np.random.default_rng(24)
+    energy = rng.uniform(1, 100, n)
+    momentum = np.stack([rng.normal(0, 0.1, n), rng.normal(0, 0.1, n), np.ones(n)], axis=1)
+    conditions = {"energy": energy, "momentum": momentum * energy[:, None]}
+    conditions["point"] = rng.uniform(-50, 50, (n, 2))
+    fast = shower_features(showers, conditions, LHCB)
+    assert_same_features(fast, reference_features(showers, conditions, LHCB))
+
+
+def test_the_sparse_and_dense_grid_sums_agree(monkeypatch):
+    showers = awkward_showers(CLIC.shape, 5, 0.05, seed=25)
+    sparse = grid_sums(showers)
+    monkeypatch.setattr(features, "SPARSE_MAX_FILL", 0.0)  # every batch summed densely
+    dense = grid_sums(showers)
+    for field in ("x_layer", "y_layer", "hits_layer", "cell_spectrum", "max_position"):
+        a, b = getattr(sparse, field), getattr(dense, field)
+        assert a.dtype == b.dtype and np.allclose(a, b, rtol=1e-12, atol=0), field
+    # Negative cells (not a valid shower, but a valid array) take the dense sums: the largest
+    # deposit of a shower whose only filled cell is negative is its first, empty, cell.
+    showers[0, 3, 3, 3] = -1.0
+    monkeypatch.undo()
+    assert grid_sums(showers).max_position[0].tolist() == [0, 0, 0]

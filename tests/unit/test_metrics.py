@@ -4,12 +4,16 @@ a set against itself, identical distributions, known shifts and analytic distanc
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import integrate, stats
+from scipy.special import expit
 
 from caloforge.validation.classifier import (
+    calibrated_jsd,
+    calibration,
     classifier_test,
     high_level_inputs,
     low_level_inputs,
@@ -23,6 +27,7 @@ from caloforge.validation.metrics import (
     kpd,
     ks_test,
     mu90,
+    mu90_sigma90,
     projection_mse,
     separation_power,
     sigma90_over_mu90,
@@ -105,6 +110,52 @@ def test_mu90_follows_a_known_shift_and_the_truncated_gaussian_width():
         mu90(x, interval="widest")  # type: ignore[arg-type]
 
 
+def straightforward_bootstrap(statistic, reference, generated, n_bootstrap, seed):
+    """Resample both sets and recompute from scratch, with the metrics' draws."""
+    rng = np.random.default_rng(seed)
+    draws = [
+        statistic(
+            reference[rng.integers(0, len(reference), len(reference))],
+            generated[rng.integers(0, len(generated), len(generated))],
+        )
+        for _ in range(n_bootstrap)
+    ]
+    return np.std(draws, axis=0, ddof=1)
+
+
+def test_the_bootstraps_equal_resampling_and_recomputing_from_scratch():
+    # The metrics resample bin indices, counts of sorted values or a sort order, kept once.
+    r = np.round(gaussian(3000, 40), 2)  # ties, within and across the sets
+    g = np.round(gaussian(2500, 41, mean=0.2, sigma=1.3), 2)
+    edges = np.linspace(-2.0, 2.0, 21)  # values beyond them count in the outer bins
+
+    def separation(a, b):
+        ha = np.histogram(np.clip(a, edges[0], edges[-1]), bins=edges)[0] / len(a)
+        hb = np.histogram(np.clip(b, edges[0], edges[-1]), bins=edges)[0] / len(b)
+        keep = ha + hb > 0
+        return 0.5 * ((ha - hb)[keep] ** 2 / (ha + hb)[keep]).sum()
+
+    value, error = separation_power(r, g, bins=edges, seed=3, n_bootstrap=30)
+    assert value == pytest.approx(separation(r, g), rel=1e-12)
+    assert error == pytest.approx(straightforward_bootstrap(separation, r, g, 30, 3), rel=1e-12)
+
+    value, error = wasserstein(r, g, seed=4, n_bootstrap=30)
+    assert value == pytest.approx(stats.wasserstein_distance(r, g), rel=1e-12)
+    expected = straightforward_bootstrap(stats.wasserstein_distance, r, g, 30, 4)
+    assert error == pytest.approx(expected, rel=1e-9)
+
+    for interval in ("central", "shortest"):
+        (mu, mu_error), (res, res_error) = mu90_sigma90(r + 5, interval=interval, seed=5)
+        assert (mu, mu_error) == mu90(r + 5, interval=interval, seed=5)
+        assert (res, res_error) == sigma90_over_mu90(r + 5, interval=interval, seed=5)
+        rng = np.random.default_rng(5)
+        draws = []
+        for _ in range(100):
+            resample = (r + 5)[rng.integers(0, len(r), len(r))]
+            draws.append(mu90(resample, interval=interval, n_bootstrap=2)[0])
+        assert mu_error == pytest.approx(np.std(draws, ddof=1), rel=1e-9)
+
+
 def test_metrics_refuse_nan_input():
     with pytest.raises(ValueError, match="NaN"):
         wasserstein(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
@@ -185,6 +236,67 @@ def test_kpd_is_zero_for_one_distribution_and_positive_for_a_shift():
     assert value > 5 * error  # seen: 0.0138 +- 0.0020
 
 
+def straightforward_fpd(r, g, *, min_samples, max_samples, n_points, n_batches, n_bootstrap):
+    """`fpd` (normalise=False) with two-pass covariances (np.cov) and the same draws."""
+    rng = np.random.default_rng(0)
+
+    def distance(a, b):
+        return frechet_distance(a.mean(0), np.cov(a.T), b.mean(0), np.cov(b.T))
+
+    inv = np.linspace(1 / min_samples, 1 / max_samples, n_points)
+    sizes = np.unique((1 / inv).astype(np.int64))
+    values = []
+    for n in sizes:
+        draws = []
+        for _ in range(n_batches):
+            a = rng.choice(len(r), n, replace=False)
+            b = rng.choice(len(g), n, replace=False)
+            draws.append(distance(r[a], g[b]))
+        values.append(np.mean(draws))
+    design = np.stack([np.ones(len(sizes)), 1 / sizes], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.asarray(values), rcond=None)
+    resid = values - design @ coef
+    fit_error = np.sqrt(np.linalg.inv(design.T @ design)[0, 0] * resid @ resid / (len(sizes) - 2))
+    spread = np.std(
+        [
+            distance(r[rng.integers(0, len(r), len(r))], g[rng.integers(0, len(g), len(g))])
+            for _ in range(n_bootstrap)
+        ],
+        ddof=1,
+    )
+    return max(coef[0], 0.0), np.hypot(fit_error, spread)
+
+
+@pytest.mark.parametrize("threadpoolctl", [True, False])
+def test_fpd_and_kpd_equal_straightforward_computations(threadpoolctl, monkeypatch):
+    # Far from the origin: covariances from Gram matrices must not lose it to cancellation.
+    ref, gen = multivariate(4000, 30) + 50.0, multivariate(3000, 31, shift=0.3) + 50.0
+    if not threadpoolctl:  # the products in torch instead of NumPy
+        monkeypatch.setitem(sys.modules, "threadpoolctl", None)
+    settings = {"min_samples": 1000, "max_samples": 2500, "n_points": 4, "n_batches": 3}
+    value, error = fpd(ref, gen, normalise=False, n_bootstrap=5, **settings)
+    expected = straightforward_fpd(ref, gen, n_bootstrap=5, **settings)
+    assert (value, error) == pytest.approx(expected, rel=1e-8)
+
+    def mmd(x, y):
+        kxx, kyy, kxy = ((a @ b.T / 4 + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        m, n = len(x), len(y)
+        return (
+            (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+            + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+            - 2 * kxy.mean()
+        )
+
+    rng = np.random.default_rng(0)
+    ir, ig = rng.permutation(len(ref)), rng.permutation(len(gen))
+    values = [
+        mmd(ref[ir[i * 300 : (i + 1) * 300]], gen[ig[i * 300 : (i + 1) * 300]]) for i in range(10)
+    ]
+    lo, hi = np.percentile(values, [16.0, 84.0])
+    expected = (np.median(values), (hi - lo) / 2)
+    assert kpd(ref, gen, batch_size=300, normalise=False) == pytest.approx(expected, rel=1e-9)
+
+
 # --- images -----------------------------------------------------------------------------------
 def test_ssim_of_a_set_with_itself_is_one_and_of_constants_is_analytic():
     rng = np.random.default_rng(9)
@@ -216,6 +328,27 @@ def test_ssim_scan_shows_a_generator_without_diversity():
     assert np.all(scan.ref_gen_error > 0)
     with pytest.raises(ValueError, match="pairs need"):
         ssim_scan(reference, collapsed, n_pairs=30)
+
+
+def test_ssim_scan_equals_ssim_pairs_at_each_dynamic_range():
+    # The scan computes the local means and variances once for all L.
+    rng = np.random.default_rng(12)
+    reference = rng.exponential(1e-3, (30, 9, 8, 7)) * (rng.random((30, 9, 8, 7)) < 0.3)
+    generated = rng.exponential(2e-3, (30, 9, 8, 7)) * (rng.random((30, 9, 8, 7)) < 0.3)
+    ranges = [1e-6, 1e-4, 1e-2]
+    scan = ssim_scan(reference, generated, data_ranges=ranges, n_pairs=10, seed=4)
+    pick = np.random.default_rng(4)
+    ir, ig = pick.permutation(30)[:20], pick.permutation(30)[:20]
+    pairs = {
+        "ref_ref": (reference[ir[:10]], reference[ir[10:]]),
+        "ref_gen": (reference[ir[:10]], generated[ig[:10]]),
+        "gen_gen": (generated[ig[:10]], generated[ig[10:]]),
+    }
+    for key, (a, b) in pairs.items():
+        values = np.array([ssim_pairs(a, b, data_range=L) for L in ranges])
+        assert getattr(scan, key) == pytest.approx(values.mean(axis=1), rel=1e-12)
+        expected_error = values.std(axis=1, ddof=1) / np.sqrt(10)
+        assert getattr(scan, f"{key}_error") == pytest.approx(expected_error, rel=1e-9)
 
 
 def test_projection_mse_is_zero_for_a_set_with_itself_and_analytic_for_a_scale():
@@ -278,6 +411,66 @@ def test_classifier_reaches_the_optimal_auc_of_a_known_shift():
         multivariate(3000, 16), multivariate(3000, 17, shift=1.0), epochs=20, seed=3
     )
     assert again == result  # seeded end to end
+
+
+def js_divergence_bits(p, q) -> float:
+    """Jensen-Shannon divergence of two densities on the real line, in bits, by integration."""
+
+    def integrand(x):
+        px, qx = p(x), q(x)
+        m = 0.5 * (px + qx)
+        terms = [0.5 * f * math.log2(f / m) for f in (px, qx) if f > 0]
+        return sum(terms)
+
+    return integrate.quad(integrand, -30, 30, limit=400, points=[0.0])[0]
+
+
+def labelled(n: int, shift: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """n showers of each class: x ~ N(0, 1) (label 0) and N(shift, 1) (label 1)."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(0.0, 1.0, n), rng.normal(shift, 1.0, n)])
+    return x, np.repeat([0.0, 1.0], n)
+
+
+@pytest.mark.parametrize("shift", [1.0, 2.0])
+def test_calibrated_jsd_of_the_optimal_classifier_is_the_divergence_in_bits(shift):
+    # The optimal logit of N(shift, 1) against N(0, 1) is shift x - shift^2 / 2; an
+    # overconfident network (logits x 10) ranks the showers the same way, and the calibration
+    # (fitted on other showers) recovers the probabilities: both give the divergence.
+    expected = js_divergence_bits(stats.norm(0, 1).pdf, stats.norm(shift, 1).pdf)
+    x_val, y_val = labelled(40_000, shift, seed=1)
+    x_test, y_test = labelled(40_000, shift, seed=2)
+    for scale in (1.0, 10.0):
+
+        def logit(x, scale=scale):
+            return scale * (shift * x - shift**2 / 2)
+
+        probabilities = calibration(y_val, logit(x_val))(logit(x_test))
+        assert calibrated_jsd(y_test, probabilities) == pytest.approx(expected, abs=0.006)
+    # Uncalibrated, the overconfident logits would give a BCE far above ln 2 - JSD.
+    raw = expit(logit(x_test, scale=10.0))
+    assert calibrated_jsd(y_test, np.clip(raw, 1e-12, 1 - 1e-12)) < expected - 0.5
+
+
+def test_calibrated_jsd_is_0_for_a_blind_classifier_and_1_for_disjoint_sets():
+    rng = np.random.default_rng(3)
+    x_val, y_val = labelled(20_000, 0.0, seed=4)
+    x_test, y_test = labelled(20_000, 0.0, seed=5)
+    noise = calibration(y_val, rng.normal(size=len(x_val)))(rng.normal(size=len(x_test)))
+    assert calibrated_jsd(y_test, noise) == pytest.approx(0.0, abs=0.005)
+    x_val, y_val = labelled(2000, 20.0, seed=6)
+    x_test, y_test = labelled(2000, 20.0, seed=7)
+    perfect = calibration(y_val, 20.0 * x_val - 200.0)(20.0 * x_test - 200.0)
+    assert perfect.min() == 1e-6 and perfect.max() == 1 - 1e-6  # the calibration's clip
+    assert calibrated_jsd(y_test, perfect) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_classifier_jsd_of_perfectly_separable_sets_is_one():
+    result = classifier_test(
+        multivariate(2000, 18), multivariate(2000, 19, shift=30.0), epochs=5, seed=1
+    )
+    assert result.auc == 1.0
+    assert result.jsd == pytest.approx(1.0, abs=0.01)
 
 
 def test_classifier_inputs_carry_log_energy_and_scaled_cells():

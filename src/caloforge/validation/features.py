@@ -14,11 +14,15 @@ images (x, y) are both accepted; the latter count as one layer.
 - feature_vector (the CaloChallenge-style high-level vector for FPD/KPD and classifiers),
   shower_features (everything for one batch) and compute_features (a whole ShowerSource,
   streamed batch by batch).
+
+The single-feature functions are the definitions, each a pass over the whole grid;
+shower_features and feature_vector derive the same numbers from one pass (grid_sums).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -71,12 +75,16 @@ def barycentre_per_layer(
     return centre, w
 
 
+# Layers below this fraction of the shower's energy are left out of measured_theta's fit.
+THETA_MIN_LAYER_FRACTION = 0.02
+
+
 def measured_theta(
     showers: np.ndarray,
     geometry: Geometry,
     *,
     method: str = "fit",
-    min_layer_fraction: float = 0.02,
+    min_layer_fraction: float = THETA_MIN_LAYER_FRACTION,
 ) -> np.ndarray:
     """Polar angle (rad) measured from the shower's y barycentre in each layer against the
     layer's depth (both in mm): theta = pi/2 - atan(dy/dz).
@@ -90,6 +98,13 @@ def measured_theta(
     and 3.4 deg for "3dgan". Showers with fewer than two usable layers give NaN.
     """
     y, w = barycentre_per_layer(showers, geometry, axis=1)
+    return _theta_of_barycentres(y, w, geometry, method, min_layer_fraction)
+
+
+def _theta_of_barycentres(
+    y: np.ndarray, w: np.ndarray, geometry: Geometry, method: str, min_layer_fraction: float
+) -> np.ndarray:
+    """`measured_theta` from the y barycentre (mm) and the energy of each layer, (n, layers)."""
     z = np.broadcast_to(layer_centres_mm(geometry)[None, :], w.shape)
     total = w.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -388,6 +403,128 @@ def sparsity_level(showers: np.ndarray, alphas: np.ndarray = SPARSITY_ALPHAS) ->
     return np.where(total > 0, frac, 0.0)
 
 
+# --- one pass over the cells: the small sums every feature of a batch derives from -----------
+# `shower_features` reads each batch's cells once (plus a threshold compare) and derives every
+# profile, centre, width, barycentre and count from a few small per-shower arrays, where the
+# single-feature functions above each sum the whole grid again (about 16 passes over
+# 51x51x25 float64 cells for clic-angle-51). Simulated showers fill about 1 % of their cells,
+# so the pass collects the non-empty cells and bins them; a batch that fills more than
+# SPARSE_MAX_FILL of its cells is summed densely. On clic-angle-51 grids (one core) collecting
+# took 0.08 ms/shower at 1 % fill against 0.53 for the dense sums, 0.50 against 0.77 at 10 %,
+# and broke even near 25 %; 10 % also bounds the collected cells' memory (about 0.2 GB for a
+# batch of 128 MB of cells).
+SPARSE_MAX_FILL = 0.1
+
+
+@dataclass(frozen=True)
+class GridSums:
+    """The per-shower sums of a batch (n showers) that its features are derived from.
+
+    x_layer: (n, nx, layers) GeV, the energy in each x column of each layer (summed over y);
+    y_layer: (n, ny, layers) GeV, the same per y row; both accumulated in float64.
+    hits_layer: (n, layers) int64, cells above `threshold` (GeV) in each layer;
+    cell_spectrum: (n, bins) int64, as `cell_spectrum` with `edges` (GeV);
+    max_position: (n, ndim) int64, as `max_position`;
+    threshold (GeV) and edges (GeV): those the counts were made with.
+    Depth-summed images (n, x, y) count as one layer."""
+
+    x_layer: np.ndarray
+    y_layer: np.ndarray
+    hits_layer: np.ndarray
+    cell_spectrum: np.ndarray
+    max_position: np.ndarray
+    threshold: float
+    edges: np.ndarray
+
+    @property
+    def layer_energy(self) -> np.ndarray:
+        """Energy per layer, GeV, (n, layers)."""
+        return self.x_layer.sum(axis=1)
+
+
+def grid_sums(
+    showers: np.ndarray,
+    threshold: float = HIT_THRESHOLD,
+    edges: np.ndarray = CELL_SPECTRUM_EDGES,
+) -> GridSums:
+    """`GridSums` of a batch of showers (n, x, y[, layer]) GeV, in one pass over the cells.
+
+    The same numbers as `profile`, `hits`, `cell_spectrum` and `max_position` (sums equal to
+    float64 rounding: they are accumulated in another order)."""
+    grid = as_layers(showers)
+    edges = np.asarray(edges, dtype=np.float64)
+    sums = None
+    if threshold >= 0 and edges[0] > 0:
+        sums = _sparse_sums(grid, showers.shape[1:], threshold, edges)
+    if sums is None:
+        sums = GridSums(
+            x_layer=grid.sum(axis=2, dtype=np.float64),
+            y_layer=grid.sum(axis=1, dtype=np.float64),
+            hits_layer=hits(showers, threshold, per_layer=True),
+            cell_spectrum=cell_spectrum(showers, edges),
+            max_position=max_position(showers),
+            threshold=threshold,
+            edges=edges,
+        )
+    return sums
+
+
+def _sparse_sums(
+    grid: np.ndarray, shape: tuple[int, ...], threshold: float, edges: np.ndarray
+) -> GridSums | None:
+    """`grid_sums` from the non-empty cells of a (n, x, y, layer) grid: None when more than
+    SPARSE_MAX_FILL of the cells are filled, or some are negative or NaN (the dense sums
+    then hold every convention of the single-feature functions)."""
+    n, nx, ny, nl = grid.shape
+    flat = grid.reshape(-1)
+    filled = flat != 0
+    if np.count_nonzero(filled) > SPARSE_MAX_FILL * flat.size:
+        return None
+    index = np.flatnonzero(filled)
+    del filled
+    values = flat[index].astype(np.float64)
+    if not (values > 0).all():
+        return None
+    # index = ((shower * nx + x) * ny + y) * nl + layer; int32 divides several times faster.
+    if flat.size <= np.iinfo(np.int32).max:
+        index = index.astype(np.int32)
+    column, layer = np.divmod(index, nl)
+    shower_x, y = np.divmod(column, ny)
+    shower = shower_x // nx
+    shower_layer = shower * nl + layer
+    x_layer = np.bincount(shower_x * nl + layer, values, minlength=n * nx * nl)
+    y_layer = np.bincount((shower * ny + y) * nl + layer, values, minlength=n * ny * nl)
+    hits_layer = np.bincount(shower_layer[values > threshold], minlength=n * nl)
+
+    nb = len(edges) - 1
+    inside = (values >= edges[0]) & (values <= edges[-1])
+    b = np.clip(np.searchsorted(edges, values[inside], side="right") - 1, 0, nb - 1)
+    spectrum = np.bincount(shower[inside] * nb + b, minlength=n * nb)
+
+    # The first cell holding each shower's largest deposit (index 0 for an empty shower).
+    counts = np.bincount(shower, minlength=n)
+    starts = np.cumsum(counts) - counts
+    peak = np.zeros(n)
+    some = counts > 0
+    if some.any():
+        peak[some] = np.maximum.reduceat(values, starts[some])
+    at_peak = np.flatnonzero(values == peak[shower])
+    new_shower = np.ones(len(at_peak), dtype=bool)
+    new_shower[1:] = shower[at_peak][1:] != shower[at_peak][:-1]
+    first = at_peak[new_shower]
+    position = np.zeros(n, dtype=np.int64)
+    position[shower[first]] = index[first] - shower[first].astype(np.int64) * (nx * ny * nl)
+    return GridSums(
+        x_layer=x_layer.reshape(n, nx, nl),
+        y_layer=y_layer.reshape(n, ny, nl),
+        hits_layer=hits_layer.reshape(n, nl),
+        cell_spectrum=spectrum.reshape(n, nb),
+        max_position=np.stack(np.unravel_index(position, shape), axis=1).astype(np.int64),
+        threshold=threshold,
+        edges=edges,
+    )
+
+
 # --- the high-level feature vector and streaming over a file ----------------------------------
 # Depth (X0 of the front material) of the impact point used by the feature vector's LHCb
 # features: about the centre of gravity of 1-100 GeV electron showers, where the shower's axis
@@ -461,15 +598,25 @@ def feature_vector(
     Empty layers give 0 for their centre and width. E_inc is conditions["energy"] (GeV).
     """
     _check_grid(geometry)
+    return _feature_vector(grid_sums(showers, threshold), showers, conditions, geometry)
+
+
+def _feature_vector(
+    sums: GridSums,
+    showers: np.ndarray,
+    conditions: Mapping[str, np.ndarray],
+    geometry: Geometry,
+) -> tuple[np.ndarray, list[str]]:
+    """`feature_vector` from the batch's `grid_sums` (the LHCb features read the showers)."""
     energy = np.asarray(conditions["energy"], dtype=np.float64)
-    total = total_energy(showers)
+    x, y = cell_centres_mm(geometry)
+    layer_energy = sums.layer_energy
+    total = layer_energy.sum(axis=1)
     columns = [total / energy]
-    grid = as_layers(showers)
-    layer_energy = grid.sum(axis=(1, 2), dtype=np.float64)
-    cx, wx = centre_and_width(showers, geometry, 0, per_layer=True)
-    cy, wy = centre_and_width(showers, geometry, 1, per_layer=True)
+    cx, wx = _weighted_centre_width(np.moveaxis(sums.x_layer, 1, 2), x)
+    cy, wy = _weighted_centre_width(np.moveaxis(sums.y_layer, 1, 2), y)
     frac = layer_energy / np.where(total > 0, total, 1.0)[:, None]
-    occupancy = sparsity(showers, threshold, per_layer=True)
+    occupancy = sums.hits_layer / (sums.x_layer.shape[1] * sums.y_layer.shape[1])
     blocks = (frac, cx, cy, wx, wy, occupancy)
     if geometry.readout == "layers":
         columns += [c for block in blocks for c in block.T]
@@ -497,25 +644,38 @@ def feature_vector(
 def shower_features(
     showers: np.ndarray, conditions: Mapping[str, np.ndarray], geometry: Geometry
 ) -> dict[str, np.ndarray]:
-    """All per-shower features of one batch, name -> (n, ...) array (see `compute_features`)."""
+    """All per-shower features of one batch, name -> (n, ...) array (see `compute_features`).
+
+    Every feature equals its single-feature function's (`profile`, `centre_and_width`,
+    `hits`, `measured_theta`, ...) to float64 rounding, derived from one `grid_sums` pass."""
     _check_grid(geometry)
+    sums = grid_sums(showers)
+    x, y = cell_centres_mm(geometry)
+    layer_energy = sums.layer_energy
+    x_profile, y_profile = sums.x_layer.sum(axis=2), sums.y_layer.sum(axis=2)
     out: dict[str, np.ndarray] = {f"condition/{k}": np.asarray(v) for k, v in conditions.items()}
-    out["total_energy"] = total_energy(showers)
+    out["total_energy"] = layer_energy.sum(axis=1)
     if geometry.readout == "layers":
-        out["longitudinal_profile"] = longitudinal_profile(showers)
-        out["centre_z"], out["width_z"] = centre_and_width(showers, geometry, 2)
-    out["x_profile"] = x_profile(showers)
-    out["y_profile"] = y_profile(showers)
-    for axis, name in ((0, "x"), (1, "y")):
-        out[f"centre_{name}"], out[f"width_{name}"] = centre_and_width(showers, geometry, axis)
-        c, w = centre_and_width(showers, geometry, axis, per_layer=True)
+        z = _coordinates(geometry, 2, layer_energy.shape[1])
+        out["longitudinal_profile"] = layer_energy
+        out["centre_z"], out["width_z"] = _weighted_centre_width(layer_energy, z)
+    out["x_profile"] = x_profile
+    out["y_profile"] = y_profile
+    for name, coord, e_profile, e_layer in (
+        ("x", x, x_profile, sums.x_layer),
+        ("y", y, y_profile, sums.y_layer),
+    ):
+        out[f"centre_{name}"], out[f"width_{name}"] = _weighted_centre_width(e_profile, coord)
+        c, w = _weighted_centre_width(np.moveaxis(e_layer, 1, 2), coord)
         out[f"centre_{name}_layer"], out[f"width_{name}_layer"] = c, w
-    out["hits"] = hits(showers)
-    out["hits_layer"] = hits(showers, per_layer=True)
-    out["max_position"] = max_position(showers)
-    out["cell_spectrum"] = cell_spectrum(showers)
+    out["hits"] = sums.hits_layer.sum(axis=1)
+    out["hits_layer"] = sums.hits_layer
+    out["max_position"] = sums.max_position
+    out["cell_spectrum"] = sums.cell_spectrum
     if geometry.has_condition("theta") and geometry.readout == "layers":
-        out["measured_theta"] = measured_theta(showers, geometry)
+        out["measured_theta"] = _theta_of_barycentres(
+            out["centre_y_layer"], layer_energy, geometry, "fit", THETA_MIN_LAYER_FRACTION
+        )
     if _is_lhcb(geometry):
         mom, point = _lhcb_conditions(conditions, geometry)
         for transverse, name in ((False, "long"), (True, "trans")):
@@ -526,7 +686,7 @@ def shower_features(
                 showers, mom, point, geometry, transverse=transverse
             )
         out["sparsity_level"] = sparsity_level(showers)
-    out["feature_vector"], _ = feature_vector(showers, conditions, geometry)
+    out["feature_vector"], _ = _feature_vector(sums, showers, conditions, geometry)
     return out
 
 

@@ -10,14 +10,16 @@ metric defines it so. One exception to the pair's meaning: `ks_test` returns
 `binned` evaluates any of them in bins of a condition (the 3DGAN and Conv2D papers' energy
 and angle bins) and says which bins hold too few showers to mean anything.
 
-NumPy and SciPy throughout, except the linear algebra of FPD and KPD (many small covariances,
-eigendecompositions and kernel matrices), which runs in torch on a chosen number of threads;
-torch is imported only when those are called.
+NumPy and SciPy throughout. The linear algebra of FPD and KPD (hundreds of Gram matrices,
+small eigendecompositions, kernel matrices) runs on a chosen number of threads: the products
+in NumPy where threadpoolctl can cap its BLAS threads, else in torch; the eigendecompositions
+in torch, imported only when those metrics are called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -59,10 +61,27 @@ def _bootstrap(
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Standard deviation of `statistic` over resamplings (with replacement) of both sets."""
+    return _bootstrap_indices(
+        lambda i, j: statistic(reference.take(i, axis=0), generated.take(j, axis=0)),
+        len(reference),
+        len(generated),
+        n_bootstrap,
+        rng,
+    )
+
+
+def _bootstrap_indices(
+    statistic: Callable[[np.ndarray, np.ndarray], Any],
+    n_reference: int,
+    n_generated: int,
+    n_bootstrap: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """`_bootstrap` for a statistic of the resampled indices (the same draws): a statistic
+    that keeps what it can of the full sets (bin indices, a sort order) resamples those."""
     draws = [
         statistic(
-            reference[rng.integers(0, len(reference), len(reference))],
-            generated[rng.integers(0, len(generated), len(generated))],
+            rng.integers(0, n_reference, n_reference), rng.integers(0, n_generated, n_generated)
         )
         for _ in range(n_bootstrap)
     ]
@@ -79,10 +98,16 @@ def histogram_edges(reference: np.ndarray, generated: np.ndarray, bins: int = 50
     return np.linspace(low, high, bins + 1)
 
 
-def _normalised_histogram(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    # Values outside the edges count in the outer bins: a shared binning must not hide them.
-    h = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0].astype(np.float64)
-    return h / h.sum()
+def _bin_index(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """The histogram bin of each value (np.histogram's: [e_i, e_i+1), the last bin closed);
+    values outside the edges count in the outer bins: a shared binning must not hide them."""
+    index = np.searchsorted(edges, np.clip(values, edges[0], edges[-1]), side="right") - 1
+    return np.minimum(index, len(edges) - 2)
+
+
+def _normalised_histogram(bin_index: np.ndarray, n_bins: int) -> np.ndarray:
+    """The histogram of values given their `_bin_index`, normalised to unit sum."""
+    return np.bincount(bin_index, minlength=n_bins) / len(bin_index)
 
 
 def _separation(h1: np.ndarray, h2: np.ndarray) -> float:
@@ -114,11 +139,19 @@ def separation_power(
     else:
         edges = np.asarray(bins, dtype=np.float64)
 
+    # Each value's bin is found once; a resampled set's histogram counts its values' bins.
+    n_bins = len(edges) - 1
+    br, bg = _bin_index(r, edges), _bin_index(g, edges)
+
     def stat(a: np.ndarray, b: np.ndarray) -> float:
-        return _separation(_normalised_histogram(a, edges), _normalised_histogram(b, edges))
+        return _separation(_normalised_histogram(a, n_bins), _normalised_histogram(b, n_bins))
+
+    def resampled(i: np.ndarray, j: np.ndarray) -> float:
+        return stat(br[i], bg[j])
 
     rng = np.random.default_rng(seed)
-    return stat(r, g), float(_bootstrap(stat, r, g, n_bootstrap, rng))
+    error = _bootstrap_indices(resampled, len(r), len(g), n_bootstrap, rng)
+    return stat(br, bg), float(error)
 
 
 def wasserstein(
@@ -128,10 +161,41 @@ def wasserstein(
     values' unit (scipy.stats.wasserstein_distance), as jetnet's W1 metrics (Kansal et al.
     2021, 2023). Error: the bootstrap standard deviation."""
     r, g = _values(reference, "reference"), _values(generated, "generated")
+    w1 = _wasserstein_of_counts(r, g)
     rng = np.random.default_rng(seed)
-    return float(stats.wasserstein_distance(r, g)), float(
-        _bootstrap(stats.wasserstein_distance, r, g, n_bootstrap, rng)
+
+    def resampled(i: np.ndarray, j: np.ndarray) -> float:
+        return w1(np.bincount(i, minlength=len(r)), np.bincount(j, minlength=len(g)))
+
+    error = _bootstrap_indices(resampled, len(r), len(g), n_bootstrap, rng)
+    return w1(np.ones(len(r)), np.ones(len(g))), float(error)
+
+
+def _wasserstein_of_counts(
+    reference: np.ndarray, generated: np.ndarray
+) -> Callable[[np.ndarray, np.ndarray], float]:
+    """W1 between the two sets with each value taken `counts` times (a bootstrap resample),
+    as a function of the counts: the sets are sorted together once, so that each resample
+    costs two cumulative sums instead of three sorts. The formula is that of
+    scipy.stats.wasserstein_distance: the integral of |CDF_r - CDF_g| over the merged values."""
+    merged = np.concatenate([reference, generated])
+    order = np.argsort(merged, kind="stable")
+    deltas = np.diff(merged[order])
+    from_reference = order < len(reference)
+    parts = (
+        (order[from_reference], from_reference),
+        (order[~from_reference] - len(reference), ~from_reference),
     )
+
+    def w1(reference_counts: np.ndarray, generated_counts: np.ndarray) -> float:
+        cdfs = []
+        for counts, (index, where) in zip((reference_counts, generated_counts), parts, strict=True):
+            weights = np.zeros(len(merged))
+            weights[where] = counts[index]
+            cdfs.append(np.cumsum(weights)[:-1] / weights.sum())
+        return float(np.sum(np.abs(cdfs[0] - cdfs[1]) * deltas))
+
+    return w1
 
 
 def ks_test(reference: np.ndarray, generated: np.ndarray, *, seed: int = 0) -> tuple[float, float]:
@@ -145,8 +209,9 @@ def ks_test(reference: np.ndarray, generated: np.ndarray, *, seed: int = 0) -> t
     return float(result.statistic), float(result.pvalue)
 
 
-def _central(values: np.ndarray, fraction: float, interval: str) -> np.ndarray:
-    v = np.sort(values)
+def _central(sorted_values: np.ndarray, fraction: float, interval: str) -> np.ndarray:
+    """The values (sorted) of the central or shortest interval holding `fraction` of them."""
+    v = sorted_values
     if interval == "central":
         lo, hi = np.quantile(v, [(1 - fraction) / 2, (1 + fraction) / 2])
         return v[(v >= lo) & (v <= hi)]
@@ -157,8 +222,8 @@ def _central(values: np.ndarray, fraction: float, interval: str) -> np.ndarray:
     raise ValueError(f"unknown interval '{interval}'; choose 'central' or 'shortest'")
 
 
-def _mu_sigma90(values: np.ndarray, fraction: float, interval: str) -> np.ndarray:
-    core = _central(values, fraction, interval)
+def _mu_sigma90(sorted_values: np.ndarray, fraction: float, interval: str) -> np.ndarray:
+    core = _central(sorted_values, fraction, interval)
     mu = core.mean()
     sigma = core.std(ddof=1) if len(core) > 1 else 0.0
     return np.array([mu, sigma / mu if mu != 0 else np.nan])
@@ -168,15 +233,30 @@ def _mu_sigma90_with_errors(
     values: np.ndarray, fraction: float, interval: str, seed: int, n_bootstrap: int
 ) -> tuple[np.ndarray, np.ndarray]:
     v = _values(values, "values")
-    value = _mu_sigma90(v, fraction, interval)
+    order = np.argsort(v, kind="stable")
+    ordered = v[order]
+    value = _mu_sigma90(ordered, fraction, interval)
     rng = np.random.default_rng(seed)
-    draws = np.array(
-        [
-            _mu_sigma90(v[rng.integers(0, len(v), len(v))], fraction, interval)
-            for _ in range(n_bootstrap)
-        ]
-    )
-    return value, draws.std(axis=0, ddof=1)
+    # A resample, sorted, is each sorted value repeated as often as it was drawn: no sort.
+    draws = []
+    for _ in range(n_bootstrap):
+        counts = np.bincount(rng.integers(0, len(v), len(v)), minlength=len(v))
+        draws.append(_mu_sigma90(np.repeat(ordered, counts[order]), fraction, interval))
+    return value, np.asarray(draws).std(axis=0, ddof=1)
+
+
+def mu90_sigma90(
+    values: np.ndarray,
+    *,
+    fraction: float = 0.9,
+    interval: Literal["central", "shortest"] = "central",
+    seed: int = 0,
+    n_bootstrap: int = N_BOOTSTRAP,
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """`mu90` and `sigma90_over_mu90` of one set from one bootstrap (the same numbers as the
+    two calls, at half the cost): ((mu90, error), (sigma90 / mu90, error))."""
+    value, error = _mu_sigma90_with_errors(values, fraction, interval, seed, n_bootstrap)
+    return (float(value[0]), float(error[0])), (float(value[1]), float(error[1]))
 
 
 def mu90(
@@ -284,11 +364,50 @@ def _frechet(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, cov2: tor
     return float(diff @ diff + cov1.trace() + cov2.trace() - 2.0 * trace_root)
 
 
-def _frechet_of_samples(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Frechet distance of the Gaussians fitted to two samples (float64 torch tensors)."""
+def _moments(
+    x: np.ndarray, product: Callable[[np.ndarray, np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance ((n - 1) normalisation) of the rows of x, from the Gram matrix
+    `product(x, x)` = x.T @ x: the rows must be centred about roughly 0 (the caller shifts
+    them), so that subtracting n mean mean^T loses no precision to cancellation."""
+    n = len(x)
+    mean = x.mean(axis=0)
+    cov = (product(x, x) - n * np.outer(mean, mean)) / (n - 1)
+    return mean, cov
+
+
+@contextmanager
+def _matrix_products(
+    threads: int | None,
+) -> Iterator[Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    """Run a block on `threads` CPU threads (None: unchanged) and yield `product(a, b)`,
+    a.T @ b of float64 (n, k) arrays.
+
+    NumPy computes a.T @ a as a symmetric rank-k update, half the multiply-adds of torch's
+    general product: a 35000 x 151 Gram matrix took 30 ms on one core of this project's CPU,
+    80 ms in torch. NumPy's BLAS threads can only be capped through threadpoolctl (installed
+    with scikit-learn), and uncapped they made these products 10-30 times slower on two
+    shared cores; without threadpoolctl the products run in torch."""
+    from caloforge.validation.classifier import torch_threads
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        with torch_threads(threads):
+            yield _torch_product
+        return
+    with torch_threads(threads), threadpool_limits(limits=threads, user_api="blas"):
+        yield _numpy_product
+
+
+def _numpy_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a.T @ b
+
+
+def _torch_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     import torch
 
-    return _frechet(x.mean(dim=0), torch.cov(x.T), y.mean(dim=0), torch.cov(y.T))
+    return (torch.from_numpy(a).T @ torch.from_numpy(b)).numpy()
 
 
 def fpd(
@@ -327,14 +446,11 @@ def fpd(
     With `normalise` each feature is divided by its largest magnitude in the reference
     (as jetnet). The CaloChallenge prints FPD x 1e3.
 
-    The hundreds of small covariances and eigendecompositions run in torch (float64) on
-    `threads` CPU threads (None: torch's setting): on two shared cores, multithreaded BLAS
-    made each 10-40 times slower than one thread.
+    The hundreds of covariances (from Gram matrices of the centred sets) and small
+    eigendecompositions run in float64 on `threads` CPU threads (None: unchanged; see
+    `_matrix_products`): on two shared cores, multithreaded BLAS made each 10-40 times slower
+    than one thread.
     """
-    import torch
-
-    from caloforge.validation.classifier import torch_threads
-
     r, g = _rows(reference, "reference"), _rows(generated, "generated")
     if r.shape[1] != g.shape[1]:
         raise ValueError(f"reference has {r.shape[1]} features, generated {g.shape[1]}")
@@ -349,23 +465,25 @@ def fpd(
             f"(at least {5 * (2 * r.shape[1] + 2)} per set)"
         )
     sizes = _sample_sizes(low, high, n_points)
+    # A shift common to both sets leaves the distance unchanged and centres them (`_moments`).
+    shift = r.mean(axis=0)
+    r, g = r - shift, g - shift
     rng = np.random.default_rng(seed)
-    tr, tg = torch.from_numpy(r), torch.from_numpy(g)
-    with torch_threads(threads):
+    with _matrix_products(threads) as product:
+
+        def distance(a: np.ndarray, b: np.ndarray) -> float:
+            return frechet_distance(*_moments(a, product), *_moments(b, product))
+
         values = []
         for n in sizes:
             draws = []
             for _ in range(n_batches if n < min(len(r), len(g)) else 1):
-                a = torch.from_numpy(rng.choice(len(r), n, replace=False))
-                b = torch.from_numpy(rng.choice(len(g), n, replace=False))
-                draws.append(_frechet_of_samples(tr[a], tg[b]))
+                a = rng.choice(len(r), n, replace=False)
+                b = rng.choice(len(g), n, replace=False)
+                draws.append(distance(np.take(r, a, axis=0), np.take(g, b, axis=0)))
             values.append(np.mean(draws))
         value, fit_error = _extrapolate(1.0 / sizes, np.asarray(values))
-
-        def full(a: np.ndarray, b: np.ndarray) -> float:
-            return _frechet_of_samples(torch.from_numpy(a), torch.from_numpy(b))
-
-        spread = float(_bootstrap(full, r, g, n_bootstrap, rng)) if n_bootstrap > 1 else 0.0
+        spread = float(_bootstrap(distance, r, g, n_bootstrap, rng)) if n_bootstrap > 1 else 0.0
     return value, float(np.hypot(fit_error, spread))
 
 
@@ -379,17 +497,31 @@ def _extrapolate(inv_n: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     return max(float(coef[0]), 0.0), float(np.sqrt(max(cov[0, 0], 0.0)))
 
 
-def _mmd_poly_unbiased(x: torch.Tensor, y: torch.Tensor, degree: int) -> float:
+def _mmd_poly_unbiased(
+    x: np.ndarray,
+    y: np.ndarray,
+    degree: int,
+    product: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> float:
     """Unbiased MMD^2 with the polynomial kernel k(a, b) = (a.b / d + 1)^degree (float64
-    torch tensors)."""
+    (n, d) arrays); `product` as `_matrix_products`'s."""
     d = x.shape[1]
-    kxx = (x @ x.T / d + 1.0) ** degree
-    kyy = (y @ y.T / d + 1.0) ** degree
-    kxy = (x @ y.T / d + 1.0) ** degree
+
+    def kernel_sum(a: np.ndarray, b: np.ndarray, *, off_diagonal: bool) -> float:
+        # One kernel matrix (n x n) at a time, reduced at once: 200 MB each for n = 5000.
+        k = product(a.T, b.T)  # a @ b.T
+        k /= d
+        k += 1.0
+        power = k.copy()
+        for _ in range(degree - 1):
+            power *= k
+        return float(power.sum() - (np.trace(power) if off_diagonal else 0.0))
+
     m, n = len(x), len(y)
-    sxx = (kxx.sum() - kxx.trace()) / (m * (m - 1))
-    syy = (kyy.sum() - kyy.trace()) / (n * (n - 1))
-    return float(sxx + syy - 2.0 * kxy.mean())
+    sxx = kernel_sum(x, x, off_diagonal=True) / (m * (m - 1))
+    syy = kernel_sum(y, y, off_diagonal=True) / (n * (n - 1))
+    sxy = kernel_sum(x, y, off_diagonal=False) / (m * n)
+    return float(sxx + syy - 2.0 * sxy)
 
 
 def kpd(
@@ -414,11 +546,7 @@ def kpd(
     when the smaller set holds fewer than n_batches x batch_size (the paper resamples with
     replacement from sets of 10^5 showers): disjoint batches are independent, so their spread
     is a true error, and no shower meets itself in the unbiased estimator. The kernel
-    matrices are computed in torch (float64) on `threads` CPU threads, as in `fpd`."""
-    import torch
-
-    from caloforge.validation.classifier import torch_threads
-
+    matrices are computed in float64 on `threads` CPU threads, as in `fpd`."""
     r, g = _rows(reference, "reference"), _rows(generated, "generated")
     if r.shape[1] != g.shape[1]:
         raise ValueError(f"reference has {r.shape[1]} features, generated {g.shape[1]}")
@@ -431,14 +559,14 @@ def kpd(
         )
     rng = np.random.default_rng(seed)
     ir, ig = rng.permutation(len(r)), rng.permutation(len(g))
-    tr, tg = torch.from_numpy(r), torch.from_numpy(g)
-    with torch_threads(threads):
+    with _matrix_products(threads) as product:
         values = np.array(
             [
                 _mmd_poly_unbiased(
-                    tr[torch.from_numpy(ir[i * n : (i + 1) * n])],
-                    tg[torch.from_numpy(ig[i * n : (i + 1) * n])],
+                    np.take(r, ir[i * n : (i + 1) * n], axis=0),
+                    np.take(g, ig[i * n : (i + 1) * n], axis=0),
                     degree,
+                    product,
                 )
                 for i in range(n_batches)
             ]
@@ -503,17 +631,23 @@ def ssim_pairs(a: np.ndarray, b: np.ndarray, *, data_range: float, win_size: int
     the sample (n - 1) normalisation, C1 = (0.01 L)^2, C2 = (0.03 L)^2 for the dynamic range
     L = `data_range`, averaged over the positions where the window fits (as scikit-image's
     structural_similarity with its defaults)."""
+    return _ssim_of_terms(_ssim_terms(a, b, win_size), data_range)
+
+
+def _ssim_terms(a: np.ndarray, b: np.ndarray, win_size: int) -> tuple[np.ndarray, ...]:
+    """The parts of `ssim_pairs` that do not depend on L, over the positions where the window
+    fits: 2 ux uy, ux^2 + uy^2, 2 vxy and vx + vy, each (n, positions)."""
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.shape != y.shape or x.ndim < 2:
         raise ValueError(f"need two (n, ...) image sets of one shape, got {x.shape}, {y.shape}")
-    if data_range <= 0:
-        raise ValueError(f"data_range must be positive, got {data_range}")
     win = min(win_size, *x.shape[1:])
     win -= 1 - win % 2
     size = (1, *([win] * (x.ndim - 1)))
     n_win = win ** (x.ndim - 1)
     cov_norm = n_win / (n_win - 1) if n_win > 1 else 1.0
+    pad = (win - 1) // 2
+    inner = (slice(None), *([slice(pad, -pad if pad else None)] * (x.ndim - 1)))
 
     def mean(z: np.ndarray) -> np.ndarray:
         return ndimage.uniform_filter(z, size=size, mode="reflect")
@@ -522,11 +656,18 @@ def ssim_pairs(a: np.ndarray, b: np.ndarray, *, data_range: float, win_size: int
     vx = cov_norm * (mean(x * x) - ux * ux)
     vy = cov_norm * (mean(y * y) - uy * uy)
     vxy = cov_norm * (mean(x * y) - ux * uy)
+    terms = (2 * ux * uy, ux**2 + uy**2, 2 * vxy, vx + vy)
+    return tuple(t[inner].reshape(len(x), -1) for t in terms)
+
+
+def _ssim_of_terms(terms: tuple[np.ndarray, ...], data_range: float) -> np.ndarray:
+    """`ssim_pairs` for the dynamic range L = `data_range` from its `_ssim_terms`."""
+    if data_range <= 0:
+        raise ValueError(f"data_range must be positive, got {data_range}")
+    means_product, means_squared, covariance, variances = terms
     c1, c2 = (SSIM_K1 * data_range) ** 2, (SSIM_K2 * data_range) ** 2
-    s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux**2 + uy**2 + c1) * (vx + vy + c2))
-    pad = (win - 1) // 2
-    inner = (slice(None), *([slice(pad, -pad if pad else None)] * (x.ndim - 1)))
-    return s[inner].reshape(len(x), -1).mean(axis=1)
+    s = ((means_product + c1) * (covariance + c2)) / ((means_squared + c1) * (variances + c2))
+    return s.mean(axis=1)
 
 
 def ssim(
@@ -599,7 +740,9 @@ def ssim_scan(
     ranges = np.asarray(data_ranges, dtype=np.float64)
     out: dict[str, np.ndarray] = {}
     for key, (a, b) in pairs.items():
-        values = np.array([ssim_pairs(a, b, data_range=L, win_size=win_size) for L in ranges])
+        # The local means and variances are the same for every L: computed once per pairing.
+        terms = _ssim_terms(a, b, win_size)
+        values = np.array([_ssim_of_terms(terms, L) for L in ranges])
         out[key] = values.mean(axis=1)
         out[f"{key}_error"] = values.std(axis=1, ddof=1) / np.sqrt(n_pairs)
     return SSIMScan(data_ranges=ranges, **out)

@@ -704,13 +704,9 @@ def _ratio_deviation(a: float, ea: float, b: float, eb: float) -> tuple[float, f
 
 def _response_pair(r: np.ndarray, g: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """[mu90_ref, mu90_gen, res_ref, res_gen] and their bootstrap errors."""
-    values, errors = [], []
-    for fn in (metrics.mu90, metrics.sigma90_over_mu90):
-        for x in (r, g):
-            v, e = fn(x, seed=seed)
-            values.append(v)
-            errors.append(e)
-    return np.array(values), np.array(errors)
+    (mr, emr), (sr, esr) = metrics.mu90_sigma90(r, seed=seed)
+    (mg, emg), (sg, esg) = metrics.mu90_sigma90(g, seed=seed)
+    return np.array([mr, mg, sr, sg]), np.array([emr, emg, esr, esg])
 
 
 def response_bins(
@@ -1649,8 +1645,13 @@ p, li { line-height: 1.45; }
 .banner b { font-size: 22px; letter-spacing: 0.05em; }
 .banner.pass { background: #1e8e3e; } .banner.fail { background: #c5221f; }
 .banner.unclear { background: #b06000; } .banner.na, .banner.info { background: #6b7280; }
-table { border-collapse: collapse; background: #fff; font-size: 13.5px; margin: 6px 0 10px;
+.table-box { max-width: 100%; overflow-x: auto; margin: 6px 0 10px; padding-bottom: 2px; }
+table { border-collapse: separate; border-spacing: 0; background: #fff; font-size: 13.5px;
         box-shadow: 0 1px 2px rgba(0,0,0,.08); }
+.table-box td:first-child, .table-box th:first-child { position: sticky; left: 0; z-index: 1;
+        background: #fff; box-shadow: 1px 0 0 #e4e7ec; }
+.table-box th:first-child { background: #eef0f4; }
+table.binned th { min-width: 5.5em; }
 th, td { padding: 6px 10px; border-bottom: 1px solid #e4e7ec; text-align: left;
          vertical-align: top; }
 th { background: #eef0f4; font-weight: 600; }
@@ -1730,6 +1731,14 @@ _HEADLINE_TITLES = {
 }
 
 
+def _table(rows: str, css_class: str = "") -> str:
+    """A table in its own horizontally scrolling box: a table wider than the page (many bins,
+    long labels) scrolls there, with its first column kept in view, instead of running off
+    the page."""
+    attribute = f" class='{css_class}'" if css_class else ""
+    return f"<div class='table-box'><table{attribute}>{rows}</table></div>"
+
+
 def _headline_html(result: ValidationResult) -> str:
     rows = []
     for h in result.headline:
@@ -1741,9 +1750,12 @@ def _headline_html(result: ValidationResult) -> str:
             f"<td class='small'>{_e(h.detail)}</td></tr>"
         )
     return (
-        "<table class='headline'><tr><th>Metric</th><th>Value</th><th>Tolerance</th>"
-        "<th>Verdict</th><th>What and on how many showers</th></tr>" + "".join(rows) + "</table>"
-        f"<p class='small muted'>PASS: within the tolerance. FAIL: beyond it by more than "
+        _table(
+            "<tr><th>Metric</th><th>Value</th><th>Tolerance</th><th>Verdict</th>"
+            "<th>What and on how many showers</th></tr>" + "".join(rows),
+            "headline",
+        )
+        + f"<p class='small muted'>PASS: within the tolerance. FAIL: beyond it by more than "
         f"{result.config.significance:g} standard errors. UNCLEAR: beyond it, but within "
         f"{result.config.significance:g} errors (more showers would tell). N/A: not "
         "computable here, the reason is given. Tolerances are set with <code>--tolerance "
@@ -1774,10 +1786,10 @@ def _sets_html(result: ValidationResult) -> str:
         "on all compared showers.",
     ]
     return (
-        "<table><tr><th>Set</th><th>Files</th><th>Format</th><th>Showers</th>"
-        "<th>Compared</th><th>Condition ranges</th></tr>"
-        + "".join(rows)
-        + "</table>"
+        _table(
+            "<tr><th>Set</th><th>Files</th><th>Format</th><th>Showers</th>"
+            "<th>Compared</th><th>Condition ranges</th></tr>" + "".join(rows)
+        )
         + "<ul class='small'>"
         + "".join(f"<li>{line}</li>" for line in lines)
         + "</ul>"
@@ -1827,11 +1839,15 @@ def _response_html(result: ValidationResult) -> str:
             "theta": "In bins of the polar angle",
         }[name]
         out.append(
-            f"<h3>{title}</h3><table><tr><th>Bin</th><th>n {_e(labels[0])}</th>"
-            f"<th>n {_e(labels[1])}</th><th>&mu;90 {_e(labels[0])}</th>"
-            f"<th>&mu;90 {_e(labels[1])}</th><th>Response deviation</th><th></th>"
-            f"<th>&sigma;90/&mu;90 {_e(labels[0])}</th><th>&sigma;90/&mu;90 {_e(labels[1])}</th>"
-            "<th>Resolution deviation</th><th></th></tr>" + "".join(rows) + "</table>"
+            f"<h3>{title}</h3>"
+            + _table(
+                f"<tr><th>Bin</th><th>n {_e(labels[0])}</th>"
+                f"<th>n {_e(labels[1])}</th><th>&mu;90 {_e(labels[0])}</th>"
+                f"<th>&mu;90 {_e(labels[1])}</th><th>Response deviation</th><th></th>"
+                f"<th>&sigma;90/&mu;90 {_e(labels[0])}</th>"
+                f"<th>&sigma;90/&mu;90 {_e(labels[1])}</th>"
+                "<th>Resolution deviation</th><th></th></tr>" + "".join(rows)
+            )
         )
     return "".join(out)
 
@@ -1854,9 +1870,11 @@ def _features_html(result: ValidationResult) -> str:
             f"<td class='num'>{_num(ks[1], 2)}</td></tr>"
         )
     overall = (
-        "<table><tr><th>Feature</th><th>Separation power</th><th>W1 (feature unit)</th>"
-        "<th>KS statistic</th><th>KS p-value</th></tr>" + "".join(rows) + "</table>"
-        "<p class='small muted'>Separation power: 0 for identical histograms, 1 for disjoint "
+        _table(
+            "<tr><th>Feature</th><th>Separation power</th><th>W1 (feature unit)</th>"
+            "<th>KS statistic</th><th>KS p-value</th></tr>" + "".join(rows)
+        )
+        + "<p class='small muted'>Separation power: 0 for identical histograms, 1 for disjoint "
         "ones; two independent samples of one distribution give about (bins - 1)(1/n<sub>1</sub> "
         "+ 1/n<sub>2</sub>)/4, the floor a difference reads against.</p>"
     )
@@ -1882,8 +1900,8 @@ def _features_html(result: ValidationResult) -> str:
             rows.append(f"<tr><td>{_e(f['label'])}</td>{''.join(cells)}</tr>")
         notes = "".join(f"<li><sup>{k}</sup> {_e(reason)}</li>" for reason, k in reasons.items())
         binned_html.append(
-            f"<h3>Separation power in bins of {_e(name)}</h3><table><tr><th>Feature</th>"
-            f"{head}</tr>{''.join(rows)}</table>"
+            f"<h3>Separation power in bins of {_e(name)}</h3>"
+            + _table(f"<tr><th>Feature</th>{head}</tr>{''.join(rows)}", "binned")
             + (f"<ul class='small muted'>{notes}</ul>" if notes else "")
         )
     return overall + "".join(binned_html)
@@ -1927,7 +1945,15 @@ def _cell_html(result: ValidationResult) -> str:
             f"Largest difference between the correlation matrices of the scalar features: "
             f"{corr['max_abs']:.3f}."
         )
-    return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>"
+    note = ""
+    if "auc" in clf or "auc" in hl:
+        note = (
+            "<p class='small muted'>AUC: 0.5 when the classifier cannot tell the sets apart, "
+            "1 when it separates them fully. JSD: the Jensen-Shannon divergence in bits from "
+            "the classifier's output calibrated on the validation showers (as the "
+            "CaloChallenge): 0 for indistinguishable sets, 1 for disjoint ones.</p>"
+        )
+    return "<ul>" + "".join(f"<li>{item}</li>" for item in items) + "</ul>" + note
 
 
 def _plots_html(plots: Sequence[tuple[Any, bytes | str]]) -> str:
