@@ -25,6 +25,7 @@ import torch
 from caloforge.data.transforms import Transform
 from caloforge.devices import full_fp32, resolve_device, tune_for_fixed_shapes
 from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.generation.backends import BACKENDS, Backend, build_backend
 from caloforge.geometry import Geometry
 from caloforge.models import ShowerGenerator
 from caloforge.training.checkpoint import CheckpointError, load_checkpoint
@@ -99,6 +100,7 @@ class ShowerPipeline:
         *,
         training_ranges: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
         source: str = "generator",
+        backend: str = "eager",
     ) -> None:
         self.device = resolve_device(device)
         self.generator = generator.to(self.device).eval()
@@ -107,12 +109,53 @@ class ShowerPipeline:
         self.geometry = geometry
         self.training_ranges = dict(training_ranges or {})
         self.source = source
+        self.backend = "eager"
+        self.forward: Backend = build_backend("eager", self.generator)
+        if backend != "eager":
+            self.set_backend(backend)
+
+    def set_backend(self, name: str, *, seed: int = 0, progress: bool = False) -> None:
+        """Run the generator through backend `name` (`caloforge.generation.backends`).
+
+        `int8` quantizes on the CPU with an accuracy guard, calibrated on showers of
+        conditions drawn (with `seed`) from the training ranges the checkpoint records, else
+        the geometry's defaults; its report is `self.forward.report`.
+        """
+        if name == "int8":
+            if self.device.type != "cpu":
+                raise CaloforgeError(
+                    f"backend 'int8' runs on the CPU; got device '{self.device}' (use "
+                    "--device cpu, or --backend bf16 on a GPU)"
+                )
+            from caloforge.generation.int8 import quantize_int8
+
+            self.forward = quantize_int8(
+                self, self.calibration_conditions(seed), seed=seed, progress=progress
+            )
+        else:
+            self.forward = build_backend(name, self.generator)
+        self.backend = name
+
+    def calibration_conditions(self, seed: int, n: int = 512) -> dict[str, np.ndarray]:
+        """`n` conditions drawn with `seed` from the training ranges (else the defaults)."""
+        from caloforge.simulation.conditions import ConditionRanges, sample_conditions
+
+        energy = self.training_ranges.get("energy")
+        ranges = ConditionRanges.for_geometry(self.geometry, energy[0] if energy else None)
+        return sample_conditions(self.geometry, ranges, n, np.random.default_rng(seed))
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike[str], device: str | torch.device = "cpu"
+        cls,
+        path: str | os.PathLike[str],
+        device: str | torch.device = "cpu",
+        backend: str = "eager",
     ) -> ShowerPipeline:
         """The pipeline of a checkpoint folder (or a run folder: its best, else latest)."""
+        if backend not in BACKENDS:
+            raise CaloforgeError(
+                f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}"
+            )
         target = resolve_device(device)  # before the (slow) load: a bad device fails at once
         checkpoint = load_checkpoint(path, device="cpu")  # only the generator goes to `device`
         folder = Path(checkpoint.folder)
@@ -123,6 +166,25 @@ class ShowerPipeline:
             target,
             training_ranges=training_ranges(checkpoint.config, source=str(folder)),
             source=str(folder),
+            backend=backend,
+        )
+
+    @classmethod
+    def random_weights(
+        cls, family: str, device: str | torch.device = "cpu", seed: int = 0
+    ) -> ShowerPipeline:
+        """A pipeline of an untrained `family` generator (its preset architecture, random
+        weights, no preprocessing): for measuring speed, not for physics."""
+        from caloforge.data.transforms import Identity
+        from caloforge.models import MODEL_FAMILIES, build_model
+
+        if family not in MODEL_FAMILIES:
+            known = ", ".join(sorted(MODEL_FAMILIES))
+            raise CaloforgeError(f"unknown model family '{family}'; choose one of {known}")
+        bundle = build_model(family, {}, seed=seed)
+        geometry = bundle.config.resolved_geometry
+        return cls(
+            bundle.generator, Identity(), geometry, device, source=f"{family} (random weights)"
         )
 
     @property
@@ -198,7 +260,7 @@ class ShowerPipeline:
                 for name, values in arrays.items()
             }
             noise = self.generator.sample_noise(n, generator)
-            showers = self.transform.inverse(self.generator(noise, tensors))
+            showers = self.transform.inverse(self.forward(noise, tensors))
             bad = ~torch.isfinite(showers).reshape(n, -1).all(dim=1)
             if bool(bad.any()):
                 first = int(torch.nonzero(bad)[0, 0])

@@ -10,6 +10,12 @@ Conditions come from one of two places:
 The noise of the same batch comes from a `torch.Generator` seeded from `(seed, start)` too
 (an independent stream of the same seed sequence), on the CPU whatever the device: the same
 seed and batch size give the same file.
+
+Under torchrun (`torchrun --nproc-per-node N -m caloforge generate ...`) each rank takes every
+N-th batch (batch i on rank i mod N), on its own GPU with `--device cuda`, and writes its own
+file `OUT.rankR-of-N.h5`; rank 0 then merges them, batch by batch in order, into `OUT` (or
+leaves them, `merge=False`). Since a batch depends only on the seed and its first index, the
+merged file is the file one process would have written.
 """
 
 from __future__ import annotations
@@ -30,8 +36,15 @@ from caloforge.errors import CaloforgeError, ConditionError, InputFileError
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.geometry import Geometry
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
+from caloforge.training.distributed import init_distributed
 
-__all__ = ["OutsideTrainingRangeWarning", "generate_to_file", "noise_generator"]
+__all__ = [
+    "OutsideTrainingRangeWarning",
+    "generate_to_file",
+    "merge_shards",
+    "noise_generator",
+    "shard_path",
+]
 
 # The noise stream of a batch: child 1 of the batch's seed sequence, which the condition
 # stream (`default_rng([seed, start])`, the sequence itself) never uses.
@@ -156,8 +169,10 @@ def generate_to_file(
     batch_size: int = 512,
     seed: int = 0,
     device: str = "cpu",
+    backend: str = "eager",
     strict: bool = False,
     progress: bool = False,
+    merge: bool = True,
 ) -> Path:
     """Generate `n` showers with a checkpoint into a canonical file; returns its path.
 
@@ -170,11 +185,17 @@ def generate_to_file(
         the checkpoint's geometry whose conditions are used one to one, in order.
     batch_size, seed: the showers depend only on these (and the checkpoint), not on `device`
         beyond floating-point differences.
+    backend: how the generator runs (`caloforge.generation.backends`: eager, compiled, bf16,
+        int8); the same seed gives the same showers up to the backend's precision.
     strict: refuse conditions outside the training range the checkpoint records, instead
         of warning (`OutsideTrainingRangeWarning`) with the number of such showers.
 
+    merge: under torchrun, rank 0 merges the ranks' files into `output` (and removes them);
+        without, each rank's file is left as `shard_path(output, rank, world_size)`.
+
     All checks (device, checkpoint, ranges, reference) happen before anything is written;
-    the file appears under its name only once complete.
+    the file appears under its name only once complete. Returns the merged file, or this
+    rank's file when not merged.
     """
     if batch_size <= 0:
         raise CaloforgeError(f"--batch-size must be positive, got {batch_size}")
@@ -200,7 +221,10 @@ def generate_to_file(
             "--n is required unless the conditions come from a reference file (--conditions-from)"
         )
 
-    pipeline = ShowerPipeline.from_checkpoint(checkpoint, device=device)
+    context = init_distributed(device)  # torchrun: this rank's slice of batches and device
+    pipeline = ShowerPipeline.from_checkpoint(checkpoint, device=context.device)
+    if backend != "eager":
+        pipeline.set_backend(backend, seed=seed, progress=progress)
     geometry = pipeline.geometry
     reference: dict[str, np.ndarray] | None = None
     ranges: ConditionRanges | None = None
@@ -222,21 +246,31 @@ def generate_to_file(
         assert ranges is not None
         return _drawn(geometry, ranges, n, batch_size, seed)
 
-    _check_training_range(pipeline, batches(), n, strict)
+    rank, world = context.rank, context.world_size
+    if rank == 0 or strict:  # every rank refuses alike; one warns
+        _check_training_range(pipeline, batches(), n, strict)
 
+    def mine() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+        for i, item in enumerate(batches()):
+            if i % world == rank:
+                yield item
+
+    target = Path(output) if world == 1 else shard_path(output, rank, world)
     bar = None
-    if progress:
+    if progress and rank == 0:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, unit="shower", desc=f"generate {geometry.name}", mininterval=0.5)
+        share = sum(min(batch_size, n - s) for s in range(0, n, batch_size)[rank::world])
+        label = f"generate {geometry.name}" + (f" (rank 0 of {world})" if world > 1 else "")
+        bar = tqdm(total=share, unit="shower", desc=label, mininterval=0.5)
     family = pipeline.generator.config.family
     producer = (
         f"caloforge generate ({family} checkpoint {Path(pipeline.source).resolve()}, "
-        f"seed {seed}, batch size {batch_size})"
+        f"seed {seed}, batch size {batch_size}, backend {backend})"
     )
     try:
-        with ShowerWriter(output, geometry, producer=producer) as writer:
-            for start, conditions in batches():
+        with ShowerWriter(target, geometry, producer=producer) as writer:
+            for start, conditions in mine():
                 out = pipeline(conditions, generator=noise_generator(seed, start))
                 writer.write(Batch(out.showers, out.conditions))
                 if bar is not None:
@@ -244,4 +278,51 @@ def generate_to_file(
     finally:
         if bar is not None:
             bar.close()
+    if world == 1:
+        return target
+    context.barrier("generate: every rank's file written")
+    if merge and rank == 0:
+        parts = [shard_path(output, r, world) for r in range(world)]
+        merge_shards(parts, output, batch_size, producer=producer)
+        for part in parts:
+            part.unlink()
+    context.barrier("generate: merged")
+    return Path(output) if merge else target
+
+
+def shard_path(output: str | os.PathLike[str], rank: int, world_size: int) -> Path:
+    """The file rank `rank` of `world_size` writes: `OUT.rankR-of-N.h5` beside `OUT.h5`."""
+    path = Path(output)
+    return path.with_name(f"{path.stem}.rank{rank:03d}-of-{world_size:03d}{path.suffix}")
+
+
+def merge_shards(
+    parts: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    batch_size: int,
+    *,
+    producer: str = "caloforge generate (merged)",
+) -> Path:
+    """Interleave the files of a sharded `generate` back into one, batch by batch.
+
+    Batch i of the whole run is batch i // N of part i mod N (N = len(parts)). Streams one
+    batch at a time; the merged file appears only once complete.
+    """
+    sources = [open_showers(p) for p in parts]
+    try:
+        geometry = sources[0].geometry
+        total = sum(len(s) for s in sources)
+        with ShowerWriter(output, geometry, producer=producer) as writer:
+            for i in range(math.ceil(total / batch_size)):
+                source, local = sources[i % len(sources)], i // len(sources)
+                rows = np.arange(local * batch_size, min((local + 1) * batch_size, len(source)))
+                if len(rows) == 0:
+                    raise CaloforgeError(
+                        f"{parts[i % len(sources)]}: holds too few showers for batch {i} of a "
+                        f"merge of {len(parts)} parts with batch size {batch_size}"
+                    )
+                writer.write(source.take(rows))
+    finally:
+        for source in sources:
+            source.close()
     return Path(output)

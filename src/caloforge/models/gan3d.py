@@ -42,7 +42,6 @@ runs the literal layers and is kept as the reference.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -194,11 +193,11 @@ def _phase_taps(scale: int, kernel: int, like: Tensor) -> Tensor:
     input (cell u lies outside [0, s n) exactly when u // s lies outside [0, n)).
     """
     taps = (scale + kernel - 2) // scale + 1
-    matrix = torch.zeros(scale, taps, kernel, dtype=like.dtype)
-    for r in range(scale):
-        for t in range(kernel):
-            matrix[r, (r + t) // scale, t] = 1.0
-    return matrix.to(like.device)
+    r = torch.arange(scale, device=like.device)[:, None]
+    t = torch.arange(kernel, device=like.device)[None, :]
+    # Tensor ops only (no Python loop writing elements): torch.compile traces it as constants.
+    matrix = functional.one_hot((r + t) // scale, taps)  # (scale, kernel, taps)
+    return matrix.permute(0, 2, 1).to(like.dtype)
 
 
 def upsample_conv3d(
@@ -235,7 +234,8 @@ def upsample_conv3d(
         matrices.append(_phase_taps(s, k, weight))
     with torch.autocast(weight.device.type, enabled=False):  # the taps summed in fp32
         phase_weight = torch.einsum("oiTUV,rmT,snU,tpV->orstimnp", weight, *matrices)
-    (sd, sh, sw), n_phases = (int(v) for v in scale), math.prod(int(v) for v in scale)
+    sd, sh, sw = int(scale[0]), int(scale[1]), int(scale[2])  # no generator: traceable
+    n_phases = sd * sh * sw
     phase_weight = phase_weight.reshape(n_out * n_phases, n_in, *phase_weight.shape[-3:])
     phase_bias = None if bias is None else bias.repeat_interleave(n_phases)
     (d0, d1), (h0, h1), (w0, w1) = input_pad

@@ -1,0 +1,119 @@
+"""Ways to run a generator: the same function, different speed and precision.
+
+A backend is built from a `ShowerGenerator` and stands in for its forward:
+`backend(noise, conditions) -> showers` in the model's preprocessed units, float32, on the
+backend's device. `ShowerPipeline` calls it in place of the generator, so the noise, the
+inverse preprocessing and the checks are the same whatever the backend.
+
+- `eager`: the PyTorch module as trained, fp32 (cuDNN without TF32): the reference.
+- `compiled`: `torch.compile` with static shapes and frozen weights (Inductor folds the
+  BatchNorms and constants into the convolutions and picks memory layouts; on the CPU it
+  prepacks the weights for oneDNN), and on a GPU CUDA graphs, which remove the launch gaps
+  of the many small kernels. A batch smaller than the first one seen is padded up to it, so
+  one compiled graph serves a whole `generate` run.
+- `bf16`: the compiled path with weights and activations in bfloat16 (fp32 in, fp32 out).
+  Fast on GPUs and on CPUs with native bf16 (AVX-512 BF16, AMX); where the CPU has none,
+  oneDNN emulates it and it can be slower than fp32: `caloforge bench` measures it.
+- `int8`: CPU only; the generator quantized with an accuracy guard
+  (`caloforge.generation.int8`), built by `ShowerPipeline` since it needs calibration showers.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor
+
+from caloforge.errors import CaloforgeError
+from caloforge.models import ShowerGenerator
+
+__all__ = ["BACKENDS", "Backend", "CompiledBackend", "EagerBackend", "build_backend"]
+
+BACKENDS = ("eager", "compiled", "bf16", "int8")
+
+Backend = Callable[[Tensor, Mapping[str, Tensor]], Tensor]
+
+
+class EagerBackend:
+    """The generator module itself, in eval mode."""
+
+    name = "eager"
+
+    def __init__(self, generator: ShowerGenerator) -> None:
+        self.generator = generator.eval()
+
+    def __call__(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
+        return self.generator(noise, conditions)
+
+
+def _pad(x: Tensor, size: int) -> Tensor:
+    """`x` with its first dimension padded to `size` by repeating its last row."""
+    missing = size - x.shape[0]
+    return torch.cat([x, x[-1:].expand(missing, *x.shape[1:])]) if missing > 0 else x
+
+
+class CompiledBackend:
+    """`torch.compile`d generator (a copy), fp32 or bf16, one static batch size.
+
+    The first call fixes the batch size; smaller batches are padded to it (a batch's rows
+    are independent in eval mode, so padding changes nothing of the rows asked for), larger
+    ones compile again. Compilation happens on the first call (seconds to minutes).
+    """
+
+    def __init__(self, generator: ShowerGenerator, dtype: torch.dtype = torch.float32) -> None:
+        _check_compiler()
+        self.name = "compiled" if dtype == torch.float32 else "bf16"
+        self.dtype = dtype
+        module = copy.deepcopy(generator).eval().to(dtype=dtype)
+        for p in module.parameters():
+            p.requires_grad_(False)
+        self.device = next(module.parameters()).device
+        options: dict[str, object] = {"freezing": True}
+        if self.device.type == "cuda":
+            options["triton.cudagraphs"] = True
+        self.module = module
+        self.compiled = torch.compile(module, dynamic=False, options=options)
+        self.batch_size = 0
+
+    def __call__(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
+        n = noise.shape[0]
+        if n > self.batch_size:
+            self.batch_size = n
+        size = self.batch_size
+        inputs = {name: _pad(value.to(self.dtype), size) for name, value in conditions.items()}
+        out = self.compiled(_pad(noise.to(self.dtype), size), inputs)
+        # CUDA graphs reuse their output buffer at the next replay: copy out before returning.
+        return out[:n].to(torch.float32, copy=True)
+
+
+def _check_compiler() -> None:
+    """`torch.compile` on the CPU generates C++: say so if no compiler is there."""
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        raise CaloforgeError(
+            "backends 'compiled' and 'bf16' need a C++ compiler (torch.compile builds its CPU "
+            "kernels with it) and none was found (g++, c++ or clang++ on PATH); install one "
+            "(e.g. apt-get install g++) or use --backend eager"
+        )
+
+
+def build_backend(name: str, generator: ShowerGenerator) -> Backend:
+    """The backend `name` for `generator` (already on its device). `int8` is built by
+    `ShowerPipeline.with_backend`, which has the calibration data it needs."""
+    if name == "eager":
+        return EagerBackend(generator)
+    if name == "compiled":
+        return CompiledBackend(generator, torch.float32)
+    if name == "bf16":
+        device = next(generator.parameters()).device
+        if device.type == "cpu" and not torch.backends.mkldnn.is_available():
+            raise CaloforgeError(
+                "backend 'bf16' on the CPU needs PyTorch built with oneDNN (mkldnn), which "
+                "this build lacks; use --backend eager or compiled"
+            )
+        return CompiledBackend(generator, torch.bfloat16)
+    if name == "int8":
+        raise CaloforgeError("backend 'int8' is built through ShowerPipeline.with_backend")
+    raise CaloforgeError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,143 @@
+"""Generation backends agree with eager; `caloforge bench` measures what it says."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from caloforge.bench import bench_generation
+from caloforge.cli import main
+from caloforge.data.transforms import Power
+from caloforge.errors import CaloforgeError
+from caloforge.generation import backends
+from caloforge.generation.backends import build_backend
+from caloforge.generation.pipeline import ShowerPipeline
+from caloforge.models import build_model
+from caloforge.training.checkpoint import save_checkpoint
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def inputs(family: str, n: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    pipeline = ShowerPipeline.random_weights(family, seed=1)
+    drawn = pipeline.calibration_conditions(seed, n)
+    conditions = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in drawn.items()}
+    g = torch.Generator().manual_seed(seed)
+    return pipeline.generator.sample_noise(n, g), conditions
+
+
+# Tolerances per precision: fp32 differs only by the order of sums in fused kernels; bf16
+# keeps 8 bits of mantissa, ~0.4 % per rounding, averaging down over a layer's sums.
+TOLERANCE = {"compiled": 1e-5, "bf16": 3e-2}
+
+
+@pytest.mark.parametrize(
+    "family",
+    ["wgan-lhcb", pytest.param("gan3d", marks=pytest.mark.slow), "conv2d-g1"],
+)
+@pytest.mark.parametrize("backend", ["compiled", "bf16"])
+def test_backend_agrees_with_eager_and_pads_small_batches(family, backend):
+    generator = build_model(family, seed=2).generator.eval()
+    noise, conditions = inputs(family, 6, seed=7)
+    run = build_backend(backend, generator)
+    with torch.inference_mode():
+        expected = generator(noise, conditions)
+        first = run(noise, conditions)
+        # A smaller batch is padded to the compiled size; its rows must be its own.
+        smaller = run(noise[:4], {k: v[:4] for k, v in conditions.items()})
+    assert first.dtype == torch.float32 and first.shape == expected.shape
+    assert relative_error(first, expected) < TOLERANCE[backend]
+    assert smaller.shape[0] == 4
+    assert relative_error(smaller, expected[:4]) < TOLERANCE[backend]
+    # Different inputs give different showers (the compiled graph is not a constant).
+    other_noise, _ = inputs(family, 6, seed=8)
+    with torch.inference_mode():
+        assert relative_error(run(other_noise, conditions), first) > 1e-3
+
+
+def test_unknown_backend_and_int8_on_a_gpu_are_refused():
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb")
+    with pytest.raises(CaloforgeError, match="unknown backend 'fast'; choose one of eager"):
+        pipeline.set_backend("fast")
+    pipeline.device = torch.device("cuda")  # the check comes before anything runs
+    with pytest.raises(CaloforgeError, match="'int8' runs on the CPU"):
+        pipeline.set_backend("int8")
+
+
+def test_compiled_backend_without_a_compiler_names_it(monkeypatch):
+    monkeypatch.setattr(backends.shutil, "which", lambda name: None)
+    generator = build_model("wgan-lhcb", seed=2).generator
+    with pytest.raises(CaloforgeError, match=r"need a C\+\+ compiler .* g\+\+"):
+        build_backend("compiled", generator)
+
+
+def test_generate_with_the_compiled_backend_writes_the_eager_showers(tmp_path):
+    from caloforge.data.io import open_showers
+    from caloforge.generation.run import generate_to_file
+
+    bundle = build_model("wgan-lhcb", seed=3)
+    checkpoint = save_checkpoint(
+        tmp_path / "run",
+        step=1,
+        epoch=0,
+        bundle=bundle,
+        transform=Power(0.85, scale=100.0),
+        geometry=bundle.config.resolved_geometry,
+        training={},
+        trainer_state={},
+    )
+    files = {}
+    for backend in ("eager", "compiled"):
+        files[backend] = generate_to_file(
+            checkpoint, tmp_path / f"{backend}.h5", n=10, batch_size=4, seed=5, backend=backend
+        )
+    with open_showers(files["eager"]) as eager, open_showers(files["compiled"]) as compiled:
+        a, b = eager.take(np.arange(10)).showers, compiled.take(np.arange(10)).showers
+    assert a.sum() > 0
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * float(a.max()))
+
+
+def test_bench_times_every_batch_size_and_skips_past_the_budget():
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb")
+    result = bench_generation(
+        pipeline, ["eager"], [2, 4], warmup=1, repeats=3, simulator_showers=4, peak=100.0
+    )
+    rows = {r["batch_size"]: r for r in result.rows()}
+    assert sorted(rows) == [1, 2, 4, 100]  # the latency batches are always there
+    for n, row in rows.items():
+        assert row["repeats"] == 3
+        assert row["showers_per_s"] == pytest.approx(n / np.median(row["seconds_per_batch"]))
+        assert row["showers_per_s_min"] <= row["showers_per_s"] <= row["showers_per_s_max"]
+    # FLOPs: the dense layers' multiply-adds at least (2 x in x out per shower).
+    dense = pipeline.generator.get_submodule("dense")
+    assert result.gflop_per_shower >= 2 * dense.in_features * dense.out_features / 1e9
+    assert result.simulator_showers_per_s and result.simulator_showers_per_s > 0
+    best = result.to_dict()["best"]["eager"]
+    assert best["speedup_over_geant4_published"] == pytest.approx(17.0 * best["showers_per_s"])
+    assert best["latency_ms_batch_1"] == pytest.approx(rows[1]["latency_ms"])
+
+    # A budget no call can meet: one call at the first size, the larger ones skipped.
+    tight = bench_generation(
+        pipeline, ["eager"], [2], repeats=3, time_budget=0.0, simulator_showers=0
+    )
+    assert [(r["batch_size"], r["repeats"]) for r in tight.rows()] == [(1, 1)]
+    assert [s["batch_size"] for s in tight.skipped] == [2, 100]
+
+
+def test_bench_cli_writes_json_and_refuses_an_unknown_family(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        ["bench", "--model", "wgan-lhcb", "--batch-sizes", "2", "--repeats", "1",
+         "--warmup", "0", "--simulator-showers", "0", "--json", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["model"] == "wgan-lhcb" and {r["batch_size"] for r in data["rows"]} == {1, 2, 100}
+    assert "best eager" in capsys.readouterr().out
+    assert main(["bench", "--model", "gan4d"]) == 2
+    assert "unknown model family 'gan4d'" in capsys.readouterr().err
