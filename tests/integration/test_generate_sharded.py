@@ -13,10 +13,8 @@ import pytest
 
 from caloforge.cli import main
 from caloforge.data.io import open_showers
-from caloforge.data.transforms import Power
 from caloforge.generation.run import shard_path
-from caloforge.models import build_model
-from caloforge.training.checkpoint import save_checkpoint
+from model_files import random_checkpoint
 
 pytestmark = pytest.mark.distributed
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,17 +24,7 @@ ARGS = ["--num-showers", "10", "--batch-size", "3", "--seed", "4"]  # batches of
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    bundle = build_model("wgan-lhcb", seed=3)
-    return save_checkpoint(
-        tmp_path_factory.mktemp("run"),
-        step=1,
-        epoch=0,
-        bundle=bundle,
-        transform=Power(0.85, scale=100.0),
-        geometry=bundle.config.resolved_geometry,
-        training={},
-        trainer_state={},
-    )
+    return random_checkpoint(tmp_path_factory.mktemp("run"), "wgan-lhcb")
 
 
 def torchrun(*args: str) -> None:

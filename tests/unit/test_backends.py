@@ -10,13 +10,12 @@ import torch
 
 from caloforge.bench import bench_generation
 from caloforge.cli import main
-from caloforge.data.transforms import Power
 from caloforge.errors import CaloforgeError
 from caloforge.generation import backends
 from caloforge.generation.backends import build_backend
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import build_model
-from caloforge.training.checkpoint import save_checkpoint
+from model_files import random_checkpoint
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -80,17 +79,7 @@ def test_generate_with_the_compiled_backend_writes_the_eager_showers(tmp_path):
     from caloforge.data.io import open_showers
     from caloforge.generation.run import generate_to_file
 
-    bundle = build_model("wgan-lhcb", seed=3)
-    checkpoint = save_checkpoint(
-        tmp_path / "run",
-        step=1,
-        epoch=0,
-        bundle=bundle,
-        transform=Power(0.85, scale=100.0),
-        geometry=bundle.config.resolved_geometry,
-        training={},
-        trainer_state={},
-    )
+    checkpoint = random_checkpoint(tmp_path / "run", "wgan-lhcb")
     files = {}
     for backend in ("eager", "compiled"):
         files[backend] = generate_to_file(
