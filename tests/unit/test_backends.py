@@ -24,7 +24,7 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def inputs(family: str, n: int, seed: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     pipeline = ShowerPipeline.random_weights(family, seed=1)
-    drawn = pipeline.calibration_conditions(seed, n)
+    drawn = pipeline.calibration_conditions(n, seed=seed)
     conditions = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in drawn.items()}
     g = torch.Generator().manual_seed(seed)
     return pipeline.generator.sample_noise(n, g), conditions

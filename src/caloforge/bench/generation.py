@@ -174,7 +174,7 @@ def _time_call(call: Callable[[], object], device: torch.device) -> float:
 def simulator_rate(pipeline: ShowerPipeline, n: int, seed: int) -> float:
     """Showers/s of the embedded simulator on `n` showers of the pipeline's geometry."""
     simulator = ShowerSimulator(pipeline.geometry)
-    conditions = pipeline.calibration_conditions(seed, n)
+    conditions = pipeline.calibration_conditions(n, seed=seed)
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     simulator.simulate(conditions, rng)
@@ -212,7 +212,7 @@ def bench_generation(
     reference = next(generator.parameters())
 
     def inputs(n: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        drawn = pipeline.calibration_conditions(seed, n)
+        drawn = pipeline.calibration_conditions(n, seed=seed)
         tensors = {
             k: torch.as_tensor(v, dtype=reference.dtype, device=device) for k, v in drawn.items()
         }
@@ -250,7 +250,7 @@ def bench_generation(
             )
             too_slow = first > time_budget
         largest = max(t.batch_size for t in timings if t.backend == backend)
-        drawn = pipeline.calibration_conditions(seed, largest)
+        drawn = pipeline.calibration_conditions(largest, seed=seed)
         whole = functools.partial(pipeline, drawn, torch.Generator().manual_seed(seed))
         _time_call(whole, device)  # warm-up
         seconds = statistics.median(_time_call(whole, device) for _ in range(3))
@@ -293,6 +293,8 @@ def format_table(result: BenchResult) -> str:
             f"{r['showers_per_s_min']:10.1f}-{r['showers_per_s_max']:<10.1f} "
             f"{r['ms_per_shower']:10.4f} {r['gflops']:9.1f} {r['fraction_of_peak']:8.2%}"
         )
+    peaks = ", ".join(f"{b} {v:g}" for b, v in result.peaks.items())
+    lines.append(f"peak GFLOP/s used for 'of peak': {peaks} (int8 is counted against fp32's)")
     for s in result.skipped:
         lines.append(f"{s['backend']:9s} {s['batch_size']:6d}  skipped ({s['reason']})")
     summary = result.to_dict()["best"]

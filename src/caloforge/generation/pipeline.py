@@ -130,19 +130,24 @@ class ShowerPipeline:
             from caloforge.generation.int8 import quantize_int8
 
             self.forward = quantize_int8(
-                self, self.calibration_conditions(seed), seed=seed, progress=progress
+                self, self.calibration_conditions(seed=seed), seed=seed, progress=progress
             )
         else:
             self.forward = build_backend(name, self.generator)
         self.backend = name
 
-    def calibration_conditions(self, seed: int, n: int = 512) -> dict[str, np.ndarray]:
-        """`n` conditions drawn with `seed` from the training ranges (else the defaults)."""
+    def calibration_conditions(self, n: int = 512, *, seed: int = 0) -> dict[str, np.ndarray]:
+        """`n` conditions drawn as `caloforge simulate` draws them (with `seed`), in the
+        checkpoint's training energy (and angle) range where it records one, else the
+        geometry's default ranges: for calibrating and for timing."""
         from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 
-        energy = self.training_ranges.get("energy")
-        ranges = ConditionRanges.for_geometry(self.geometry, energy[0] if energy else None)
-        return sample_conditions(self.geometry, ranges, n, np.random.default_rng(seed))
+        recorded = self.training_ranges
+        energy = recorded["energy"][0] if "energy" in recorded else None
+        theta = recorded["theta"][0] if "theta" in recorded else None
+        ranges = ConditionRanges.for_geometry(self.geometry, energy=energy, theta=theta)
+        drawn = sample_conditions(self.geometry, ranges, n, np.random.default_rng(seed))
+        return {name: drawn[name] for name in self.geometry.condition_names}
 
     @classmethod
     def from_checkpoint(

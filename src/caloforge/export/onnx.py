@@ -1,0 +1,384 @@
+"""ONNX export of a trained generator, showers in GeV, for ONNX Runtime in C++ or Python.
+
+>>> export_onnx("runs/gan3d", "gan3d.onnx")                  # doctest: +SKIP
+
+The graph (`pipeline_to_onnx`):
+
+    inputs   noise      (batch, noise_size) float32, drawn by the caller from the
+                        distribution the metadata names (`noise_distribution`: normal N(0, 1)
+                        or uniform U[0, 1) per component)
+             <name>     one per condition the generator reads, float32, in the geometry's
+                        units: (batch,) for a scalar (energy GeV, theta rad), (batch, size)
+                        otherwise (momentum GeV (batch, 3), point mm (batch, 2))
+    output   showers    (batch, *geometry.shape) float32, visible cell energy in GeV, >= 0
+
+The preprocessing inverse of the checkpoint (`transform.inverse`) and the clamp at zero are
+inside the graph, so the graph gives what `ShowerPipeline` gives for the same noise. The batch
+dimension is dynamic. The model's provenance is in the ONNX `metadata_props` (`METADATA_KEYS`),
+read in C++ with `Ort::Session::GetModelMetadata()` and in Python with
+`onnxruntime.InferenceSession(...).get_modelmeta().custom_metadata_map`.
+
+How: torch's `torch.export`-based exporter (`torch.onnx.export(..., dynamo=True)`, which needs
+`onnxscript`; the TorchScript exporter is deprecated in torch >= 2.9), then constant folding
+with no size limit, so that the sub-pixel kernels the 3DGAN generators build from their
+weights in the graph (`caloforge.models.gan3d.upsample_conv3d`) become plain `Conv`
+initializers (which int8 quantization needs). The written file is self-contained (no external
+data file), written under a temporary name and checked against the pipeline on a few showers
+in ONNX Runtime before it is renamed into place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from caloforge import __version__
+from caloforge._files import atomic_output
+from caloforge.data.transforms import Transform
+from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.generation.pipeline import ShowerPipeline
+from caloforge.models import ShowerGenerator
+from caloforge.simulation.conditions import ConditionRanges, sample_conditions
+
+if TYPE_CHECKING:
+    import onnx
+
+    from caloforge.generation.int8 import Int8Tolerance
+
+__all__ = [
+    "METADATA_KEYS",
+    "GeVGenerator",
+    "MissingDependencyError",
+    "OnnxExportError",
+    "export_onnx",
+    "import_optional",
+    "pipeline_to_onnx",
+    "read_metadata",
+]
+
+# The metadata_props the exported model carries (all strings; lists comma-separated).
+METADATA_KEYS = (
+    "family",  # model family, e.g. gan3d
+    "geometry",  # geometry name, e.g. clic-25
+    "shower_shape",  # e.g. "25,25,25": the output is (batch, 25, 25, 25)
+    "units",  # unit of the output cells: GeV
+    "noise_distribution",  # normal (N(0, 1)) or uniform (U[0, 1)), per component
+    "noise_size",  # components of the noise input
+    "condition_names",  # the condition inputs in order, e.g. "energy,theta"
+    "condition_units",  # their units, e.g. "GeV,rad"
+    "condition_sizes",  # components per condition: 1 means a (batch,) input, k (batch, k)
+    "transform",  # JSON of the preprocessing whose inverse is in the graph
+    "precision",  # fp32 or int8
+    "caloforge_version",
+    "source_checkpoint",  # the checkpoint folder exported
+)
+
+# Relative L2 error between the written fp32 graph and the pipeline above which the export is
+# refused (float32 rounding of reordered sums is about 1e-6).
+_FP32_PARITY = 1e-4
+_CHECK_SHOWERS = 3
+
+
+class MissingDependencyError(CaloforgeError):
+    """An optional package a feature needs is not installed."""
+
+
+class OnnxExportError(CaloforgeError):
+    """The model could not be exported to ONNX, or the exported graph is wrong."""
+
+
+def import_optional(module: str, *, package: str, extra: str, purpose: str) -> ModuleType:
+    """`importlib.import_module(module)`, or a `MissingDependencyError` naming the package to
+    install and the caloforge extra that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{purpose} needs the Python package '{package}', which is not installed "
+            f"({exc}); install it with: pip install 'caloforge[{extra}]' (or pip install {package})"
+        ) from None
+
+
+def _require_onnx(purpose: str) -> tuple[Any, Any]:
+    """(onnx, onnxruntime), each imported or a `MissingDependencyError`."""
+    onnx_module = import_optional("onnx", package="onnx", extra="onnx", purpose=purpose)
+    import_optional("onnxscript", package="onnxscript", extra="onnx", purpose=purpose)
+    ort = import_optional("onnxruntime", package="onnxruntime", extra="onnx", purpose=purpose)
+    return onnx_module, ort
+
+
+class GeVGenerator(nn.Module):
+    """`module(noise, *conditions) -> showers` in GeV: the generator, the preprocessing inverse
+    and the clamp at zero as one module with positional inputs (what the exporter traces).
+
+    conditions: in `condition_names` order, each `(batch,)` or `(batch, size)`.
+    """
+
+    def __init__(
+        self, generator: ShowerGenerator, transform: Transform, condition_names: tuple[str, ...]
+    ) -> None:
+        super().__init__()
+        self.generator = generator
+        self.transform = transform
+        self.condition_names = tuple(condition_names)
+
+    def forward(self, noise: Tensor, *conditions: Tensor) -> Tensor:
+        named = dict(zip(self.condition_names, conditions, strict=True))
+        return self.transform.inverse(self.generator(noise, named)).clamp_min(0.0)
+
+
+def example_inputs(pipeline: ShowerPipeline, n: int, seed: int = 0) -> dict[str, Tensor]:
+    """`n` showers' worth of graph inputs, float32: noise from the generator's distribution,
+    conditions drawn as `caloforge simulate` draws them in the geometry's default ranges (for
+    a geometry the simulator cannot draw, uniform in each condition's default or valid range)."""
+    noise = pipeline.generator.sample_noise(n, torch.Generator().manual_seed(seed))
+    inputs = {"noise": noise.detach().to("cpu", torch.float32)}
+    geometry, rng = pipeline.geometry, np.random.default_rng(seed)
+    try:
+        drawn = sample_conditions(geometry, ConditionRanges.for_geometry(geometry), n, rng)
+    except ConditionError:
+        drawn = {}
+    for name in pipeline.condition_names:
+        condition = geometry.condition(name)
+        shape = (n,) if condition.size == 1 else (n, condition.size)
+        if name in drawn:
+            values = np.asarray(drawn[name]).reshape(shape)
+        else:
+            low, high = condition.default or condition.valid or (0.0, 1.0)
+            values = rng.uniform(low, high, shape)
+        inputs[name] = torch.as_tensor(values, dtype=torch.float32)
+    return inputs
+
+
+@contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's chatter that says nothing about the model: the log lines about
+    torchvision ops it skips, torch-internal deprecation warnings, and its note that the batch
+    axis name is shared by several inputs (which it is, on purpose)."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=r"# The axis name: .* will not be used", category=UserWarning
+            )
+            warnings.filterwarnings(
+                "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
+            )
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def module_to_onnx(
+    module: nn.Module,
+    inputs: Mapping[str, Tensor],
+    *,
+    output_name: str,
+    opset: int | None = None,
+    what: str = "model",
+) -> onnx.ModelProto:
+    """`module(*inputs.values())` as an ONNX model with named inputs and a dynamic batch axis
+    (axis 0 of every input and of the output), constants folded without size limit.
+
+    module: `forward(noise, *conditions)`, as `GeVGenerator`; inputs: the noise first.
+    """
+    _require_onnx("ONNX export")
+    import onnxscript.optimizer
+
+    batch = torch.export.Dim("batch")
+    names = list(inputs)
+    dynamic = {"noise": {0: batch}, "conditions": tuple({0: batch} for _ in names[1:])}
+    module = module.eval()
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            program = torch.onnx.export(
+                module,
+                tuple(inputs.values()),
+                None,
+                dynamo=True,
+                input_names=names,
+                output_names=[output_name],
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                verbose=False,
+                external_data=False,
+            )
+            assert program is not None
+            onnxscript.optimizer.optimize(
+                program.model, input_size_limit=2**62, output_size_limit=2**62
+            )
+            proto: onnx.ModelProto = program.model_proto
+    except Exception as exc:
+        opset_text = f"opset {opset}" if opset is not None else "the default opset"
+        raise OnnxExportError(
+            f"{what}: torch.onnx.export ({opset_text}) failed: {type(exc).__name__}: {exc}"
+        ) from exc
+    return proto
+
+
+def pipeline_metadata(pipeline: ShowerPipeline, precision: str = "fp32") -> dict[str, str]:
+    """The `metadata_props` of an exported pipeline (`METADATA_KEYS`)."""
+    generator, geometry = pipeline.generator, pipeline.geometry
+    conditions = [geometry.condition(name) for name in pipeline.condition_names]
+    return {
+        "family": generator.config.family,
+        "geometry": geometry.name,
+        "shower_shape": ",".join(str(s) for s in geometry.shape),
+        "units": "GeV",
+        "noise_distribution": generator.noise_distribution,
+        "noise_size": str(generator.noise_size),
+        "condition_names": ",".join(c.name for c in conditions),
+        "condition_units": ",".join(c.unit for c in conditions),
+        "condition_sizes": ",".join(str(c.size) for c in conditions),
+        "transform": json.dumps(pipeline.transform.to_dict(), sort_keys=True),
+        "precision": precision,
+        "caloforge_version": __version__,
+        "source_checkpoint": str(Path(pipeline.source).resolve()),
+    }
+
+
+def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
+    """Replace `model`'s metadata_props entries named in `metadata`, keep the others."""
+    keep = [p for p in model.metadata_props if p.key not in metadata]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata_props of an ONNX file, as a dict (without loading its weights)."""
+    onnx_module, _ = _require_onnx("reading ONNX metadata")
+    model = onnx_module.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def pipeline_to_onnx(pipeline: ShowerPipeline, *, opset: int | None = None) -> onnx.ModelProto:
+    """The pipeline's generator, preprocessing inverse and clamp as one fp32 ONNX model with
+    metadata (see the module docstring for inputs and outputs)."""
+    if pipeline.device.type != "cpu":
+        raise OnnxExportError(
+            f"{pipeline.source}: export a pipeline on the CPU, not {pipeline.device}"
+        )
+    module = GeVGenerator(pipeline.generator, pipeline.transform, pipeline.condition_names)
+    model = module_to_onnx(
+        module,
+        example_inputs(pipeline, 2),
+        output_name="showers",
+        opset=opset,
+        what=f"{pipeline.source} ({pipeline.generator.config.family})",
+    )
+    model.doc_string = (
+        f"caloforge {pipeline.generator.config.family} generator: noise and conditions in, "
+        f"showers {tuple(pipeline.geometry.shape)} of geometry '{pipeline.geometry.name}' in "
+        "GeV out (preprocessing inverse inside)"
+    )
+    set_metadata(model, pipeline_metadata(pipeline))
+    return model
+
+
+def run_onnx(session: Any, inputs: Mapping[str, Tensor | np.ndarray]) -> np.ndarray:
+    """The first output of an `onnxruntime.InferenceSession` for float32 inputs by name."""
+    feed = {
+        name: np.ascontiguousarray(np.asarray(value, dtype=np.float32))
+        for name, value in inputs.items()
+    }
+    out: np.ndarray = session.run(None, feed)[0]
+    return out
+
+
+def check_parity(path: Path, pipeline: ShowerPipeline, *, tolerance: float = _FP32_PARITY) -> float:
+    """Relative L2 error of the ONNX file at `path` against the pipeline on a few showers;
+    raises `OnnxExportError` above `tolerance`."""
+    _, ort = _require_onnx("checking an ONNX export")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    inputs = example_inputs(pipeline, _CHECK_SHOWERS, seed=1)
+    module = GeVGenerator(pipeline.generator, pipeline.transform, pipeline.condition_names)
+    with torch.inference_mode():
+        expected = module.eval()(*inputs.values()).numpy()
+    found = run_onnx(session, inputs)
+    norm = float(np.linalg.norm(expected))
+    error = float(np.linalg.norm(found - expected)) / (norm if norm > 0 else 1.0)
+    if found.shape != expected.shape or not error <= tolerance:
+        raise OnnxExportError(
+            f"{pipeline.source}: the exported graph disagrees with the model: output shape "
+            f"{found.shape} (expected {expected.shape}), relative L2 error {error:.2e} "
+            f"(tolerance {tolerance:.0e})"
+        )
+    return error
+
+
+def _check_output(output: Path) -> None:
+    """Fail before the (slow) export for an output path that cannot be written."""
+    if output.is_dir():
+        raise CaloforgeError(f"{output}: is a directory; give the ONNX file to write")
+    parent = next((p for p in (output.parent, *output.parent.parents) if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise CaloforgeError(f"{output}: cannot create the folder, {parent} is a file")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise CaloforgeError(f"{output}: folder {parent} is not writable")
+
+
+def export_onnx(
+    checkpoint: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    int8: bool = False,
+    opset: int | None = None,
+    calibration_size: int = 512,
+    tolerance: Int8Tolerance | None = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> Path:
+    """Export a checkpoint (or run folder: its best checkpoint) to an ONNX file; returns it.
+
+    int8: write the int8 model (ONNX Runtime static QDQ quantization with the accuracy guard
+        of `caloforge.generation.int8`, calibrated on `calibration_size` showers with
+        conditions drawn from the geometry's default ranges and noise from `seed`); the
+        guard's report is stored in the metadata key `int8_report`.
+    opset: ONNX opset (default: the exporter's).
+
+    Raises `CheckpointError` for a missing or corrupt checkpoint, `MissingDependencyError`
+    without onnx / onnxscript / onnxruntime, `OnnxExportError` if the export fails or the
+    graph disagrees with the model, `CaloforgeError` for an output that cannot be written.
+    No file is left under `output` (nor a partial one beside it) unless the export succeeds.
+    """
+    onnx_module, _ = _require_onnx("caloforge export --format onnx")
+    output = Path(output)
+    _check_output(output)
+    pipeline = ShowerPipeline.from_checkpoint(checkpoint, device="cpu")
+    model = pipeline_to_onnx(pipeline, opset=opset)
+    if int8:
+        from caloforge.generation.int8 import calibration_conditions, quantize_onnx_model
+
+        calibration = calibration_conditions(pipeline, calibration_size, seed=seed)
+        model, report = quantize_onnx_model(
+            model, pipeline, calibration, seed=seed, tolerance=tolerance, progress=progress
+        )
+        set_metadata(
+            model,
+            {**pipeline_metadata(pipeline, "int8"), "int8_report": json.dumps(report.to_dict())},
+        )
+    try:
+        with atomic_output(output) as partial:
+            onnx_module.save_model(model, str(partial), save_as_external_data=False)
+            if not int8:
+                check_parity(partial, pipeline)
+    except OSError as exc:
+        raise CaloforgeError(f"{output}: cannot write the ONNX file ({exc})") from None
+    return output

@@ -1,0 +1,675 @@
+"""int8 generation: a generator quantized to int8, kept only where an accuracy guard allows.
+
+>>> quantized = quantize_int8(pipeline, calibration_conditions(pipeline, 512))   # doctest: +SKIP
+>>> pipeline_int8 = ShowerPipeline(quantized, pipeline.transform, pipeline.geometry)
+>>> quantized.report.to_dict()                       # which layers stayed int8, the guard's numbers
+
+In the spirit of the accuracy-driven int8 tool of the Conv2D GAN study (Intel LPOT; systems.md,
+section 3): post-training static quantization, then a guard that compares the int8 showers with
+the fp32 ones, and a layer-by-layer fallback to fp32 until the guard holds.
+
+1. Calibrate and quantize: the generator, exported to ONNX (`caloforge.export.onnx`), is
+   quantized by NNCF for OpenVINO (`nncf.quantize`, static: activation ranges from the
+   calibration conditions with noise drawn from `seed`; weights int8 per channel). Only the
+   layers are int8 (convolutions, transposed convolutions, dense layers); the conditioning
+   arithmetic and the output stay fp32, as the guard would otherwise always trip on them.
+2. Guard (`GuardMetrics`, on the calibration conditions, showers in GeV): the int8 showers
+   against the fp32 showers of the same noise B, with fp32 showers of an independent noise A as
+   the statistical baseline:
+   - projection MSE (`caloforge.validation.metrics.projection_mse`, the Conv2D paper's metric):
+     `degradation = mse(fp32 B, int8 B) / mse(fp32 A, fp32 B)`, default tolerance 10 %. This is
+     the expected relative increase of the paper's number, fp32 A against the generator, when
+     int8 replaces fp32: E[mse(A, int8 B)] = E[mse(A, fp32 B)] + mse(fp32 B, int8 B) up to a
+     cross term that averages to zero over A (the direct ratio of mse(A, int8 B) to
+     mse(A, fp32 B) swings by tens of % with that cross term at a few hundred showers). The
+     baseline is the metric's noise floor at the calibration set's size (it falls as 1 / n):
+     with 512 showers, 10 % there is 10 % x N / 512 of the floor of an N-shower comparison;
+   - response: `|mean(sum / E) int8 / mean(sum / E) fp32 - 1|`, default 1 % (E: the primary
+     energy, or |momentum| for geometries conditioned on a momentum);
+   - profile: L1 distance of the normalised mean longitudinal profiles
+     (`caloforge.training.physics_check.profile`, the x profile of depth-summed geometries),
+     default 0.02 (2 % of the energy shifted between layers).
+3. Fallback: if the guard fails, each layer's sensitivity is measured (the guard's normalised
+   excess, `GuardMetrics.score`, with all layers int8 minus the same with that one layer fp32)
+   and the layers go back to fp32 one at a time, most sensitive first, re-quantizing each time,
+   until the guard holds (with every layer fp32 it holds trivially).
+
+Why OpenVINO + NNCF: measured against ONNX Runtime QDQ and PyTorch PT2E on this project's CPU
+(benchmarks/int8_libraries.md): the only one running the 3D convolutions of 3DGAN in int8 with a
+real speed-up, and its fp32 is already faster than the others. `export_onnx(..., int8=True)`
+writes an ONNX Runtime QDQ model instead (a portable file for ONNX Runtime in C++), made by the
+same guard and fallback with ONNX Runtime's quantizer (`quantize_onnx_model`).
+
+Dependencies: `pip install caloforge[int8]` (openvino, nncf) for `quantize_int8`;
+`caloforge[onnx]` for the export either way.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import copy
+import io
+import logging
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from caloforge.data.transforms import Identity
+from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.export.onnx import (
+    GeVGenerator,
+    import_optional,
+    module_to_onnx,
+)
+from caloforge.generation.pipeline import ShowerPipeline
+from caloforge.models import ShowerGenerator
+from caloforge.training.physics_check import profile
+from caloforge.validation.metrics import projection_mse
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = [
+    "GuardMetrics",
+    "Int8Error",
+    "Int8Report",
+    "Int8Tolerance",
+    "QuantizedGenerator",
+    "calibration_conditions",
+    "quantize_int8",
+    "quantize_onnx_model",
+]
+
+Feed = dict[str, np.ndarray]  # graph inputs by name: noise, then the conditions, float32
+Runner = Callable[[Feed], np.ndarray]
+
+ONNX_LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+OPENVINO_LAYER_OPS = frozenset(
+    {
+        "Convolution",
+        "GroupConvolution",
+        "ConvolutionBackpropData",
+        "GroupConvolutionBackpropData",
+        "MatMul",
+    }
+)
+_BATCH = 64  # showers per calibration and guard batch
+
+
+class Int8Error(CaloforgeError):
+    """Quantization that cannot be done as asked (bad calibration set, failing library)."""
+
+
+# --- the guard ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Int8Tolerance:
+    """How far the int8 showers may be from the fp32 ones (see the module docstring)."""
+
+    projection_mse: float = 0.10  # int8's projection MSE shift over fp32's noise floor
+    response: float = 0.01  # relative difference of the mean visible / primary energy ratio
+    profile: float = 0.02  # L1 distance of the normalised longitudinal profiles (in [0, 2])
+
+    def __post_init__(self) -> None:
+        for key, value in asdict(self).items():
+            if not value > 0:
+                raise Int8Error(f"int8 tolerance '{key}' must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class GuardMetrics:
+    """The guard's numbers for one quantized generator (int8 vs fp32, showers in GeV)."""
+
+    projection_mse_degradation: float  # mse(fp32 B, int8 B) / mse(fp32 A, fp32 B)
+    response_error: float  # |ratio int8 / ratio fp32 - 1|, same noise
+    profile_l1: float  # L1 of the normalised longitudinal profiles, same noise
+    relative_l2: float  # ||int8 - fp32|| / ||fp32|| over all cells, same noise (not guarded)
+
+    def holds(self, tolerance: Int8Tolerance) -> bool:
+        return (
+            self.projection_mse_degradation <= tolerance.projection_mse
+            and self.response_error <= tolerance.response
+            and self.profile_l1 <= tolerance.profile
+        )
+
+    def score(self, tolerance: Int8Tolerance) -> float:
+        """Sum of each guarded number over its tolerance, where positive (ranks layers)."""
+        return (
+            self.projection_mse_degradation / tolerance.projection_mse
+            + self.response_error / tolerance.response
+            + self.profile_l1 / tolerance.profile
+        )
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """What `quantize_int8` / `quantize_onnx_model` did, and the guard's verdict.
+
+    layers: every quantizable layer (label -> graph node), in graph order;
+    int8_layers / fp32_layers: the labels left int8 / fallen back to fp32 (in fallback order);
+    sensitivity: label -> drop of `GuardMetrics.score` when that layer alone is fp32 (measured
+    only when the all-int8 model fails the guard);
+    before: the guard with every layer int8; after: with the final choice.
+    """
+
+    library: str
+    layers: Mapping[str, str]
+    int8_layers: tuple[str, ...]
+    fp32_layers: tuple[str, ...]
+    sensitivity: Mapping[str, float]
+    before: GuardMetrics
+    after: GuardMetrics
+    tolerance: Int8Tolerance
+    holds: bool
+    calibration_showers: int
+    seconds: float = 0.0  # time the search took
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["layers"] = dict(self.layers)
+        out["sensitivity"] = dict(self.sensitivity)
+        out["int8_layers"], out["fp32_layers"] = list(self.int8_layers), list(self.fp32_layers)
+        return out
+
+    def summary(self) -> str:
+        kept = f"{len(self.int8_layers)} of {len(self.layers)} layers int8"
+        fallen = f"; fp32: {', '.join(self.fp32_layers)}" if self.fp32_layers else ""
+        a = self.after
+        return (
+            f"int8 ({self.library}): {kept}{fallen}; projection MSE "
+            f"{a.projection_mse_degradation:.1%}, response {a.response_error:.2%}, profile "
+            f"L1 {a.profile_l1:.4f} ({'within' if self.holds else 'OUTSIDE'} tolerance)"
+        )
+
+
+def primary_energy(conditions: Mapping[str, np.ndarray]) -> np.ndarray:
+    """(n,) primary energy, GeV: `energy`, or the norm of `momentum`."""
+    if "energy" in conditions:
+        return np.asarray(conditions["energy"], dtype=np.float64).reshape(-1)
+    if "momentum" in conditions:
+        momentum = np.asarray(conditions["momentum"], dtype=np.float64)
+        return np.linalg.norm(momentum.reshape(len(momentum), -1), axis=1)
+    raise ConditionError(
+        f"the int8 guard needs an 'energy' or 'momentum' condition, got {sorted(conditions)}"
+    )
+
+
+class _Guard:
+    """The fp32 references on the calibration set, and the guard's numbers for int8 showers."""
+
+    def __init__(
+        self,
+        pipeline: ShowerPipeline,
+        feeds: Sequence[Feed],
+        noise_a: Sequence[np.ndarray],
+        energy: np.ndarray,
+    ) -> None:
+        self.geometry = pipeline.geometry
+        self.energy = energy
+        generator = _cpu_generator(pipeline)
+        module = GeVGenerator(generator, pipeline.transform, pipeline.condition_names)
+        module = module.eval()
+
+        def gev(feed: Feed) -> np.ndarray:
+            with torch.inference_mode():
+                return module(*(torch.from_numpy(v) for v in feed.values())).numpy()
+
+        self.fp32_b = np.concatenate([gev(f) for f in feeds])
+        pairs = zip(feeds, noise_a, strict=True)
+        self.fp32_a = np.concatenate([gev({**f, "noise": a}) for f, a in pairs])
+        self.baseline = _projection(self.fp32_a, self.fp32_b)
+        self.ratio = self._ratio(self.fp32_b)
+        self.profile = profile(self.fp32_b, self.geometry)
+
+    def _ratio(self, showers: np.ndarray) -> float:
+        sums = showers.reshape(len(showers), -1).sum(1, dtype=np.float64)
+        return float((sums / self.energy).mean())
+
+    def metrics(self, int8_b: np.ndarray) -> GuardMetrics:
+        shift = _projection(self.fp32_b, int8_b)
+        if self.baseline > 0:
+            degradation = shift / self.baseline
+        else:  # the generator ignores its noise: any change is a degradation
+            degradation = 0.0 if shift == 0 else float("inf")
+        ratio = self._ratio(int8_b)
+        norm = float(np.linalg.norm(self.fp32_b))
+        return GuardMetrics(
+            projection_mse_degradation=float(degradation),
+            response_error=abs(ratio / self.ratio - 1.0) if self.ratio > 0 else float(ratio > 0),
+            profile_l1=float(np.abs(profile(int8_b, self.geometry) - self.profile).sum()),
+            relative_l2=float(np.linalg.norm(int8_b - self.fp32_b)) / (norm if norm > 0 else 1.0),
+        )
+
+
+def _projection(reference: np.ndarray, showers: np.ndarray) -> float:
+    return projection_mse(reference, showers, n_bootstrap=2)[0]
+
+
+# --- calibration set ------------------------------------------------------------------------
+def calibration_conditions(
+    pipeline: ShowerPipeline, n: int = 512, *, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """`n` conditions for calibrating: `ShowerPipeline.calibration_conditions`."""
+    if n < 2:
+        raise Int8Error(f"the int8 calibration set needs at least 2 showers, got {n}")
+    return pipeline.calibration_conditions(n, seed=seed)
+
+
+def _cpu_generator(pipeline: ShowerPipeline) -> ShowerGenerator:
+    """The pipeline's generator in eval mode on the CPU (a copy if it is elsewhere: the
+    pipeline keeps working where it is)."""
+    generator = pipeline.generator
+    if next(generator.parameters()).device.type != "cpu":
+        generator = copy.deepcopy(generator).to("cpu")
+    return generator.eval()
+
+
+def _feeds(
+    pipeline: ShowerPipeline, calibration: Mapping[str, np.ndarray], seed: int
+) -> tuple[list[Feed], list[np.ndarray], np.ndarray]:
+    """Calibration batches (noise B), the independent noise A per batch, primary energies."""
+    arrays = pipeline._check(calibration)  # names, lengths, finiteness
+    n = len(next(iter(arrays.values())))
+    if n < 2:
+        raise Int8Error(f"the int8 calibration set needs at least 2 showers, got {n}")
+    generator = _cpu_generator(pipeline)
+    noise_b = generator.sample_noise(n, torch.Generator().manual_seed(seed))
+    noise_a = generator.sample_noise(n, torch.Generator().manual_seed(seed + 1_000_003))
+    feeds, other = [], []
+    for lo in range(0, n, _BATCH):
+        feed = {"noise": noise_b[lo : lo + _BATCH].numpy()}
+        for name in pipeline.condition_names:
+            size = pipeline.geometry.condition(name).size
+            values = arrays[name][lo : lo + _BATCH]
+            shape = (len(values),) if size == 1 else (len(values), size)
+            feed[name] = np.ascontiguousarray(values.reshape(shape), dtype=np.float32)
+        feeds.append(feed)
+        other.append(noise_a[lo : lo + _BATCH].numpy())
+    return feeds, other, primary_energy(arrays)
+
+
+# --- the search -----------------------------------------------------------------------------
+class _Backend(Protocol):
+    library: str
+    output: Literal["preprocessed", "gev"]
+
+    def layers(self) -> dict[str, str]: ...  # label -> node name
+
+    def quantize(self, fp32_nodes: frozenset[str]) -> Any: ...  # the quantized model
+
+    def runner(self, model: Any) -> Runner: ...
+
+
+def _search(
+    backend: _Backend,
+    pipeline: ShowerPipeline,
+    feeds: list[Feed],
+    guard: _Guard,
+    tolerance: Int8Tolerance,
+    log: Callable[[str], None],
+) -> tuple[Any, Int8Report]:
+    """Quantize every layer; while the guard fails, fall back the most sensitive layer."""
+    start = time.perf_counter()
+    layers = backend.layers()
+    if not layers:
+        raise Int8Error(
+            f"{pipeline.source}: the generator has no layer that {backend.library} quantizes"
+        )
+
+    def evaluate(fp32: Sequence[str]) -> tuple[Any, GuardMetrics]:
+        model = backend.quantize(frozenset(layers[label] for label in fp32))
+        run = backend.runner(model)
+        out = np.concatenate([run(f) for f in feeds])
+        if backend.output == "preprocessed":
+            out = np.asarray(pipeline.transform.inverse(np.maximum(out, 0.0)), dtype=np.float32)
+        return model, guard.metrics(np.maximum(out, 0.0))
+
+    model, before = evaluate(())
+    log(f"all {len(layers)} layers int8: {_describe(before)}")
+    metrics, fallen, sensitivity = before, [], {}
+    if not before.holds(tolerance):
+        score = before.score(tolerance)
+        for label in layers:
+            _, alone = evaluate((label,))
+            sensitivity[label] = score - alone.score(tolerance)
+            log(f"sensitivity of {label}: {sensitivity[label]:+.3f}")
+        for label in sorted(layers, key=lambda k: -sensitivity[k]):
+            fallen.append(label)
+            model, metrics = evaluate(fallen)
+            log(f"{label} back to fp32: {_describe(metrics)}")
+            if metrics.holds(tolerance):
+                break
+    report = Int8Report(
+        library=backend.library,
+        layers=layers,
+        int8_layers=tuple(label for label in layers if label not in fallen),
+        fp32_layers=tuple(fallen),
+        sensitivity=sensitivity,
+        before=before,
+        after=metrics,
+        tolerance=tolerance,
+        holds=metrics.holds(tolerance),
+        calibration_showers=sum(len(f["noise"]) for f in feeds),
+        seconds=time.perf_counter() - start,
+    )
+    log(report.summary())
+    return model, report
+
+
+def _describe(m: GuardMetrics) -> str:
+    return (
+        f"projection MSE {m.projection_mse_degradation:.1%}, response {m.response_error:.2%}, "
+        f"profile L1 {m.profile_l1:.4f}, rel. L2 {m.relative_l2:.3f}"
+    )
+
+
+def _layer_labels(model: onnx.ModelProto) -> dict[str, str]:
+    """label -> ONNX node name of the quantizable layers, labels from the torch module path
+    the exporter records (e.g. `generator.convs.1`), or the node name."""
+    labels: dict[str, str] = {}
+    for node in model.graph.node:
+        if node.op_type not in ONNX_LAYER_OPS:
+            continue
+        meta = {p.key: p.value for p in node.metadata_props}
+        label = node.name
+        with contextlib.suppress(ValueError, SyntaxError):
+            recorded = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))
+            scopes = [s for s in recorded if s]
+            if len(scopes) >= 2:
+                label = f"{scopes[-2]}/{scopes[-1]}"
+        label = re.sub(r"^(g|generator)\.", "generator.", label)
+        while label in labels:
+            label += "'"
+        labels[label] = node.name
+    return labels
+
+
+# --- OpenVINO + NNCF --------------------------------------------------------------------------
+@contextlib.contextmanager
+def _quiet_nncf() -> Iterator[None]:
+    """NNCF logs each step and draws progress bars; the guard's log says what matters."""
+    logger = logging.getLogger("nncf")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+class _OpenVino:
+    library = "openvino+nncf"
+    output: Literal["preprocessed", "gev"] = "preprocessed"
+
+    def __init__(self, model: onnx.ModelProto, feeds: list[Feed], threads: int) -> None:
+        self.ov = import_optional(
+            "openvino", package="openvino", extra="int8", purpose="the int8 backend"
+        )
+        self.nncf = import_optional(
+            "nncf", package="nncf", extra="int8", purpose="the int8 backend"
+        )
+        version = self.ov.__version__.split("-")[0]
+        self.library = f"openvino {version} + nncf {self.nncf.__version__}"
+        self.feeds, self.threads = feeds, threads
+        self.model = _openvino_model(self.ov, model)
+        self.labels = _layer_labels(model)
+        # ONNX node name -> the OpenVINO ops made from it ("node_Gemm_7/WithoutBiases", ...)
+        types = {op.get_type_name() for op in self.model.get_ordered_ops()}
+        self.other_types = sorted(types - OPENVINO_LAYER_OPS)
+
+    def layers(self) -> dict[str, str]:
+        names = {op.get_friendly_name().split("/")[0] for op in self.model.get_ordered_ops()}
+        return {label: node for label, node in self.labels.items() if node in names}
+
+    def quantize(self, fp32_nodes: frozenset[str]) -> Any:
+        nncf = self.nncf
+        scope = nncf.IgnoredScope(
+            types=self.other_types,
+            patterns=[rf"^{re.escape(node)}(/.*)?$" for node in sorted(fp32_nodes)],
+            validate=False,
+        )
+        with _quiet_nncf():
+            return nncf.quantize(
+                self.model.clone(),
+                nncf.Dataset(self.feeds),
+                subset_size=len(self.feeds),  # dataset items (batches), not showers
+                ignored_scope=scope,
+            )
+
+    def runner(self, model: Any) -> Runner:
+        return _OpenVinoRunner(self.ov, model, self.threads)
+
+
+def _openvino_model(ov: Any, model: onnx.ModelProto) -> Any:
+    with tempfile.TemporaryDirectory(prefix="caloforge-int8-") as tmp:
+        path = Path(tmp) / "fp32.onnx"
+        path.write_bytes(model.SerializeToString())
+        return ov.convert_model(str(path))
+
+
+class _OpenVinoRunner:
+    """An OpenVINO model compiled for the CPU, one static-shape compilation per batch size
+    (OpenVINO's CPU kernels are faster at static shapes; generation uses one or two sizes)."""
+
+    _CACHE = 4
+
+    def __init__(self, ov: Any, model: Any, threads: int) -> None:
+        self.ov, self.model, self.threads = ov, model, threads
+        self.compiled: dict[int, Any] = {}
+
+    def __call__(self, feed: Feed) -> np.ndarray:
+        n = len(feed["noise"])
+        request = self.compiled.get(n)
+        if request is None:
+            model = self.model.clone()
+            model.reshape({i.get_any_name(): [n, *i.get_partial_shape()[1:]] for i in model.inputs})
+            config = {
+                "INFERENCE_NUM_THREADS": self.threads,
+                "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_PRECISION_HINT": "f32",
+            }
+            compiled = self.ov.Core().compile_model(model, "CPU", config)
+            if len(self.compiled) >= self._CACHE:
+                self.compiled.pop(next(iter(self.compiled)))
+            request = self.compiled[n] = compiled.create_infer_request()
+        result = request.infer(feed)
+        out: np.ndarray = next(iter(result.values())).copy()
+        return out
+
+
+# --- ONNX Runtime (for the int8 ONNX export) ---------------------------------------------------
+class _OnnxRuntime:
+    output: Literal["preprocessed", "gev"] = "gev"
+
+    def __init__(self, model: onnx.ModelProto, feeds: list[Feed], threads: int) -> None:
+        self.ort = import_optional(
+            "onnxruntime", package="onnxruntime", extra="onnx", purpose="int8 ONNX export"
+        )
+        self.quantization = import_optional(
+            "onnxruntime.quantization", package="onnxruntime", extra="onnx", purpose="int8 export"
+        )
+        self.library = f"onnxruntime {self.ort.__version__} (static QDQ)"
+        self.feeds, self.threads = feeds, threads
+        self.tmp = tempfile.TemporaryDirectory(prefix="caloforge-int8-")
+        exported = Path(self.tmp.name) / "exported.onnx"
+        exported.write_bytes(model.SerializeToString())
+        # ONNX Runtime's recommended pre-processing (shape inference, graph clean-up)
+        self.source = Path(self.tmp.name) / "fp32.onnx"
+        self.quantization.quant_pre_process(
+            str(exported), str(self.source), skip_symbolic_shape=True
+        )
+        self.labels = _layer_labels(model)
+
+    def layers(self) -> dict[str, str]:
+        return dict(self.labels)
+
+    def quantize(self, fp32_nodes: frozenset[str]) -> Any:
+        import onnx
+
+        q = self.quantization
+        feeds = iter(self.feeds)
+
+        class Reader(q.CalibrationDataReader):  # type: ignore[name-defined]
+            def get_next(self) -> Feed | None:
+                return next(feeds, None)
+
+        target = Path(self.tmp.name) / "int8.onnx"
+        q.quantize_static(
+            str(self.source),
+            str(target),
+            Reader(),
+            quant_format=q.QuantFormat.QDQ,
+            op_types_to_quantize=list(ONNX_LAYER_OPS),
+            nodes_to_exclude=sorted(fp32_nodes),
+            per_channel=True,
+            activation_type=q.QuantType.QUInt8,
+            weight_type=q.QuantType.QInt8,
+            # u8 x s8 products summed in 16 bits saturate on AVX2 without VNNI: 7-bit weights
+            reduce_range=True,
+        )
+        return onnx.load(str(target))
+
+    def runner(self, model: Any) -> Runner:
+        options = self.ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        session = self.ort.InferenceSession(
+            model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+        )
+        return lambda feed: session.run(None, feed)[0]
+
+    def close(self) -> None:
+        self.tmp.cleanup()
+
+
+# --- public API -------------------------------------------------------------------------------
+class QuantizedGenerator(ShowerGenerator):
+    """The int8 generator: `generator(noise, conditions) -> showers` like the fp32 one.
+
+    Runs on the CPU in OpenVINO whatever the device of its inputs (the output goes back to
+    the noise's device); preprocessed units, float32, `(N, *shower_shape)`. Noise size and
+    distribution, conditions and config are the fp32 generator's (`reference`, kept for them
+    and for `sample_noise`; it is not run). `report` says what was quantized and how well.
+    """
+
+    def __init__(
+        self, reference: ShowerGenerator, model: Any, runner: Runner, report: Int8Report
+    ) -> None:
+        super().__init__(reference.config)
+        self.reference = reference
+        self.model = model  # the quantized openvino.Model (dynamic batch)
+        self.report = report
+        self._runner = runner
+        geometry = reference.config.resolved_geometry
+        self._sizes = {name: geometry.condition(name).size for name in reference.condition_names}
+
+    @property
+    def noise_distribution(self) -> Literal["normal", "uniform"]:
+        return self.reference.noise_distribution
+
+    @property
+    def noise_size(self) -> int:
+        return self.reference.noise_size
+
+    @property
+    def condition_names(self) -> tuple[str, ...]:
+        return self.reference.condition_names
+
+    def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
+        n = noise.shape[0]
+        feed = {"noise": np.ascontiguousarray(noise.detach().float().cpu().numpy())}
+        for name, size in self._sizes.items():
+            if name not in conditions:
+                raise ConditionError(
+                    f"the model needs condition '{name}'; got conditions {sorted(conditions)}"
+                )
+            value = torch.as_tensor(conditions[name]).detach().float().cpu().numpy()
+            if value.size != n * size:
+                expected = f"({n},)" if size == 1 else f"({n}, {size})"
+                raise ConditionError(
+                    f"condition '{name}' has shape {value.shape}; expected {expected}"
+                )
+            feed[name] = np.ascontiguousarray(value.reshape((n,) if size == 1 else (n, size)))
+        if n == 0:
+            return torch.zeros((0, *self.shower_shape), device=noise.device)
+        return torch.from_numpy(self._runner(feed)).to(noise.device)
+
+
+def quantize_int8(
+    pipeline: ShowerPipeline,
+    calibration: Mapping[str, np.ndarray],
+    *,
+    seed: int = 0,
+    tolerance: Int8Tolerance | None = None,
+    progress: bool = False,
+    threads: int | None = None,
+) -> QuantizedGenerator:
+    """The pipeline's generator quantized to int8 with the accuracy guard (module docstring).
+
+    calibration: conditions name -> (n,) or (n, size) in the geometry's units (for example
+        `calibration_conditions(pipeline, 512)`); the noise is drawn from `seed`.
+    threads: OpenVINO inference threads (default: `torch.get_num_threads()`).
+
+    Raises `MissingDependencyError` without openvino / nncf (`pip install caloforge[int8]`) or
+    onnx / onnxscript, `ConditionError` for a malformed calibration set.
+    """
+    tolerance = tolerance or Int8Tolerance()
+    threads = threads or torch.get_num_threads()
+    log = _logger(progress)
+    import_optional("openvino", package="openvino", extra="int8", purpose="the int8 backend")
+    import_optional("nncf", package="nncf", extra="int8", purpose="the int8 backend")
+    feeds, noise_a, energy = _feeds(pipeline, calibration, seed)
+    generator = _cpu_generator(pipeline)
+    module = GeVGenerator(generator, Identity(), pipeline.condition_names)
+    example = {k: torch.from_numpy(v[:2]) for k, v in feeds[0].items()}
+    if len(feeds[0]["noise"]) < 2:
+        example = {k: torch.from_numpy(np.concatenate([v, v])) for k, v in feeds[0].items()}
+    log("exporting the generator ...")
+    model = module_to_onnx(module, example, output_name="showers", what=pipeline.source)
+    guard = _Guard(pipeline, feeds, noise_a, energy)
+    backend = _OpenVino(model, feeds, threads)
+    quantized, report = _search(backend, pipeline, feeds, guard, tolerance, log)
+    return QuantizedGenerator(generator, quantized, backend.runner(quantized), report)
+
+
+def quantize_onnx_model(
+    model: onnx.ModelProto,
+    pipeline: ShowerPipeline,
+    calibration: Mapping[str, np.ndarray],
+    *,
+    seed: int = 0,
+    tolerance: Int8Tolerance | None = None,
+    progress: bool = False,
+    threads: int | None = None,
+) -> tuple[onnx.ModelProto, Int8Report]:
+    """An exported fp32 GeV graph (`caloforge.export.onnx.pipeline_to_onnx`) quantized by ONNX
+    Runtime (static QDQ, per channel) with the same guard and fallback as `quantize_int8`."""
+    tolerance = tolerance or Int8Tolerance()
+    threads = threads or torch.get_num_threads()
+    feeds, noise_a, energy = _feeds(pipeline, calibration, seed)
+    guard = _Guard(pipeline, feeds, noise_a, energy)
+    backend = _OnnxRuntime(model, feeds, threads)
+    try:
+        quantized, report = _search(backend, pipeline, feeds, guard, tolerance, _logger(progress))
+    finally:
+        backend.close()
+    result: onnx.ModelProto = quantized
+    return result, report
+
+
+def _logger(progress: bool) -> Callable[[str], None]:
+    import sys
+
+    def log(message: str) -> None:
+        if progress:
+            print(f"int8: {message}", file=sys.stderr, flush=True)
+
+    return log

@@ -1,0 +1,162 @@
+"""The int8 backend: quantized generators agree with fp32 within the guard, fall back when not."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from caloforge.data.transforms import Power
+from caloforge.export import MissingDependencyError
+from caloforge.generation.int8 import (
+    Int8Error,
+    Int8Tolerance,
+    QuantizedGenerator,
+    calibration_conditions,
+    quantize_int8,
+)
+from caloforge.generation.pipeline import ShowerPipeline
+from caloforge.models import build_model
+
+pytest.importorskip("onnxscript")
+pytest.importorskip("openvino")
+pytest.importorskip("nncf")
+
+# Small models: the architectures are the real ones, the latent vectors short.
+TINY = {"gan3d": {"latent_size": 16}, "wgan-lhcb": {"noise_size": 16}}
+# int8 against fp32 on the same noise: relative L2 over all cells (int8 has 256 levels per
+# tensor; the guard itself bounds the physics numbers, this bounds the cells).
+INT8_RELATIVE_L2 = 0.25
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_pipeline(family: str) -> ShowerPipeline:
+    bundle = build_model(family, TINY[family], seed=3)
+    geometry = bundle.config.resolved_geometry
+    return ShowerPipeline(bundle.generator, Power(0.85, scale=100.0), geometry, source=family)
+
+
+@pytest.fixture(scope="module")
+def quantized() -> dict[str, tuple[ShowerPipeline, QuantizedGenerator]]:
+    out = {}
+    for family in TINY:
+        pipeline = tiny_pipeline(family)
+        calibration = calibration_conditions(pipeline, 128, seed=1)
+        out[family] = (pipeline, quantize_int8(pipeline, calibration, seed=2, threads=1))
+    return out
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_quantized_generator_agrees_with_fp32_and_the_guard_holds(quantized, family):
+    pipeline, int8 = quantized[family]
+    report = int8.report
+    assert report.holds and report.after.holds(report.tolerance)
+    assert report.library.startswith("openvino")
+    assert set(report.int8_layers) | set(report.fp32_layers) == set(report.layers)
+    assert report.int8_layers, "no layer left int8 on a model the guard should accept"
+    json.dumps(report.to_dict())  # serialisable as is
+
+    # fresh conditions and noise, not the calibration set; any batch size
+    conditions = calibration_conditions(pipeline, 37, seed=9)
+    tensors = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in conditions.items()}
+    noise = pipeline.generator.sample_noise(37, torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        expected = pipeline.generator(noise, tensors)
+    found = int8(noise, tensors)
+    assert found.shape == expected.shape and found.dtype == torch.float32
+    error = float(torch.linalg.norm(found - expected) / torch.linalg.norm(expected))
+    assert error < INT8_RELATIVE_L2, error
+
+
+def test_quantized_generator_slots_into_the_pipeline(quantized):
+    pipeline, int8 = quantized["gan3d"]
+    int8_pipeline = ShowerPipeline(int8, pipeline.transform, pipeline.geometry)
+    conditions = {"energy": np.array([20.0, 80.0, 150.0])}
+    fp32 = pipeline(conditions, torch.Generator().manual_seed(5)).showers
+    out = int8_pipeline(conditions, torch.Generator().manual_seed(5)).showers
+    assert out.shape == fp32.shape == (3, 25, 25, 25) and out.min() >= 0
+    assert np.linalg.norm(out - fp32) / np.linalg.norm(fp32) < INT8_RELATIVE_L2
+    assert int8.noise_size == 16 and int8.condition_names == ("energy",)
+
+
+def test_an_impossible_tolerance_falls_back_layer_by_layer_and_says_so():
+    pipeline = tiny_pipeline("wgan-lhcb")
+    calibration = calibration_conditions(pipeline, 64, seed=1)
+    tight = Int8Tolerance(projection_mse=1e-9, response=1e-9, profile=1e-9)
+    int8 = quantize_int8(pipeline, calibration, seed=2, tolerance=tight, threads=1)
+    report = int8.report
+    assert not report.before.holds(tight)
+    assert set(report.sensitivity) == set(report.layers)  # measured for every layer
+    # most sensitive first: the fallback order follows the measured sensitivity
+    order = [report.sensitivity[label] for label in report.fp32_layers]
+    assert order == sorted(order, reverse=True)
+    assert report.fp32_layers  # it did fall back
+    if report.holds:
+        assert report.after.holds(tight)
+    else:  # every layer went back to fp32 and the tiny float differences still count
+        assert set(report.fp32_layers) == set(report.layers) and not report.int8_layers
+    assert "fp32:" in report.summary()
+
+
+def test_a_missing_library_names_the_package_and_the_extra(monkeypatch):
+    pipeline = tiny_pipeline("wgan-lhcb")
+    monkeypatch.setitem(sys.modules, "nncf", None)  # `import nncf` raises ImportError
+    with pytest.raises(MissingDependencyError, match=r"'nncf'.*caloforge\[int8\]"):
+        quantize_int8(pipeline, calibration_conditions(pipeline, 8))
+
+
+def test_bad_calibration_sets_and_tolerances_are_user_errors():
+    pipeline = tiny_pipeline("wgan-lhcb")
+    with pytest.raises(Int8Error, match="at least 2"):
+        calibration_conditions(pipeline, 1)
+    with pytest.raises(Int8Error, match="'response' must be positive"):
+        Int8Tolerance(response=0.0)
+
+
+def test_export_int8_writes_an_onnx_runtime_qdq_model_that_keeps_the_guard(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from caloforge.export import export_onnx
+    from caloforge.export.onnx import read_metadata
+    from caloforge.training.checkpoint import save_checkpoint
+
+    pipeline = tiny_pipeline("wgan-lhcb")
+    save_checkpoint(
+        tmp_path / "run",
+        step=1,
+        epoch=0,
+        bundle=build_model("wgan-lhcb", TINY["wgan-lhcb"], seed=3),
+        transform=pipeline.transform,
+        geometry=pipeline.geometry,
+        training={},
+        trainer_state={},
+    )
+    out = export_onnx(tmp_path / "run", tmp_path / "int8.onnx", int8=True, calibration_size=64)
+    meta = read_metadata(out)
+    report = json.loads(meta["int8_report"])
+    assert meta["precision"] == "int8" and report["holds"]
+    assert report["library"].startswith("onnxruntime")
+    ops = {node.op_type for node in onnx.load(str(out)).graph.node}
+    assert report["int8_layers"] and {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+    conditions = calibration_conditions(pipeline, 16, seed=7)
+    expected = pipeline(conditions, torch.Generator().manual_seed(8)).showers
+    noise = pipeline.generator.sample_noise(16, torch.Generator().manual_seed(8)).numpy()
+    feed = {"noise": noise} | {
+        k: conditions[k].astype(np.float32) for k in pipeline.condition_names
+    }
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (found,) = session.run(["showers"], feed)
+    error = np.linalg.norm(found - expected) / np.linalg.norm(expected)
+    assert found.shape == expected.shape and error < INT8_RELATIVE_L2, error
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "run"]
