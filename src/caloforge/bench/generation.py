@@ -96,6 +96,7 @@ class BenchResult:
     end_to_end: dict[str, float]  # backend -> showers/s through the whole pipeline
     simulator_showers_per_s: float | None
     load_average: tuple[float, float, float]
+    reports: dict[str, Any] = field(default_factory=dict)  # backend -> e.g. the int8 guard's
 
     def rows(self) -> list[dict[str, Any]]:
         return [t.to_dict(self.gflop_per_shower, self.peaks[t.backend]) for t in self.timings]
@@ -223,8 +224,13 @@ def bench_generation(
     skipped: list[dict[str, Any]] = []
     end_to_end: dict[str, float] = {}
     peaks: dict[str, float] = {}
+    reports: dict[str, Any] = {}
     for backend in backends:
         pipeline.set_backend(backend, seed=seed)
+        report = getattr(pipeline.forward, "report", None)
+        if report is not None:
+            reports[backend] = report.to_dict()
+            log(report.summary())
         peaks[backend] = peak if peak is not None else peak_gflops(device, backend)
         forward = pipeline.forward
         too_slow = False
@@ -275,6 +281,7 @@ def bench_generation(
         end_to_end=end_to_end,
         simulator_showers_per_s=sim,
         load_average=os.getloadavg(),
+        reports=reports,
     )
 
 
