@@ -268,8 +268,10 @@ def one_step(bundle: ModelBundle, real: Tensor, conditions: dict[str, Tensor]) -
         discriminator=d,
         generator_plain=g,
         discriminator_plain=d,
-        optimizer_g=torch.optim.SGD(g.parameters(), lr=1e-3),
-        optimizer_d=torch.optim.SGD(d.parameters(), lr=1e-3),
+        # Small steps: the MAPE terms (in percent) give gradients of order 100, and a large SGD
+        # step would carry batch-of-2 BatchNorm's ill-conditioning into every later loss.
+        optimizer_g=torch.optim.SGD(g.parameters(), lr=1e-5),
+        optimizer_d=torch.optim.SGD(d.parameters(), lr=1e-5),
     )
     rng = torch.Generator().manual_seed(8)  # noise and labels
     context = StepContext(models, config, Distributed(), rng, contextlib.nullcontext)
