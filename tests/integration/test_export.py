@@ -33,12 +33,7 @@ TRANSFORMS: dict[str, Transform] = {
 FP32_TOLERANCE = 1e-4  # relative L2 error of the ONNX Runtime showers against the pipeline's
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_run(run_dir: Path, family: str) -> Path:

@@ -29,13 +29,7 @@ from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 from caloforge.training.checkpoint import WEIGHTS, CheckpointError, save_checkpoint
 from shower_files import make_lcd_fixed, make_lhcb
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_checkpoint(run_dir: Path, family: str, training: dict[str, Any] | None = None) -> Path:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from caloforge.data.transforms import Log, Power
+from caloforge.data.transforms import Log
 from caloforge.devices import resolve_device
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.generation.pipeline import (
@@ -17,13 +17,12 @@ from caloforge.generation.pipeline import (
     ShowerPipeline,
     training_ranges,
 )
-from caloforge.models import build_model
 from caloforge.training.checkpoint import (
     WEIGHTS,
     CheckpointError,
     load_checkpoint,
-    save_checkpoint,
 )
+from model_files import random_checkpoint
 
 N = 6
 CONDITIONS: dict[str, dict[str, np.ndarray]] = {
@@ -38,29 +37,14 @@ CONDITIONS: dict[str, dict[str, np.ndarray]] = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_checkpoint(
     run_dir: Path, family: str, transform: Any = None, training: dict[str, Any] | None = None
 ) -> Path:
     """A checkpoint of `family` with random (seeded) weights; returns its folder."""
-    bundle = build_model(family, seed=3)
-    return save_checkpoint(
-        run_dir,
-        step=1,
-        epoch=0,
-        bundle=bundle,
-        transform=transform or Power(0.85, scale=100.0),
-        geometry=bundle.config.resolved_geometry,
-        training=training or {},
-        trainer_state={},
-    )
+    return random_checkpoint(run_dir, family, seed=3, transform=transform, training=training)
 
 
 @pytest.fixture(scope="module")

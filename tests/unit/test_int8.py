@@ -32,12 +32,7 @@ TINY = {"gan3d": {"latent_size": 16}, "wgan-lhcb": {"noise_size": 16}}
 INT8_RELATIVE_L2 = 0.25
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def tiny_pipeline(family: str) -> ShowerPipeline:
