@@ -329,3 +329,13 @@ def test_angle_and_lhcb_geometries_get_their_own_plots(tmp_path, geometry, range
         assert "measured_theta" in doc["features"]
     else:
         assert "asymmetry_long" in doc["features"]
+
+
+def test_a_deviation_without_an_error_is_shown_without_one():
+    # A bin whose bootstrap gives no error (NaN, null in metrics.json): the value alone.
+    from caloforge.validation.report import _signed_percent
+
+    assert _signed_percent(-0.5, None) == "-50.00 %"
+    assert _signed_percent(0.01, float("nan")) == "+1.00 %"
+    assert _signed_percent(0.01, 0.002) == "+1.00 &plusmn; 0.20 %"
+    assert _signed_percent(None, 0.1) == "&ndash;"

@@ -1700,9 +1700,12 @@ def _pm(value: Any, error: Any, scale: float = 1.0, digits: int = 3) -> str:
     return text
 
 
-def _signed_percent(value: float, error: float) -> str:
-    if not math.isfinite(value):
+def _signed_percent(value: float | None, error: float | None) -> str:
+    """`+1.23 ± 0.45 %`; the error is left out where there is none (JSON null: NaN)."""
+    if value is None or not math.isfinite(value):
         return "&ndash;"
+    if error is None or not math.isfinite(error):
+        return f"{100 * value:+.2f} %"
     return f"{100 * value:+.2f} &plusmn; {100 * error:.2f} %"
 
 
