@@ -33,14 +33,13 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.data.transforms import transform_from_dict
@@ -48,9 +47,10 @@ from caloforge.devices import tune_for_fixed_shapes
 from caloforge.models import MODEL_FAMILIES, build_model
 from caloforge.models.wgan_lhcb import WganLhcbConfig, encode_conditions
 from caloforge.training import losses
-from caloforge.training.config import RunConfig, TrainConfig, load_config
+from caloforge.training.config import RunConfig, load_config
 from caloforge.training.distributed import Distributed
 from caloforge.training.steps import GanStep, StepContext, StepModels, WganStep
+from caloforge.training.trainer import autocast_for, make_optimizer
 
 FAMILIES = ("gan3d", "gan3d-angle", "conv2d-g1", "conv2d-g2", "conv2d-g3", "wgan-lhcb")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -94,30 +94,6 @@ class Row:
 
 
 # --- the step, as the trainer builds it -----------------------------------------------------
-def make_optimizer(cfg: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """`Trainer._optimizer`, repeated here (it is a method of a trainer that needs data)."""
-    o = cfg.optimizer
-    params = [p for p in module.parameters() if p.requires_grad]
-    if o.name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=o.betas)
-    if o.name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=o.momentum)
-    return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
-
-
-def make_autocast(
-    precision: str, device: torch.device
-) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    """`Trainer._autocast`: bf16 autocast on GPU (precision auto) or when asked for."""
-
-    def autocast() -> contextlib.AbstractContextManager[Any]:
-        if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
-            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
-    return autocast
-
-
 def synthetic_batch(
     config: RunConfig, shape: tuple[int, ...], n: int, device: torch.device, seed: int
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -157,7 +133,7 @@ def build_step(
     )
     context = Distributed(device=device)
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
-    common = StepContext(models, cfg, context, rng, make_autocast(precision, device))
+    common = StepContext(models, cfg, context, rng, lambda: autocast_for(precision, device))
     if config.family == "wgan-lhcb":
         model_config = bundle.config
         assert isinstance(model_config, WganLhcbConfig)

@@ -135,7 +135,7 @@ def _check_compiler() -> None:
 
 def build_backend(name: str, generator: ShowerGenerator) -> Backend:
     """The backend `name` for `generator` (already on its device). `int8` is built by
-    `ShowerPipeline.with_backend`, which has the calibration data it needs."""
+    `ShowerPipeline.set_backend`, which has the calibration data it needs."""
     if name == "eager":
         return EagerBackend(generator)
     if name == "compiled":
@@ -157,5 +157,5 @@ def build_backend(name: str, generator: ShowerGenerator) -> Backend:
             )
         return CompiledBackend(generator, torch.bfloat16)
     if name == "int8":
-        raise CaloforgeError("backend 'int8' is built through ShowerPipeline.with_backend")
+        raise CaloforgeError("backend 'int8' is built through ShowerPipeline.set_backend")
     raise CaloforgeError(f"unknown backend '{name}'; choose one of {', '.join(BACKENDS)}")

@@ -44,7 +44,7 @@ from caloforge.training.checkpoint import (
     save_checkpoint,
     write_pointer,
 )
-from caloforge.training.config import RunConfig
+from caloforge.training.config import RunConfig, TrainConfig
 from caloforge.training.distributed import (
     init_distributed,
     synchronise_batchnorm,
@@ -81,6 +81,25 @@ class TrainResult:
     best_checkpoint: Path | None
     last_check: PhysicsCheck | None
     history: list[dict[str, Any]]
+
+
+def make_optimizer(cfg: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer for `module`'s trainable parameters at learning rate `lr`."""
+    o = cfg.optimizer
+    params = [p for p in module.parameters() if p.requires_grad]
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=o.betas)
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=o.momentum)
+    # Keras' RMSprop (the 3DGAN code): rho 0.9, epsilon 1e-7.
+    return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
+
+
+def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractContextManager[None]:
+    """bf16 autocast when asked for, or on a GPU with precision "auto"; else nothing."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 class Trainer:
@@ -150,8 +169,8 @@ class Trainer:
             discriminator=wrap_ddp(d_plain, ctx),
             generator_plain=g_plain,
             discriminator_plain=d_plain,
-            optimizer_g=self._optimizer(g_plain, cfg.optimizer.lr_generator),
-            optimizer_d=self._optimizer(d_plain, cfg.optimizer.lr_discriminator),
+            optimizer_g=make_optimizer(cfg, g_plain, cfg.optimizer.lr_generator),
+            optimizer_d=make_optimizer(cfg, d_plain, cfg.optimizer.lr_discriminator),
             regressor=self.bundle.regressor,
         )
         self.steps_per_epoch = len(self.stream)
@@ -206,16 +225,6 @@ class Trainer:
             for name in self.geometry.condition_names
         }
 
-    def _optimizer(self, module: nn.Module, lr: float) -> torch.optim.Optimizer:
-        o = self.cfg.optimizer
-        params = [p for p in module.parameters() if p.requires_grad]
-        if o.name == "adam":
-            return torch.optim.Adam(params, lr=lr, betas=o.betas)
-        if o.name == "sgd":
-            return torch.optim.SGD(params, lr=lr, momentum=o.momentum)
-        # Keras' RMSprop (the 3DGAN code): rho 0.9, epsilon 1e-7.
-        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7)
-
     def lr_factor(self, step: int) -> float:
         """The learning-rate schedule: a factor of the base rates, a pure function of the step
         (so a resumed run needs no scheduler state)."""
@@ -238,11 +247,7 @@ class Trainer:
                 group["lr"] = base * factor
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        p = self.cfg.precision
-        device = self.context.device.type
-        if p == "bf16" or (p == "auto" and device == "cuda"):
-            return torch.autocast(device_type=device, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        return autocast_for(self.cfg.precision, self.context.device)
 
     def _make_step(self) -> GanStep | WganStep:
         common = StepContext(self.models, self.cfg, self.context, self.rng, self._autocast)
