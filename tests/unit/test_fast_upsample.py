@@ -3,7 +3,7 @@
 `fast_upsample`: each generator "nearest upsample -> zero pad -> Conv3d" runs as one sub-pixel
 convolution (`upsample_conv3d`). `fast_discriminator`: the discriminator runs in
 channels-last layout with its 1-channel convolution's W taps as channels
-(`conv3d_taps_as_channels`) and its dropout masks drawn in the plain path's order.
+(`conv3d_taps_as_channels`); dropout masks do not depend on the layout.
 
 Each is checked against the literal layers, outputs and gradients (input and every
 parameter), for the exact layer configurations of gan3d and gan3d-angle:

@@ -11,6 +11,7 @@ import torch
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.geometry import load_geometry
 from caloforge.models import MODEL_FAMILIES, ModelBundle, build_model, parameter_counts
+from caloforge.models.base import Dropout
 from caloforge.models.gan3d_angle import EMPTY_SHOWER_ANGLE, measured_angle
 
 FAMILIES = ["gan3d", "gan3d-angle", "conv2d-g1", "conv2d-g2", "conv2d-g3", "wgan-lhcb"]
@@ -213,3 +214,46 @@ def test_measured_angle_of_a_straight_track() -> None:
         assert measured_angle(showers).item() == pytest.approx(expected, abs=1e-5)
     empty = torch.zeros(2, 51, 51, 25)
     assert torch.equal(measured_angle(empty), torch.full((2,), EMPTY_SHOWER_ANGLE))
+
+
+# --- the models' dropout (16-bit uniforms from 64-bit draws on the CPU) ----------------------
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.9])
+def test_dropout_rate_and_scale(p):
+    torch.manual_seed(3)
+    x = torch.full((200, 50, 100), 2.0)
+    y = Dropout(p)(x)
+    dropped = float((y == 0).double().mean())
+    # One million Bernoulli draws: standard error <= 5e-4; allow 5 sigma.
+    assert abs(dropped - p) < 2.5e-3, dropped
+    assert torch.allclose(y[y != 0], torch.tensor(2.0 / (1 - p)))
+
+
+def test_dropout_uses_every_bit_of_its_draws():
+    """Each of the four 16-bit slices of a draw is uniform: a draw whose sign bit were never
+    set (`random_()`'s default range) would keep every fourth element far more often."""
+    torch.manual_seed(4)
+    y = Dropout(0.5)(torch.ones(400_000, 4))
+    kept = (y != 0).double().mean(dim=0)
+    assert torch.all((kept - 0.5).abs() < 0.004), kept
+
+
+def test_dropout_mask_does_not_depend_on_layout_and_gradient_is_the_mask():
+    x = torch.randn(3, 8, 5, 6, 7)
+    channels_last = x.contiguous(memory_format=torch.channels_last_3d).requires_grad_()
+    torch.manual_seed(5)
+    a = Dropout(0.3)(x)
+    torch.manual_seed(5)
+    b = Dropout(0.3)(channels_last)
+    assert torch.equal(a, b)
+    assert b.is_contiguous(memory_format=torch.channels_last_3d)  # the next conv's layout
+    b.sum().backward()
+    assert channels_last.grad is not None
+    assert torch.equal(channels_last.grad, (b != 0).float() / 0.7)
+
+
+def test_dropout_is_identity_in_eval_and_at_zero():
+    x = torch.randn(4, 5)
+    module = Dropout(0.4)
+    module.eval()
+    assert torch.equal(module(x), x)
+    assert torch.equal(Dropout(0.0)(x), x)

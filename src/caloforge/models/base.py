@@ -31,6 +31,7 @@ from caloforge.geometry import Geometry, load_geometry
 
 __all__ = [
     "MODEL_FAMILIES",
+    "Dropout",
     "GanDiscriminatorOutput",
     "ModelBundle",
     "ModelConfig",
@@ -398,3 +399,34 @@ def same_pad3d(kernel: tuple[int, int, int]) -> nn.ConstantPad3d:
     """Zero padding that makes a stride-1 Conv3d with `kernel` (D, H, W) keep the size."""
     (d0, d1), (h0, h1), (w0, w1) = (_same(k) for k in kernel)
     return nn.ConstantPad3d((w0, w1, h0, h1, d0, d1), 0.0)
+
+
+class Dropout(nn.Dropout):
+    """`nn.Dropout` whose CPU masks cost a tenth of ATen's.
+
+    On the CPU, `functional.dropout` draws one Bernoulli number per element from the serial
+    Mersenne twister; in a 3DGAN training step that is about a sixth of the time. Here each
+    64-bit draw gives four 16-bit uniforms, and an element is kept when its uniform is below
+    round((1 - p) * 2^16): the rate is p to within 2^-17, the kept values are scaled by
+    1 / (1 - p) as usual, and the mask is drawn in logical (N, C, ...) order whatever the
+    input's memory layout, so a seeded run does not depend on it. On other devices, in eval
+    mode and for p = 0 it is `functional.dropout`. No parameters: state dicts are
+    `nn.Dropout`'s.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not (self.training and 0 < self.p < 1 and x.device.type == "cpu"):
+            return super().forward(x)
+        keep = keep_mask(x.shape, 1 - self.p)
+        if not x.is_contiguous():  # lay the mask out as x is (channels-last, say): faster
+            keep = torch.empty_like(x, dtype=torch.bool).copy_(keep)
+        return torch.where(keep, x, 0).mul_(1 / (1 - self.p))
+
+
+def keep_mask(shape: torch.Size | tuple[int, ...], keep: float) -> Tensor:
+    """A boolean tensor of `shape`, each element True with probability `keep` (to within
+    2^-17), from the default CPU generator: four 16-bit uniforms per 64-bit draw."""
+    n = math.prod(shape)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)  # all 64 bits
+    uniforms = words.view(torch.int16)[:n].view(shape)  # uniform on [-2^15, 2^15)
+    return uniforms < round(keep * 65536) - 32768

@@ -58,6 +58,7 @@ import torch
 from torch import Tensor, nn
 
 from caloforge.models.base import (
+    Dropout,
     GanDiscriminatorOutput,
     ModelConfig,
     ShowerGenerator,
@@ -176,7 +177,7 @@ def _layers(
                 nn.BatchNorm2d(
                     step.channels * g, eps=config.batchnorm_eps, momentum=config.batchnorm_momentum
                 ),
-                nn.Dropout(config.dropout),
+                Dropout(config.dropout),
             ]
         c_in = step.channels
     return layers

@@ -36,8 +36,9 @@ runs the literal layers and is kept as the reference.
   does 4-5x fewer multiply-adds (s^3 = 8, 12 at best) for the same outputs and gradients.
 - `fast_discriminator`: the discriminator's activations stay in channels-last layout, where
   oneDNN's kernels for these 8-channel convolutions are about twice as fast on CPU, and its
-  1-channel first convolution runs with the W taps as channels (`conv3d_taps_as_channels`);
-  dropout masks are drawn in the plain path's order, so a seeded run is the same either way.
+  1-channel first convolution runs with the W taps as channels (`conv3d_taps_as_channels`).
+  Dropout (`caloforge.models.base.Dropout`) draws its masks in logical order, so a seeded run
+  is the same either way.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from caloforge.models.base import (
+    Dropout,
     GanDiscriminatorOutput,
     ModelConfig,
     ShowerGenerator,
@@ -154,7 +156,7 @@ class Gan3dDiscriminator(nn.Module):
             _pad3d(2, 2, 2),  # "same" for a 5^3 kernel
             nn.Conv3d(1, 32, 5),
             nn.LeakyReLU(slope),
-            nn.Dropout(config.dropout),
+            Dropout(config.dropout),
         ]
         in_channels = 32
         for pad in (2, 2, 1):  # 25 -> 25 -> 25 -> 23 cells per axis
@@ -163,7 +165,7 @@ class Gan3dDiscriminator(nn.Module):
                 nn.Conv3d(in_channels, 8, 5),
                 nn.LeakyReLU(slope),
                 nn.BatchNorm3d(8, eps=eps, momentum=momentum),
-                nn.Dropout(config.dropout),
+                Dropout(config.dropout),
             ]
             in_channels = 8
         blocks += [nn.AvgPool3d(2), nn.Flatten()]  # 8 x 11^3
@@ -300,27 +302,10 @@ class FastConv3dSequential(nn.Sequential):
                 assert isinstance(layer, nn.Conv3d)
                 x = conv3d_taps_as_channels(x, layer.weight, layer.bias)
                 i += 1
-            elif self.channels_last and _is_cpu_dropout(layer, x):
-                assert isinstance(layer, nn.Dropout)
-                x = _dropout_logical_order(x, layer.p)
-                i += 1
             else:
                 x = layer(x)
                 i += 1
         return x
-
-
-def _is_cpu_dropout(layer: nn.Module, x: Tensor) -> bool:
-    return isinstance(layer, nn.Dropout) and layer.training and 0 < layer.p < 1 and not x.is_cuda
-
-
-def _dropout_logical_order(x: Tensor, p: float) -> Tensor:
-    """`functional.dropout(x, p)` as ATen computes it on CPU (a `bernoulli_(1 - p)` mask shaped
-    like x, divided by 1 - p, times x), but with the mask drawn in logical (N, C, D, H, W)
-    order whatever x's layout: a channels-last x gets the same mask as the plain path from the
-    same random state (`empty_like` would draw it in memory order)."""
-    noise = torch.empty(x.shape, dtype=x.dtype, device=x.device).bernoulli_(1 - p).div_(1 - p)
-    return x * noise
 
 
 def _is_plain_conv(layer: nn.Module) -> bool:

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from caloforge.models.base import (
+    Dropout,
     ModelConfig,
     ShowerGenerator,
     get_condition,
@@ -168,7 +169,7 @@ class Gan3dAngleDiscriminator(nn.Module):
             same_pad3d(kernel),
             nn.Conv3d(1, 16, kernel),
             nn.LeakyReLU(slope),
-            nn.Dropout(config.dropout),
+            Dropout(config.dropout),
         ]
         for c_in, pad_layers in ((16, 1), (8, 1), (8, 0)):
             layers += [
@@ -176,7 +177,7 @@ class Gan3dAngleDiscriminator(nn.Module):
                 nn.Conv3d(c_in, 8, kernel),
                 nn.LeakyReLU(slope),
                 nn.BatchNorm3d(8, eps=eps, momentum=momentum),
-                nn.Dropout(config.dropout),
+                Dropout(config.dropout),
             ]
         layers += [nn.AvgPool3d(2), nn.Flatten()]
         self.features = FastConv3dSequential(*layers, channels_last=config.fast_discriminator)
