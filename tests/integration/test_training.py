@@ -218,3 +218,20 @@ def test_training_on_a_gpu_in_bf16_gives_a_checkpoint_the_cpu_loads(family, tmp_
     checkpoint = load_checkpoint(tmp_path / "run", device="cpu")
     weights = [p for p in checkpoint.bundle.generator.parameters()]
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in weights)
+
+
+def test_learning_rate_warms_up_then_follows_the_schedule(clic_data, tmp_path):
+    overrides = [
+        *FAST,
+        "training.batch_size=4",
+        "training.max_steps=10",
+        "training.optimizer.warmup_steps=4",
+        "training.optimizer.schedule=cosine",
+    ]
+    trainer = Trainer(load_config(CONFIGS / "gan3d.yaml", overrides), clic_data, tmp_path / "r")
+    cosine = [0.5 * (1 + np.cos(np.pi * step / 10)) for step in range(6)]
+    expected = [min(1.0, (step + 1) / 4) * cosine[step] for step in range(6)]
+    assert [trainer.lr_factor(step) for step in range(6)] == pytest.approx(expected)
+    trainer.fit()
+    lr = trainer.models.optimizer_g.param_groups[0]["lr"]
+    assert lr == pytest.approx(1e-3 * trainer.lr_factor(trainer.state.step - 1))

@@ -12,12 +12,14 @@ import torch
 from caloforge.data.transforms import Power
 from caloforge.export import MissingDependencyError
 from caloforge.generation.int8 import (
+    GuardMetrics,
     Int8Error,
     Int8Tolerance,
     QuantizedGenerator,
     calibration_conditions,
     quantize_int8,
 )
+from caloforge.generation.int8 import _search as search_fallback
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import build_model
 
@@ -101,6 +103,63 @@ def test_an_impossible_tolerance_falls_back_layer_by_layer_and_says_so():
     else:  # every layer went back to fp32 and the tiny float differences still count
         assert set(report.fp32_layers) == set(report.layers) and not report.int8_layers
     assert "fp32:" in report.summary()
+
+
+class _AdditiveLayers:
+    """A stand-in quantizer: each int8 layer adds its own error to the guard's number."""
+
+    library = "fake"
+    output = "gev"
+
+    def __init__(self, errors: dict[str, float]) -> None:
+        self.errors = errors
+        self.quantizations = 0
+
+    def layers(self) -> dict[str, str]:
+        return {label: f"node_{label}" for label in self.errors}
+
+    def quantize(self, fp32_nodes: frozenset[str]) -> float:
+        self.quantizations += 1
+        return sum(e for label, e in self.errors.items() if f"node_{label}" not in fp32_nodes)
+
+    def runner(self, model: float):
+        return lambda feed: np.full((len(feed["noise"]), 1), model)
+
+
+class _ErrorIsTheOutput:
+    def metrics(self, out: np.ndarray) -> GuardMetrics:
+        return GuardMetrics(float(out[0, 0]), 0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+@pytest.mark.parametrize(
+    ("tolerance", "n_fp32", "left"),
+    # 0.9581 with all int8. 0.1: a-d back leave 0.0681 (a-c leave 0.1081). 0.0018: a-g and
+    # the 15 largest small ones back leave 0.00165 (14 leave 0.00201).
+    [(0.1, 4, 0.0681), (0.0018, 22, 0.00165)],
+)
+def test_fallback_finds_the_fewest_most_sensitive_layers_by_bisection(
+    shuffled, tolerance, n_fp32, left
+):
+    errors = {"a": 0.5, "b": 0.3, "c": 0.05, "d": 0.04, "e": 0.03, "f": 0.02, "g": 0.01}
+    errors |= {f"small{i:02d}": 0.0005 - 1e-5 * i for i in range(20)}  # 27 layers
+    if shuffled:  # graph order is not sensitivity order
+        errors = dict(sorted(errors.items(), key=lambda item: item[0][::-1]))
+    backend = _AdditiveLayers(errors)
+    _, report = search_fallback(
+        backend,
+        pipeline=None,
+        feeds=[{"noise": np.zeros((4, 2), np.float32)}],
+        guard=_ErrorIsTheOutput(),
+        tolerance=Int8Tolerance(projection_mse=tolerance),
+        log=lambda message: None,
+    )
+    by_sensitivity = sorted(errors, key=lambda label: -errors[label])
+    assert report.fp32_layers == tuple(by_sensitivity[:n_fp32])
+    assert report.holds and report.after.projection_mse_degradation == pytest.approx(left)
+    # All int8, one per layer for the sensitivities, all fp32, then a bisection over 27
+    # prefixes: 34 at most (one at a time would take 1 + 27 + 22 for the second case).
+    assert backend.quantizations <= 1 + 27 + 1 + 5
 
 
 def test_a_missing_library_names_the_package_and_the_extra(monkeypatch):

@@ -95,6 +95,7 @@ def test_overrides_reach_nested_entries_and_are_checked():
         ("training.batch_size=0", "training.batch_size must be > 0"),
         ("training.batch_size=two", "must be of type int"),
         ("training.optimizer.name=lbfgs", "must be one of rmsprop, adam, sgd"),
+        ("training.optimizer.warmup_steps=-5", "warmup_steps must be 0 or more"),
         ("training.loss.label_flip=0.7", "label_flip must be in [0, 0.5)"),
         ("optimizer.name=adam", "must start with model., transform. or training."),
         ("training.fractions=[0.5, 0.1, 0.1]", "summing to 1"),

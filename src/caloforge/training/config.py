@@ -35,6 +35,7 @@ class OptimizerConfig:
     momentum: float = 0.0  # sgd only
     schedule: str = "constant"  # constant | exponential (gamma per epoch) | cosine (to 0)
     gamma: float = 1.0  # exponential decay per epoch
+    warmup_steps: int = 0  # the rates rise linearly from 1/warmup_steps of the base over these
 
     def check(self) -> None:
         _one_of("optimizer.name", self.name, ("rmsprop", "adam", "sgd"))
@@ -42,6 +43,10 @@ class OptimizerConfig:
         _positive("optimizer.lr_generator", self.lr_generator)
         _positive("optimizer.lr_discriminator", self.lr_discriminator)
         _positive("optimizer.gamma", self.gamma)
+        if self.warmup_steps < 0:
+            raise TrainConfigError(
+                f"optimizer.warmup_steps must be 0 or more, got {self.warmup_steps}"
+            )
 
 
 @dataclass(frozen=True)

@@ -229,12 +229,13 @@ class Trainer:
         """The learning-rate schedule: a factor of the base rates, a pure function of the step
         (so a resumed run needs no scheduler state)."""
         o = self.cfg.optimizer
+        warmup = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps else 1.0
         if o.schedule == "exponential":
-            return float(o.gamma ** (step // max(1, self.steps_per_epoch)))
+            return warmup * float(o.gamma ** (step // max(1, self.steps_per_epoch)))
         if o.schedule == "cosine":
             total = max(1, self.total_steps)
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-        return 1.0
+            return warmup * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        return warmup
 
     def _set_learning_rates(self) -> None:
         factor = self.lr_factor(self.state.step)
