@@ -40,13 +40,18 @@ TOLERANCE = {"compiled": 1e-5, "bf16": 3e-2}
     "family",
     ["wgan-lhcb", pytest.param("gan3d", marks=pytest.mark.slow), "conv2d-g1"],
 )
-@pytest.mark.parametrize("backend", ["compiled", "bf16"])
-def test_backend_agrees_with_eager_and_pads_small_batches(family, backend):
+@pytest.mark.parametrize(
+    ("backend", "engine"), [("compiled", "inductor"), ("compiled", "openvino"), ("bf16", "auto")]
+)
+def test_backend_agrees_with_eager_and_pads_small_batches(family, backend, engine):
+    if engine == "openvino":
+        pytest.importorskip("openvino")
     generator = build_model(family, seed=2).generator.eval()
     noise, conditions = inputs(family, 6, seed=7)
     emulated = backend == "bf16" and not native_bf16()  # this project's AVX2 CPU
     with pytest.warns(SlowBackendWarning) if emulated else contextlib.nullcontext():
-        run = build_backend(backend, generator)
+        run = build_backend(backend, generator, engine=engine)
+    assert engine == "auto" or run.engine.startswith(engine)
     with torch.inference_mode():
         expected = generator(noise, conditions)
         first = run(noise, conditions)
@@ -73,9 +78,20 @@ def test_unknown_backend_and_int8_on_a_gpu_are_refused():
 
 def test_compiled_backend_without_a_compiler_names_it(monkeypatch):
     monkeypatch.setattr(backends.shutil, "which", lambda name: None)
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
     generator = build_model("wgan-lhcb", seed=2).generator
     with pytest.raises(CaloforgeError, match=r"need a C\+\+ compiler .* g\+\+"):
         build_backend("compiled", generator)
+
+
+def test_compiled_engine_is_openvino_on_the_cpu_where_installed(monkeypatch):
+    pytest.importorskip("openvino")
+    generator = build_model("wgan-lhcb", seed=2).generator
+    assert build_backend("compiled", generator).engine.startswith("openvino ")
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    assert build_backend("compiled", generator).engine == "inductor"
+    with pytest.raises(CaloforgeError, match="unknown engine 'tvm'"):
+        build_backend("compiled", generator, engine="tvm")
 
 
 def test_generate_with_the_compiled_backend_writes_the_eager_showers(tmp_path):
@@ -130,6 +146,7 @@ def test_bench_cli_writes_json_and_refuses_an_unknown_family(tmp_path, capsys):
     assert code == 0
     data = json.loads(out.read_text())
     assert data["model"] == "wgan-lhcb" and {r["batch_size"] for r in data["rows"]} == {1, 2, 100}
-    assert "best eager" in capsys.readouterr().out
+    assert data["engines"] == {"eager": "pytorch"}
+    assert "best eager (pytorch): " in capsys.readouterr().out
     assert main(["bench", "--model", "gan4d"]) == 2
     assert "unknown model family 'gan4d'" in capsys.readouterr().err

@@ -97,6 +97,7 @@ class BenchResult:
     simulator_showers_per_s: float | None
     load_average: tuple[float, float, float]
     reports: dict[str, Any] = field(default_factory=dict)  # backend -> e.g. the int8 guard's
+    engines: dict[str, str] = field(default_factory=dict)  # backend -> what runs it
 
     def rows(self) -> list[dict[str, Any]]:
         return [t.to_dict(self.gflop_per_shower, self.peaks[t.backend]) for t in self.timings]
@@ -225,12 +226,16 @@ def bench_generation(
     end_to_end: dict[str, float] = {}
     peaks: dict[str, float] = {}
     reports: dict[str, Any] = {}
+    engines: dict[str, str] = {}
     for backend in backends:
         pipeline.set_backend(backend, seed=seed)
         report = getattr(pipeline.forward, "report", None)
         if report is not None:
             reports[backend] = report.to_dict()
             log(report.summary())
+        engine = getattr(pipeline.forward, "engine", None) or getattr(report, "library", None)
+        if engine:
+            engines[backend] = str(engine)
         peaks[backend] = peak if peak is not None else peak_gflops(device, backend)
         forward = pipeline.forward
         too_slow = False
@@ -282,6 +287,7 @@ def bench_generation(
         simulator_showers_per_s=sim,
         load_average=os.getloadavg(),
         reports=reports,
+        engines=engines,
     )
 
 
@@ -326,8 +332,9 @@ def format_table(result: BenchResult) -> str:
             for b in LATENCY_BATCHES
             if best.get(f"latency_ms_batch_{b}") is not None
         )
+        label = f"{backend} ({result.engines[backend]})" if backend in result.engines else backend
         lines.append(
-            f"best {backend:9s}: {best['showers_per_s']:.1f} showers/s at batch "
+            f"best {label:9s}: {best['showers_per_s']:.1f} showers/s at batch "
             f"{best['batch_size']}{vs_eager}{over_sim}, "
             f"{best['speedup_over_geant4_published']:.0f}x Geant4 (published); latency {lat}; "
             f"end to end {result.end_to_end[backend]:.1f} showers/s"

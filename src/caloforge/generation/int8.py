@@ -61,7 +61,6 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from caloforge.data.transforms import Identity
 from caloforge.errors import CaloforgeError, ConditionError
@@ -69,6 +68,13 @@ from caloforge.export.onnx import (
     GeVGenerator,
     import_optional,
     module_to_onnx,
+)
+from caloforge.generation.openvino import (
+    Feed,
+    OpenVinoGenerator,
+    OpenVinoRunner,
+    Runner,
+    openvino_model,
 )
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import ShowerGenerator
@@ -89,8 +95,6 @@ __all__ = [
     "quantize_onnx_model",
 ]
 
-Feed = dict[str, np.ndarray]  # graph inputs by name: noise, then the conditions, float32
-Runner = Callable[[Feed], np.ndarray]
 
 ONNX_LAYER_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 OPENVINO_LAYER_OPS = frozenset(
@@ -436,7 +440,7 @@ class _OpenVino:
         version = self.ov.__version__.split("-")[0]
         self.library = f"openvino {version} + nncf {self.nncf.__version__}"
         self.feeds, self.threads = feeds, threads
-        self.model = _openvino_model(self.ov, model)
+        self.model = openvino_model(self.ov, model)
         self.labels = _layer_labels(model)
         # ONNX node name -> the OpenVINO ops made from it ("node_Gemm_7/WithoutBiases", ...)
         types = {op.get_type_name() for op in self.model.get_ordered_ops()}
@@ -462,44 +466,7 @@ class _OpenVino:
             )
 
     def runner(self, model: Any) -> Runner:
-        return _OpenVinoRunner(self.ov, model, self.threads)
-
-
-def _openvino_model(ov: Any, model: onnx.ModelProto) -> Any:
-    with tempfile.TemporaryDirectory(prefix="caloforge-int8-") as tmp:
-        path = Path(tmp) / "fp32.onnx"
-        path.write_bytes(model.SerializeToString())
-        return ov.convert_model(str(path))
-
-
-class _OpenVinoRunner:
-    """An OpenVINO model compiled for the CPU, one static-shape compilation per batch size
-    (OpenVINO's CPU kernels are faster at static shapes; generation uses one or two sizes)."""
-
-    _CACHE = 4
-
-    def __init__(self, ov: Any, model: Any, threads: int) -> None:
-        self.ov, self.model, self.threads = ov, model, threads
-        self.compiled: dict[int, Any] = {}
-
-    def __call__(self, feed: Feed) -> np.ndarray:
-        n = len(feed["noise"])
-        request = self.compiled.get(n)
-        if request is None:
-            model = self.model.clone()
-            model.reshape({i.get_any_name(): [n, *i.get_partial_shape()[1:]] for i in model.inputs})
-            config = {
-                "INFERENCE_NUM_THREADS": self.threads,
-                "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_PRECISION_HINT": "f32",
-            }
-            compiled = self.ov.Core().compile_model(model, "CPU", config)
-            if len(self.compiled) >= self._CACHE:
-                self.compiled.pop(next(iter(self.compiled)))
-            request = self.compiled[n] = compiled.create_infer_request()
-        result = request.infer(feed)
-        out: np.ndarray = next(iter(result.values())).copy()
-        return out
+        return OpenVinoRunner(self.ov, model, self.threads)
 
 
 # --- ONNX Runtime (for the int8 ONNX export) ---------------------------------------------------
@@ -567,56 +534,18 @@ class _OnnxRuntime:
 
 
 # --- public API -------------------------------------------------------------------------------
-class QuantizedGenerator(ShowerGenerator):
+class QuantizedGenerator(OpenVinoGenerator):
     """The int8 generator: `generator(noise, conditions) -> showers` like the fp32 one.
 
-    Runs on the CPU in OpenVINO whatever the device of its inputs (the output goes back to
-    the noise's device); preprocessed units, float32, `(N, *shower_shape)`. Noise size and
-    distribution, conditions and config are the fp32 generator's (`reference`, kept for them
-    and for `sample_noise`; it is not run). `report` says what was quantized and how well.
+    An `OpenVinoGenerator` whose model is the quantized `openvino.Model` (dynamic batch);
+    `report` says what was quantized and how well.
     """
 
     def __init__(
         self, reference: ShowerGenerator, model: Any, runner: Runner, report: Int8Report
     ) -> None:
-        super().__init__(reference.config)
-        self.reference = reference
-        self.model = model  # the quantized openvino.Model (dynamic batch)
+        super().__init__(reference, model, runner)
         self.report = report
-        self._runner = runner
-        geometry = reference.config.resolved_geometry
-        self._sizes = {name: geometry.condition(name).size for name in reference.condition_names}
-
-    @property
-    def noise_distribution(self) -> Literal["normal", "uniform"]:
-        return self.reference.noise_distribution
-
-    @property
-    def noise_size(self) -> int:
-        return self.reference.noise_size
-
-    @property
-    def condition_names(self) -> tuple[str, ...]:
-        return self.reference.condition_names
-
-    def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
-        n = noise.shape[0]
-        feed = {"noise": np.ascontiguousarray(noise.detach().float().cpu().numpy())}
-        for name, size in self._sizes.items():
-            if name not in conditions:
-                raise ConditionError(
-                    f"the model needs condition '{name}'; got conditions {sorted(conditions)}"
-                )
-            value = torch.as_tensor(conditions[name]).detach().float().cpu().numpy()
-            if value.size != n * size:
-                expected = f"({n},)" if size == 1 else f"({n}, {size})"
-                raise ConditionError(
-                    f"condition '{name}' has shape {value.shape}; expected {expected}"
-                )
-            feed[name] = np.ascontiguousarray(value.reshape((n,) if size == 1 else (n, size)))
-        if n == 0:
-            return torch.zeros((0, *self.shower_shape), device=noise.device)
-        return torch.from_numpy(self._runner(feed)).to(noise.device)
 
 
 def quantize_int8(
