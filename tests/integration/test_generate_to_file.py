@@ -78,7 +78,7 @@ def test_file_holds_the_pipelines_showers_in_gev_batch_by_batch(runs, tmp_path):
         producer = str(f.attrs["producer"])
     assert "caloforge generate (gan3d checkpoint" in producer
     assert str((runs["gan3d"] / "checkpoints" / "step-00000001").resolve()) in producer
-    assert "seed 3" in producer
+    assert "seed 3" in producer and "backend eager (pytorch)" in producer
 
     batch = read(out)
     assert np.isfinite(batch.showers).all() and (batch.showers >= 0).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -13,7 +14,12 @@ from caloforge.bench import bench_generation
 from caloforge.cli import main
 from caloforge.errors import CaloforgeError
 from caloforge.generation import backends
-from caloforge.generation.backends import SlowBackendWarning, build_backend, native_bf16
+from caloforge.generation.backends import (
+    SlowBackendWarning,
+    build_backend,
+    native_bf16,
+    openvino_available,
+)
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import build_model
 from model_files import random_checkpoint
@@ -108,6 +114,10 @@ def test_generate_with_the_compiled_backend_writes_the_eager_showers(tmp_path):
         a, b = eager.take(np.arange(10)).showers, compiled.take(np.arange(10)).showers
     assert a.sum() > 0
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * float(a.max()))
+    with h5py.File(files["compiled"]) as f:  # the file says what made it
+        assert f"backend compiled ({'openvino' if openvino_available() else 'inductor'}" in str(
+            f.attrs["producer"]
+        )
 
 
 def test_bench_times_every_batch_size_and_skips_past_the_budget():

@@ -233,9 +233,7 @@ def bench_generation(
         if report is not None:
             reports[backend] = report.to_dict()
             log(report.summary())
-        engine = getattr(pipeline.forward, "engine", None) or getattr(report, "library", None)
-        if engine:
-            engines[backend] = str(engine)
+        engines[backend] = pipeline.engine
         peaks[backend] = peak if peak is not None else peak_gflops(device, backend)
         forward = pipeline.forward
         too_slow = False

@@ -266,7 +266,7 @@ def generate_to_file(
     family = pipeline.generator.config.family
     producer = (
         f"caloforge generate ({family} checkpoint {Path(pipeline.source).resolve()}, "
-        f"seed {seed}, batch size {batch_size}, backend {backend})"
+        f"seed {seed}, batch size {batch_size}, backend {backend} ({pipeline.engine}))"
     )
     try:
         with ShowerWriter(target, geometry, producer=producer) as writer:
