@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 # The main job on the embedded default: simulate clic-25 showers, train 3DGAN for a few
 # minutes on the CPU, generate showers with the test split's conditions and validate them
 # against the simulation. DEMO_STEPS sets the training length.
-DEMO_STEPS ?= 40
+DEMO_STEPS ?= 100
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/caloforge simulate --geometry clic-25 --n 3000 --energy 10:200 --seed 1 -o $(DEMO_DIR)/showers.h5
