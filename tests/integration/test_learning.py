@@ -1,6 +1,6 @@
 """Evidence that training learns: a GAN trained on CPU on simulated clic-25 showers
 reproduces the response in energy bins and the longitudinal shape far better than at
-initialisation. Slow (about 1.5 hours on 2 CPU cores, 90 s on an H100): run it with
+initialisation. Slow (56 min on 2 CPU cores, about 90 s on an H100): run it with
 `make test-all` or `pytest -m slow`.
 `CALOFORGE_TEST_DEVICE=cuda` runs the same recipe on a GPU (in fp32, as on the CPU).
 """
