@@ -98,6 +98,8 @@ def test_compiled_engine_is_openvino_on_the_cpu_where_installed(monkeypatch):
     assert build_backend("compiled", generator).engine == "inductor"
     with pytest.raises(CaloforgeError, match="unknown engine 'tvm'"):
         build_backend("compiled", generator, engine="tvm")
+    with pytest.raises(CaloforgeError, match="engine 'openvino' runs on the CPU"):
+        build_backend("compiled", generator.to("meta"), engine="openvino")  # stands for a GPU
 
 
 def test_generate_with_the_compiled_backend_writes_the_eager_showers(tmp_path):
