@@ -84,6 +84,7 @@ def test_quantized_generator_slots_into_the_pipeline(quantized):
     assert out.shape == fp32.shape == (3, 25, 25, 25) and out.min() >= 0
     assert np.linalg.norm(out - fp32) / np.linalg.norm(fp32) < INT8_RELATIVE_L2
     assert int8.noise_size == 16 and int8.condition_names == ("energy",)
+    assert int8.engine == int8.report.library and int8.engine.startswith("openvino ")
 
 
 def test_an_impossible_tolerance_falls_back_layer_by_layer_and_says_so():

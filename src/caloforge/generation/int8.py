@@ -546,6 +546,7 @@ class QuantizedGenerator(OpenVinoGenerator):
     ) -> None:
         super().__init__(reference, model, runner)
         self.report = report
+        self.engine = report.library
 
 
 def quantize_int8(

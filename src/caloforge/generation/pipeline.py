@@ -140,9 +140,7 @@ class ShowerPipeline:
     def engine(self) -> str:
         """What runs the backend: "pytorch", "inductor", "openvino 2026.4.1", the int8
         library, ..."""
-        engine = getattr(self.forward, "engine", None)
-        report = getattr(self.forward, "report", None)
-        return str(engine or getattr(report, "library", None) or self.backend)
+        return str(getattr(self.forward, "engine", self.backend))
 
     def calibration_conditions(self, n: int = 512, *, seed: int = 0) -> dict[str, np.ndarray]:
         """`n` conditions drawn as `caloforge simulate` draws them (with `seed`), in the
