@@ -13,9 +13,12 @@ The graph (`pipeline_to_onnx`):
     output   showers    (batch, *geometry.shape) float32, visible cell energy in GeV, >= 0
 
 The preprocessing inverse of the checkpoint (`transform.inverse`) and the clamp at zero are
-inside the graph, so the graph gives what `ShowerPipeline` gives for the same noise. The batch
-dimension is dynamic. The model's provenance is in the ONNX `metadata_props` (`METADATA_KEYS`),
-read in C++ with `Ort::Session::GetModelMetadata()` and in Python with
+inside the graph, so the graph gives what `ShowerPipeline` gives for the same noise. What is
+exported is the generator's `frozen()` copy: the same function, with the exact rewrites that
+need fixed weights (gan3d: the dense layer and the first convolution as one matrix, half the
+multiply-adds and a 20 MB file). The batch dimension is dynamic. The model's provenance is in
+the ONNX `metadata_props` (`METADATA_KEYS`), read in C++ with
+`Ort::Session::GetModelMetadata()` and in Python with
 `onnxruntime.InferenceSession(...).get_modelmeta().custom_metadata_map`.
 
 How: torch's `torch.export`-based exporter (`torch.onnx.export(..., dynamo=True)`, which needs
@@ -275,7 +278,10 @@ def pipeline_to_onnx(pipeline: ShowerPipeline, *, opset: int | None = None) -> o
         raise OnnxExportError(
             f"{pipeline.source}: export a pipeline on the CPU, not {pipeline.device}"
         )
-    module = GeVGenerator(pipeline.generator, pipeline.transform, pipeline.condition_names)
+    # The frozen() copy: exact rewrites that need fixed weights (gan3d: its first two linear
+    # layers as one matrix, half the multiply-adds).
+    generator = pipeline.generator.frozen()
+    module = GeVGenerator(generator, pipeline.transform, pipeline.condition_names)
     model = module_to_onnx(
         module,
         example_inputs(pipeline, 2),

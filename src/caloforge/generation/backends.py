@@ -3,7 +3,10 @@
 A backend is built from a `ShowerGenerator` and stands in for its forward:
 `backend(noise, conditions) -> showers` in the model's preprocessed units, float32, on the
 backend's device. `ShowerPipeline` calls it in place of the generator, so the noise, the
-inverse preprocessing and the checks are the same whatever the backend.
+inverse preprocessing and the checks are the same whatever the backend. Its `module` is the
+generator whose arithmetic it runs: the generator itself for `eager`, its `frozen()` copy for
+the others (exact rewrites that need fixed weights, e.g. gan3d's folded first layers), which
+`caloforge bench` counts the executed FLOPs of; `engine` says what runs it.
 
 - `eager`: the PyTorch module as trained, fp32 (cuDNN without TF32): the reference.
 - `compiled`: the fastest fp32 path, chosen by measurement. On a GPU, `torch.compile` with
@@ -23,7 +26,6 @@ inverse preprocessing and the checks are the same whatever the backend.
 
 from __future__ import annotations
 
-import copy
 import importlib.util
 import shutil
 import warnings
@@ -69,10 +71,10 @@ class EagerBackend:
     engine = "pytorch"
 
     def __init__(self, generator: ShowerGenerator) -> None:
-        self.generator = generator.eval()
+        self.module = generator.eval()
 
     def __call__(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
-        return self.generator(noise, conditions)
+        return self.module(noise, conditions)
 
 
 def _pad(x: Tensor, size: int) -> Tensor:
@@ -94,9 +96,7 @@ class CompiledBackend:
         self.name = "compiled" if dtype == torch.float32 else "bf16"
         self.engine = "inductor"
         self.dtype = dtype
-        module = copy.deepcopy(generator).eval().to(dtype=dtype)
-        for p in module.parameters():
-            p.requires_grad_(False)
+        module = generator.frozen().to(dtype=dtype)
         self.device = next(module.parameters()).device
         cuda = self.device.type == "cuda"
         options: dict[str, str | int | bool | Callable[..., Any]] = {
@@ -134,7 +134,7 @@ class OpenVinoBackend:
 
         ov = import_optional("openvino", package="openvino", extra="int8", purpose="OpenVINO")
         self.engine = f"openvino {ov.__version__.split('-')[0]}"
-        self.generator = generator.eval()
+        self.module = generator.frozen()
         self.threads = threads or torch.get_num_threads()
         self.compiled: ShowerGenerator | None = None
         self.batch_size = 0
@@ -149,11 +149,11 @@ class OpenVinoBackend:
         noise_padded = _pad(noise, size)
         if self.compiled is None and size > 0:
             example = make_feed(
-                self.generator, noise_padded[:2], {k: v[:2] for k, v in padded.items()}
+                self.module, noise_padded[:2], {k: v[:2] for k, v in padded.items()}
             )
-            self.compiled = compile_openvino(self.generator, example, self.threads)
+            self.compiled = compile_openvino(self.module, example, self.threads)
         if self.compiled is None:  # an empty first batch
-            return self.generator(noise, conditions)
+            return self.module(noise, conditions)
         return self.compiled(noise_padded, padded)[:n]
 
 

@@ -269,7 +269,7 @@ def calibration_conditions(
 
 def _cpu_generator(pipeline: ShowerPipeline) -> ShowerGenerator:
     """The pipeline's generator in eval mode on the CPU (a copy if it is elsewhere: the
-    pipeline keeps working where it is)."""
+    pipeline keeps working where it is): the guard's fp32 reference."""
     generator = pipeline.generator
     if next(generator.parameters()).device.type != "cpu":
         generator = copy.deepcopy(generator).to("cpu")
@@ -573,7 +573,8 @@ def quantize_int8(
     import_optional("openvino", package="openvino", extra="int8", purpose="the int8 backend")
     import_optional("nncf", package="nncf", extra="int8", purpose="the int8 backend")
     feeds, noise_a, energy = _feeds(pipeline, calibration, seed)
-    generator = _cpu_generator(pipeline)
+    # What is quantized is the generator's frozen() copy (gan3d: its first layers folded).
+    generator = _cpu_generator(pipeline).frozen()
     module = GeVGenerator(generator, Identity(), pipeline.condition_names)
     example = {k: torch.from_numpy(v[:2]) for k, v in feeds[0].items()}
     if len(feeds[0]["noise"]) < 2:

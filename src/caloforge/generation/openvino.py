@@ -97,6 +97,11 @@ class OpenVinoGenerator(ShowerGenerator):
         self._runner = runner
 
     @property
+    def module(self) -> ShowerGenerator:
+        """The fp32 generator the graph was exported from (`caloforge bench` counts its FLOPs)."""
+        return self.reference
+
+    @property
     def noise_distribution(self) -> Literal["normal", "uniform"]:
         return self.reference.noise_distribution
 

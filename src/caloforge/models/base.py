@@ -16,6 +16,7 @@ papers did).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from collections.abc import Callable, Mapping
@@ -356,6 +357,17 @@ class ShowerGenerator(nn.Module):
 
     def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
         raise NotImplementedError
+
+    def frozen(self) -> ShowerGenerator:
+        """A copy for inference only: eval mode, no gradients, and the exact rewrites that
+        only fixed weights allow (families override it; gan3d folds its first two linear
+        layers into one matrix). Same function, same device and dtype; later changes to
+        this module's weights do not reach the copy. What the compiled, bf16 and int8
+        backends and the ONNX export run."""
+        copied = copy.deepcopy(self).eval()
+        for p in copied.parameters():
+            p.requires_grad_(False)
+        return copied
 
 
 class GanDiscriminatorOutput(NamedTuple):

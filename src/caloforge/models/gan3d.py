@@ -39,10 +39,14 @@ runs the literal layers and is kept as the reference.
   1-channel first convolution runs with the W taps as channels (`conv3d_taps_as_channels`).
   Dropout (`caloforge.models.base.Dropout`) draws its masks in logical order, so a seeded run
   is the same either way.
+A third, for inference only, needs fixed weights: `Gan3dGenerator.frozen()` folds the dense
+layer and the first convolution into one matrix (half the generator's multiply-adds); the
+compiled, bf16 and int8 backends and the ONNX export run it.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -138,10 +142,76 @@ class Gan3dGenerator(ShowerGenerator):
         return self.config.latent_size
 
     def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
-        energy = get_condition(conditions, "energy", noise.shape[0], 1, noise)
-        x = self.dense(noise * (energy / self.config.energy_scale))
+        x = self.dense(_conditioned(self.config, noise, conditions))
         x = x.view(-1, 8, 7, 7, 8)
         return self.convs(x).squeeze(1)  # (N, 1, x, y, layer) -> (N, x, y, layer)
+
+    def frozen(self) -> ShowerGenerator:
+        """A copy for inference with the dense layer and the first convolution folded.
+
+        Nothing lies between the two (the LeakyReLU comes after the convolution) and the
+        'same' zero padding is linear, so at fixed weights latent -> 64 x 7x7x8 is one affine
+        map, a `Linear(200, 25088)`: 5.0 M multiply-adds per shower instead of 58.4 M (the
+        convolution spends over half of its taps on the padding), about half of the
+        generator's. The same function to fp32 rounding; 20 MB of weights instead of 2.6 MB.
+        """
+        return _FoldedGan3dGenerator(self)
+
+
+def _conditioned(config: Gan3dConfig, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
+    """The latent times Ep / energy_scale: the generator's input (the papers' Hadamard product)."""
+    energy = get_condition(conditions, "energy", noise.shape[0], 1, noise)
+    return noise * (energy / config.energy_scale)
+
+
+class _FoldedGan3dGenerator(ShowerGenerator):
+    """`Gan3dGenerator.frozen()`: `dense -> view -> pad -> Conv3d` as one `Linear` (`head`),
+    then the rest of the generator's layers as they are; eval mode, no gradients."""
+
+    def __init__(self, generator: Gan3dGenerator) -> None:
+        super().__init__(generator.config)
+        self.config: Gan3dConfig = generator.config
+        pad, conv, *rest = generator.convs
+        if not isinstance(pad, nn.ConstantPad3d) or not _is_plain_conv(conv):
+            raise TypeError("the gan3d generator should start with a zero pad and a Conv3d")
+        assert isinstance(conv, nn.Conv3d)
+        dense = generator.dense
+        like = dense.weight
+        with torch.no_grad():
+            # The images of the latent basis vectors are the matrix's columns; in float64 on
+            # the CPU, so that only the final rounding to the weights' dtype differs.
+            def wide(t: Tensor) -> Tensor:
+                return t.detach().to("cpu", torch.float64)
+
+            basis = wide(dense.weight).T.reshape(-1, 8, 7, 7, 8)
+            columns = functional.conv3d(pad(basis), wide(conv.weight))
+            bias = wide(conv.bias) if conv.bias is not None else None
+            offset = functional.conv3d(
+                pad(wide(dense.bias).view(1, 8, 7, 7, 8)), wide(conv.weight), bias
+            )
+        self.features = tuple(columns.shape[1:])  # (64, 7, 7, 8)
+        self.head = nn.Linear(
+            dense.in_features, columns[0].numel(), device=like.device, dtype=like.dtype
+        )
+        with torch.no_grad():
+            self.head.weight.copy_(columns.reshape(dense.in_features, -1).T)
+            self.head.bias.copy_(offset.reshape(-1))
+        self.convs = FastConv3dSequential(
+            *copy.deepcopy(rest),
+            upsample=generator.convs.upsample,
+            channels_last=generator.convs.channels_last,
+        )
+        self.eval()
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    @property
+    def noise_size(self) -> int:
+        return self.config.latent_size
+
+    def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
+        x = self.head(_conditioned(self.config, noise, conditions))
+        return self.convs(x.view(-1, *self.features)).squeeze(1)
 
 
 class Gan3dDiscriminator(nn.Module):
