@@ -8,9 +8,12 @@ In the spirit of the accuracy-driven int8 tool of the Conv2D GAN study (Intel LP
 section 3): post-training static quantization, then a guard that compares the int8 showers with
 the fp32 ones, and a layer-by-layer fallback to fp32 until the guard holds.
 
-1. Calibrate and quantize: the generator, exported to ONNX (`caloforge.export.onnx`), is
-   quantized by NNCF for OpenVINO (`nncf.quantize`, static: activation ranges from the
-   calibration conditions with noise drawn from `seed`; weights int8 per channel). Only the
+1. Calibrate and quantize: the generator's `frozen()` copy, exported to ONNX
+   (`caloforge.export.onnx`), is quantized by NNCF for OpenVINO (`nncf.quantize`, static:
+   activation ranges from the calibration conditions with noise drawn from `seed`; weights
+   int8 symmetric per channel, activations asymmetric per tensor (NNCF's MIXED preset), full
+   bias correction; on the gan3d demo generator with every layer int8 the response error is
+   0.8 % this way, 5.1 % with symmetric activations and the fast bias correction). Only the
    layers are int8 (convolutions, transposed convolutions, dense layers); the conditioning
    arithmetic and the output stay fp32, as the guard would otherwise always trip on them.
 2. Guard (`GuardMetrics`, on the calibration conditions, showers in GeV): the int8 showers
@@ -463,6 +466,11 @@ class _OpenVino:
                 nncf.Dataset(self.feeds),
                 subset_size=len(self.feeds),  # dataset items (batches), not showers
                 ignored_scope=scope,
+                # Asymmetric activations (symmetric weights): after a LeakyReLU or BatchNorm
+                # they are far from symmetric about zero. With the full bias correction, the
+                # all-int8 gan3d response error fell from 5.1 % to 0.8 % (module docstring).
+                preset=nncf.QuantizationPreset.MIXED,
+                fast_bias_correction=False,
             )
 
     def runner(self, model: Any) -> Runner:
