@@ -47,6 +47,7 @@ compiled, bf16 and int8 backends and the ONNX export run it.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
@@ -67,6 +68,7 @@ from caloforge.models.base import (
 
 __all__ = [
     "FastConv3dSequential",
+    "PhaseSpaceTail",
     "Gan3dConfig",
     "Gan3dDiscriminator",
     "Gan3dGenerator",
@@ -155,7 +157,7 @@ class Gan3dGenerator(ShowerGenerator):
         convolution spends over half of its taps on the padding), about half of the
         generator's. The same function to fp32 rounding; 20 MB of weights instead of 2.6 MB.
         """
-        return _FoldedGan3dGenerator(self)
+        return _FrozenGan3dGenerator(self)
 
 
 def _conditioned(config: Gan3dConfig, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
@@ -164,16 +166,27 @@ def _conditioned(config: Gan3dConfig, noise: Tensor, conditions: Mapping[str, Te
     return noise * (energy / config.energy_scale)
 
 
-class _FoldedGan3dGenerator(ShowerGenerator):
+class _FrozenGan3dGenerator(ShowerGenerator):
     """`Gan3dGenerator.frozen()`: `dense -> view -> pad -> Conv3d` as one `Linear` (`head`),
-    then the rest of the generator's layers as they are; eval mode, no gradients."""
+    the middle layers as they are (sub-pixel), and the last two convolutions as a
+    `PhaseSpaceTail`; eval mode, no gradients."""
 
     def __init__(self, generator: Gan3dGenerator) -> None:
         super().__init__(generator.config)
         self.config: Gan3dConfig = generator.config
         pad, conv, *rest = generator.convs
-        if not isinstance(pad, nn.ConstantPad3d) or not _is_plain_conv(conv):
-            raise TypeError("the gan3d generator should start with a zero pad and a Conv3d")
+        block: tuple[type[nn.Module], ...] = (nn.LeakyReLU, nn.BatchNorm3d, nn.Upsample)
+        block += (nn.ConstantPad3d, nn.Conv3d)
+        expected = block + block + (nn.LeakyReLU, nn.Conv3d, nn.ReLU)
+        layers = (pad, conv, *rest)
+        if not (
+            isinstance(pad, nn.ConstantPad3d)
+            and _is_plain_conv(conv)
+            and len(rest) == len(expected)
+            and all(isinstance(m, t) for m, t in zip(rest, expected, strict=True))
+        ):
+            kinds = ", ".join(type(m).__name__ for m in layers)
+            raise TypeError(f"frozen(): unexpected gan3d generator layers ({kinds})")
         assert isinstance(conv, nn.Conv3d)
         dense = generator.dense
         like = dense.weight
@@ -196,11 +209,10 @@ class _FoldedGan3dGenerator(ShowerGenerator):
         with torch.no_grad():
             self.head.weight.copy_(columns.reshape(dense.in_features, -1).T)
             self.head.bias.copy_(offset.reshape(-1))
-        self.convs = FastConv3dSequential(
-            *copy.deepcopy(rest),
-            upsample=generator.convs.upsample,
-            channels_last=generator.convs.channels_last,
-        )
+        self.middle = FastConv3dSequential(*copy.deepcopy(rest[:7]), upsample=True)
+        upsample, tail_pad, first, activation, last, relu = rest[7:]
+        self.tail = PhaseSpaceTail(upsample, tail_pad, first, activation, last)  # type: ignore[arg-type]
+        self.relu = copy.deepcopy(relu)
         self.eval()
         for p in self.parameters():
             p.requires_grad_(False)
@@ -211,7 +223,8 @@ class _FoldedGan3dGenerator(ShowerGenerator):
 
     def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
         x = self.head(_conditioned(self.config, noise, conditions))
-        return self.convs(x.view(-1, *self.features)).squeeze(1)
+        x = self.middle(x.view(-1, *self.features))
+        return self.relu(self.tail(x)).squeeze(1)
 
 
 class Gan3dDiscriminator(nn.Module):
@@ -291,32 +304,176 @@ def upsample_conv3d(
     the plain path), then a pixel shuffle interleaves the phases and a crop takes the outputs
     the plain path has. Equal to it up to the rounding of the reordered sums.
     """
-    n_out, n_in = weight.shape[:2]
+    input_pad, crops = _subpixel_geometry(scale, padding, weight.shape[2:], x.shape[2:])
+    phase_weight, phase_bias = _subpixel_kernel(weight, bias, scale)
+    y = functional.conv3d(functional.pad(x, input_pad), phase_weight, phase_bias)
+    return _crop(_interleave(y, weight.shape[0], scale), crops)
+
+
+def _subpixel_geometry(
+    scale: Sequence[int], padding: Sequence[int], kernel: Sequence[int], size: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """For `upsample_conv3d` of an input of spatial `size`: the zero padding of the input in
+    `functional.pad` order (a negative entry crops) and, per axis (D, H, W), where the plain
+    path's outputs start in the interleaved phases and how many there are."""
     pads = ((padding[4], padding[5]), (padding[2], padding[3]), (padding[0], padding[1]))
-    matrices, input_pad, crops = [], [], []
+    input_pad: list[tuple[int, int]] = []
+    crops = []
     for axis in range(3):
-        s, k, n = int(scale[axis]), int(weight.shape[2 + axis]), int(x.shape[2 + axis])
+        s, k, n = int(scale[axis]), int(kernel[axis]), int(size[axis])
         before, after = pads[axis]
         taps = (s + k - 2) // s + 1
-        size = s * n + before + after - k + 1  # the plain path's output size
+        out = s * n + before + after - k + 1  # the plain path's output size
         q_first = -((before + s - 1) // s)  # input position of output 0's phase kernel
-        q_last = (size - 1 - before) // s
-        input_pad.append((-q_first, q_last + taps - n))  # a negative entry crops
-        crops.append((s * -q_first - before, size))
-        matrices.append(_phase_taps(s, k, weight))
+        q_last = (out - 1 - before) // s
+        input_pad.append((-q_first, q_last + taps - n))
+        crops.append((s * -q_first - before, out))
+    (d0, d1), (h0, h1), (w0, w1) = input_pad
+    return (w0, w1, h0, h1, d0, d1), tuple(crops)
+
+
+def _subpixel_kernel(
+    weight: Tensor, bias: Tensor | None, scale: Sequence[int]
+) -> tuple[Tensor, Tensor | None]:
+    """The phase kernels of `upsample_conv3d`: `(C_out x phases, C_in, taps...)`, and the bias
+    repeated per phase."""
+    n_out, n_in = weight.shape[:2]
+    matrices = [_phase_taps(int(scale[a]), int(weight.shape[2 + a]), weight) for a in range(3)]
     with torch.autocast(weight.device.type, enabled=False):  # the taps summed in fp32
         phase_weight = torch.einsum("oiTUV,rmT,snU,tpV->orstimnp", weight, *matrices)
-    sd, sh, sw = int(scale[0]), int(scale[1]), int(scale[2])  # no generator: traceable
-    n_phases = sd * sh * sw
+    n_phases = int(scale[0]) * int(scale[1]) * int(scale[2])  # no generator: traceable
     phase_weight = phase_weight.reshape(n_out * n_phases, n_in, *phase_weight.shape[-3:])
     phase_bias = None if bias is None else bias.repeat_interleave(n_phases)
-    (d0, d1), (h0, h1), (w0, w1) = input_pad
-    y = functional.conv3d(functional.pad(x, (w0, w1, h0, h1, d0, d1)), phase_weight, phase_bias)
+    return phase_weight, phase_bias
+
+
+def _interleave(y: Tensor, channels: int, scale: Sequence[int]) -> Tensor:
+    """The pixel shuffle: `(N, channels x phases, Q_D, Q_H, Q_W)`, phases (D, H, W) innermost,
+    to `(N, channels, s_D Q_D, s_H Q_H, s_W Q_W)`, cell s q + r from phase r at q."""
+    sd, sh, sw = int(scale[0]), int(scale[1]), int(scale[2])
     n, _, qd, qh, qw = y.shape
-    y = y.view(n, n_out, sd, sh, sw, qd, qh, qw).permute(0, 1, 5, 2, 6, 3, 7, 4)
-    y = y.reshape(n, n_out, qd * sd, qh * sh, qw * sw)
+    y = y.view(n, channels, sd, sh, sw, qd, qh, qw).permute(0, 1, 5, 2, 6, 3, 7, 4)
+    return y.reshape(n, channels, qd * sd, qh * sh, qw * sw)
+
+
+def _crop(y: Tensor, crops: Sequence[tuple[int, int]]) -> Tensor:
+    """`y[:, :, start : start + size, ...]` for the (start, size) of D, H and W."""
     (cd, od), (ch, oh), (cw, ow) = crops
     return y[:, :, cd : cd + od, ch : ch + oh, cw : cw + ow]
+
+
+class PhaseSpaceTail(nn.Module):
+    """`Upsample -> ConstantPad3d -> Conv3d -> activation -> Conv3d`, frozen, with the last
+    convolution done on the phases, before they are interleaved.
+
+    The sub-pixel convolution (`upsample_conv3d`) yields C channels x P phases on the coarse
+    grid; the pixel shuffle of all C x P channels is a copy as large as the activation. A
+    stride-1 convolution on the fine grid is a convolution on the coarse grid too: output
+    cell s q' + r' with tap d reads cell s q' + r' + d, which is phase (r' + d) mod s at coarse
+    q' + (r' + d) // s. So the last convolution runs on the C x P phase channels and gives its
+    C' x P output phases, and only those (C' = 1 for gan3d) are interleaved. That convolution
+    has P times the multiply-adds of the plain one (most of its weights are zero), and still
+    costs less than the copy it removes: gan3d's frozen generator on OpenVINO, 2 CPU threads,
+    ran 16 % faster this way (fp32; 14 % int8).
+
+    Built from the layers of a generator, their weights copied (folded in float64, then
+    rounded to the weights' dtype); `activation` must act element by element.
+    """
+
+    def __init__(
+        self,
+        upsample: nn.Upsample,
+        pad: nn.ConstantPad3d,
+        first: nn.Conv3d,
+        activation: nn.Module,
+        last: nn.Conv3d,
+    ) -> None:
+        super().__init__()
+        factor = upsample.scale_factor
+        factors = factor if isinstance(factor, tuple) else (factor,) * 3
+        self.scale = tuple(int(f or 1) for f in factors)
+        self.padding = tuple(int(p) for p in pad.padding)
+        self.first_kernel = tuple(first.kernel_size)
+        self.last_kernel = tuple(last.kernel_size)
+        self.channels = last.out_channels
+        like = first.weight
+        with torch.no_grad():
+
+            def wide(t: Tensor | None) -> Tensor | None:
+                return None if t is None else t.detach().to("cpu", torch.float64)
+
+            first_weight, first_bias = _subpixel_kernel(
+                first.weight.detach().to("cpu", torch.float64), wide(first.bias), self.scale
+            )
+            last_weight = _phase_space_kernel(
+                last.weight.detach().to("cpu", torch.float64), self.scale
+            )
+            last_bias = wide(last.bias)
+            if last_bias is not None:
+                last_bias = last_bias.repeat_interleave(_prod(self.scale))
+        self.first = _frozen_conv(first_weight, first_bias, like)
+        self.activation = copy.deepcopy(activation)
+        self.last = _frozen_conv(last_weight, last_bias, like)
+
+    def forward(self, x: Tensor) -> Tensor:
+        input_pad, crops = _subpixel_geometry(
+            self.scale, self.padding, self.first_kernel, x.shape[2:]
+        )
+        y = self.activation(self.first(functional.pad(x, input_pad)))
+        # The last convolution's outputs o (valid) are the fine cells o + start of the first's
+        # interleaved phases; pad the coarse grid at the end for those the crop drops.
+        extra, out = [], []
+        for axis, (start, size) in enumerate(crops):
+            s, k = self.scale[axis], self.last_kernel[axis]
+            out.append((start, size - k + 1))
+            taps = (s + k - 2) // s + 1
+            needed = (start + size - k) // s + taps
+            extra.append(max(0, needed - int(y.shape[2 + axis])))
+        z = self.last(functional.pad(y, (0, extra[2], 0, extra[1], 0, extra[0])))
+        return _crop(_interleave(z, self.channels, self.scale), out)
+
+
+def _prod(values: Sequence[int]) -> int:
+    return math.prod(int(v) for v in values)
+
+
+def _frozen_conv(weight: Tensor, bias: Tensor | None, like: Tensor) -> nn.Conv3d:
+    """A `Conv3d` holding `weight` and `bias`, in the dtype and on the device of `like`."""
+    kd, kh, kw = (int(k) for k in weight.shape[2:])
+    conv = nn.Conv3d(
+        weight.shape[1],
+        weight.shape[0],
+        (kd, kh, kw),
+        bias=bias is not None,
+        device=like.device,
+        dtype=like.dtype,
+    )
+    with torch.no_grad():
+        conv.weight.copy_(weight)
+        if bias is not None:
+            assert conv.bias is not None
+            conv.bias.copy_(bias)
+    return conv.requires_grad_(False)
+
+
+def _phase_space_kernel(weight: Tensor, scale: Sequence[int]) -> Tensor:
+    """`PhaseSpaceTail`'s last kernel: `(C_out x phases, C_in x phases, taps...)`.
+
+    Along an axis, output phase r' with tap d reads input phase r = (r' + d) mod s at coarse
+    offset m = (r' + d) // s: a 0/1 tensor `(r', d, r, m)` per axis, and the kernel is the
+    weight contracted with the three of them; m takes (s + k - 2) // s + 1 values.
+    """
+    matrices = []
+    for axis in range(3):
+        s, k = int(scale[axis]), int(weight.shape[2 + axis])
+        taps = (s + k - 2) // s + 1
+        total = torch.arange(s)[:, None] + torch.arange(k)[None, :]  # r' + d
+        index = (total % s) * taps + total // s
+        matrix = functional.one_hot(index, s * taps).view(s, k, s, taps)
+        matrices.append(matrix.to(weight.dtype))
+    kernel = torch.einsum("oiDHW,aDrm,bHtn,eWup->oabeirtumnp", weight, *matrices)
+    n_out, n_in, phases = weight.shape[0], weight.shape[1], _prod(scale)
+    return kernel.reshape(n_out * phases, n_in * phases, *kernel.shape[-3:])
 
 
 def conv3d_taps_as_channels(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
