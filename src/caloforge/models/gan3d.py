@@ -68,10 +68,10 @@ from caloforge.models.base import (
 
 __all__ = [
     "FastConv3dSequential",
-    "PhaseSpaceTail",
     "Gan3dConfig",
     "Gan3dDiscriminator",
     "Gan3dGenerator",
+    "PhaseSpaceTail",
     "conv3d_taps_as_channels",
     "upsample_conv3d",
 ]
