@@ -17,6 +17,7 @@ from caloforge.generation.int8 import (
     Int8Tolerance,
     QuantizedGenerator,
     calibration_conditions,
+    held_out_metrics,
     quantize_int8,
 )
 from caloforge.generation.int8 import _search as search_fallback
@@ -163,6 +164,20 @@ def test_fallback_finds_the_fewest_most_sensitive_layers_by_bisection(
     # All int8, one per layer for the sensitivities, all fp32, then a bisection over 27
     # prefixes: 34 at most (one at a time would take 1 + 27 + 22 for the second case).
     assert backend.quantizations <= 1 + 27 + 1 + 5
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_the_guard_carries_over_to_showers_it_never_saw(quantized, family):
+    pipeline, int8 = quantized[family]
+    tolerance = int8.report.tolerance
+    held_out = held_out_metrics(pipeline, int8, 128, seed=5)
+    assert held_out.relative_l2 > 0  # int8 does change the showers
+    # a fresh draw, near what the search saw (within twice the tolerance)
+    assert held_out != int8.report.after
+    assert held_out.holds(
+        Int8Tolerance(2 * tolerance.projection_mse, 2 * tolerance.response, 2 * tolerance.profile)
+    )
+    assert held_out_metrics(pipeline, int8, 128, seed=5) == held_out  # reproducible
 
 
 class _TimedLayers(_AdditiveLayers):
