@@ -95,6 +95,7 @@ def test_phase_space_tail_is_the_plain_layers(scale, padding, first, last, size,
     assert got.shape == expected.shape
     assert _relative(got, expected) < 1e-12
 
+
 def test_frozen_gan3d_in_float32_is_accurate() -> None:
     generator = _trained_looking(build_model("gan3d", seed=5).generator)
     noise, conditions = _inputs(generator, 4)

@@ -172,6 +172,7 @@ def test_the_guard_carries_over_to_showers_it_never_saw(quantized, family):
     tolerance = int8.report.tolerance
     held_out = held_out_metrics(pipeline, int8, 128, seed=5)
     assert held_out.relative_l2 > 0  # int8 does change the showers
+    assert held_out.response_standard_error > 0
     # a fresh draw, near what the search saw (within twice the tolerance)
     assert held_out != int8.report.after
     assert held_out.holds(
@@ -219,6 +220,49 @@ def test_layers_slower_in_int8_go_back_to_fp32_where_the_guard_allows():
     assert report.after.projection_mse_degradation == pytest.approx(0.02, abs=1e-6)
     assert "fp32 as faster: b" in report.summary()
     assert report.to_dict()["faster_in_fp32"] == ["b"]
+
+
+class _TwoSchemes(_AdditiveLayers):
+    """`_AdditiveLayers` whose errors scale with the activation scheme in use."""
+
+    schemes = ("asymmetric", "symmetric")
+    scheme = schemes[0]
+
+    def __init__(self, errors: dict[str, float], factors: dict[str, float]) -> None:
+        super().__init__(errors)
+        self.factors = factors
+
+    def quantize(self, fp32_nodes: frozenset[str]) -> float:
+        return super().quantize(fp32_nodes) * self.factors[self.scheme]
+
+
+@pytest.mark.parametrize(("factors", "chosen", "n_fp32"), [
+    ({"asymmetric": 1.0, "symmetric": 0.5}, "symmetric", 1),  # 0.3, 0.1 with a back
+    ({"asymmetric": 0.3, "symmetric": 1.0}, "asymmetric", 0),  # all int8 holds: 0.18
+    ({"asymmetric": 1.0, "symmetric": 1.0}, "asymmetric", 1),  # a tie: the first
+])  # fmt: skip
+def test_the_activation_scheme_that_scores_best_is_used(factors, chosen, n_fp32):
+    backend = _TwoSchemes({"a": 0.4, "b": 0.2}, factors)
+    model, report = search_fallback(
+        backend,
+        pipeline=None,
+        feeds=[{"noise": np.zeros((4, 2), np.float32)}],
+        guard=_ErrorIsTheOutput(),
+        tolerance=Int8Tolerance(projection_mse=0.2),
+        log=lambda message: None,
+    )
+    assert report.scheme == chosen and backend.scheme == chosen
+    assert len(report.fp32_layers) == n_fp32
+    assert report.holds and model == pytest.approx(report.after.projection_mse_degradation)
+    assert f"({chosen})" in report.summary()
+
+
+def test_the_response_is_held_to_two_standard_errors_beyond_it():
+    tolerance = Int8Tolerance(response=0.01)
+    assert GuardMetrics(0.0, 0.008, 0.0, 0.0, response_standard_error=0.0009).holds(tolerance)
+    close = GuardMetrics(0.0, 0.008, 0.0, 0.0, response_standard_error=0.0011)
+    assert not close.holds(tolerance)  # 0.8 % measured, but 1.02 % is within two errors
+    assert close.response_bound == pytest.approx(0.0102)
 
 
 def test_a_missing_library_names_the_package_and_the_extra(monkeypatch):
