@@ -13,8 +13,9 @@ the others (exact rewrites that need fixed weights, e.g. gan3d's folded first la
   static shapes and frozen weights (Inductor folds the BatchNorms and constants into the
   convolutions) and CUDA graphs, which remove the launch gaps of the many small kernels. On
   the CPU, OpenVINO where it is installed (the `int8` extra; `caloforge.generation.openvino`:
-  1.5-2x eager for gan3d on an AVX2 CPU, where Inductor, calling the same oneDNN
-  convolutions as eager, gained 1.0-1.4x), else Inductor as on the GPU. `engine` says which.
+  on the same graph 1.5-2x eager for gan3d on an AVX2 CPU, where Inductor, calling the same
+  oneDNN convolutions as eager, gained 1.0-1.4x; with gan3d's frozen() rewrites 2.8x), else
+  Inductor as on the GPU. `engine` says which.
   A batch smaller than the first one seen is padded up to it, so one compiled graph serves
   a whole `generate` run.
 - `bf16`: the compiled path with weights and activations in bfloat16 (fp32 in, fp32 out).
