@@ -135,6 +135,18 @@ class _ErrorIsTheOutput:
         return GuardMetrics(float(out[0, 0]), 0.0, 0.0, 0.0)
 
 
+def search_fake(backend: _AdditiveLayers, projection_mse: float):
+    """`_search` on a stand-in quantizer whose models' output is their guard error."""
+    return search_fallback(
+        backend,
+        pipeline=None,
+        feeds=[{"noise": np.zeros((4, 2), np.float32)}],
+        guard=_ErrorIsTheOutput(),
+        tolerance=Int8Tolerance(projection_mse=projection_mse),
+        log=lambda message: None,
+    )
+
+
 @pytest.mark.parametrize("shuffled", [False, True])
 @pytest.mark.parametrize(
     ("tolerance", "n_fp32", "left"),
@@ -150,14 +162,7 @@ def test_fallback_finds_the_fewest_most_sensitive_layers_by_bisection(
     if shuffled:  # graph order is not sensitivity order
         errors = dict(sorted(errors.items(), key=lambda item: item[0][::-1]))
     backend = _AdditiveLayers(errors)
-    _, report = search_fallback(
-        backend,
-        pipeline=None,
-        feeds=[{"noise": np.zeros((4, 2), np.float32)}],
-        guard=_ErrorIsTheOutput(),
-        tolerance=Int8Tolerance(projection_mse=tolerance),
-        log=lambda message: None,
-    )
+    _, report = search_fake(backend, tolerance)
     by_sensitivity = sorted(errors, key=lambda label: -errors[label])
     assert report.fp32_layers == tuple(by_sensitivity[:n_fp32])
     assert report.holds and report.after.projection_mse_degradation == pytest.approx(left)
@@ -206,14 +211,7 @@ def test_layers_slower_in_int8_go_back_to_fp32_where_the_guard_allows():
     # and goes back for speed; c is 2 % slower, within the margin, and d faster: both stay.
     errors = {"a": 0.5, "b": 0.01, "c": 0.01, "d": 0.01}
     backend = _TimedLayers(errors, {"a": 0.5, "b": 2.0, "c": 1.02, "d": 0.5}, fp32_s=1.0)
-    _, report = search_fallback(
-        backend,
-        pipeline=None,
-        feeds=[{"noise": np.zeros((4, 2), np.float32)}],
-        guard=_ErrorIsTheOutput(),
-        tolerance=Int8Tolerance(projection_mse=0.1),
-        log=lambda message: None,
-    )
+    _, report = search_fake(backend, 0.1)
     assert report.fp32_layers == ("a",)
     assert report.faster_in_fp32 == ("b",)
     assert report.int8_layers == ("c", "d")
@@ -243,14 +241,7 @@ class _TwoSchemes(_AdditiveLayers):
 ])  # fmt: skip
 def test_the_activation_scheme_that_scores_best_is_used(factors, chosen, n_fp32):
     backend = _TwoSchemes({"a": 0.4, "b": 0.2}, factors)
-    model, report = search_fallback(
-        backend,
-        pipeline=None,
-        feeds=[{"noise": np.zeros((4, 2), np.float32)}],
-        guard=_ErrorIsTheOutput(),
-        tolerance=Int8Tolerance(projection_mse=0.2),
-        log=lambda message: None,
-    )
+    model, report = search_fake(backend, 0.2)
     assert report.scheme == chosen and backend.scheme == chosen
     assert len(report.fp32_layers) == n_fp32
     assert report.holds and model == pytest.approx(report.after.projection_mse_degradation)
