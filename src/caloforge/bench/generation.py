@@ -231,7 +231,8 @@ def bench_generation(
         }
         return generator.sample_noise(n, torch_generator), tensors
 
-    gflop = count_gflop_per_shower(generator, inputs(4)[1])
+    counted = inputs(4)[1]  # conditions of the FLOP counts
+    gflop = count_gflop_per_shower(generator, counted)
     executed: dict[str, float] = {}
     timings: list[Timing] = []
     skipped: list[dict[str, Any]] = []
@@ -250,7 +251,7 @@ def bench_generation(
         forward = pipeline.forward
         module = getattr(forward, "module", generator)
         executed[backend] = (
-            gflop if module is generator else count_gflop_per_shower(module, inputs(4)[1])
+            gflop if module is generator else count_gflop_per_shower(module, counted)
         )
         too_slow = False
         for n in sizes:

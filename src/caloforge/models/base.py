@@ -364,10 +364,7 @@ class ShowerGenerator(nn.Module):
         layers into one matrix). Same function, same device and dtype; later changes to
         this module's weights do not reach the copy. What the compiled, bf16 and int8
         backends and the ONNX export run."""
-        copied = copy.deepcopy(self).eval()
-        for p in copied.parameters():
-            p.requires_grad_(False)
-        return copied
+        return copy.deepcopy(self).eval().requires_grad_(False)
 
 
 class GanDiscriminatorOutput(NamedTuple):
