@@ -12,6 +12,7 @@ import torch
 
 from caloforge.bench import bench_generation
 from caloforge.cli import main
+from caloforge.devices import full_fp32
 from caloforge.errors import CaloforgeError
 from caloforge.generation import backends
 from caloforge.generation.backends import (
@@ -71,6 +72,28 @@ def test_backend_agrees_with_eager_and_pads_small_batches(family, backend, engin
     other_noise, _ = inputs(family, 6, seed=8)
     with torch.inference_mode():
         assert relative_error(run(other_noise, conditions), first) > 1e-3
+
+
+@pytest.mark.gpu
+# Inductor's advice to allow TF32 (the fp32 backends keep full fp32 on purpose), and CUDA-graph
+# trees capturing an empty partition around the compiled region: notes, not failures.
+@pytest.mark.filterwarnings("ignore:TensorFloat32 tensor cores:UserWarning")
+@pytest.mark.filterwarnings("ignore:The CUDA Graph is empty:UserWarning")
+@pytest.mark.parametrize(
+    ("family", "form"),
+    [("gan3d-angle", "_DepthAsChannelsGenerator"), ("conv2d-g1", "_SplitBranchesG1")],
+)
+@pytest.mark.parametrize("backend", ["compiled", "bf16"])
+def test_gpu_backends_run_the_gpu_forms_and_agree_with_eager(family, form, backend):
+    generator = build_model(family, seed=2).generator.eval().cuda()
+    noise, conditions = inputs(family, 6, seed=7)
+    noise, conditions = noise.cuda(), {k: v.cuda() for k, v in conditions.items()}
+    run = build_backend(backend, generator)
+    assert type(run.module).__name__ == form
+    with torch.inference_mode(), full_fp32():
+        expected, got = generator(noise, conditions), run(noise, conditions)
+    assert got.dtype == torch.float32 and got.shape == expected.shape
+    assert relative_error(got, expected) < TOLERANCE[backend]
 
 
 def test_unknown_backend_and_int8_on_a_gpu_are_refused():

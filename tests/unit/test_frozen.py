@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional
 from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.bench import bench_generation
@@ -17,6 +18,7 @@ from caloforge.generation.backends import EagerBackend
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import MODEL_FAMILIES, ShowerGenerator, build_model
 from caloforge.models.gan3d import PhaseSpaceTail
+from caloforge.models.gan3d_angle import banded_kernel
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 
 
@@ -111,13 +113,60 @@ def test_frozen_gan3d_in_float32_is_accurate() -> None:
     assert _relative(folded, plain) < 1e-5
 
 
+@pytest.mark.parametrize(
+    ("family", "config", "form"),
+    [
+        ("gan3d-angle", {"fast_upsample": True}, "_DepthAsChannelsGenerator"),
+        ("gan3d-angle", {"fast_upsample": False}, "_DepthAsChannelsGenerator"),
+        ("conv2d-g1", {}, "_SplitBranchesG1"),
+    ],
+)
+def test_gpu_frozen_forms_are_the_generator(family: str, config: dict, form: str) -> None:
+    # The GPU forms are plain PyTorch: checked here on the CPU in float64.
+    generator = _trained_looking(build_model(family, config, seed=5).generator).double()
+    noise, conditions = _inputs(generator, 4)
+    conditions = {k: v.double() for k, v in conditions.items()}
+    on_gpu = generator.frozen("cuda")
+    assert type(on_gpu).__name__ == form
+    assert type(generator.frozen()) is type(generator)  # on the CPU: a plain copy
+    with torch.inference_mode():
+        expected, got = generator(noise.double(), conditions), on_gpu(noise.double(), conditions)
+    assert got.shape == expected.shape
+    assert _relative(got, expected) < 1e-12
+
+
+@pytest.mark.parametrize(("kernel", "pad"), [((3, 2, 4), 1), ((2, 3, 2), 0), ((1, 1, 3), 2)])
+def test_banded_kernel_is_the_3d_convolution(kernel: tuple[int, int, int], pad: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    c_in, c_out, depth = 3, 2, 7
+    weight = torch.randn(c_out, c_in, *kernel, generator=g, dtype=torch.float64)
+    x = torch.randn(2, c_in, 6, 5, depth, generator=g, dtype=torch.float64)
+    expected = functional.conv3d(functional.pad(x, (pad, pad, 1, 1, 1, 1)), weight)
+    depth_out = expected.shape[-1]
+    rows, columns = depth_out * c_out + 5, depth * c_in + 3  # with alignment padding
+    banded = banded_kernel(weight, depth, pad, rows, columns)
+    flat = x.permute(0, 4, 1, 2, 3).reshape(2, depth * c_in, 6, 5)  # channels depth-major
+    got = functional.conv2d(functional.pad(flat, (0, 0, 0, 0, 0, 3)), banded, padding=1)
+    assert torch.all(got[:, depth_out * c_out :] == 0)
+    got = got[:, : depth_out * c_out].reshape(2, depth_out, c_out, *got.shape[2:])
+    torch.testing.assert_close(got.permute(0, 2, 3, 4, 1), expected, rtol=0, atol=1e-12)
+
+
+def test_gpu_form_refuses_layers_it_does_not_know() -> None:
+    generator = build_model("gan3d-angle", seed=5).generator
+    generator.convs[3] = nn.Identity()  # the first BatchNorm gone
+    with pytest.raises(TypeError, match="unexpected gan3d-angle generator layers"):
+        generator.frozen("cuda")
+
+
+@pytest.mark.parametrize("device_type", [None, "cuda"])
 @pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))
-def test_frozen_is_a_detached_eval_copy(family: str) -> None:
+def test_frozen_is_a_detached_eval_copy(family: str, device_type: str | None) -> None:
     generator = build_model(family, seed=6).generator
     _trained_looking(generator)
     noise, conditions = _inputs(generator, 3)
     generator.train()
-    frozen = generator.frozen()
+    frozen = generator.frozen(device_type)
     assert generator.training  # the original is left as it was
     assert not frozen.training
     assert not any(p.requires_grad for p in frozen.parameters())

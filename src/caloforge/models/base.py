@@ -358,13 +358,22 @@ class ShowerGenerator(nn.Module):
     def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
         raise NotImplementedError
 
-    def frozen(self) -> ShowerGenerator:
+    def frozen(self, device_type: str | None = None) -> ShowerGenerator:
         """A copy for inference only: eval mode, no gradients, and the exact rewrites that
         only fixed weights allow (families override it; gan3d folds its first two linear
         layers into one matrix). Same function, same device and dtype; later changes to
         this module's weights do not reach the copy. What the compiled, bf16 and int8
-        backends and the ONNX export run."""
+        backends and the ONNX export run.
+
+        device_type: the kind of device the rewrites are chosen for ("cpu", "cuda"; default:
+        where the weights are). Some pay on one kind only: on a GPU, conv2d-g1's branches
+        run as ungrouped stacks and gan3d-angle's depth axis is folded into the channels.
+        """
         return copy.deepcopy(self).eval().requires_grad_(False)
+
+    def _frozen_for(self, device_type: str | None) -> str:
+        """The device kind `frozen(device_type)` chooses its rewrites for."""
+        return device_type or next(self.parameters()).device.type
 
 
 class GanDiscriminatorOutput(NamedTuple):

@@ -49,6 +49,7 @@ Parameters (trainable): G1 2,053,446, G2 2,125,300, G3 2,394,774; discriminator 
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -258,6 +259,75 @@ class Conv2dG1Generator(_Conv2dGenerator):
         hx, hz, hy = h.split(25, dim=1)
         h = torch.cat([hx, _from_layer_first(hz), _from_y_first(hy)], dim=1)
         return self.mix(h)  # (N, x, y, layer)
+
+    def frozen(self, device_type: str | None = None) -> ShowerGenerator:
+        """A copy for inference; on a GPU, with the three branches as three ungrouped
+        stacks in channels-last layout (`_SplitBranchesG1`).
+
+        cuDNN runs the grouped convolutions in NCHW, transposing around each; three plain
+        NHWC stacks ran 1.4x faster on an H100 (bf16, compiled; benchmarks/gpu_variants.py).
+        On the CPU it is a plain copy (OpenVINO runs the grouped form well, and the int8
+        search would see three times the layers).
+        """
+        if self._frozen_for(device_type) == "cuda":
+            return _SplitBranchesG1(self)
+        return super().frozen()
+
+
+def _branch_layer(layer: nn.Module, b: int, groups: int) -> nn.Module:
+    """Branch `b`'s part of a layer of `groups` grouped branches, as an ungrouped layer."""
+    if isinstance(layer, nn.Conv2d | nn.ConvTranspose2d) and layer.groups == groups:
+        branch = copy.deepcopy(layer)
+        branch.groups = 1
+        branch.in_channels //= groups
+        branch.out_channels //= groups
+        # A Conv2d's weight is (out, in / groups, ...), a ConvTranspose2d's (in, out / groups, ...).
+        rows = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.in_channels
+        own = slice(b * rows // groups, (b + 1) * rows // groups)
+        out = slice(b * branch.out_channels, (b + 1) * branch.out_channels)
+        branch.weight = nn.Parameter(layer.weight.detach()[own].clone())
+        if layer.bias is not None:
+            branch.bias = nn.Parameter(layer.bias.detach()[out].clone())
+        return branch
+    if isinstance(layer, nn.BatchNorm2d):
+        k = layer.num_features // groups
+        own = slice(b * k, (b + 1) * k)
+        norm = copy.deepcopy(layer)
+        norm.num_features = k
+        for name in ("weight", "bias"):
+            setattr(norm, name, nn.Parameter(getattr(layer, name).detach()[own].clone()))
+        for name in ("running_mean", "running_var"):
+            setattr(norm, name, getattr(layer, name)[own].clone())
+        return norm
+    if any(True for _ in layer.parameters()):
+        raise TypeError(f"frozen(): cannot split {type(layer).__name__} into branches")
+    return copy.deepcopy(layer)
+
+
+class _SplitBranchesG1(_Conv2dGenerator):
+    """`Conv2dG1Generator.frozen()` on a GPU: branch b of the grouped layers as stack b of
+    ungrouped ones, activations channels-last; the dense layer and the mixing convolution
+    as they are."""
+
+    def __init__(self, generator: Conv2dG1Generator) -> None:
+        super().__init__(generator.config)
+        self.dense = copy.deepcopy(generator.dense)
+        self.stacks = nn.ModuleList(
+            nn.Sequential(*(_branch_layer(layer, b, 3) for layer in generator.branches))
+            for b in range(3)
+        )
+        self.mix = copy.deepcopy(generator.mix)
+        self.eval().requires_grad_(False)
+
+    def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
+        v = self._volume(noise, conditions)
+        last = torch.channels_last
+        hx, hz, hy = (
+            stack(x.contiguous(memory_format=last))
+            for stack, x in zip(self.stacks, (v, _layer_first(v), _y_first(v)), strict=True)
+        )
+        h = torch.cat([hx, _from_layer_first(hz), _from_y_first(hy)], dim=1)
+        return self.mix(h.contiguous(memory_format=last))
 
 
 _G2_BRANCH = (

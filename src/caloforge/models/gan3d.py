@@ -148,9 +148,9 @@ class Gan3dGenerator(ShowerGenerator):
         x = x.view(-1, 8, 7, 7, 8)
         return self.convs(x).squeeze(1)  # (N, 1, x, y, layer) -> (N, x, y, layer)
 
-    def frozen(self) -> ShowerGenerator:
-        """A copy for inference: the dense layer and the first convolution folded, the last
-        convolution on the sub-pixel phases.
+    def frozen(self, device_type: str | None = None) -> ShowerGenerator:
+        """A copy for inference, on any device: the dense layer and the first convolution
+        folded, the last convolution on the sub-pixel phases.
 
         Nothing lies between the first two (the LeakyReLU comes after the convolution) and
         the 'same' zero padding is linear, so at fixed weights latent -> 64 x 7x7x8 is one

@@ -42,6 +42,7 @@ multiply-adds in that layer, and the 54x54x48 upsampled tensor is never built;
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -49,6 +50,7 @@ from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional
 
 from caloforge.models.base import (
     Dropout,
@@ -58,7 +60,7 @@ from caloforge.models.base import (
     register,
     same_pad3d,
 )
-from caloforge.models.gan3d import FastConv3dSequential
+from caloforge.models.gan3d import FastConv3dSequential, _is_plain_conv
 
 __all__ = [
     "EMPTY_SHOWER_ANGLE",
@@ -146,6 +148,168 @@ class Gan3dAngleGenerator(ShowerGenerator):
         x = self.dense(torch.cat([energy, theta, noise], dim=1))
         x = x.view(-1, 8, 9, 9, 8)
         return self.convs(x).squeeze(1)  # (N, 1, x, y, layer) -> (N, x, y, layer)
+
+    def frozen(self, device_type: str | None = None) -> ShowerGenerator:
+        """A copy for inference; on a GPU, with the depth axis folded into the channels after
+        the first convolution (`_DepthAsChannelsGenerator`).
+
+        cuDNN runs these 3D convolutions on 6-8 channels at about 1 % of an H100's bf16 peak;
+        as 2D convolutions over (x, y) with (layer, channel) as channels they are large
+        matrix products: 6.3x the multiply-adds (each kernel's depth band is stored dense),
+        8.5x the showers/s (bf16, compiled; benchmarks/gpu_variants.py). On the CPU the
+        extra multiply-adds cost more than they gain: there it is a plain copy.
+        """
+        if self._frozen_for(device_type) == "cuda":
+            return _DepthAsChannelsGenerator(self)
+        return super().frozen()
+
+
+def banded_kernel(weight: Tensor, depth: int, pad: int, rows: int, columns: int) -> Tensor:
+    """A Conv3d kernel `(C_out, C_in, kx, ky, kz)` on inputs `depth` deep (zero padded by `pad`
+    at both ends) as a Conv2d kernel `(rows, columns, kx, ky)` over (x, y) whose channels are
+    (depth, channel), depth-major: output (z', c') reads input (z' + dz - pad, c) through tap
+    dz. Taps that would read the padding are left out (they read zeros); rows and columns
+    past depth x channels (alignment) are zero."""
+    c_out, c_in, kx, ky, kz = weight.shape
+    depth_out = depth + 2 * pad - kz + 1
+    band = weight.new_zeros(depth_out, c_out, depth, c_in, kx, ky)
+    for z_out in range(depth_out):
+        for dz in range(kz):
+            z_in = z_out + dz - pad
+            if 0 <= z_in < depth:
+                band[z_out, :, z_in] = weight[..., dz]
+    kernel = weight.new_zeros(rows, columns, kx, ky)
+    kernel[: depth_out * c_out, : depth * c_in] = band.reshape(depth_out * c_out, -1, kx, ky)
+    return kernel
+
+
+def _aligned(n: int, multiple: int = 8) -> int:
+    """`n` rounded up: bf16 tensor-core convolutions want channel rows of 16 bytes."""
+    return -(-n // multiple) * multiple
+
+
+class _DepthStep(nn.Module):
+    """`pad (x, y) -> Conv3d -> ReLU [-> BatchNorm]` on `(N, depth x C, x, y)` activations
+    (channels-last 2D): a banded Conv2d, the ReLU, and the BatchNorm as a per-channel affine
+    map (zero on the alignment channels)."""
+
+    def __init__(
+        self,
+        conv: nn.Conv3d,
+        pad: tuple[int, int, int],
+        depth: int,
+        columns: int,
+        norm: nn.BatchNorm3d | None,
+    ) -> None:
+        super().__init__()
+        like = conv.weight
+        kx, ky, kz = conv.kernel_size
+        self.depth = depth + 2 * pad[2] - kz + 1
+        self.channels = self.depth * conv.out_channels
+        rows = _aligned(self.channels)
+        self.conv = nn.Conv2d(
+            columns, rows, (kx, ky), padding=pad[:2], device=like.device, dtype=like.dtype
+        )
+        bias, scale, shift = (
+            torch.zeros(rows, dtype=torch.float64, device=like.device) for _ in range(3)
+        )
+        if conv.bias is not None:
+            bias[: self.channels] = _wide(conv.bias).repeat(self.depth)
+        if norm is None:
+            scale[: self.channels] = 1.0
+        else:
+            assert norm.running_var is not None and norm.running_mean is not None
+            s = _wide(norm.weight) / torch.sqrt(_wide(norm.running_var) + norm.eps)
+            scale[: self.channels] = s.repeat(self.depth)
+            shift[: self.channels] = (_wide(norm.bias) - _wide(norm.running_mean) * s).repeat(
+                self.depth
+            )
+        kernel = banded_kernel(_wide(conv.weight), depth, pad[2], rows, columns)
+        self.conv.weight = nn.Parameter(
+            kernel.to(like.dtype).contiguous(memory_format=torch.channels_last)
+        )
+        self.conv.bias = nn.Parameter(bias.to(like.dtype))
+        self.scale: Tensor
+        self.shift: Tensor
+        self.register_buffer("scale", scale.to(like.dtype).view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.to(like.dtype).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(self.conv(x)) * self.scale + self.shift
+
+
+def _wide(t: Tensor) -> Tensor:
+    return t.detach().double()
+
+
+class _DepthAsChannelsGenerator(ShowerGenerator):
+    """`Gan3dAngleGenerator.frozen()` on a GPU: the dense layer and the first (sub-pixel)
+    convolution block as they are; then the activations as `(N, depth x C, x, y)` in
+    channels-last layout, whose memory is the NDHWC 3D layout's, so no layer moves data to
+    change form, and each later Conv3d a `_DepthStep`. The last step's channels are the
+    shower's layers: `(N, x, y, layer)` is its output viewed channels-last."""
+
+    def __init__(self, generator: Gan3dAngleGenerator) -> None:
+        super().__init__(generator.config)
+        self.config: Gan3dAngleConfig = generator.config
+        layers = list(generator.convs)
+        kinds = ", ".join(type(m).__name__ for m in layers)
+        if not (
+            isinstance(layers[0], nn.Upsample)
+            and _is_plain_conv(layers[1])
+            and isinstance(layers[2], nn.ReLU)
+            and isinstance(layers[3], nn.BatchNorm3d)
+        ):
+            raise TypeError(f"frozen(): unexpected gan3d-angle generator layers ({kinds})")
+        self.dense = copy.deepcopy(generator.dense)
+        self.head = FastConv3dSequential(*copy.deepcopy(layers[:4]), upsample=True).eval()
+        like = generator.dense.weight
+        with torch.no_grad():
+            probe = like.new_zeros(1, self.dense.out_features).view(1, 8, 9, 9, 8)
+            _, channels, *self.head_shape = self.head(probe).shape
+        depth = self.head_shape[2]
+        self.head_channels = depth * channels
+        columns = _aligned(self.head_channels)
+        steps: list[_DepthStep] = []
+        pad, i = (0, 0, 0), 4
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.ConstantPad3d) and pad == (0, 0, 0):
+                z0, z1, y0, y1, x0, x1 = (int(p) for p in layer.padding)
+                if layer.value != 0 or (z0, y0, x0) != (z1, y1, x1) or min(z0, y0, x0) < 0:
+                    raise TypeError(f"frozen(): unexpected gan3d-angle padding {layer.padding}")
+                pad, i = (x0, y0, z0), i + 1
+                continue
+            after = layers[i + 1 : i + 3]
+            if not (_is_plain_conv(layer) and after and isinstance(after[0], nn.ReLU)):
+                raise TypeError(f"frozen(): unexpected gan3d-angle generator layers ({kinds})")
+            assert isinstance(layer, nn.Conv3d)
+            norm = after[1] if len(after) > 1 and isinstance(after[1], nn.BatchNorm3d) else None
+            steps.append(_DepthStep(layer, pad, depth, columns, norm))
+            depth, columns = steps[-1].depth, steps[-1].conv.out_channels
+            pad, i = (0, 0, 0), i + (3 if norm is not None else 2)
+        if not steps or steps[-1].channels != self.config.shape[2]:
+            raise TypeError(f"frozen(): unexpected gan3d-angle generator layers ({kinds})")
+        self.steps = nn.Sequential(*steps)
+        self.columns = steps[0].conv.in_channels
+        self.eval().requires_grad_(False)
+
+    @property
+    def noise_size(self) -> int:
+        return self.config.latent_size - 2
+
+    def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
+        n = noise.shape[0]
+        energy = get_condition(conditions, "energy", n, 1, noise) / self.config.energy_scale
+        theta = get_condition(conditions, "theta", n, 1, noise)
+        x = self.dense(torch.cat([energy, theta, noise], dim=1))
+        h = self.head(x.view(-1, 8, 9, 9, 8))  # (N, C, x, y, depth)
+        h = h.permute(0, 2, 3, 4, 1).reshape(n, *self.head_shape[:2], self.head_channels)
+        columns = self.columns
+        if columns > self.head_channels:
+            h = functional.pad(h, (0, columns - self.head_channels))
+        h = self.steps(h.permute(0, 3, 1, 2))  # channels-last 2D: (N, depth x C, x, y)
+        return h.permute(0, 2, 3, 1)[..., : self.config.shape[2]]
 
 
 class AngleDiscriminatorOutput(NamedTuple):
