@@ -5,7 +5,8 @@ A backend is built from a `ShowerGenerator` and stands in for its forward:
 backend's device. `ShowerPipeline` calls it in place of the generator, so the noise, the
 inverse preprocessing and the checks are the same whatever the backend. Its `module` is the
 generator whose arithmetic it runs: the generator itself for `eager`, its `frozen()` copy for
-the others (exact rewrites that need fixed weights, e.g. gan3d's folded first layers), which
+the others (exact rewrites that need fixed weights, e.g. gan3d's folded first layers; on a
+GPU the forms that pay there, e.g. gan3d-angle's depth axis folded into the channels), which
 `caloforge bench` counts the executed FLOPs of; `engine` says what runs it.
 
 - `eager`: the PyTorch module as trained, fp32 (cuDNN without TF32): the reference.

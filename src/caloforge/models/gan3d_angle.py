@@ -37,7 +37,8 @@ of the plain path): `fast_upsample`: the generator's "upsample 6 -> Conv3D 8 (6,
 one sub-pixel convolution (`caloforge.models.gan3d.upsample_conv3d`), about 24x fewer
 multiply-adds in that layer, and the 54x54x48 upsampled tensor is never built;
 `fast_discriminator`: the discriminator's convolutions run in channels-last layout, its first
-(1-channel) one with the W taps as channels.
+(1-channel) one with the W taps as channels. For inference on a GPU, `frozen()` folds the
+depth axis into the channels (`_DepthAsChannelsGenerator`): 16.7x eager in bf16 on an H100.
 """
 
 from __future__ import annotations
