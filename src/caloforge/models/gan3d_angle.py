@@ -143,11 +143,7 @@ class Gan3dAngleGenerator(ShowerGenerator):
         return self.config.latent_size - 2
 
     def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
-        n = noise.shape[0]
-        energy = get_condition(conditions, "energy", n, 1, noise) / self.config.energy_scale
-        theta = get_condition(conditions, "theta", n, 1, noise)
-        x = self.dense(torch.cat([energy, theta, noise], dim=1))
-        x = x.view(-1, 8, 9, 9, 8)
+        x = _dense_volume(self.config, self.dense, noise, conditions)
         return self.convs(x).squeeze(1)  # (N, 1, x, y, layer) -> (N, x, y, layer)
 
     def frozen(self, device_type: str | None = None) -> ShowerGenerator:
@@ -163,6 +159,16 @@ class Gan3dAngleGenerator(ShowerGenerator):
         if self._frozen_for(device_type) == "cuda":
             return _DepthAsChannelsGenerator(self)
         return super().frozen()
+
+
+def _dense_volume(
+    config: Gan3dAngleConfig, dense: nn.Linear, noise: Tensor, conditions: Mapping[str, Tensor]
+) -> Tensor:
+    """[Ep / energy_scale, theta, noise] -> Dense -> the `(N, 8, 9, 9, 8)` starting volume."""
+    n = noise.shape[0]
+    energy = get_condition(conditions, "energy", n, 1, noise) / config.energy_scale
+    theta = get_condition(conditions, "theta", n, 1, noise)
+    return dense(torch.cat([energy, theta, noise], dim=1)).view(-1, 8, 9, 9, 8)
 
 
 def banded_kernel(weight: Tensor, depth: int, pad: int, rows: int, columns: int) -> Tensor:
@@ -301,10 +307,7 @@ class _DepthAsChannelsGenerator(ShowerGenerator):
 
     def forward(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> Tensor:
         n = noise.shape[0]
-        energy = get_condition(conditions, "energy", n, 1, noise) / self.config.energy_scale
-        theta = get_condition(conditions, "theta", n, 1, noise)
-        x = self.dense(torch.cat([energy, theta, noise], dim=1))
-        h = self.head(x.view(-1, 8, 9, 9, 8))  # (N, C, x, y, depth)
+        h = self.head(_dense_volume(self.config, self.dense, noise, conditions))  # (N, C, x, y, z)
         h = h.permute(0, 2, 3, 4, 1).reshape(n, *self.head_shape[:2], self.head_channels)
         columns = self.columns
         if columns > self.head_channels:
