@@ -382,7 +382,7 @@ def _search(
         run = backend.runner(model)
         out = np.concatenate([run(f) for f in feeds])
         if backend.output == "preprocessed":
-            out = np.asarray(pipeline.transform.inverse(np.maximum(out, 0.0)), dtype=np.float32)
+            return model, guard.metrics(_in_gev(pipeline, out))
         return model, guard.metrics(np.maximum(out, 0.0))
 
     # The activation scheme (where the backend offers several): the one whose all-int8
@@ -453,6 +453,13 @@ def _search(
     )
     log(report.summary())
     return model, report
+
+
+def _in_gev(pipeline: ShowerPipeline, out: np.ndarray) -> np.ndarray:
+    """Generator outputs in preprocessed units as showers in GeV, clamped at zero before and
+    after the inverse preprocessing, as `ShowerPipeline` does."""
+    showers = pipeline.transform.inverse(np.maximum(out, 0.0))
+    return np.maximum(np.asarray(showers, dtype=np.float32), 0.0)
 
 
 def _describe(m: GuardMetrics) -> str:
@@ -700,9 +707,7 @@ def held_out_metrics(
         for feed in feeds:
             named = {k: torch.from_numpy(v) for k, v in feed.items() if k != "noise"}
             outputs.append(quantized(torch.from_numpy(feed["noise"]), named).numpy())
-    out = np.maximum(np.concatenate(outputs), 0.0)
-    showers = np.asarray(pipeline.transform.inverse(out), dtype=np.float32)
-    return guard.metrics(np.maximum(showers, 0.0))
+    return guard.metrics(_in_gev(pipeline, np.concatenate(outputs)))
 
 
 def quantize_onnx_model(

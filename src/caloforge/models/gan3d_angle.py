@@ -61,7 +61,7 @@ from caloforge.models.base import (
     register,
     same_pad3d,
 )
-from caloforge.models.gan3d import FastConv3dSequential, _is_plain_conv
+from caloforge.models.gan3d import FastConv3dSequential, _is_plain_conv, _wide
 
 __all__ = [
     "EMPTY_SHOWER_ANGLE",
@@ -153,7 +153,7 @@ class Gan3dAngleGenerator(ShowerGenerator):
         cuDNN runs these 3D convolutions on 6-8 channels at about 1 % of an H100's bf16 peak;
         as 2D convolutions over (x, y) with (layer, channel) as channels they are large
         matrix products: 6.3x the multiply-adds (each kernel's depth band is stored dense),
-        8.5x the showers/s (bf16, compiled; benchmarks/gpu_variants.py). On the CPU the
+        8.1x the showers/s (bf16, compiled; benchmarks/gpu_variants.py). On the CPU the
         extra multiply-adds cost more than they gain: there it is a plain copy.
         """
         if self._frozen_for(device_type) == "cuda":
@@ -217,9 +217,8 @@ class _DepthStep(nn.Module):
         self.conv = nn.Conv2d(
             columns, rows, (kx, ky), padding=pad[:2], device=like.device, dtype=like.dtype
         )
-        bias, scale, shift = (
-            torch.zeros(rows, dtype=torch.float64, device=like.device) for _ in range(3)
-        )
+        # Folded in float64 on the CPU (`_wide`), rounded once to the weights' dtype and device.
+        bias, scale, shift = (torch.zeros(rows, dtype=torch.float64) for _ in range(3))
         if conv.bias is not None:
             bias[: self.channels] = _wide(conv.bias).repeat(self.depth)
         if norm is None:
@@ -233,20 +232,16 @@ class _DepthStep(nn.Module):
             )
         kernel = banded_kernel(_wide(conv.weight), depth, pad[2], rows, columns)
         self.conv.weight = nn.Parameter(
-            kernel.to(like.dtype).contiguous(memory_format=torch.channels_last)
+            kernel.to(like).contiguous(memory_format=torch.channels_last)
         )
-        self.conv.bias = nn.Parameter(bias.to(like.dtype))
+        self.conv.bias = nn.Parameter(bias.to(like))
         self.scale: Tensor
         self.shift: Tensor
-        self.register_buffer("scale", scale.to(like.dtype).view(1, -1, 1, 1))
-        self.register_buffer("shift", shift.to(like.dtype).view(1, -1, 1, 1))
+        self.register_buffer("scale", scale.to(like).view(1, -1, 1, 1))
+        self.register_buffer("shift", shift.to(like).view(1, -1, 1, 1))
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.relu(self.conv(x)) * self.scale + self.shift
-
-
-def _wide(t: Tensor) -> Tensor:
-    return t.detach().double()
 
 
 class _DepthAsChannelsGenerator(ShowerGenerator):
@@ -309,9 +304,8 @@ class _DepthAsChannelsGenerator(ShowerGenerator):
         n = noise.shape[0]
         h = self.head(_dense_volume(self.config, self.dense, noise, conditions))  # (N, C, x, y, z)
         h = h.permute(0, 2, 3, 4, 1).reshape(n, *self.head_shape[:2], self.head_channels)
-        columns = self.columns
-        if columns > self.head_channels:
-            h = functional.pad(h, (0, columns - self.head_channels))
+        if self.columns > self.head_channels:
+            h = functional.pad(h, (0, self.columns - self.head_channels))
         h = self.steps(h.permute(0, 3, 1, 2))  # channels-last 2D: (N, depth x C, x, y)
         return h.permute(0, 2, 3, 1)[..., : self.config.shape[2]]
 
