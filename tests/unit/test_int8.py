@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.data.transforms import Power
 from caloforge.export import MissingDependencyError
@@ -150,25 +151,72 @@ def search_fake(backend: _AdditiveLayers, projection_mse: float):
 @pytest.mark.parametrize("shuffled", [False, True])
 @pytest.mark.parametrize(
     ("tolerance", "n_fp32", "left"),
-    # 0.9581 with all int8. 0.1: a-d back leave 0.0681 (a-c leave 0.1081). 0.0018: a-g and
-    # the 15 largest small ones back leave 0.00165 (14 leave 0.00201).
+    # 0.9581 with all int8. 0.1: the 20 small ones, g, f, e int8 leave 0.0681 (d too: 0.1081).
+    # 0.0018: a-g fail alone; the 5 smallest small ones leave 0.00165 (6: 0.00201).
     [(0.1, 4, 0.0681), (0.0018, 22, 0.00165)],
 )
-def test_fallback_finds_the_fewest_most_sensitive_layers_by_bisection(
-    shuffled, tolerance, n_fp32, left
-):
+def test_fallback_keeps_int8_the_layers_of_least_error_first(shuffled, tolerance, n_fp32, left):
     errors = {"a": 0.5, "b": 0.3, "c": 0.05, "d": 0.04, "e": 0.03, "f": 0.02, "g": 0.01}
     errors |= {f"small{i:02d}": 0.0005 - 1e-5 * i for i in range(20)}  # 27 layers
-    if shuffled:  # graph order is not sensitivity order
+    if shuffled:  # graph order is not error order
         errors = dict(sorted(errors.items(), key=lambda item: item[0][::-1]))
     backend = _AdditiveLayers(errors)
     _, report = search_fake(backend, tolerance)
-    by_sensitivity = sorted(errors, key=lambda label: -errors[label])
-    assert report.fp32_layers == tuple(by_sensitivity[:n_fp32])
+    by_error = sorted(errors, key=lambda label: -errors[label])
+    assert report.fp32_layers == tuple(by_error[:n_fp32])  # the most sensitive first
+    # each layer's guard score alone: its error over the tolerance
+    assert report.sensitivity == pytest.approx({k: e / tolerance for k, e in errors.items()})
     assert report.holds and report.after.projection_mse_degradation == pytest.approx(left)
-    # All int8, one per layer for the sensitivities, all fp32, then a bisection over 27
-    # prefixes: 34 at most (one at a time would take 1 + 27 + 22 for the second case).
-    assert backend.quantizations <= 1 + 27 + 1 + 5
+    # All int8, one per layer alone, all fp32, then one per layer kept int8 and the first
+    # that does not fit: the larger ones after it are not tried.
+    assert backend.quantizations == 1 + 27 + 1 + (27 - n_fp32) + 1
+    assert report.int8_share == pytest.approx((27 - n_fp32) / 27)  # uncounted: 1 each
+
+
+class _CountedLayers(_AdditiveLayers):
+    """`_AdditiveLayers` that counts each layer's multiply-adds."""
+
+    def __init__(self, errors: dict[str, float], work: dict[str, float]) -> None:
+        super().__init__(errors)
+        self.work = work
+
+    def multiply_adds(self) -> dict[str, float]:
+        return dict(self.work)
+
+
+def test_the_error_budget_goes_to_the_layers_that_do_the_work():
+    # Two cheap layers with the smallest errors would fill the budget (0.05 + 0.05 = 0.1); the
+    # large one's error per multiply-add is the least, so it goes int8 first, and one cheap
+    # one with it would exceed the tolerance (0.11).
+    errors = {"cheap1": 0.05, "large": 0.06, "cheap2": 0.05}
+    backend = _CountedLayers(errors, {"cheap1": 1e6, "large": 1e8, "cheap2": 1e6})
+    _, report = search_fake(backend, 0.1)
+    assert report.int8_layers == ("large",)
+    assert report.int8_share == pytest.approx(100 / 102)
+    assert "98% of the multiply-adds" in report.summary()
+    assert report.to_dict()["multiply_adds"] == backend.work
+    # without the counts, the two cheap ones (equal errors) would have been chosen
+    _, uncounted = search_fake(_AdditiveLayers(errors), 0.1)
+    assert uncounted.int8_layers == ("cheap1", "cheap2")
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_the_layers_multiply_adds_are_counted_from_the_graph(quantized, family):
+    pipeline, int8 = quantized[family]
+    report = int8.report
+    assert set(report.multiply_adds) == set(report.layers)
+    generator = pipeline.generator.frozen()
+    noise = generator.sample_noise(4, torch.Generator().manual_seed(0))
+    conditions = {k: torch.as_tensor(v) for k, v in calibration_conditions(pipeline, 4).items()}
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        generator(noise, conditions)
+    # torch's count of the layers' FLOPs; it also counts gan3d's sub-pixel kernels, built
+    # from the weights by an einsum on each call (constants in the exported graph)
+    aten = torch.ops.aten
+    layers = (aten.convolution, aten.addmm, aten.mm)
+    flops = sum(n for op, n in counter.get_flop_counts()["Global"].items() if op in layers)
+    assert 2 * sum(report.multiply_adds.values()) == pytest.approx(flops / 4, rel=1e-9)
+    assert 0 < report.int8_share <= 1
 
 
 @pytest.mark.parametrize("family", list(TINY))

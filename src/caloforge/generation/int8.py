@@ -58,12 +58,13 @@ import contextlib
 import copy
 import io
 import logging
+import math
 import re
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -176,11 +177,13 @@ class Int8Report:
     """What `quantize_int8` / `quantize_onnx_model` did, and the guard's verdict.
 
     layers: every quantizable layer (label -> graph node), in graph order;
-    int8_layers / fp32_layers: the labels left int8 / fallen back to fp32 (in fallback order);
+    int8_layers / fp32_layers: the labels left int8 / fallen back to fp32 (the most sensitive
+        first);
     faster_in_fp32: labels the guard allowed in int8 but that made the generator slower there,
         so they run fp32 too (OpenVINO only, see `_search`);
-    sensitivity: label -> drop of `GuardMetrics.score` when that layer alone is fp32 (measured
-    only when the all-int8 model fails the guard);
+    sensitivity: label -> `GuardMetrics.score` with that layer alone int8 (measured only when
+        the all-int8 model fails the guard);
+    multiply_adds: label -> multiply-adds per shower, where counted (`int8_share`);
     before: the guard with every layer int8; after: with the final choice.
     """
 
@@ -197,17 +200,30 @@ class Int8Report:
     seconds: float = 0.0  # time the search took
     faster_in_fp32: tuple[str, ...] = ()
     scheme: str = ""  # the activation quantization chosen, where the library offers several
+    multiply_adds: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def int8_share(self) -> float | None:
+        """Fraction of the layers' multiply-adds that run int8 (None where not counted)."""
+        total = sum(self.multiply_adds.values())
+        if not self.multiply_adds or total <= 0:
+            return None
+        return sum(self.multiply_adds.get(label, 0.0) for label in self.int8_layers) / total
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["layers"] = dict(self.layers)
         out["sensitivity"] = dict(self.sensitivity)
+        out["multiply_adds"] = dict(self.multiply_adds)
+        out["int8_share"] = self.int8_share
         out["int8_layers"], out["fp32_layers"] = list(self.int8_layers), list(self.fp32_layers)
         out["faster_in_fp32"] = list(self.faster_in_fp32)
         return out
 
     def summary(self) -> str:
         kept = f"{len(self.int8_layers)} of {len(self.layers)} layers int8"
+        if self.int8_share is not None:
+            kept += f", {self.int8_share:.0%} of the multiply-adds"
         if self.scheme:
             kept += f" ({self.scheme})"
         fallen = f"; fp32: {', '.join(self.fp32_layers)}" if self.fp32_layers else ""
@@ -359,12 +375,15 @@ def _search(
     tolerance: Int8Tolerance,
     log: Callable[[str], None],
 ) -> tuple[Any, Int8Report]:
-    """Quantize every layer; if the guard fails, fall back the most sensitive layers.
+    """Quantize every layer; if the guard fails, keep int8 the layers that cost it least.
 
-    Each layer's sensitivity is the guard's gain when that layer alone stays fp32. The layers
-    go back to fp32 in that order, and the shortest such prefix that holds is found by
-    bisection: about log2(L) quantizations instead of up to L, on the premise that the error
-    shrinks as layers go back to fp32 (the whole order back is OpenVINO's fp32 graph).
+    Each layer's error is the guard's `score` with that layer alone int8 (`sensitivity`):
+    what it adds on its own, unmasked by the others (the error of all the others minus one
+    ranks layers by how broken the rest is: on a conv2d-g1 generator, it sent back to fp32
+    the largest convolutions, whose int8 error alone was well within the tolerance). From every
+    layer fp32, the layers go to int8 one at a time, least error per multiply-add first
+    (where the backend counts them: the most work moved to int8 for the guard's budget), each
+    kept where the guard still holds: up to 2L quantizations for L layers.
 
     Then speed, where the backend can time a model (`seconds`, OpenVINO): int8 is not faster
     for every layer (without VNNI, gan3d's folded dense layer ran at 0.87x its fp32 speed), so
@@ -402,29 +421,35 @@ def _search(
     if chosen:
         backend.scheme = chosen  # type: ignore[attr-defined]
     metrics, fallen, sensitivity = before, [], {}
+    costs: dict[str, float] = {}
     if not before.holds(tolerance):
-        score = before.score(tolerance)
+        costs = _costs(backend, layers)
+        alone: dict[str, GuardMetrics] = {}
         for label in layers:
-            _, alone = evaluate((label,))
-            sensitivity[label] = score - alone.score(tolerance)
-            log(f"sensitivity of {label}: {sensitivity[label]:+.3f}")
-        order = sorted(layers, key=lambda k: -sensitivity[k])
-        failing, holding = 0, len(order)  # prefix lengths: the shortest known to fail, to hold
-        model, metrics = evaluate(order)
-        log(f"all {len(order)} layers back to fp32: {_describe(metrics)}")
-        best = model, metrics
-        if not metrics.holds(tolerance):  # fp32 differences alone exceed it: nothing to search
-            failing = holding
-        while holding - failing > 1:
-            middle = (failing + holding) // 2
-            model, metrics = evaluate(order[:middle])
-            log(f"{middle} most sensitive layers back to fp32: {_describe(metrics)}")
-            if metrics.holds(tolerance):
-                holding, best = middle, (model, metrics)
-            else:
-                failing = middle
-        model, metrics = best
-        fallen = order[:holding]
+            _, alone[label] = evaluate([other for other in layers if other != label])
+            sensitivity[label] = alone[label].score(tolerance)
+            log(f"{label} alone int8: {_describe(alone[label])}")
+        model, metrics = evaluate(list(layers))
+        log(f"all {len(layers)} layers back to fp32: {_describe(metrics)}")
+        int8: list[str] = []
+        if metrics.holds(tolerance):  # else fp32 differences alone exceed it: nothing to search
+            # The least error per multiply-add moved to int8 first; a layer that fails alone
+            # stays fp32, as does one whose error alone is at least that of a layer that did
+            # not fit (errors add, near enough, when each is small).
+            candidates = [label for label in layers if alone[label].holds(tolerance)]
+            candidates.sort(key=lambda label: sensitivity[label] / costs[label])
+            too_much = float("inf")
+            for label in candidates:
+                if sensitivity[label] >= too_much:
+                    continue
+                trial, trial_metrics = evaluate([k for k in layers if k not in {*int8, label}])
+                log(f"{label} int8 too: {_describe(trial_metrics)}")
+                if trial_metrics.holds(tolerance):
+                    int8.append(label)
+                    model, metrics = trial, trial_metrics
+                else:
+                    too_much = sensitivity[label]
+        fallen = sorted((k for k in layers if k not in int8), key=lambda k: -sensitivity[k])
     timer: Callable[[Any], float] | None = getattr(backend, "seconds", None)
     faster: list[str] = []
     if timer is not None and metrics.holds(tolerance):
@@ -450,9 +475,55 @@ def _search(
         seconds=time.perf_counter() - start,
         faster_in_fp32=tuple(faster),
         scheme=chosen,
+        multiply_adds=costs or _costs(backend, layers),
     )
     log(report.summary())
     return model, report
+
+
+def _costs(backend: _Backend, layers: Mapping[str, str]) -> dict[str, float]:
+    """label -> multiply-adds per shower where the backend counts them all; else 1 each."""
+    count: Callable[[], Mapping[str, float]] | None = getattr(backend, "multiply_adds", None)
+    counted = dict(count()) if count is not None else {}
+    if all(counted.get(label, 0) > 0 for label in layers):
+        return {label: float(counted[label]) for label in layers}
+    return dict.fromkeys(layers, 1.0)
+
+
+def multiply_adds(model: onnx.ModelProto) -> dict[str, float]:
+    """ONNX node name -> multiply-adds per shower (batch axis first) of each layer (Conv,
+    ConvTranspose, Gemm, MatMul) whose shapes are known past the batch axis."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes: dict[str, list[int]] = {}  # one shower's
+    for value in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
+        dims = value.type.tensor_type.shape.dim[1:]  # past the batch axis
+        if dims and all(d.HasField("dim_value") for d in dims):
+            shapes[value.name] = [1, *(d.dim_value for d in dims)]
+    counts: dict[str, float] = {}
+    for node in model.graph.node:
+        if node.op_type not in ONNX_LAYER_OPS or len(node.input) < 2:
+            continue
+        x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
+        weights = next((i for i in model.graph.initializer if i.name == node.input[1]), None)
+        if x is None or y is None or weights is None:
+            continue
+        w = list(weights.dims)
+        if node.op_type == "Conv":  # weights (out, in / groups, *kernel)
+            macs = math.prod(y) * math.prod(w[1:])
+        elif node.op_type == "ConvTranspose":  # weights (in, out / groups, *kernel)
+            macs = math.prod(x) * math.prod(w[1:])
+        elif not any(a.name == "transA" and a.i for a in node.attribute):  # Gemm, MatMul
+            macs = math.prod(y) * x[-1]  # each output a dot product over the last axis
+        else:  # the batch axis is not first
+            continue
+        counts[node.name] = float(macs)
+    return counts
+
+
+def _labelled(labels: Mapping[str, str], by_node: Mapping[str, float]) -> dict[str, float]:
+    return {label: by_node[node] for label, node in labels.items() if node in by_node}
 
 
 def _in_gev(pipeline: ShowerPipeline, out: np.ndarray) -> np.ndarray:
@@ -528,6 +599,7 @@ class _OpenVino:
         self.feeds, self.threads = feeds, threads
         self.model = openvino_model(self.ov, model)
         self.labels = _layer_labels(model)
+        self._multiply_adds = multiply_adds(model)
         # ONNX node name -> the OpenVINO ops made from it ("node_Gemm_7/WithoutBiases", ...)
         types = {op.get_type_name() for op in self.model.get_ordered_ops()}
         self.other_types = sorted(types - OPENVINO_LAYER_OPS)
@@ -535,6 +607,9 @@ class _OpenVino:
     def layers(self) -> dict[str, str]:
         names = {op.get_friendly_name().split("/")[0] for op in self.model.get_ordered_ops()}
         return {label: node for label, node in self.labels.items() if node in names}
+
+    def multiply_adds(self) -> dict[str, float]:
+        return _labelled(self.labels, self._multiply_adds)
 
     def quantize(self, fp32_nodes: frozenset[str]) -> Any:
         nncf = self.nncf
@@ -594,9 +669,13 @@ class _OnnxRuntime:
             str(exported), str(self.source), skip_symbolic_shape=True
         )
         self.labels = _layer_labels(model)
+        self._multiply_adds = multiply_adds(model)
 
     def layers(self) -> dict[str, str]:
         return dict(self.labels)
+
+    def multiply_adds(self) -> dict[str, float]:
+        return _labelled(self.labels, self._multiply_adds)
 
     def quantize(self, fp32_nodes: frozenset[str]) -> Any:
         import onnx
