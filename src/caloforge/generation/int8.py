@@ -36,10 +36,12 @@ the fp32 ones, and a layer-by-layer fallback to fp32 until the guard holds.
    - profile: L1 distance of the normalised mean longitudinal profiles
      (`caloforge.training.physics_check.profile`, the x profile of depth-summed geometries),
      default 0.02 (2 % of the energy shifted between layers).
-3. Fallback: if the guard fails, each layer's sensitivity is measured (the guard's normalised
-   excess, `GuardMetrics.score`, with all layers int8 minus the same with that one layer fp32)
-   and the layers go back to fp32 most sensitive first: the shortest such prefix that holds
-   is found by bisection, re-quantizing at each probe (with every layer fp32 it holds trivially).
+3. Fallback: if the guard fails, each layer's error is measured alone (the guard's normalised
+   score, `GuardMetrics.score`, with that one layer int8 and the rest fp32); from every layer
+   fp32, the layers then go to int8 one at a time, least error per multiply-add first (the
+   layers' multiply-adds are counted from the graph), each kept where the guard still holds:
+   the guard's budget goes to the layers that do the work. The report gives the share of the
+   multiply-adds left int8.
 
 Why OpenVINO + NNCF: measured against ONNX Runtime QDQ and PyTorch PT2E on this project's CPU
 (benchmarks/int8_libraries.md): the only one running the 3D convolutions of 3DGAN in int8 with a
