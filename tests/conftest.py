@@ -27,3 +27,9 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """caloforge's cache (the int8 choices) in a folder of the test session, not ~/.cache."""
+    monkeypatch.setenv("CALOFORGE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -247,7 +247,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
         default="eager",
         choices=("eager", "compiled", "bf16", "int8"),
         help="eager (fp32 reference), compiled (fastest fp32: OpenVINO on the CPU where "
-        "installed, else torch.compile), bf16, int8 (CPU, guarded)",
+        "installed, else torch.compile), bf16, int8 (CPU, guarded; the guard's choice of "
+        "layers is kept in $CALOFORGE_CACHE_DIR or ~/.cache/caloforge for the next run)",
     )
     p.add_argument(
         "--strict", action="store_true", help="refuse conditions outside the model's training range"

@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.data.transforms import Power
 from caloforge.export import MissingDependencyError
+from caloforge.generation import int8 as int8_module
 from caloforge.generation.int8 import (
     GuardMetrics,
     Int8Error,
@@ -356,3 +357,66 @@ def test_export_int8_writes_an_onnx_runtime_qdq_model_that_keeps_the_guard(tmp_p
     error = np.linalg.norm(found - expected) / np.linalg.norm(expected)
     assert found.shape == expected.shape and error < INT8_RELATIVE_L2, error
     assert sorted(p.name for p in tmp_path.iterdir()) == ["int8.onnx", "run"]
+
+
+class _Counting:
+    """Counts the quantizations `_OpenVino` makes."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        quantize = int8_module._OpenVino.quantize
+
+        def counted(backend, fp32_nodes):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            return quantize(backend, fp32_nodes)
+
+        monkeypatch.setattr(int8_module._OpenVino, "quantize", counted)
+
+
+def test_the_search_choice_is_cached_and_checked_again(tmp_path, monkeypatch):
+    pipeline = tiny_pipeline("wgan-lhcb")
+    calibration = calibration_conditions(pipeline, 64, seed=1)
+    counting = _Counting(monkeypatch)
+    first = quantize_int8(pipeline, calibration, seed=2, threads=1, cache=tmp_path)
+    searched = counting.calls
+    assert not first.report.from_cache and len(list(tmp_path.glob("*.json"))) == 1
+    counting.calls = 0
+    again = quantize_int8(pipeline, calibration, seed=2, threads=1, cache=tmp_path)
+    assert again.report.from_cache and counting.calls == 1 < searched
+    assert "cached" in again.report.summary() and again.report.to_dict()["from_cache"]
+    for key in ("int8_layers", "fp32_layers", "faster_in_fp32", "scheme", "sensitivity"):
+        assert getattr(again.report, key) == getattr(first.report, key)
+    assert again.report.after == first.report.after  # the guard ran again, on the same model
+    noise = torch.rand(5, 16, generator=torch.Generator().manual_seed(0))
+    named = {k: torch.as_tensor(v[:5]) for k, v in calibration.items()}
+    assert torch.equal(again(noise, named), first(noise, named))
+    # another tolerance or calibration set is another choice
+    other = quantize_int8(pipeline, calibration, seed=3, threads=1, cache=tmp_path)
+    assert not other.report.from_cache and len(list(tmp_path.glob("*.json"))) == 2
+
+
+def test_a_cached_choice_that_no_longer_holds_is_searched_again(tmp_path):
+    pipeline = tiny_pipeline("wgan-lhcb")
+    calibration = calibration_conditions(pipeline, 64, seed=1)
+    tight = Int8Tolerance(projection_mse=1e-9, response=1e-9, profile=1e-9)
+    first = quantize_int8(pipeline, calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path)
+    assert first.report.fp32_layers  # it fell back
+    (record,) = tmp_path.glob("*.json")
+    tampered = json.loads(record.read_text())
+    tampered["report"]["fp32_layers"], tampered["report"]["faster_in_fp32"] = [], []
+    record.write_text(json.dumps(tampered))  # "every layer int8", which fails the guard
+    again = quantize_int8(pipeline, calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path)
+    assert not again.report.from_cache and again.report.fp32_layers == first.report.fp32_layers
+    record.write_text("{not json")  # unreadable: ignored, searched, written again
+    third = quantize_int8(pipeline, calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path)
+    assert not third.report.from_cache and json.loads(record.read_text())["report"]
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning(tmp_path):
+    pipeline = tiny_pipeline("wgan-lhcb")
+    calibration = calibration_conditions(pipeline, 16, seed=1)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    with pytest.warns(UserWarning, match="could not keep the int8 choice"):
+        int8 = quantize_int8(pipeline, calibration, seed=2, threads=1, cache=blocked / "int8")
+    assert int8.report.layers and blocked.read_text() == ""

@@ -58,13 +58,19 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import dataclasses
+import hashlib
 import io
+import json
 import logging
 import math
+import os
+import platform
 import re
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -73,6 +79,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import numpy as np
 import torch
 
+from caloforge import __version__
 from caloforge.data.transforms import Identity
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.export.onnx import (
@@ -102,6 +109,7 @@ __all__ = [
     "Int8Tolerance",
     "QuantizedGenerator",
     "calibration_conditions",
+    "default_cache",
     "held_out_metrics",
     "quantize_int8",
     "quantize_onnx_model",
@@ -203,6 +211,19 @@ class Int8Report:
     faster_in_fp32: tuple[str, ...] = ()
     scheme: str = ""  # the activation quantization chosen, where the library offers several
     multiply_adds: Mapping[str, float] = field(default_factory=dict)
+    from_cache: bool = False  # the layer choice came from `cache` (the guard checked it again)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Int8Report:
+        """The report `to_dict` wrote."""
+        fields = dict(data)
+        fields.pop("int8_share", None)
+        for key in ("before", "after"):
+            fields[key] = GuardMetrics(**fields[key])
+        fields["tolerance"] = Int8Tolerance(**fields["tolerance"])
+        for key in ("int8_layers", "fp32_layers", "faster_in_fp32"):
+            fields[key] = tuple(fields[key])
+        return cls(**fields)
 
     @property
     def int8_share(self) -> float | None:
@@ -228,6 +249,8 @@ class Int8Report:
             kept += f", {self.int8_share:.0%} of the multiply-adds"
         if self.scheme:
             kept += f" ({self.scheme})"
+        if self.from_cache:
+            kept += " [the choice cached, checked again]"
         fallen = f"; fp32: {', '.join(self.fp32_layers)}" if self.fp32_layers else ""
         if self.faster_in_fp32:
             fallen += f"; fp32 as faster: {', '.join(self.faster_in_fp32)}"
@@ -301,7 +324,7 @@ class _Guard:
             response_error=abs(ratio / self.ratio - 1.0) if self.ratio > 0 else float(ratio > 0),
             profile_l1=float(np.abs(profile(int8_b, self.geometry) - self.profile).sum()),
             relative_l2=float(np.linalg.norm(int8_b - self.fp32_b)) / (norm if norm > 0 else 1.0),
-            response_standard_error=spread / self.ratio if self.ratio > 0 else 0.0,
+            response_standard_error=float(spread / self.ratio) if self.ratio > 0 else 0.0,
         )
 
 
@@ -399,12 +422,7 @@ def _search(
         )
 
     def evaluate(fp32: Sequence[str]) -> tuple[Any, GuardMetrics]:
-        model = backend.quantize(frozenset(layers[label] for label in fp32))
-        run = backend.runner(model)
-        out = np.concatenate([run(f) for f in feeds])
-        if backend.output == "preprocessed":
-            return model, guard.metrics(_in_gev(pipeline, out))
-        return model, guard.metrics(np.maximum(out, 0.0))
+        return _evaluate(backend, pipeline, feeds, guard, [layers[label] for label in fp32])
 
     # The activation scheme (where the backend offers several): the one whose all-int8
     # model scores best, the first on a tie.
@@ -481,6 +499,22 @@ def _search(
     )
     log(report.summary())
     return model, report
+
+
+def _evaluate(
+    backend: _Backend,
+    pipeline: ShowerPipeline,
+    feeds: list[Feed],
+    guard: _Guard,
+    fp32_nodes: Sequence[str],
+) -> tuple[Any, GuardMetrics]:
+    """The model quantized with `fp32_nodes` left fp32, and the guard's numbers for it."""
+    model = backend.quantize(frozenset(fp32_nodes))
+    run = backend.runner(model)
+    out = np.concatenate([run(f) for f in feeds])
+    if backend.output == "preprocessed":
+        return model, guard.metrics(_in_gev(pipeline, out))
+    return model, guard.metrics(np.maximum(out, 0.0))
 
 
 def _costs(backend: _Backend, layers: Mapping[str, str]) -> dict[str, float]:
@@ -741,12 +775,17 @@ def quantize_int8(
     tolerance: Int8Tolerance | None = None,
     progress: bool = False,
     threads: int | None = None,
+    cache: str | os.PathLike[str] | None = None,
 ) -> QuantizedGenerator:
     """The pipeline's generator quantized to int8 with the accuracy guard (module docstring).
 
     calibration: conditions name -> (n,) or (n, size) in the geometry's units (for example
         `calibration_conditions(pipeline, 512)`); the noise is drawn from `seed`.
     threads: OpenVINO inference threads (default: `torch.get_num_threads()`).
+    cache: a folder for the search's choice of layers (`default_cache()` is where `generate`
+        keeps them). The search is minutes for a large generator; with the same generator,
+        calibration set, tolerance, libraries, CPU and threads, a later call quantizes the
+        cached choice once and runs the guard on it again, and searches only if it fails.
 
     Raises `MissingDependencyError` without openvino / nncf (`pip install caloforge[int8]`) or
     onnx / onnxscript, `ConditionError` for a malformed calibration set.
@@ -767,8 +806,118 @@ def quantize_int8(
     model = module_to_onnx(module, example, output_name="showers", what=pipeline.source)
     guard = _Guard(pipeline, feeds, noise_a, energy)
     backend = _OpenVino(model, feeds, threads)
-    quantized, report = _search(backend, pipeline, feeds, guard, tolerance, log)
+    key = _cache_key(model, feeds, tolerance, threads, backend.library) if cache else ""
+    found = _cached(backend, pipeline, feeds, guard, Path(cache), key, log) if cache else None
+    if found is not None:
+        quantized, report = found
+    else:
+        quantized, report = _search(backend, pipeline, feeds, guard, tolerance, log)
+        if cache:
+            _store(Path(cache), key, report, log)
     return QuantizedGenerator(generator, quantized, backend.runner(quantized), report)
+
+
+# --- the search's choice, cached ---------------------------------------------------------------
+CACHE_ENVIRONMENT = "CALOFORGE_CACHE_DIR"
+
+
+def default_cache() -> Path:
+    """Where `generate` and `bench` keep int8 choices: $CALOFORGE_CACHE_DIR/int8, else
+    $XDG_CACHE_HOME/caloforge/int8, else ~/.cache/caloforge/int8."""
+    if os.environ.get(CACHE_ENVIRONMENT):
+        return Path(os.environ[CACHE_ENVIRONMENT]) / "int8"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "caloforge" / "int8"
+
+
+def _cache_key(
+    model: onnx.ModelProto,
+    feeds: Sequence[Feed],
+    tolerance: Int8Tolerance,
+    threads: int,
+    library: str,
+) -> str:
+    """What the search's choice depends on: the exported graph (weights included), the
+    calibration set (noise and conditions), the tolerance, the libraries, and, for the
+    speed pass, this CPU and the thread count."""
+    digest = hashlib.sha256(model.SerializeToString())
+    for feed in feeds:
+        for name in sorted(feed):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(feed[name]).tobytes())
+    context = {
+        "tolerance": asdict(tolerance),
+        "threads": threads,
+        "library": library,
+        "cpu": _cpu_name(),
+        "caloforge": __version__,
+    }
+    digest.update(json.dumps(context, sort_keys=True).encode())
+    return digest.hexdigest()[:40]
+
+
+def _cpu_name() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("model name", "flags")):
+                return line
+    return f"{platform.machine()} {platform.processor()}"
+
+
+def _cached(
+    backend: _OpenVino,
+    pipeline: ShowerPipeline,
+    feeds: list[Feed],
+    guard: _Guard,
+    folder: Path,
+    key: str,
+    log: Callable[[str], None],
+) -> tuple[Any, Int8Report] | None:
+    """The model of a cached choice, where one exists and the guard still holds with it."""
+    path = folder / f"{key}.json"
+    if not path.exists():
+        return None
+    start = time.perf_counter()
+    try:
+        record = json.loads(path.read_text())
+        report = Int8Report.from_dict(record["report"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        log(f"ignoring the unreadable cached choice {path} ({error})")
+        return None
+    layers = backend.layers()
+    fp32 = [*report.fp32_layers, *report.faster_in_fp32]
+    if set(report.layers) != set(layers) or report.scheme not in backend.schemes:
+        log(f"ignoring the cached choice {path}: made for other layers")
+        return None
+    backend.scheme = report.scheme
+    model, metrics = _evaluate(backend, pipeline, feeds, guard, [layers[k] for k in fp32])
+    if not metrics.holds(report.tolerance):
+        log(f"the cached choice {path} no longer holds ({_describe(metrics)}): searching again")
+        return None
+    report = dataclasses.replace(
+        report, after=metrics, seconds=time.perf_counter() - start, from_cache=True
+    )
+    log(f"{report.summary()} (cached in {path})")
+    return model, report
+
+
+def _store(folder: Path, key: str, report: Int8Report, log: Callable[[str], None]) -> None:
+    """Keep the search's choice (written under a temporary name, then renamed); a cache that
+    cannot be written costs the next run the search again, nothing else."""
+    path = folder / f"{key}.json"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        partial.write_text(json.dumps({"report": report.to_dict()}, indent=1))
+        partial.replace(path)
+    except OSError as error:
+        warnings.warn(
+            f"could not keep the int8 choice in {folder} ({error}); the next run searches again "
+            f"(set {CACHE_ENVIRONMENT} to a writable folder)",
+            stacklevel=3,
+        )
+        return
+    log(f"choice kept in {path}")
 
 
 def held_out_metrics(

@@ -119,7 +119,8 @@ class ShowerPipeline:
 
         `int8` quantizes on the CPU with an accuracy guard, calibrated on showers of
         conditions drawn (with `seed`) from the training ranges the checkpoint records, else
-        the geometry's defaults; its report is `self.forward.report`.
+        the geometry's defaults; its report is `self.forward.report`. The guard's choice of
+        layers is kept in `caloforge.generation.int8.default_cache()` for the next run.
         """
         if name == "int8":
             if self.device.type != "cpu":
@@ -127,10 +128,14 @@ class ShowerPipeline:
                     f"backend 'int8' runs on the CPU; got device '{self.device}' (use "
                     "--device cpu, or --backend bf16 on a GPU)"
                 )
-            from caloforge.generation.int8 import quantize_int8
+            from caloforge.generation.int8 import default_cache, quantize_int8
 
             self.forward = quantize_int8(
-                self, self.calibration_conditions(seed=seed), seed=seed, progress=progress
+                self,
+                self.calibration_conditions(seed=seed),
+                seed=seed,
+                progress=progress,
+                cache=default_cache(),
             )
         else:
             self.forward = build_backend(name, self.generator)
