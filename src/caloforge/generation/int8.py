@@ -857,10 +857,12 @@ def _cache_key(
 
 
 def _cpu_name() -> str:
+    """The CPU's model and instruction sets (Linux), else what `platform` knows."""
     with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0].splitlines()
+        found = [line for line in first if line.startswith(("model name", "flags"))]
+        if found:
+            return "\n".join(found)
     return f"{platform.machine()} {platform.processor()}"
 
 
