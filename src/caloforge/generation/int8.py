@@ -80,6 +80,7 @@ import numpy as np
 import torch
 
 from caloforge import __version__
+from caloforge._files import atomic_output
 from caloforge.data.transforms import Identity
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.export.onnx import (
@@ -193,7 +194,8 @@ class Int8Report:
         so they run fp32 too (OpenVINO only, see `_search`);
     sensitivity: label -> `GuardMetrics.score` with that layer alone int8 (measured only when
         the all-int8 model fails the guard);
-    multiply_adds: label -> multiply-adds per shower, where counted (`int8_share`);
+    multiply_adds: label -> multiply-adds per shower (1 each where the backend cannot count
+        them), for `int8_share`;
     before: the guard with every layer int8; after: with the final choice.
     """
 
@@ -227,7 +229,7 @@ class Int8Report:
 
     @property
     def int8_share(self) -> float | None:
-        """Fraction of the layers' multiply-adds that run int8 (None where not counted)."""
+        """Fraction of the layers' multiply-adds that run int8 (None without them)."""
         total = sum(self.multiply_adds.values())
         if not self.multiply_adds or total <= 0:
             return None
@@ -441,9 +443,8 @@ def _search(
     if chosen:
         backend.scheme = chosen  # type: ignore[attr-defined]
     metrics, fallen, sensitivity = before, [], {}
-    costs: dict[str, float] = {}
+    costs = _costs(backend, layers)
     if not before.holds(tolerance):
-        costs = _costs(backend, layers)
         alone: dict[str, GuardMetrics] = {}
         for label in layers:
             _, alone[label] = evaluate([other for other in layers if other != label])
@@ -495,7 +496,7 @@ def _search(
         seconds=time.perf_counter() - start,
         faster_in_fp32=tuple(faster),
         scheme=chosen,
-        multiply_adds=costs or _costs(backend, layers),
+        multiply_adds=costs,
     )
     log(report.summary())
     return model, report
@@ -537,15 +538,15 @@ def multiply_adds(model: onnx.ModelProto) -> dict[str, float]:
         dims = value.type.tensor_type.shape.dim[1:]  # past the batch axis
         if dims and all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = [1, *(d.dim_value for d in dims)]
+    weights = {i.name: list(i.dims) for i in model.graph.initializer}
     counts: dict[str, float] = {}
     for node in model.graph.node:
         if node.op_type not in ONNX_LAYER_OPS or len(node.input) < 2:
             continue
         x, y = shapes.get(node.input[0]), shapes.get(node.output[0])
-        weights = next((i for i in model.graph.initializer if i.name == node.input[1]), None)
-        if x is None or y is None or weights is None:
+        w = weights.get(node.input[1])
+        if x is None or y is None or w is None:
             continue
-        w = list(weights.dims)
         if node.op_type == "Conv":  # weights (out, in / groups, *kernel)
             macs = math.prod(y) * math.prod(w[1:])
         elif node.op_type == "ConvTranspose":  # weights (in, out / groups, *kernel)
@@ -806,13 +807,15 @@ def quantize_int8(
     model = module_to_onnx(module, example, output_name="showers", what=pipeline.source)
     guard = _Guard(pipeline, feeds, noise_a, energy)
     backend = _OpenVino(model, feeds, threads)
-    key = _cache_key(model, feeds, tolerance, threads, backend.library) if cache else ""
-    found = _cached(backend, pipeline, feeds, guard, Path(cache), key, log) if cache else None
+    found = None
+    if cache is not None:
+        key = _cache_key(model, feeds, tolerance, threads, backend.library)
+        found = _cached(backend, pipeline, feeds, guard, Path(cache), key, log)
     if found is not None:
         quantized, report = found
     else:
         quantized, report = _search(backend, pipeline, feeds, guard, tolerance, log)
-        if cache:
+        if cache is not None:
             _store(Path(cache), key, report, log)
     return QuantizedGenerator(generator, quantized, backend.runner(quantized), report)
 
@@ -908,10 +911,8 @@ def _store(folder: Path, key: str, report: Int8Report, log: Callable[[str], None
     cannot be written costs the next run the search again, nothing else."""
     path = folder / f"{key}.json"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        partial.write_text(json.dumps({"report": report.to_dict()}, indent=1))
-        partial.replace(path)
+        with atomic_output(path) as partial:
+            partial.write_text(json.dumps({"report": report.to_dict()}, indent=1))
     except OSError as error:
         warnings.warn(
             f"could not keep the int8 choice in {folder} ({error}); the next run searches again "
