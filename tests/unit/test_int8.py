@@ -224,7 +224,9 @@ def test_the_layers_multiply_adds_are_counted_from_the_graph(quantized, family):
 def test_the_guard_carries_over_to_showers_it_never_saw(quantized, family):
     pipeline, int8 = quantized[family]
     tolerance = int8.report.tolerance
-    held_out = held_out_metrics(pipeline, int8, 128, seed=5)
+    # 512 showers: with 128, the response's standard error on a random-weight gan3d (whose
+    # showers do not scale with the energy, so low energies dominate the ratio) was 0.6 %
+    held_out = held_out_metrics(pipeline, int8, 512, seed=5)
     assert held_out.relative_l2 > 0  # int8 does change the showers
     assert held_out.response_standard_error > 0
     # a fresh draw, near what the search saw (within twice the tolerance)
@@ -232,7 +234,7 @@ def test_the_guard_carries_over_to_showers_it_never_saw(quantized, family):
     assert held_out.holds(
         Int8Tolerance(2 * tolerance.projection_mse, 2 * tolerance.response, 2 * tolerance.profile)
     )
-    assert held_out_metrics(pipeline, int8, 128, seed=5) == held_out  # reproducible
+    assert held_out_metrics(pipeline, int8, 512, seed=5) == held_out  # reproducible
 
 
 class _TimedLayers(_AdditiveLayers):
@@ -420,3 +422,97 @@ def test_a_cache_that_cannot_be_written_costs_a_warning(tmp_path):
     with pytest.warns(UserWarning, match="could not keep the int8 choice"):
         int8 = quantize_int8(pipeline, calibration, seed=2, threads=1, cache=blocked / "int8")
     assert int8.report.layers and blocked.read_text() == ""
+
+
+# --- the output threshold -------------------------------------------------------------------
+class _Cells:
+    """Synthetic showers: cells max(z, 0) with most z below zero (like gan3d's, 99 % dark),
+    and the guard's view of them (its ratios, fp32 on noise A) without a generator."""
+
+    transform = Power(0.85, scale=100.0)
+
+    def __init__(self, seed: int, n: int = 400, cells: int = 2000) -> None:
+        rng = np.random.default_rng(seed)
+        self.z = rng.normal(-0.6, 0.25, (n, cells)).astype(np.float32)  # preprocessed units
+        self.guard = object.__new__(int8_module._Guard)
+        self.guard.energy = rng.uniform(10.0, 100.0, n)
+        self.guard.fp32_a = self.gev(self.z)
+        self.guard.ratio_a = self.guard._ratio(self.guard.fp32_a)
+
+    def gev(self, before_clamp: np.ndarray) -> np.ndarray:
+        return int8_module._in_gev(self, before_clamp)
+
+    def response(self, before_clamp: np.ndarray) -> float:
+        return self.guard._ratio(self.gev(before_clamp)) / self.guard.ratio_a - 1.0
+
+
+def test_the_output_threshold_takes_back_the_energy_rectified_noise_adds():
+    cells = _Cells(seed=0)
+    rng = np.random.default_rng(1)
+    noisy = cells.z + rng.normal(0.0, 0.05, cells.z.shape).astype(np.float32)  # int8's rounding
+    assert cells.response(noisy) > 0.05  # zero-mean noise, but the clamp keeps its positive part
+    threshold = int8_module._output_threshold(cells, cells.guard, noisy)
+    assert threshold > 0
+    assert abs(cells.response(noisy - threshold)) < 1e-6  # fitted on these showers (noise A)
+    # on other showers of the same generator and the same int8 noise level it holds too
+    other = _Cells(seed=0)
+    fresh = other.z + rng.normal(0.0, 0.05, other.z.shape).astype(np.float32)
+    assert abs(other.response(fresh - threshold)) < 0.1 * other.response(fresh)
+    # the noise lit 13 % more cells than fp32; with the threshold the count is within 5 %
+    lit = (cells.z > 0).sum()
+    assert (noisy > 0).sum() > 1.1 * lit and abs((noisy > threshold).sum() - lit) < 0.05 * lit
+    # preprocessed units -> a cell energy in GeV, as the report gives it
+    assert int8_module._cell_energy(cells, threshold) == pytest.approx(
+        (threshold ** (1 / 0.85)) / 100.0, rel=1e-9
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda z, rng: z - 0.01,  # int8 darker than fp32: a threshold only darkens more
+        lambda z, rng: z + rng.normal(0.0, 1e-4, z.shape).astype(np.float32),  # within noise
+        lambda z, rng: z,  # the same
+    ],
+)
+def test_no_threshold_where_int8_does_not_add_energy_beyond_its_error(change):
+    cells = _Cells(seed=2)
+    before = change(cells.z, np.random.default_rng(3))
+    assert int8_module._output_threshold(cells, cells.guard, before) == 0.0
+
+
+def test_the_threshold_goes_into_the_openvino_graph_before_the_output_clamp():
+    from caloforge.data.transforms import Identity
+    from caloforge.export.onnx import GeVGenerator, module_to_onnx
+
+    pipeline = tiny_pipeline("gan3d")
+    feeds, _, _ = int8_module._feeds(pipeline, calibration_conditions(pipeline, 6, seed=1), 0)
+    module = GeVGenerator(pipeline.generator.eval(), Identity(), pipeline.condition_names)
+    example = {k: torch.from_numpy(v[:2]) for k, v in feeds[0].items()}
+    graph = module_to_onnx(module, example, output_name="showers", what="gan3d")
+    backend = int8_module._OpenVino(graph, feeds, threads=1)
+    before = backend.before_clamp(backend.model, feeds)
+    with torch.inference_mode():
+        expected = pipeline.generator(
+            torch.from_numpy(feeds[0]["noise"]),
+            {k: torch.from_numpy(v) for k, v in feeds[0].items() if k != "noise"},
+        ).numpy()
+    np.testing.assert_allclose(np.maximum(before, 0.0), expected, atol=1e-5)
+    threshold = float(np.quantile(before[before > 0], 0.5))
+    out = backend.runner(backend.thresholded(backend.model, threshold))(feeds[0])
+    np.testing.assert_allclose(out, np.maximum(before - threshold, 0.0), atol=1e-6)
+    assert (out > 0).sum() < 0.6 * (before > 0).sum()
+    off = int8_module._OpenVino(graph, feeds, threads=1, output_threshold=False)
+    assert off.before_clamp(off.model, feeds) is None
+
+
+@pytest.mark.parametrize("family", list(TINY))
+def test_the_report_gives_the_threshold_and_keeps_it(quantized, family):
+    pipeline, int8 = quantized[family]
+    report = int8.report
+    assert report.threshold >= 0
+    expected = pipeline.transform.inverse(np.array([report.threshold]))[0]
+    assert report.threshold_gev == pytest.approx(expected if report.threshold > 0 else 0.0)
+    assert (" output threshold " in report.summary()) == (report.threshold > 0)
+    again = int8_module.Int8Report.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again == report

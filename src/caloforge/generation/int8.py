@@ -74,7 +74,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -214,6 +214,10 @@ class Int8Report:
     scheme: str = ""  # the activation quantization chosen, where the library offers several
     multiply_adds: Mapping[str, float] = field(default_factory=dict)
     from_cache: bool = False  # the layer choice came from `cache` (the guard checked it again)
+    # subtracted before the output's clamp at zero (`_output_threshold`), preprocessed units,
+    # and the cell energy that is in GeV; 0: none
+    threshold: float = 0.0
+    threshold_gev: float = 0.0
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Int8Report:
@@ -256,6 +260,10 @@ class Int8Report:
         fallen = f"; fp32: {', '.join(self.fp32_layers)}" if self.fp32_layers else ""
         if self.faster_in_fp32:
             fallen += f"; fp32 as faster: {', '.join(self.faster_in_fp32)}"
+        if self.threshold > 0:
+            fallen += (
+                f"; output threshold {self.threshold:.3g} ({self.threshold_gev:.2g} GeV a cell)"
+            )
         a = self.after
         return (
             f"int8 ({self.library}): {kept}{fallen}; projection MSE "
@@ -298,10 +306,12 @@ class _Guard:
                 return module(*(torch.from_numpy(v) for v in feed.values())).numpy()
 
         self.fp32_b = np.concatenate([gev(f) for f in feeds])
-        pairs = zip(feeds, noise_a, strict=True)
-        self.fp32_a = np.concatenate([gev({**f, "noise": a}) for f, a in pairs])
+        # the same conditions with the independent noise A (the output threshold is fitted there)
+        self.feeds_a = [{**f, "noise": a} for f, a in zip(feeds, noise_a, strict=True)]
+        self.fp32_a = np.concatenate([gev(f) for f in self.feeds_a])
         self.baseline = _projection(self.fp32_a, self.fp32_b)
         self.ratio = self._ratio(self.fp32_b)
+        self.ratio_a = self._ratio(self.fp32_a)
         self.profile = profile(self.fp32_b, self.geometry)
 
     def _ratios(self, showers: np.ndarray) -> np.ndarray:
@@ -423,37 +433,37 @@ def _search(
             f"{pipeline.source}: the generator has no layer that {backend.library} quantizes"
         )
 
-    def evaluate(fp32: Sequence[str]) -> tuple[Any, GuardMetrics]:
+    def evaluate(fp32: Sequence[str]) -> _Trial:
         return _evaluate(backend, pipeline, feeds, guard, [layers[label] for label in fp32])
 
     # The activation scheme (where the backend offers several): the one whose all-int8
     # model scores best, the first on a tie.
     schemes: tuple[str, ...] = getattr(backend, "schemes", ())
-    model, before = None, None
+    best: _Trial | None = None
     for scheme in schemes or ("",):
         if scheme:
             backend.scheme = scheme  # type: ignore[attr-defined]
-        candidate, metrics = evaluate(())
-        log(
-            f"all {len(layers)} layers int8{f' ({scheme})' if scheme else ''}: {_describe(metrics)}"
-        )
-        if before is None or metrics.score(tolerance) < before.score(tolerance):
-            model, before, chosen = candidate, metrics, scheme
-    assert before is not None
+        candidate = evaluate(())
+        log(f"all {len(layers)} layers int8{f' ({scheme})' if scheme else ''}: {_told(candidate)}")
+        if best is None or candidate.metrics.score(tolerance) < best.metrics.score(tolerance):
+            best, chosen = candidate, scheme
+    assert best is not None
     if chosen:
         backend.scheme = chosen  # type: ignore[attr-defined]
-    metrics, fallen, sensitivity = before, [], {}
+    before, fallen, sensitivity = best.metrics, [], {}
     costs = _costs(backend, layers)
     if not before.holds(tolerance):
         alone: dict[str, GuardMetrics] = {}
         for label in layers:
-            _, alone[label] = evaluate([other for other in layers if other != label])
-            sensitivity[label] = alone[label].score(tolerance)
-            log(f"{label} alone int8: {_describe(alone[label])}")
-        model, metrics = evaluate(list(layers))
-        log(f"all {len(layers)} layers back to fp32: {_describe(metrics)}")
+            trial = evaluate([other for other in layers if other != label])
+            alone[label], sensitivity[label] = trial.metrics, trial.metrics.score(tolerance)
+            log(f"{label} alone int8: {_told(trial)}")
+        best = evaluate(list(layers))
+        log(f"all {len(layers)} layers back to fp32: {_told(best)}")
         int8: list[str] = []
-        if metrics.holds(tolerance):  # else fp32 differences alone exceed it: nothing to search
+        if best.metrics.holds(
+            tolerance
+        ):  # else fp32 differences alone exceed it: nothing to search
             # The least error per multiply-add moved to int8 first; a layer that fails alone
             # stays fp32, as does one whose error alone is at least that of a layer that did
             # not fit (errors add, near enough, when each is small).
@@ -463,25 +473,25 @@ def _search(
             for label in candidates:
                 if sensitivity[label] >= too_much:
                     continue
-                trial, trial_metrics = evaluate([k for k in layers if k not in {*int8, label}])
-                log(f"{label} int8 too: {_describe(trial_metrics)}")
-                if trial_metrics.holds(tolerance):
+                trial = evaluate([k for k in layers if k not in {*int8, label}])
+                log(f"{label} int8 too: {_told(trial)}")
+                if trial.metrics.holds(tolerance):
                     int8.append(label)
-                    model, metrics = trial, trial_metrics
+                    best = trial
                 else:
                     too_much = sensitivity[label]
         fallen = sorted((k for k in layers if k not in int8), key=lambda k: -sensitivity[k])
     timer: Callable[[Any], float] | None = getattr(backend, "seconds", None)
     faster: list[str] = []
-    if timer is not None and metrics.holds(tolerance):
-        fastest = timer(model)
+    if timer is not None and best.metrics.holds(tolerance):
+        fastest = timer(best.model)
         for label in [label for label in layers if label not in fallen]:
-            trial, trial_metrics = evaluate([*fallen, *faster, label])
-            seconds = timer(trial) if trial_metrics.holds(tolerance) else fastest
+            trial = evaluate([*fallen, *faster, label])
+            seconds = timer(trial.model) if trial.metrics.holds(tolerance) else fastest
             log(f"{label} in fp32: {seconds / fastest:.3f}x the time")
             if seconds < (1 - SPEED_MARGIN) * fastest:
                 faster.append(label)
-                model, metrics, fastest = trial, trial_metrics, seconds
+                best, fastest = trial, seconds
     report = Int8Report(
         library=backend.library,
         layers=layers,
@@ -489,17 +499,27 @@ def _search(
         fp32_layers=tuple(fallen),
         sensitivity=sensitivity,
         before=before,
-        after=metrics,
+        after=best.metrics,
         tolerance=tolerance,
-        holds=metrics.holds(tolerance),
+        holds=best.metrics.holds(tolerance),
         calibration_showers=sum(len(f["noise"]) for f in feeds),
         seconds=time.perf_counter() - start,
         faster_in_fp32=tuple(faster),
         scheme=chosen,
         multiply_adds=costs,
+        threshold=best.threshold,
+        threshold_gev=_cell_energy(pipeline, best.threshold),
     )
     log(report.summary())
-    return model, report
+    return best.model, report
+
+
+class _Trial(NamedTuple):
+    """A quantized model, the guard's numbers for it, and its output threshold (0: none)."""
+
+    model: Any
+    metrics: GuardMetrics
+    threshold: float = 0.0
 
 
 def _evaluate(
@@ -508,14 +528,77 @@ def _evaluate(
     feeds: list[Feed],
     guard: _Guard,
     fp32_nodes: Sequence[str],
-) -> tuple[Any, GuardMetrics]:
-    """The model quantized with `fp32_nodes` left fp32, and the guard's numbers for it."""
+) -> _Trial:
+    """The model quantized with `fp32_nodes` left fp32, its output threshold where the backend
+    applies one (`_output_threshold`), and the guard's numbers for that model."""
     model = backend.quantize(frozenset(fp32_nodes))
+    threshold = 0.0
+    before_clamp: Callable[[Any, list[Feed]], np.ndarray | None] | None = getattr(
+        backend, "before_clamp", None
+    )
+    if before_clamp is not None:
+        values = before_clamp(model, guard.feeds_a)
+        if values is not None:
+            threshold = _output_threshold(pipeline, guard, values)
+        if threshold > 0:
+            model = backend.thresholded(model, threshold)  # type: ignore[attr-defined]
     run = backend.runner(model)
     out = np.concatenate([run(f) for f in feeds])
     if backend.output == "preprocessed":
-        return model, guard.metrics(_in_gev(pipeline, out))
-    return model, guard.metrics(np.maximum(out, 0.0))
+        return _Trial(model, guard.metrics(_in_gev(pipeline, out)), threshold)
+    return _Trial(model, guard.metrics(np.maximum(out, 0.0)), threshold)
+
+
+# Bisection steps of the threshold fit: the bracket's width over 2^40, far below float32's
+# resolution of the outputs.
+_THRESHOLD_STEPS = 40
+# Response differences below this (relative) are float32 rounding, not int8's: no threshold.
+_RESPONSE_RESOLUTION = 1e-6
+
+
+def _output_threshold(pipeline: ShowerPipeline, guard: _Guard, before_clamp: np.ndarray) -> float:
+    """The output threshold of an int8 generator: t >= 0 such that `max(y - t, 0)` in place of
+    the output's clamp `max(y, 0)` gives the fp32 response on the guard's noise A (0 where the
+    int8 response there is not above fp32's by more than two standard errors).
+
+    Why: rounding noise is zero-mean, but a clamp at zero (a final ReLU) keeps only its positive
+    part. Where nearly every cell is zero (gan3d: 99 % of the cells), int8 noise before the
+    clamp lights cells that are zero in fp32 and the shower gains energy: the gan3d demo
+    generator's last convolution in int8 added 0.9 % to the response, most of it in cells
+    that are zero in fp32, over the tolerance with its error, and no NNCF option changed that.
+    Subtracting a small t before the clamp removes that rectified noise (and t from each lit
+    cell, in preprocessed units). It is fitted on the noise A (the same conditions, noise
+    independent of the B the guard compares) and the guard then judges the model with it like
+    any other; `held_out_metrics` checks it on showers neither saw.
+
+    before_clamp: the model's outputs before the clamp on the noise A, preprocessed units. The
+    preprocessing keeps zero at zero cell by cell (`caloforge.data.transforms`), so only the
+    positive values count."""
+    n = len(before_clamp)
+    flat = before_clamp.reshape(n, -1)
+    shower, cell = np.nonzero(flat > 0)
+    values = flat[shower, cell]  # float32, like the guard's showers
+    reference = guard._ratios(guard.fp32_a)
+    if not values.size or guard.ratio_a <= 0 or n < 2:
+        return 0.0
+
+    def excess(threshold: float) -> np.ndarray:  # per shower, over fp32's ratio
+        energies = np.maximum(pipeline.transform.inverse(np.maximum(values - threshold, 0.0)), 0)
+        sums = np.bincount(shower, weights=energies, minlength=n)
+        return np.asarray(sums / guard.energy - reference)
+
+    differences = excess(0.0)
+    noise = 2.0 * differences.std(ddof=1) / math.sqrt(n)
+    if differences.mean() <= max(noise, _RESPONSE_RESOLUTION * guard.ratio_a):
+        return 0.0
+    low, high = 0.0, float(values.max())
+    for _ in range(_THRESHOLD_STEPS):
+        middle = 0.5 * (low + high)
+        if excess(middle).mean() > 0:
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
 
 
 def _costs(backend: _Backend, layers: Mapping[str, str]) -> dict[str, float]:
@@ -568,6 +651,18 @@ def _in_gev(pipeline: ShowerPipeline, out: np.ndarray) -> np.ndarray:
     after the inverse preprocessing, as `ShowerPipeline` does."""
     showers = pipeline.transform.inverse(np.maximum(out, 0.0))
     return np.maximum(np.asarray(showers, dtype=np.float32), 0.0)
+
+
+def _cell_energy(pipeline: ShowerPipeline | None, value: float) -> float:
+    """A cell's energy in GeV for `value` in preprocessed units (0 for 0)."""
+    if pipeline is None or value <= 0:
+        return 0.0
+    return float(pipeline.transform.inverse(np.array([value], dtype=np.float64))[0])
+
+
+def _told(trial: _Trial) -> str:
+    threshold = f"; output threshold {trial.threshold:.3g}" if trial.threshold > 0 else ""
+    return _describe(trial.metrics) + threshold
 
 
 def _describe(m: GuardMetrics) -> str:
@@ -624,10 +719,17 @@ class _OpenVino:
     schemes = ("asymmetric activations", "symmetric activations")
     scheme = schemes[0]
 
-    def __init__(self, model: onnx.ModelProto, feeds: list[Feed], threads: int) -> None:
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        feeds: list[Feed],
+        threads: int,
+        output_threshold: bool = True,
+    ) -> None:
         self.ov = import_optional(
             "openvino", package="openvino", extra="int8", purpose="the int8 backend"
         )
+        self.output_threshold = output_threshold
         self.nncf = import_optional(
             "nncf", package="nncf", extra="int8", purpose="the int8 backend"
         )
@@ -671,6 +773,38 @@ class _OpenVino:
 
     def runner(self, model: Any) -> Runner:
         return OpenVinoRunner(self.ov, model, self.threads)
+
+    @staticmethod
+    def _output_clamp(model: Any) -> Any:
+        """The op clamping the output at zero (the exported `clamp_min(0)`), or None."""
+        op = model.get_results()[0].input_value(0).get_node()
+        if op.get_type_name() != "Clamp" or op.get_attributes().get("min") != 0:
+            return None
+        return op
+
+    def before_clamp(self, model: Any, feeds: list[Feed]) -> np.ndarray | None:
+        """`model`'s outputs on `feeds` before its output's clamp at zero (None where the
+        output is not clamped, or the threshold is off)."""
+        if not self.output_threshold or self._output_clamp(model) is None:
+            return None
+        probe = model.clone()
+        probe.get_results()[0].input(0).replace_source_output(
+            self._output_clamp(probe).input_value(0)
+        )
+        run = self.runner(probe)
+        return np.concatenate([run(feed) for feed in feeds])
+
+    def thresholded(self, model: Any, threshold: float) -> Any:
+        """A copy of `model` computing `max(y - threshold, 0)` at its output clamp."""
+        ops = import_optional(
+            "openvino.opset13", package="openvino", extra="int8", purpose="the int8 backend"
+        )
+        out = model.clone()
+        clamp = self._output_clamp(out)
+        lowered = ops.subtract(clamp.input_value(0), ops.constant(np.float32(threshold)))
+        clamp.input(0).replace_source_output(lowered.output(0))
+        out.validate_nodes_and_infer_types()
+        return out
 
     def seconds(self, model: Any, repeats: int = 5) -> float:
         """Median time of `model` on the largest calibration batch (after one warm-up call)."""
@@ -777,6 +911,7 @@ def quantize_int8(
     progress: bool = False,
     threads: int | None = None,
     cache: str | os.PathLike[str] | None = None,
+    output_threshold: bool = True,
 ) -> QuantizedGenerator:
     """The pipeline's generator quantized to int8 with the accuracy guard (module docstring).
 
@@ -787,6 +922,9 @@ def quantize_int8(
         keeps them). The search is minutes for a large generator; with the same generator,
         calibration set, tolerance, libraries, CPU and threads, a later call quantizes the
         cached choice once and runs the guard on it again, and searches only if it fails.
+    output_threshold: fit a threshold subtracted before the output's clamp at zero, which
+        removes the energy int8 rounding noise adds where the clamp keeps only its positive
+        part (`_output_threshold`; in `report.threshold`). Off: the layers alone decide.
 
     Raises `MissingDependencyError` without openvino / nncf (`pip install caloforge[int8]`) or
     onnx / onnxscript, `ConditionError` for a malformed calibration set.
@@ -806,10 +944,10 @@ def quantize_int8(
     log("exporting the generator ...")
     model = module_to_onnx(module, example, output_name="showers", what=pipeline.source)
     guard = _Guard(pipeline, feeds, noise_a, energy)
-    backend = _OpenVino(model, feeds, threads)
+    backend = _OpenVino(model, feeds, threads, output_threshold)
     found = None
     if cache is not None:
-        key = _cache_key(model, feeds, tolerance, threads, backend.library)
+        key = _cache_key(model, feeds, tolerance, threads, backend.library, output_threshold)
         found = _cached(backend, pipeline, feeds, guard, Path(cache), key, log)
     if found is not None:
         quantized, report = found
@@ -822,6 +960,8 @@ def quantize_int8(
 
 # --- the search's choice, cached ---------------------------------------------------------------
 CACHE_ENVIRONMENT = "CALOFORGE_CACHE_DIR"
+# Raised when the search would choose differently for the same inputs (2: the output threshold).
+_SEARCH_VERSION = 2
 
 
 def default_cache() -> Path:
@@ -839,10 +979,12 @@ def _cache_key(
     tolerance: Int8Tolerance,
     threads: int,
     library: str,
+    output_threshold: bool,
 ) -> str:
     """What the search's choice depends on: the exported graph (weights included), the
-    calibration set (noise and conditions), the tolerance, the libraries, and, for the
-    speed pass, this CPU and the thread count."""
+    calibration set (noise and conditions), the tolerance, the libraries, the search itself
+    (`_SEARCH_VERSION`, the output threshold on or off) and, for the speed pass, this CPU and
+    the thread count."""
     digest = hashlib.sha256(model.SerializeToString())
     for feed in feeds:
         for name in sorted(feed):
@@ -854,6 +996,8 @@ def _cache_key(
         "library": library,
         "cpu": _cpu_name(),
         "caloforge": __version__,
+        "search": _SEARCH_VERSION,
+        "output_threshold": output_threshold,
     }
     digest.update(json.dumps(context, sort_keys=True).encode())
     return digest.hexdigest()[:40]
@@ -895,15 +1039,20 @@ def _cached(
         log(f"ignoring the cached choice {path}: made for other layers")
         return None
     backend.scheme = report.scheme
-    model, metrics = _evaluate(backend, pipeline, feeds, guard, [layers[k] for k in fp32])
-    if not metrics.holds(report.tolerance):
-        log(f"the cached choice {path} no longer holds ({_describe(metrics)}): searching again")
+    trial = _evaluate(backend, pipeline, feeds, guard, [layers[k] for k in fp32])
+    if not trial.metrics.holds(report.tolerance):
+        log(f"the cached choice {path} no longer holds ({_told(trial)}): searching again")
         return None
     report = dataclasses.replace(
-        report, after=metrics, seconds=time.perf_counter() - start, from_cache=True
+        report,
+        after=trial.metrics,
+        threshold=trial.threshold,
+        threshold_gev=_cell_energy(pipeline, trial.threshold),
+        seconds=time.perf_counter() - start,
+        from_cache=True,
     )
     log(f"{report.summary()} (cached in {path})")
-    return model, report
+    return trial.model, report
 
 
 def _store(folder: Path, key: str, report: Int8Report, log: Callable[[str], None]) -> None:
