@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from caloforge.generation.int8 import (
+    QuantizedGenerator,
     _feeds,
     _Guard,
     _in_gev,
@@ -71,9 +72,11 @@ def main() -> None:
     else:
         pipeline = ShowerPipeline.random_weights(args.model)
     pipeline.set_backend("int8", seed=0)
-    report = pipeline.forward.report  # type: ignore[union-attr]
+    quantized = pipeline.forward
+    assert isinstance(quantized, QuantizedGenerator)
+    report = quantized.report
     print(report.summary())
-    m = held_out_metrics(pipeline, pipeline.forward, args.n, seed=args.seed)  # type: ignore[arg-type]
+    m = held_out_metrics(pipeline, quantized, args.n, seed=args.seed)
     t = report.tolerance
     print(
         f"held out ({args.n} showers, seed {args.seed}): projection MSE "

@@ -431,11 +431,13 @@ class _Cells:
 
     transform = Power(0.85, scale=100.0)
 
-    def __init__(self, seed: int, n: int = 400, cells: int = 2000) -> None:
+    def __init__(
+        self, seed: int, n: int = 400, cells: int = 2000, energies: tuple[float, float] = (10, 100)
+    ) -> None:
         rng = np.random.default_rng(seed)
         self.z = rng.normal(-0.6, 0.25, (n, cells)).astype(np.float32)  # preprocessed units
         self.guard = object.__new__(int8_module._Guard)
-        self.guard.energy = rng.uniform(10.0, 100.0, n)
+        self.guard.energy = rng.uniform(*energies, n)
         self.guard.fp32_a = self.gev(self.z)
         self.guard.ratio_a = self.guard._ratio(self.guard.fp32_a)
 
@@ -516,3 +518,78 @@ def test_the_report_gives_the_threshold_and_keeps_it(quantized, family):
     assert (" output threshold " in report.summary()) == (report.threshold > 0)
     again = int8_module.Int8Report.from_dict(json.loads(json.dumps(report.to_dict())))
     assert again == report
+
+
+class _NoisyClampedLayers:
+    """A stand-in OpenVINO: each int8 layer adds zero-mean noise before the output clamp of
+    `_Cells` showers; a model is (noise level, threshold)."""
+
+    library = "fake"
+    output = "preprocessed"
+
+    def __init__(self, cells: _Cells, fresh: _Cells, noise: dict[str, float], threshold: bool):
+        self.noise, self.threshold = noise, threshold
+        rng = np.random.default_rng(7)
+        self.a = (cells.z, rng.standard_normal(cells.z.shape).astype(np.float32))
+        self.b = (fresh.z, rng.standard_normal(fresh.z.shape).astype(np.float32))
+
+    def layers(self) -> dict[str, str]:
+        return {label: f"node_{label}" for label in self.noise}
+
+    def quantize(self, fp32_nodes: frozenset[str]) -> tuple[float, float]:
+        return sum(s for k, s in self.noise.items() if f"node_{k}" not in fp32_nodes), 0.0
+
+    def _before(self, model: tuple[float, float], which) -> np.ndarray:
+        z, eps = which
+        return z + np.float32(model[0]) * eps - np.float32(model[1])
+
+    def runner(self, model: tuple[float, float]):
+        return lambda feed: np.maximum(self._before(model, self.b), 0.0)
+
+    def before_clamp(self, model, feeds) -> np.ndarray | None:
+        return self._before(model, self.a) if self.threshold else None
+
+    def thresholded(self, model, threshold: float) -> tuple[float, float]:
+        return model[0], threshold
+
+
+class _ResponseGuard(int8_module._Guard):
+    """The guard's response check alone, on `_Cells` showers (fp32 B: `fresh`)."""
+
+    def __init__(self, cells: _Cells, fresh: _Cells) -> None:
+        self.__dict__.update(cells.guard.__dict__)
+        self.feeds_a = [{"noise": np.zeros((len(cells.z), 1), np.float32)}]
+        self.fp32_b = fresh.gev(fresh.z)
+        self.ratio = self._ratio(self.fp32_b)
+
+    def metrics(self, int8_b: np.ndarray) -> GuardMetrics:
+        differences = self._ratios(int8_b) - self._ratios(self.fp32_b)
+        error = float(differences.std(ddof=1) / np.sqrt(len(differences)) / self.ratio)
+        return GuardMetrics(0.0, abs(self._ratio(int8_b) / self.ratio - 1), 0.0, 0.0, error)
+
+
+@pytest.mark.parametrize("threshold", [True, False])
+def test_the_search_judges_each_model_with_its_threshold(threshold):
+    # these showers do not grow with the energy: a narrow range, or the ratio's error is the
+    # low energies' (each shower's lit cells, ~0.8 %, vary as a count)
+    cells, fresh = (_Cells(seed, n=1000, cells=8000, energies=(50, 100)) for seed in (4, 5))
+    fresh.guard.energy = cells.guard.energy  # the same conditions, other noise: A and B
+    backend = _NoisyClampedLayers(cells, fresh, {"big": 0.05, "small": 0.002}, threshold)
+    report = search_fallback(
+        backend,
+        pipeline=cells,
+        feeds=[{"noise": np.zeros((len(fresh.z), 1), np.float32)}],
+        guard=_ResponseGuard(cells, fresh),
+        tolerance=Int8Tolerance(response=0.01),
+        log=lambda message: None,
+    )[1]
+    assert report.holds
+    if threshold:  # the noisy layer's rectified energy is taken back: it stays int8
+        assert report.int8_layers == ("big", "small") and report.threshold > 0
+        assert report.threshold_gev == pytest.approx(
+            int8_module._cell_energy(cells, report.threshold)
+        )
+        assert report.before.response_bound < 0.01
+    else:  # +17 % response with it int8: fp32
+        assert report.fp32_layers == ("big",) and report.threshold == 0.0
+        assert report.before.response_error > 0.1
