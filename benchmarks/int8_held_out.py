@@ -2,11 +2,14 @@
 
 Quantizes a generator as `--backend int8` does (calibration conditions and noise from seed 0),
 then computes the guard's numbers again on `--n` fresh showers (conditions and noise from
-`--seed`): projection-MSE degradation, response error, profile L1, relative L2; then the
-response by primary energy (int8 against fp32 in `--bins` bins of equal counts, with the
-standard errors of the per-shower differences), which the guard does not check: the guard holds
-the mean over the calibration set's energies, and int8 errors that do not scale with the shower
-(rectified rounding noise, a threshold taking it back) weigh more at low energies.
+`--seed`): projection-MSE degradation, response error, profile L1, relative L2. The
+degradation is int8's shift over the metric's noise floor at `--n` showers, which falls as
+1 / n: a fixed shift reads about n / 512 times its 512-shower figure, so `--n 512` gives the
+guard's own terms and a larger n the sharper test. Then the response by primary energy (int8
+against fp32 in `--bins` bins of equal counts, with the standard errors of the per-shower
+differences), which the guard does not check: the guard holds the mean over the calibration
+set's energies, and int8 errors that do not scale with the shower (rectified rounding noise, a
+threshold taking it back) weigh more at low energies.
 
     python benchmarks/int8_held_out.py --checkpoint runs/gan3d --n 2048
     python benchmarks/int8_held_out.py --model conv2d-g1          # random weights

@@ -271,6 +271,30 @@ def test_layers_slower_in_int8_go_back_to_fp32_where_the_guard_allows():
     assert report.to_dict()["faster_in_fp32"] == ["b"]
 
 
+class _OnceFastTimedLayers(_TimedLayers):
+    """`_TimedLayers` whose first timing of each model with `fluke` fp32 reads 10x too fast."""
+
+    def __init__(self, *args, fluke: str, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.fluke = fluke
+        self.timed: set[float] = set()
+
+    def seconds(self, model: float) -> float:
+        first = model not in self.timed
+        self.timed.add(model)
+        fluke = first and f"node_{self.fluke}" in self.fp32_of[model]
+        return super().seconds(model) / (10.0 if fluke else 1.0)
+
+
+def test_one_noisy_timing_does_not_send_a_layer_to_fp32():
+    # b is 2x faster in int8; its fp32 model's first timing reads 10x too fast
+    errors = {"a": 0.01, "b": 0.01}
+    times = {"a": 2.0, "b": 0.5}
+    backend = _OnceFastTimedLayers(errors, times, fp32_s=1.0, fluke="b")
+    _, report = search_fake(backend, 0.1)
+    assert report.faster_in_fp32 == ("a",) and report.int8_layers == ("b",)
+
+
 class _TwoSchemes(_AdditiveLayers):
     """`_AdditiveLayers` whose errors scale with the activation scheme in use."""
 

@@ -27,7 +27,10 @@ the fp32 ones, and a layer-by-layer fallback to fp32 until the guard holds.
      cross term that averages to zero over A (the direct ratio of mse(A, int8 B) to
      mse(A, fp32 B) swings by tens of % with that cross term at a few hundred showers). The
      baseline is the metric's noise floor at the calibration set's size (it falls as 1 / n):
-     with 512 showers, 10 % there is 10 % x N / 512 of the floor of an N-shower comparison;
+     with 512 showers, 10 % there is 10 % x N / 512 of the floor of an N-shower comparison.
+     It is the expected mse(fp32 A, fp32 B), estimated from the paired showers
+     (`caloforge.validation.metrics.projection_mse_floor`): one draw of it swung 6x between
+     held-out sets of a conv2d-g1 generator, whose noise moves a shower's cells together;
    - response: `|mean(sum / E) int8 / mean(sum / E) fp32 - 1|`, default 1 % (E: the primary
      energy, or |momentum| for geometries conditioned on a momentum), held to that error plus
      two of its standard errors (from the per-shower differences, same noise): measured on
@@ -109,7 +112,7 @@ from caloforge.generation.openvino import (
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import ShowerGenerator
 from caloforge.training.physics_check import profile
-from caloforge.validation.metrics import projection_mse
+from caloforge.validation.metrics import projection_mse, projection_mse_floor
 
 if TYPE_CHECKING:
     import onnx
@@ -320,7 +323,9 @@ class _Guard:
         # the same conditions with the independent noise A (the output threshold is fitted there)
         self.feeds_a = [{**f, "noise": a} for f, a in zip(feeds, noise_a, strict=True)]
         self.fp32_a = np.concatenate([gev(f) for f in self.feeds_a])
-        self.baseline = _projection(self.fp32_a, self.fp32_b)
+        # what mse(fp32 A, fp32 B) is expected to be, from the paired showers (one draw of it
+        # swung 6x on conv2d-g1, whose noise moves a shower's cells together)
+        self.baseline = projection_mse_floor(self.fp32_b, self.fp32_a)
         self.ratio = self._ratio(self.fp32_b)
         self.ratio_a = self._ratio(self.fp32_a)
         self.profile = profile(self.fp32_b, self.geometry)
@@ -413,6 +418,9 @@ class _Backend(Protocol):
 # A layer the guard allows in int8 goes back to fp32 for speed only when that makes the whole
 # generator faster by more than this (the timing noise of a few repeated calls).
 SPEED_MARGIN = 0.03
+# A layer that looks faster in fp32 is timed again this many times, in turn with the current
+# choice, and goes to fp32 only if the medians agree.
+_RETIMES = 3
 
 
 def _search(
@@ -501,8 +509,15 @@ def _search(
             seconds = timer(trial.model) if trial.metrics.holds(tolerance) else fastest
             log(f"{label} in fp32: {seconds / fastest:.3f}x the time")
             if seconds < (1 - SPEED_MARGIN) * fastest:
-                faster.append(label)
-                best, fastest = trial, seconds
+                # Timed again, the two in turn: one noisy timing on a shared machine once sent
+                # gan3d's largest convolution to fp32 "as faster", at 0.8x the speed.
+                again = [(timer(trial.model), timer(best.model)) for _ in range(_RETIMES)]
+                seconds = statistics.median(pair[0] for pair in again)
+                current = statistics.median(pair[1] for pair in again)
+                log(f"{label} in fp32, timed again: {seconds / current:.3f}x the time")
+                if seconds < (1 - SPEED_MARGIN) * current:
+                    faster.append(label)
+                    best, fastest = trial, seconds
     report = Int8Report(
         library=backend.library,
         layers=layers,
@@ -971,8 +986,9 @@ def quantize_int8(
 
 # --- the search's choice, cached ---------------------------------------------------------------
 CACHE_ENVIRONMENT = "CALOFORGE_CACHE_DIR"
-# Raised when the search would choose differently for the same inputs (2: the output threshold).
-_SEARCH_VERSION = 2
+# Raised when the search would choose differently for the same inputs (2: the output threshold;
+# 3: the projection-MSE baseline from the paired showers).
+_SEARCH_VERSION = 3
 
 
 def default_cache() -> Path:
