@@ -35,9 +35,10 @@ from caloforge.generation.pipeline import ShowerPipeline
 
 def response_by_energy(
     pipeline: ShowerPipeline, n: int, seed: int, bins: int
-) -> list[tuple[float, float, float, float]]:
-    """(low, high, int8 / fp32 - 1, its standard error) per primary-energy bin, on `n` showers
-    of `seed` (the same showers as `held_out_metrics`); `pipeline.forward` is the int8 one."""
+) -> tuple[list[tuple[float, float, float, float]], tuple[float, float]]:
+    """(low, high, int8 / fp32 - 1, its standard error) per primary-energy bin, and the mean
+    number of cells above zero per shower (int8, fp32), on `n` showers of `seed` (the same
+    showers as `held_out_metrics`); `pipeline.forward` is the int8 one."""
     feeds, noise_a, energy = _feeds(pipeline, calibration_conditions(pipeline, n, seed=seed), seed)
     guard = _Guard(pipeline, feeds, noise_a, energy)
     outputs = []
@@ -45,8 +46,9 @@ def response_by_energy(
         for feed in feeds:
             named = {k: torch.from_numpy(v) for k, v in feed.items() if k != "noise"}
             outputs.append(pipeline.forward(torch.from_numpy(feed["noise"]), named).numpy())
-    int8 = guard._ratios(_in_gev(pipeline, np.concatenate(outputs)))
-    fp32 = guard._ratios(guard.fp32_b)
+    showers = _in_gev(pipeline, np.concatenate(outputs))
+    lit = tuple(float((x.reshape(n, -1) > 0).sum(1).mean()) for x in (showers, guard.fp32_b))
+    int8, fp32 = guard._ratios(showers), guard._ratios(guard.fp32_b)
     edges = np.quantile(energy, np.linspace(0.0, 1.0, bins + 1))
     which = np.clip(np.searchsorted(edges, energy, side="right") - 1, 0, bins - 1)
     rows = []
@@ -56,7 +58,7 @@ def response_by_energy(
         differences = (int8[inside] - fp32[inside]) / fp32[inside].mean()
         error = differences.std(ddof=1) / np.sqrt(inside.sum())
         rows.append((float(low), float(high), float(differences.mean()), float(error)))
-    return rows
+    return rows, (lit[0], lit[1])
 
 
 def main() -> None:
@@ -88,9 +90,11 @@ def main() -> None:
         f"({t.profile}), relative L2 {m.relative_l2:.3f}: "
         + ("within tolerance" if m.holds(t) else "OUTSIDE tolerance")
     )
+    rows, lit = response_by_energy(pipeline, args.n, args.seed, args.bins)
     print("response by primary energy (int8 / fp32 - 1, +- its standard error):")
-    for low, high, difference, error in response_by_energy(pipeline, args.n, args.seed, args.bins):
+    for low, high, difference, error in rows:
         print(f"  {low:8.1f} - {high:8.1f}: {difference:+.2%} +- {error:.2%}")
+    print(f"cells above zero per shower: int8 {lit[0]:.1f}, fp32 {lit[1]:.1f}")
 
 
 if __name__ == "__main__":
