@@ -480,9 +480,8 @@ def _search(
         best = evaluate(list(layers))
         log(f"all {len(layers)} layers back to fp32: {_told(best)}")
         int8: list[str] = []
-        if best.metrics.holds(
-            tolerance
-        ):  # else fp32 differences alone exceed it: nothing to search
+        # (else the fp32 differences alone exceed it: nothing to search)
+        if best.metrics.holds(tolerance):
             # The least error per multiply-add moved to int8 first; a layer that fails alone
             # stays fp32, as does one whose error alone is at least that of a layer that did
             # not fit (errors add, near enough, when each is small).
@@ -755,10 +754,10 @@ class _OpenVino:
         self.ov = import_optional(
             "openvino", package="openvino", extra="int8", purpose="the int8 backend"
         )
-        self.output_threshold = output_threshold
         self.nncf = import_optional(
             "nncf", package="nncf", extra="int8", purpose="the int8 backend"
         )
+        self.output_threshold = output_threshold
         version = self.ov.__version__.split("-")[0]
         self.library = f"openvino {version} + nncf {self.nncf.__version__}"
         self.feeds, self.threads = feeds, threads
