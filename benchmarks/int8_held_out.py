@@ -22,43 +22,31 @@ import argparse
 import numpy as np
 import torch
 
-from caloforge.generation.int8 import (
-    QuantizedGenerator,
-    _feeds,
-    _Guard,
-    _in_gev,
-    calibration_conditions,
-    held_out_metrics,
-)
+from caloforge.generation.int8 import QuantizedGenerator, _Guard, _held_out
 from caloforge.generation.pipeline import ShowerPipeline
 
 
 def response_by_energy(
-    pipeline: ShowerPipeline, n: int, seed: int, bins: int
-) -> tuple[list[tuple[float, float, float, float]], tuple[float, float]]:
-    """(low, high, int8 / fp32 - 1, its standard error) per primary-energy bin, and the mean
-    number of cells above zero per shower (int8, fp32), on `n` showers of `seed` (the same
-    showers as `held_out_metrics`); `pipeline.forward` is the int8 one."""
-    feeds, noise_a, energy = _feeds(pipeline, calibration_conditions(pipeline, n, seed=seed), seed)
-    guard = _Guard(pipeline, feeds, noise_a, energy)
-    outputs = []
-    with torch.inference_mode():
-        for feed in feeds:
-            named = {k: torch.from_numpy(v) for k, v in feed.items() if k != "noise"}
-            outputs.append(pipeline.forward(torch.from_numpy(feed["noise"]), named).numpy())
-    showers = _in_gev(pipeline, np.concatenate(outputs))
-    lit = tuple(float((x.reshape(n, -1) > 0).sum(1).mean()) for x in (showers, guard.fp32_b))
+    guard: _Guard, showers: np.ndarray, bins: int
+) -> list[tuple[float, float, float, float]]:
+    """(low, high, int8 / fp32 - 1, its standard error) per primary-energy bin of `guard`'s
+    showers, `showers` the int8 ones."""
+    energy = guard.energy
     int8, fp32 = guard._ratios(showers), guard._ratios(guard.fp32_b)
     edges = np.quantile(energy, np.linspace(0.0, 1.0, bins + 1))
     which = np.clip(np.searchsorted(edges, energy, side="right") - 1, 0, bins - 1)
     rows = []
     for i in range(bins):
         inside = which == i
-        low, high = edges[i], edges[i + 1]
         differences = (int8[inside] - fp32[inside]) / fp32[inside].mean()
         error = differences.std(ddof=1) / np.sqrt(inside.sum())
-        rows.append((float(low), float(high), float(differences.mean()), float(error)))
-    return rows, (lit[0], lit[1])
+        rows.append((float(edges[i]), float(edges[i + 1]), float(differences.mean()), float(error)))
+    return rows
+
+
+def lit_cells(showers: np.ndarray) -> float:
+    """Mean number of cells above zero per shower."""
+    return float((showers.reshape(len(showers), -1) > 0).sum(1).mean())
 
 
 def main() -> None:
@@ -81,7 +69,8 @@ def main() -> None:
     assert isinstance(quantized, QuantizedGenerator)
     report = quantized.report
     print(report.summary())
-    m = held_out_metrics(pipeline, quantized, args.n, seed=args.seed)
+    guard, showers = _held_out(pipeline, quantized, args.n, args.seed)
+    m = guard.metrics(showers)  # = held_out_metrics(pipeline, quantized, n, seed=seed)
     t = report.tolerance
     print(
         f"held out ({args.n} showers, seed {args.seed}): projection MSE "
@@ -90,11 +79,13 @@ def main() -> None:
         f"({t.profile}), relative L2 {m.relative_l2:.3f}: "
         + ("within tolerance" if m.holds(t) else "OUTSIDE tolerance")
     )
-    rows, lit = response_by_energy(pipeline, args.n, args.seed, args.bins)
     print("response by primary energy (int8 / fp32 - 1, +- its standard error):")
-    for low, high, difference, error in rows:
+    for low, high, difference, error in response_by_energy(guard, showers, args.bins):
         print(f"  {low:8.1f} - {high:8.1f}: {difference:+.2%} +- {error:.2%}")
-    print(f"cells above zero per shower: int8 {lit[0]:.1f}, fp32 {lit[1]:.1f}")
+    print(
+        f"cells above zero per shower: int8 {lit_cells(showers):.1f}, "
+        f"fp32 {lit_cells(guard.fp32_b):.1f}"
+    )
 
 
 if __name__ == "__main__":

@@ -1107,6 +1107,14 @@ def held_out_metrics(
     default: pass another one here). What a user's own comparison of fp32 and int8 files of
     fresh showers would see.
     """
+    guard, showers = _held_out(pipeline, quantized, n, seed)
+    return guard.metrics(showers)
+
+
+def _held_out(
+    pipeline: ShowerPipeline, quantized: QuantizedGenerator, n: int, seed: int
+) -> tuple[_Guard, np.ndarray]:
+    """`held_out_metrics`' guard (fp32 references) and its int8 showers in GeV."""
     conditions = calibration_conditions(pipeline, n, seed=seed)
     feeds, noise_a, energy = _feeds(pipeline, conditions, seed)
     guard = _Guard(pipeline, feeds, noise_a, energy)
@@ -1115,7 +1123,7 @@ def held_out_metrics(
         for feed in feeds:
             named = {k: torch.from_numpy(v) for k, v in feed.items() if k != "noise"}
             outputs.append(quantized(torch.from_numpy(feed["noise"]), named).numpy())
-    return guard.metrics(_in_gev(pipeline, np.concatenate(outputs)))
+    return guard, _in_gev(pipeline, np.concatenate(outputs))
 
 
 def quantize_onnx_model(

@@ -580,11 +580,15 @@ def _projections(images: np.ndarray) -> list[np.ndarray]:
     """Mean 2D projections of a set of showers: (x, y, z) images give the three sums along
     each axis; (x, y) images are their own projection."""
     mean = np.asarray(images, dtype=np.float64).mean(axis=0)
-    if mean.ndim == 2:
-        return [mean]
-    if mean.ndim == 3:
-        return [mean.sum(axis=a) for a in range(3)]
-    raise ValueError(f"projections need (n, x, y[, z]) showers, got shape {images.shape}")
+    if mean.ndim not in (2, 3):
+        raise ValueError(f"projections need (n, x, y[, z]) showers, got shape {images.shape}")
+    return _project(mean, mean.ndim)
+
+
+def _project(images: np.ndarray, dims: int) -> list[np.ndarray]:
+    """The 2D projections of images whose last `dims` axes (2 or 3) are the image: the sums
+    along each axis of a 3D image; a 2D image is its own projection."""
+    return [images] if dims == 2 else [images.sum(axis=a) for a in (-3, -2, -1)]
 
 
 def _projection_mse(reference: np.ndarray, generated: np.ndarray) -> float:
@@ -632,12 +636,12 @@ def projection_mse_floor(a: np.ndarray, b: np.ndarray, *, chunk: int = 256) -> f
     if a.shape != b.shape or a.ndim < 3:
         raise ValueError(f"need two paired (n, x, y[, z]) shower sets, got {a.shape}, {b.shape}")
     n = len(a)
-    scales = [p.max() if p.max() > 0 else 1.0 for p in _projections(a)]
-    squares = [np.zeros_like(p) for p in _projections(a[:1])]
+    references = _projections(a)
+    scales = [p.max() if p.max() > 0 else 1.0 for p in references]
+    squares = [np.zeros_like(p) for p in references]
     for lo in range(0, n, chunk):
         d = np.asarray(a[lo : lo + chunk], np.float64) - np.asarray(b[lo : lo + chunk], np.float64)
-        parts = [d] if d.ndim == 3 else [d.sum(axis=axis) for axis in (1, 2, 3)]
-        for square, part in zip(squares, parts, strict=True):
+        for square, part in zip(squares, _project(d, a.ndim - 1), strict=True):
             square += (part**2).sum(axis=0)
     terms = [float(np.mean(q / n**2)) / s**2 for q, s in zip(squares, scales, strict=True)]
     return sum(terms) / len(terms)
