@@ -11,7 +11,6 @@ from caloforge.data.canonical import ShowerWriter, open_canonical
 from caloforge.data.source import Batch
 from caloforge.geometry import PRESETS
 from caloforge.simulation.simulator import ShowerSimulator
-from caloforge.validation import features
 from caloforge.validation.features import (
     CELL_SPECTRUM_EDGES,
     HIT_THRESHOLD,
@@ -30,6 +29,7 @@ from caloforge.validation.features import (
     max_position,
     measured_theta,
     moments,
+    one_pass,
     profile,
     shower_features,
     sparsity,
@@ -423,7 +423,7 @@ def test_one_pass_features_of_lhcb_images_equal_the_single_feature_functions(fil
 def test_the_sparse_and_dense_grid_sums_agree(monkeypatch):
     showers = awkward_showers(CLIC.shape, 5, 0.05, seed=25)
     sparse = grid_sums(showers)
-    monkeypatch.setattr(features, "SPARSE_MAX_FILL", 0.0)  # every batch summed densely
+    monkeypatch.setattr(one_pass, "SPARSE_MAX_FILL", 0.0)  # every batch summed densely
     dense = grid_sums(showers)
     for field in ("x_layer", "y_layer", "hits_layer", "cell_spectrum", "max_position"):
         a, b = getattr(sparse, field), getattr(dense, field)

@@ -28,8 +28,8 @@ from caloforge.validation.metrics import (
     ks_test,
     mu90,
     mu90_sigma90,
+    paired_projection_mse_floor,
     projection_mse,
-    projection_mse_floor,
     separation_power,
     sigma90_over_mu90,
     ssim,
@@ -377,11 +377,11 @@ def _paired_draws(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndar
     return draw(), draw()
 
 
-def test_the_projection_mse_floor_is_its_expected_value_and_steadier_than_one_draw():
+def test_the_paired_projection_mse_floor_is_its_expected_value_and_steadier_than_one_draw():
     rng = np.random.default_rng(21)
     draws = [_paired_draws(rng, 200) for _ in range(300)]
     one = np.array([projection_mse(a, b, n_bootstrap=2)[0] for a, b in draws])
-    floor = np.array([projection_mse_floor(a, b) for a, b in draws])
+    floor = np.array([paired_projection_mse_floor(a, b) for a, b in draws])
     # unbiased: the floor's mean is the mean of the metric over draws (300 draws: the mean of a
     # chi-square-like variable of few degrees of freedom is known to ~8 %)
     assert floor.mean() == pytest.approx(one.mean(), rel=0.15)
@@ -391,10 +391,10 @@ def test_the_projection_mse_floor_is_its_expected_value_and_steadier_than_one_dr
     assert floor.std() / floor.mean() < one.std() / one.mean() / 5
     # it falls as 1 / n, and is zero for identical sets
     a, b = _paired_draws(rng, 800)
-    assert projection_mse_floor(a, b) == pytest.approx(floor.mean() / 4, rel=0.15)
-    assert projection_mse_floor(a, a) == 0.0
+    assert paired_projection_mse_floor(a, b) == pytest.approx(floor.mean() / 4, rel=0.15)
+    assert paired_projection_mse_floor(a, a) == 0.0
     with pytest.raises(ValueError, match="paired"):
-        projection_mse_floor(a, b[:-1])
+        paired_projection_mse_floor(a, b[:-1])
 
 
 # --- binned -----------------------------------------------------------------------------------
