@@ -9,7 +9,9 @@ Layout (format version 1):
   momentum    (N, 3) float64                 (px, py, pz), GeV (lhcb-30)
   point       (N, 2) float64                 entry point (x, y), mm (lhcb-30)
   attributes: geometry (name), geometry_json (the full description, enough to rebuild it),
-              units (JSON map key -> unit), format_version, producer
+              units (JSON map key -> unit), format_version, producer (a line saying what
+              made the file), simulation (JSON, simulated files: the engine and, for Geant4,
+              its version, physics list, range cut and whether data files were used)
 
 Every dataset is resizable along N, so a file is written batch by batch and can be appended
 to later. A new file is written under a temporary name and renamed on `close`; appending grows
@@ -37,12 +39,24 @@ FORMAT = "caloforge"
 FORMAT_VERSION = 1
 SHOWERS_KEY = "showers"
 COMPRESSIONS = ("gzip", "lzf", "none")
+PROVENANCE_KEY = "simulation"
 
 
 def units_of(geometry: Geometry) -> dict[str, str]:
     units = {SHOWERS_KEY: "GeV"}
     units.update({c.name: c.unit for c in geometry.conditions})
     return units
+
+
+def _provenance_of(f: h5py.File) -> dict[str, Any] | None:
+    """The engine record of a file; files simulated before it was written down were made by
+    the parametrized engine, which their producer line names."""
+    recorded = f.attrs.get(PROVENANCE_KEY)
+    if recorded is not None:
+        return dict(json.loads(recorded))
+    if "GFlash" in str(f.attrs.get("producer", "")):
+        return {"engine": "gflash"}
+    return None
 
 
 class ShowerWriter:
@@ -63,6 +77,7 @@ class ShowerWriter:
         producer: str = "caloforge",
         append: bool = False,
         compression: str = "gzip",
+        provenance: Mapping[str, Any] | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise CaloforgeError(
@@ -84,6 +99,16 @@ class ShowerWriter:
                     found=existing.geometry.name,
                 )
             self._file = h5py.File(self.path, "a")
+            recorded = _provenance_of(self._file)
+            if provenance is not None and recorded != json.loads(json.dumps(provenance)):
+                self._file.close()
+                raise InputFileError(
+                    self.path,
+                    "cannot append showers made another way",
+                    key=PROVENANCE_KEY,
+                    expected=json.dumps(provenance, sort_keys=True),
+                    found=json.dumps(recorded, sort_keys=True),
+                )
             self.n = int(self._file[SHOWERS_KEY].shape[0])
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,6 +121,8 @@ class ShowerWriter:
         f.attrs["units"] = json.dumps(units_of(geometry))
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["producer"] = f"{producer} (caloforge {__version__})"
+        if provenance is not None:
+            f.attrs[PROVENANCE_KEY] = json.dumps(provenance, sort_keys=True)
         filters: dict[str, Any] = {}
         if compression == "gzip":
             filters = {"compression": "gzip", "compression_opts": 1, "shuffle": True}

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
-from caloforge.errors import ConditionError
+from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.geometry import Geometry
 
 SPECTRA = ("uniform", "inverse")
@@ -109,3 +110,30 @@ def sample_conditions(
             f"geometry '{geometry.name}': the simulator cannot draw condition(s) {sorted(missing)}"
         )
     return out
+
+
+def track_direction(conditions: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """Unit direction of each primary (x, y, depth), shape (n, 3).
+
+    From the LHCb momentum, or the angle theta in the (y, depth) plane (pi/2 enters
+    perpendicular to the face), else along the depth axis.
+    """
+    if "momentum" in conditions:
+        p = np.asarray(conditions["momentum"], dtype=np.float64).reshape(n, 3)
+        d = p / np.linalg.norm(p, axis=1, keepdims=True)
+    elif "theta" in conditions:
+        theta = np.asarray(conditions["theta"], dtype=np.float64)
+        d = np.stack([np.zeros(n), np.cos(theta), np.sin(theta)], axis=1)
+    else:
+        d = np.tile([0.0, 0.0, 1.0], (n, 1))
+    if (d[:, 2] <= 0.05).any():
+        raise CaloforgeError("tracks must enter the calorimeter (angle to the normal < 87 deg)")
+    return d
+
+
+def entry_point(conditions: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    """Entry point of each primary on the front face (x, y, 0) in mm, shape (n, 3)."""
+    entry = np.zeros((n, 3))
+    if "point" in conditions:
+        entry[:, :2] = np.asarray(conditions["point"], dtype=np.float64).reshape(n, 2)
+    return entry

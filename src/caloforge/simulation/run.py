@@ -6,9 +6,10 @@ import math
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -102,6 +103,9 @@ def default_workers() -> int:
     return max(1, min(cores, 8))
 
 
+ENGINES = ("gflash", "geant4")
+
+
 def simulate_to_file(
     output: str | os.PathLike[str],
     *,
@@ -113,48 +117,137 @@ def simulate_to_file(
     point: tuple[float, float] | None = None,
     particle: str = "electron",
     seed: int = 0,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     compression: str = "gzip",
     append: bool = False,
     progress: bool = False,
     workers: int | None = None,
+    engine: str = "gflash",
+    physics_list: str | None = None,
+    range_cut_mm: float | None = None,
+    first_index: int | None = None,
 ) -> Path:
     """Simulate `n` showers into a canonical file; returns its path.
 
-    All checks (geometry, ranges) happen before anything is written; the file appears under
-    its name only once complete (or, with `append`, grows batch by batch). `workers`
-    processes simulate while this one writes (default: one per core, at most 8); the
-    showers are the same for any number of workers.
+    `engine` is "gflash" (the embedded parametrization, hundreds of showers/s) or "geant4"
+    (Monte Carlo with caloforge's Geant4 application, `caloforge.simulation.geant4`; a
+    few showers/s per core; `physics_list` and `range_cut_mm` apply to it alone).
+
+    All checks (geometry, ranges, engine) happen before anything is written; the file
+    appears under its name only once complete (or, with `append`, grows batch by batch).
+    `workers` processes simulate while this one writes (default: one per core, at most 8);
+    the showers are the same for any number of workers (with geant4, for any batch size too).
+    The file holds showers `first_index` .. `first_index + n - 1` of the seed's sequence
+    (default: from 0, or after the showers already in the file when appending), so a large
+    set can be made in parts that together equal one run.
     """
     if n <= 0:
         raise CaloforgeError(f"--n must be a positive number of showers, got {n}")
+    if first_index is not None and first_index < 0:
+        raise CaloforgeError(f"first_index must be >= 0, got {first_index}")
+    if engine not in ENGINES:
+        raise CaloforgeError(f"unknown engine '{engine}'; choose {', '.join(ENGINES)}")
+    if engine == "gflash" and (physics_list is not None or range_cut_mm is not None):
+        raise CaloforgeError("--physics-list and --range-cut apply to --engine geant4 only")
     geo = geometry if isinstance(geometry, Geometry) else load_geometry(geometry)
     theta = None if theta_deg is None else (math.radians(theta_deg[0]), math.radians(theta_deg[1]))
     ranges = ConditionRanges.for_geometry(geo, energy, spectrum, theta, point)
-    ShowerSimulator(geo, particle=particle)  # fail on an unsimulable geometry before writing
+    workers = default_workers() if workers is None else workers
+    if engine == "geant4":
+        batches, producer, provenance = _geant4_batches(
+            geo,
+            ranges,
+            n,
+            particle,
+            seed,
+            batch_size,
+            workers,
+            physics_list,
+            range_cut_mm,
+            progress,
+        )
+    else:
+        ShowerSimulator(geo, particle=particle)  # fail on an unsimulable geometry first
+        producer = f"caloforge simulate (GFlash-style, {particle}, seed {seed})"
+        provenance = {"engine": "gflash"}
+
+        def batches(first: int) -> Iterator[Batch]:
+            return simulate_batches(
+                geo,
+                ranges,
+                n,
+                seed=seed,
+                batch_size=batch_size or 256,
+                particle=particle,
+                first_index=first,
+                workers=workers,
+            )
+
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=n, unit="shower", desc=f"simulate {geo.name}", mininterval=0.5)
-    producer = f"caloforge simulate (GFlash-style, {particle}, seed {seed})"
-    with ShowerWriter(
-        output, geo, producer=producer, append=append, compression=compression
-    ) as writer:
-        # Appending continues the seed's sequence after the showers already in the file.
-        for batch in simulate_batches(
+        bar = tqdm(total=n, unit="shower", desc=f"simulate {geo.name} ({engine})", mininterval=0.5)
+    try:
+        with ShowerWriter(
+            output,
             geo,
+            producer=producer,
+            append=append,
+            compression=compression,
+            provenance=provenance,
+        ) as writer:
+            # Appending continues the seed's sequence after the showers already in the file.
+            for batch in batches(writer.n if first_index is None else first_index):
+                writer.write(batch)
+                if bar is not None:
+                    bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
+    return Path(output)
+
+
+def _geant4_batches(
+    geometry: Geometry,
+    ranges: ConditionRanges,
+    n: int,
+    particle: str,
+    seed: int,
+    batch_size: int | None,
+    workers: int,
+    physics_list: str | None,
+    range_cut_mm: float | None,
+    progress: bool,
+) -> tuple[Callable[[int], Iterator[Batch]], str, dict[str, Any]]:
+    from caloforge.simulation import geant4
+
+    if not geometry.simulable:
+        raise CaloforgeError(
+            f"geometry '{geometry.name}' has readout '{geometry.readout}' and no cell grid "
+            "to simulate into; simulation needs 'layers' or 'summed' readout"
+        )
+    if particle not in geant4.PARTICLES:
+        raise CaloforgeError(f"unknown particle '{particle}'; choose {', '.join(geant4.PARTICLES)}")
+    setup = geant4.prepare(
+        physics_list,
+        geant4.engine.DEFAULT_RANGE_CUT_MM if range_cut_mm is None else range_cut_mm,
+        progress=progress,
+    )
+    producer = f"caloforge simulate (Geant4 engine: {setup.describe()}; {particle}, seed {seed})"
+
+    def batches(first: int) -> Iterator[Batch]:
+        for batch, _ in geant4.simulate_geant4(
+            geometry,
             ranges,
             n,
+            setup=setup,
             seed=seed,
-            batch_size=batch_size,
+            batch_size=batch_size or 8,
             particle=particle,
-            first_index=writer.n,
-            workers=default_workers() if workers is None else workers,
+            first_index=first,
+            workers=workers,
         ):
-            writer.write(batch)
-            if bar is not None:
-                bar.update(len(batch))
-    if bar is not None:
-        bar.close()
-    return Path(output)
+            yield batch
+
+    return batches, producer, setup.provenance()

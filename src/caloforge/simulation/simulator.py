@@ -30,6 +30,7 @@ import numpy as np
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.simulation import gflash
+from caloforge.simulation.conditions import entry_point, track_direction
 
 PARTICLES = ("electron", "photon")
 # Mean depth of a photon's first conversion, X0 (9/7 X0: physics.md section 2).
@@ -111,8 +112,8 @@ class ShowerSimulator:
         """The energy spots of a batch, before projection into cells (for tests and studies)."""
         energy = np.asarray(conditions["energy"], dtype=np.float64)
         n = len(energy)
-        direction = self._direction(conditions, n)
-        entry = self._entry_point(conditions, n)
+        direction = track_direction(conditions, n)
+        entry = entry_point(conditions, n)
 
         # 1. Longitudinal profile per shower (energy and spot densities).
         fluct = gflash.profile_fluctuation(energy, self.material)
@@ -215,28 +216,6 @@ class ShowerSimulator:
         out = np.bincount(flat, visible[keep], minlength=n * per_shower)
         out[out < self.min_cell_energy] = 0.0
         return out.astype(np.float32).reshape((n, *self.geometry.shape))
-
-    # --- geometry of the track --------------------------------------------------------------
-    def _direction(self, conditions: Mapping[str, np.ndarray], n: int) -> np.ndarray:
-        """Unit direction of each track (x, y, depth), shape (n, 3)."""
-        if "momentum" in conditions:
-            p = np.asarray(conditions["momentum"], dtype=np.float64).reshape(n, 3)
-            d = p / np.linalg.norm(p, axis=1, keepdims=True)
-        elif "theta" in conditions:
-            theta = np.asarray(conditions["theta"], dtype=np.float64)
-            d = np.stack([np.zeros(n), np.cos(theta), np.sin(theta)], axis=1)
-        else:
-            d = np.tile([0.0, 0.0, 1.0], (n, 1))
-        if (d[:, 2] <= 0.05).any():
-            raise CaloforgeError("tracks must enter the calorimeter (angle to the normal < 87 deg)")
-        return d
-
-    def _entry_point(self, conditions: Mapping[str, np.ndarray], n: int) -> np.ndarray:
-        """Entry point on the front face (x, y, 0) in mm, shape (n, 3)."""
-        entry = np.zeros((n, 3))
-        if "point" in conditions:
-            entry[:, :2] = np.asarray(conditions["point"], dtype=np.float64).reshape(n, 2)
-        return entry
 
     def _layer_of(self, z: np.ndarray) -> np.ndarray:
         """Index of the layer containing perpendicular depth z (mm); -1 behind the last."""
