@@ -7,6 +7,7 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -33,11 +34,33 @@ def parse_range(text: str) -> tuple[float, float]:
 def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate",
-        help="simulate showers with the embedded parametrized simulator",
+        help="simulate showers (embedded parametrization, or Geant4)",
         description=(
-            "Simulate electromagnetic showers with the embedded GFlash-style parametrized "
-            "simulator and write a canonical shower file. Ranges are LOW:HIGH or one VALUE."
+            "Simulate electromagnetic showers and write a canonical shower file. Two engines: "
+            "gflash, the embedded GFlash-style parametrization (fast, approximate), and "
+            "geant4, Monte Carlo with caloforge's own Geant4 application (compiled on first "
+            "use; Geant4 from geant4-config on the PATH, else the calzone wheel of "
+            "`pip install caloforge[geant4]` with headers from CALOFORGE_GEANT4_INCLUDE). "
+            "Without Geant4's data files the geant4 engine runs a data-free electromagnetic "
+            "list (option 0 with its data-driven models replaced: see the README). "
+            "Ranges are LOW:HIGH or one VALUE."
         ),
+    )
+    p.add_argument(
+        "--engine",
+        choices=("gflash", "geant4"),
+        default="gflash",
+        help="gflash (default): parametrized; geant4: Monte Carlo",
+    )
+    p.add_argument(
+        "--physics-list",
+        help="geant4 only: data-free, em-standard (option 0), em-standard-opt1..4 or a Geant4 "
+        "reference list; default em-standard with data files, else data-free",
+    )
+    p.add_argument(
+        "--range-cut",
+        type=float,
+        help="geant4 only: production range cut, mm (default 0.7)",
     )
     p.add_argument(
         "--geometry",
@@ -53,9 +76,18 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--theta", type=parse_range, help="polar angle range, degrees")
     p.add_argument("--point", type=parse_range, help="entry point range for x and y, mm (lhcb-30)")
-    p.add_argument("--particle", choices=("electron", "photon"), default="electron")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256, help="showers simulated per step")
+    p.add_argument(
+        "--particle",
+        choices=("electron", "positron", "photon"),
+        default="electron",
+        help="primary particle (positron: geant4 only)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="same seed, same showers")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="showers simulated per step (default 256 for gflash, 8 for geant4)",
+    )
     p.add_argument(
         "--workers",
         type=int,
@@ -87,6 +119,9 @@ def _simulate(args: argparse.Namespace) -> int:
         append=args.append,
         progress=True,
         workers=args.workers,
+        engine=args.engine,
+        physics_list=args.physics_list,
+        range_cut_mm=args.range_cut,
     )
     print_summary(summarize(path))
     return 0
@@ -520,6 +555,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
+    # SIGTERM (a batch system ending the job, `kill`) is handled as Ctrl-C: outputs in
+    # progress are removed and workers ended.
+    previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         return handler(args)
     except CaloforgeError as exc:
@@ -528,6 +566,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("caloforge: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
