@@ -4,7 +4,7 @@ Target: 100 000 vs 100 000 clic-angle-51 showers (51x51x25 cells, gzip files) in
 minutes on a 2-core machine, with memory bounded by a few GB: the features are streamed in
 chunks over worker processes, and only they (a few kB per shower) are held.
 
-Measured: `report.compare` without the cell-level metrics (subsample 0) and without plots,
+Measured: `validation.compare` without the cell-level metrics (subsample 0) and without plots,
 i.e. reading, features, response and resolution per bin, separation power / W1 / KS of the
 scalar features overall and per bin, correlations, FPD, KPD and the high-level classifier.
 Reported: the wall time per stage and in all; the peak resident memory of this process and
@@ -33,13 +33,9 @@ import time
 from pathlib import Path
 
 from caloforge.data.source import ShowerSource
+from caloforge.validation import ValidationConfig, compare
 from caloforge.validation.features import shower_features
-from caloforge.validation.report import (
-    SourceSpec,
-    ValidationConfig,
-    compare,
-    default_batch_size,
-)
+from caloforge.validation.sources import SourceSpec, default_batch_size
 
 TARGET_S = 300.0
 TARGET_N = 100_000

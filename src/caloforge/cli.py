@@ -327,6 +327,8 @@ def _generate(args: argparse.Namespace) -> int:
 
 # --- validate ---------------------------------------------------------------------------
 def _add_validate(sub: argparse._SubParsersAction) -> None:
+    from caloforge.validation.config import add_cli_options
+
     p = sub.add_parser(
         "validate",
         help="compare generated showers with reference (Monte Carlo) showers",
@@ -344,48 +346,17 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", help="input format of both sets (default: detected)")
     p.add_argument("--binning", help="CaloChallenge binning XML (for that format)")
     p.add_argument("--config", help="YAML settings: tolerances, bins, subsample, ...")
-    p.add_argument(
-        "--energy-bins", help="energy bins: a number (default 5) or edges in GeV, e.g. 100,150,200"
-    )
-    p.add_argument(
-        "--theta-bins", help="angle bins: a number (default 3) or edges in degrees, e.g. 60,90,120"
-    )
-    p.add_argument(
-        "--tolerance",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="tolerance of a headline metric (repeatable; VALUE none for no verdict): "
-        "classifier_auc_low_level, classifier_auc_high_level, fpd, kpd, projection_mse, "
-        "response_deviation, resolution_deviation",
-    )
-    p.add_argument(
-        "--subsample", type=int, help="showers per set for the cell-level metrics (default 2000)"
-    )
-    p.add_argument("--max-showers", type=int, help="use only the first N showers of each set")
-    p.add_argument("--labels", help="names of the two sets, REFERENCE,GENERATED")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--workers", type=int, help="processes computing features (default: cores)")
-    p.add_argument("--no-plots", action="store_true", help="metrics and tables only")
+    # One flag per setting, generated from its declaration in ValidationConfig.
+    add_cli_options(p)
     p.add_argument("--check", action="store_true", help="exit 1 when a headline verdict fails")
     p.set_defaults(handler=_validate)
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from caloforge.validation.report import load_config, parse_tolerances, validate
+    from caloforge.validation.config import config_from_cli
+    from caloforge.validation.report import validate
 
-    config = load_config(
-        args.config,
-        tolerances=parse_tolerances(args.tolerance),
-        energy_bins=args.energy_bins,
-        theta_bins=args.theta_bins,
-        subsample=args.subsample,
-        max_showers=args.max_showers,
-        labels=args.labels,
-        seed=args.seed,
-        workers=args.workers,
-        plots=False if args.no_plots else None,
-    )
+    config = config_from_cli(args, args.config)
     options = {"binning": args.binning} if args.binning else {}
     result = validate(
         args.reference,

@@ -23,8 +23,7 @@ from caloforge.data.canonical import ShowerWriter
 from caloforge.data.io import open_showers
 from caloforge.data.source import Batch, iter_batches
 from caloforge.simulation.run import simulate_to_file
-from caloforge.validation import report
-from caloforge.validation.report import ValidationConfig, validate
+from caloforge.validation import ValidationConfig, report, validate
 
 N = 1600
 HEADLINE = (
@@ -333,9 +332,9 @@ def test_angle_and_lhcb_geometries_get_their_own_plots(tmp_path, geometry, range
 
 def test_a_deviation_without_an_error_is_shown_without_one():
     # A bin whose bootstrap gives no error (NaN, null in metrics.json): the value alone.
-    from caloforge.validation.report import _signed_percent
+    from caloforge.validation.report import signed_percent
 
-    assert _signed_percent(-0.5, None) == "-50.00 %"
-    assert _signed_percent(0.01, float("nan")) == "+1.00 %"
-    assert _signed_percent(0.01, 0.002) == "+1.00 &plusmn; 0.20 %"
-    assert _signed_percent(None, 0.1) == "&ndash;"
+    assert signed_percent(-0.5, None) == "-50.00 %"
+    assert signed_percent(0.01, float("nan")) == "+1.00 %"
+    assert signed_percent(0.01, 0.002) == "+1.00 &plusmn; 0.20 %"
+    assert signed_percent(None, 0.1) == "&ndash;"

@@ -15,24 +15,20 @@ from matplotlib.figure import Figure
 from caloforge.geometry import PRESETS
 from caloforge.simulation.simulator import ShowerSimulator
 from caloforge.validation import metrics
-from caloforge.validation.features import shower_features
+from caloforge.validation.config import Tolerances
+from caloforge.validation.features import scalar_features, shower_features, voxel_features
 from caloforge.validation.plots import (
     PLOTS,
     Comparison,
     NotApplicableError,
     fixed_energy_windows,
-    lhcb_features,
+    plot_lhcb_features,
+    plot_projections_mean,
+    plot_response_resolution_theta,
+    plot_ssim_scan,
     png_bytes,
-    projections_mean,
-    response_resolution_theta,
-    ssim_scan,
 )
-from caloforge.validation.report import (
-    Tolerances,
-    response_bins,
-    scalar_features,
-    voxel_features,
-)
+from caloforge.validation.verdicts import response_bins
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -134,17 +130,17 @@ def test_plot_names_are_unique_files_and_each_has_a_caption():
 
 def test_cell_level_plots_need_the_subsample():
     bare = comparison("clic-25", n=60, cells=False)
-    for draw in (projections_mean, ssim_scan):
+    for draw in (plot_projections_mean, plot_ssim_scan):
         with pytest.raises(NotApplicableError, match=r"subsample|SSIM"):
             draw(bare)
 
 
 def test_the_lhcb_metrics_are_drawn_for_lhcb_30():
     lhcb = comparison("lhcb-30", n=150)
-    figure = lhcb_features(lhcb)
+    figure = plot_lhcb_features(lhcb)
     assert png_bytes(figure).startswith(PNG_SIGNATURE)
     # Depth-summed images: one projection (xy), so one column per row.
-    assert len(projections_mean(lhcb).axes) == 3 * 2  # 3 rows of image + colour bar
+    assert len(plot_projections_mean(lhcb).axes) == 3 * 2  # 3 rows of image + colour bar
 
 
 def test_voxel_sets_get_the_plots_that_need_no_cell_grid():
@@ -176,7 +172,7 @@ def test_voxel_sets_get_the_plots_that_need_no_cell_grid():
 
 def test_the_angle_plot_is_drawn_for_clic_angle_51():
     angle = comparison("clic-angle-51", n=60, cells=False)
-    assert isinstance(response_resolution_theta(angle), Figure)
+    assert isinstance(plot_response_resolution_theta(angle), Figure)
 
 
 def test_fixed_energy_windows_pick_three_energies():

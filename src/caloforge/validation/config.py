@@ -1,0 +1,436 @@
+"""The validation settings, each declared once: `ValidationConfig` and its `Tolerances`.
+
+A field's type, default, meaning and check are written once, on the field. From that one
+declaration come the check on construction, the reading of a YAML file (`load_config`), and
+the `caloforge validate` flags (`add_cli_options`, `config_from_cli`): a new setting is a new
+field, nothing more. Errors name the setting by its dotted path, e.g.
+`validation.subsample: expected an integer >= 0, got -1`.
+
+`coerce` (a mapping of plain values, as YAML or the command line give them, to a dataclass
+of the declared types) knows nothing of validation and can serve any dataclass config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import math
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from caloforge.errors import CaloforgeError, InputFileError
+
+ROOT = "validation"
+_NONE_WORDS = ("none", "null", "off")
+T = TypeVar("T")
+Check = Callable[[Any], str | None]
+
+
+# --- one coercion helper ----------------------------------------------------------------------
+class ConfigError(CaloforgeError):
+    """A setting with a bad value or an unknown name; the message starts with its dotted path."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: {problem}")
+
+
+def setting(
+    default: Any, help: str, *, check: Check | None = None, metavar: str | None = None
+) -> Any:
+    """A dataclass field with its meaning (`help`, also the command line's) and its `check`
+    (the problem with a value of the right type, or None when it is fine)."""
+    return field(default=default, metadata={"help": help, "check": check, "metavar": metavar})
+
+
+def coerce(cls: type[T], values: Mapping[str, Any], path: str) -> T:
+    """An instance of the dataclass `cls` from plain `values` (strings from a command line,
+    numbers and lists from YAML) converted to the fields' declared types; nested dataclasses
+    from mappings. Unknown keys and values that cannot be converted raise a `ConfigError`
+    naming the dotted path (`path.key`)."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(path, f"expected a mapping of settings, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    for key in values:
+        if key not in names:
+            raise ConfigError(f"{path}.{key}", f"unknown setting; expected one of {names}")
+    converted = {key: _convert(value, hints[key], f"{path}.{key}") for key, value in values.items()}
+    return cls(**converted)
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return coerce(hint, value, path)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if _is_none(value) and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path)
+            except ConfigError:
+                continue
+        raise ConfigError(path, f"expected {_describe(hint)}, got {value!r}")
+    if origin is tuple:
+        items = _items(value)
+        if items is None:
+            raise ConfigError(path, f"expected {_describe(hint)}, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(item, args[0], path) for item in items)
+        if len(items) != len(args):
+            raise ConfigError(path, f"expected {_describe(hint)}, got {value!r}")
+        return tuple(_convert(item, arg, path) for item, arg in zip(items, args, strict=True))
+    return _scalar(value, hint, path)
+
+
+def _scalar(value: Any, hint: Any, path: str) -> Any:
+    problem = ConfigError(path, f"expected {_describe(hint)}, got {value!r}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise problem
+    if isinstance(value, bool):
+        raise problem
+    if hint is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        raise problem
+    if hint is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise problem from None
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise problem
+    raise TypeError(f"{path}: settings of type {hint} are not supported")
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
+
+
+def _items(value: Any) -> list[Any] | None:
+    """A list's or tuple's items, or the comma-separated parts of a string ('1, 2,3')."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, Sequence):
+        return list(value)
+    return None
+
+
+def _describe(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"{_plural(args[0])} separated by commas"
+        return f"{len(args)} {_plural(args[0])} separated by commas"
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a name"}
+    return names.get(hint, "none" if hint is type(None) else str(hint))
+
+
+def _plural(hint: Any) -> str:
+    return _describe(hint).removeprefix("a ").removeprefix("an ") + "s"
+
+
+def check_fields(obj: Any, path: str) -> None:
+    """Run each field's `check` (see `setting`); raise one `ConfigError` naming every bad
+    setting by its dotted path."""
+    problems = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        check = f.metadata.get("check")
+        problem = check(value) if check is not None else None
+        if problem:
+            problems.append(f"{path}.{f.name}: {problem}, got {value!r}")
+    if problems:
+        raise CaloforgeError("; ".join(problems))
+
+
+# --- checks -----------------------------------------------------------------------------------
+def _integer_at_least(low: int) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None or (isinstance(value, int) and value >= low):
+            return None
+        return f"expected an integer >= {low}"
+
+    return check
+
+
+def _number_at_least_zero(value: Any) -> str | None:
+    if value is None or (math.isfinite(value) and value >= 0):
+        return None
+    return "expected a number >= 0"
+
+
+def _bins(value: Any) -> str | None:
+    if isinstance(value, int):
+        return None if value >= 1 else "expected at least 1 bin"
+    if len(value) < 2 or any(b <= a for a, b in itertools.pairwise(value)):
+        return "expected at least two increasing bin edges"
+    return None
+
+
+def _two_names(value: Any) -> str | None:
+    return None if len(value) == 2 else "expected two names, REFERENCE,GENERATED"
+
+
+# --- the settings -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tolerances:
+    """The largest acceptable value of each headline metric; None gives no verdict.
+
+    A verdict reads the value with its error: "pass" when the value (the absolute value of a
+    deviation) is within the tolerance, "fail" when it exceeds the tolerance by more than
+    `ValidationConfig.significance` errors, "unclear" in between (more showers would tell).
+    The defaults were chosen on simulated showers against an independent sample and
+    distorted copies of it (benchmarks/validation.md).
+    """
+
+    classifier_auc_low_level: float | None = setting(
+        0.6, "AUC of the classifier on cells (0.5: indistinguishable)", check=_number_at_least_zero
+    )
+    classifier_auc_high_level: float | None = setting(
+        0.6, "AUC of the classifier on the feature vectors", check=_number_at_least_zero
+    )
+    fpd: float | None = setting(0.02, "Frechet physics distance", check=_number_at_least_zero)
+    kpd: float | None = setting(0.001, "kernel physics distance", check=_number_at_least_zero)
+    projection_mse: float | None = setting(
+        1e-4,
+        "projection MSE less its chance floor, in units of the reference's peak squared",
+        check=_number_at_least_zero,
+    )
+    response_deviation: float | None = setting(
+        0.02,
+        "|mu90 of E_vis/E_p, generated / reference - 1| in the worst bin",
+        check=_number_at_least_zero,
+    )
+    resolution_deviation: float | None = setting(
+        0.10, "the same for sigma90/mu90", check=_number_at_least_zero
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self, f"{ROOT}.tolerances")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """Everything `validate` can be told; every field has a default, and its `help` says
+    what it means (`dataclasses.fields(ValidationConfig)[i].metadata["help"]`)."""
+
+    tolerances: Tolerances = field(
+        default_factory=Tolerances,
+        metadata={"help": "the largest acceptable value of each headline metric"},
+    )
+    energy_bins: int | tuple[float, ...] = setting(
+        5,
+        "energy bins: a number (log-spaced over a range wider than a factor 10) or edges in "
+        "GeV, e.g. 100,150,200",
+        check=_bins,
+        metavar="N|EDGES",
+    )
+    theta_bins: int | tuple[float, ...] = setting(
+        3,
+        "angle bins (geometries with theta): a number or edges in degrees, e.g. 60,90,120",
+        check=_bins,
+        metavar="N|EDGES",
+    )
+    subsample: int = setting(
+        2000,
+        "showers per set for the cell-level metrics (cells classifier, projection MSE, SSIM, "
+        "projections), held in memory; 0 skips them",
+        check=_integer_at_least(0),
+        metavar="N",
+    )
+    ssim_pairs: int = setting(
+        100,
+        "random pairs of showers per SSIM comparison (at most subsample / 2)",
+        check=_integer_at_least(1),
+        metavar="N",
+    )
+    max_showers: int | None = setting(
+        None, "use only the first N showers of each set", check=_integer_at_least(1), metavar="N"
+    )
+    classifier_showers: int = setting(
+        50_000,
+        "showers per set for the feature classifier (a seeded subset)",
+        check=_integer_at_least(0),
+        metavar="N",
+    )
+    min_showers: int = setting(
+        50,  # metrics.MIN_SHOWERS_PER_BIN, the metrics' own default
+        "a bin with fewer showers than this in either set is reported as too few, not measured",
+        check=_integer_at_least(2),
+        metavar="N",
+    )
+    significance: float = setting(
+        2.0, "errors beyond its tolerance a value must be to fail", check=_number_at_least_zero
+    )
+    seed: int = setting(0, "seed of every random draw", check=_integer_at_least(0))
+    plots: bool = setting(True, "the plots (without them: metrics and tables only)")
+    labels: tuple[str, str] = setting(
+        ("Reference", "Generated"),
+        "names of the two sets in the plots and the report",
+        check=_two_names,
+        metavar="REFERENCE,GENERATED",
+    )
+    workers: int | None = setting(
+        None,
+        "processes computing features (none: one per core, at most 8)",
+        check=_integer_at_least(1),
+        metavar="N",
+    )
+    batch_size: int | None = setting(
+        None,
+        "showers per feature batch (none: about 128 MB of cells)",
+        check=_integer_at_least(1),
+        metavar="N",
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self, ROOT)
+
+
+TOLERANCE_NAMES = tuple(f.name for f in dataclasses.fields(Tolerances))
+SETTING_NAMES = tuple(f.name for f in dataclasses.fields(ValidationConfig))
+
+
+def parse_tolerances(items: Sequence[str]) -> dict[str, float | None]:
+    """['fpd=0.1', 'kpd=none'] -> {'fpd': 0.1, 'kpd': None} (none: no verdict)."""
+    out: dict[str, float | None] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in TOLERANCE_NAMES:
+            raise ConfigError(
+                f"{ROOT}.tolerances",
+                f"expected NAME=VALUE with NAME one of {', '.join(TOLERANCE_NAMES)}; got '{item}'",
+            )
+        out[name] = _convert(value.strip(), float | None, f"{ROOT}.tolerances.{name}")
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    tolerances: Mapping[str, float | None] | None = None,
+    **overrides: Any,
+) -> ValidationConfig:
+    """A `ValidationConfig` from a YAML file (keys as the fields of `ValidationConfig`, with
+    `tolerances` a mapping of `Tolerances` fields and theta_bins in degrees), then
+    `overrides` (None values are ignored) and `tolerances` on top.
+
+    Example file:
+        tolerances: {response_deviation: 0.03, fpd: 0.1, kpd: none}
+        energy_bins: [100, 125, 150, 175, 200]
+        theta_bins: 4
+        subsample: 1000
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = _read_yaml(Path(path))
+    file_tolerances = values.pop("tolerances", None) or {}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    merged = {**_as_mapping(file_tolerances, path), **(tolerances or {})}
+    try:
+        return coerce(ValidationConfig, {**values, "tolerances": merged}, ROOT)
+    except CaloforgeError as exc:
+        if path is not None:
+            raise InputFileError(path, str(exc)) from None
+        raise
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml  # lazy: only a user with a config file pays for it
+
+    if not path.is_file():
+        raise InputFileError(path, "validation config not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputFileError(path, f"not valid YAML ({exc})") from None
+    if not isinstance(data, Mapping):
+        raise InputFileError(path, "expected a mapping of settings at the top level")
+    return dict(data)
+
+
+def _as_mapping(value: Any, path: str | os.PathLike[str] | None) -> Mapping[str, Any]:
+    if isinstance(value, Mapping):
+        return value
+    problem = f"{ROOT}.tolerances: expected a mapping with keys among {list(TOLERANCE_NAMES)}"
+    if path is not None:
+        raise InputFileError(path, problem, found=repr(value))
+    raise CaloforgeError(f"{problem}, got {value!r}")
+
+
+# --- the command line ---------------------------------------------------------------------------
+def add_cli_options(parser: argparse.ArgumentParser) -> None:
+    """One `caloforge validate` flag per setting, from its declaration: `--energy-bins`,
+    `--subsample`, ... (values read as `load_config` reads a file), `--no-plots` for the
+    switch, and `--tolerance NAME=VALUE` (repeatable) for the tolerances. Every flag
+    defaults to None, so that only what is given overrides the --config file."""
+    for f in dataclasses.fields(ValidationConfig):
+        help = f.metadata["help"]
+        if f.name == "tolerances":
+            parser.add_argument(
+                "--tolerance",
+                dest="tolerances",
+                action="append",
+                default=[],
+                metavar="NAME=VALUE",
+                help=f"tolerance of a headline metric (repeatable; VALUE none for no verdict): "
+                f"{', '.join(TOLERANCE_NAMES)}",
+            )
+        elif f.default is True:
+            parser.add_argument(
+                f"--no-{f.name.replace('_', '-')}",
+                dest=f.name,
+                action="store_const",
+                const=False,
+                default=None,
+                help=f"switch off {help}",
+            )
+        else:
+            parser.add_argument(
+                f"--{f.name.replace('_', '-')}",
+                dest=f.name,
+                metavar=f.metadata["metavar"],
+                help=help if f.default is None else f"{help} (default {_default_text(f)})",
+            )
+
+
+def _default_text(f: dataclasses.Field[Any]) -> str:
+    default = f.default
+    if isinstance(default, tuple):
+        return ",".join(str(v) for v in default)
+    return str(default)
+
+
+def config_from_cli(args: argparse.Namespace, path: str | None = None) -> ValidationConfig:
+    """The `ValidationConfig` of parsed `caloforge validate` arguments (`add_cli_options`),
+    on top of the YAML file `path` when given."""
+    overrides = {name: getattr(args, name) for name in SETTING_NAMES if name != "tolerances"}
+    return load_config(path, tolerances=parse_tolerances(args.tolerances), **overrides)
+
+
+def settings_json(config: ValidationConfig) -> dict[str, Any]:
+    """The settings as metrics.json records them (theta_bins in degrees, as given)."""
+    d = dataclasses.asdict(config)
+    d["theta_bins_unit"] = "deg"
+    return d

@@ -1,0 +1,268 @@
+"""What every validation plot shares: the `Comparison` it draws from, the `PlotSpec` that
+names it, the HEP style (applied per figure with `matplotlib.rc_context`, never globally)
+and the histogram and ratio-panel helpers.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+from caloforge.geometry import Geometry
+from caloforge.validation.features import scalar_features
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from caloforge.validation.config import Tolerances
+    from caloforge.validation.metrics import SSIMScan
+    from caloforge.validation.results import ResponseBin
+
+REFERENCE_COLOR = "#3b4252"
+REFERENCE_FILL = "#cfd4dc"
+GENERATED_COLOR = "#d1293d"
+DPI = 100
+
+# Applied inside each plot function only (rc_context), never globally.
+HEP_STYLE: dict[str, Any] = {
+    "font.size": 11,
+    "axes.titlesize": 11,
+    "axes.labelsize": 11,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "xtick.direction": "in",
+    "ytick.direction": "in",
+    "xtick.top": True,
+    "ytick.right": True,
+    "xtick.minor.visible": True,
+    "ytick.minor.visible": True,
+    "xtick.major.size": 6,
+    "ytick.major.size": 6,
+    "xtick.minor.size": 3,
+    "ytick.minor.size": 3,
+    "axes.linewidth": 1.0,
+    "lines.linewidth": 1.5,
+    "image.cmap": "viridis",
+}
+
+
+class NotApplicableError(Exception):
+    """A plot that does not apply to this comparison; the message says why."""
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What the plots read. `reference` and `generated` are the feature tables of
+    `features.compute_features` (or `features.voxel_features`), of the showers compared.
+
+    Optional parts, each used by the plots that need it:
+    scalars: the two sets' `features.scalar_features` (computed from the features if None);
+    separation: separation power (value, error) per scalar feature, shown in the panels;
+    response: `results.ResponseBin`s per condition ("energy", "theta", "all");
+    tolerances: drawn as bands in the ratio panels;
+    mean_images, single_showers, single_conditions, subsample: the cell-level subsample's
+        mean shower of each set, one shower of each with similar conditions, and its size;
+    ssim: the SSIM scan of the subsample.
+    """
+
+    geometry: Geometry
+    reference: Mapping[str, np.ndarray]
+    generated: Mapping[str, np.ndarray]
+    labels: tuple[str, str] = ("Reference", "Generated")
+    scalars: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]] | None = None
+    separation: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    response: Mapping[str, Sequence[ResponseBin]] = field(default_factory=dict)
+    tolerances: Tolerances | None = None
+    mean_images: tuple[np.ndarray, np.ndarray] | None = None
+    single_showers: tuple[np.ndarray, np.ndarray] | None = None
+    single_conditions: tuple[Mapping[str, float], Mapping[str, float]] | None = None
+    subsample: int = 0
+    ssim: SSIMScan | None = None
+    min_showers: int = 50
+
+    def scalar(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """One scalar feature of both sets, finite values only."""
+        scalars = self.scalars or (
+            scalar_features(self.reference, self.geometry),
+            scalar_features(self.generated, self.geometry),
+        )
+        if key not in scalars[0]:
+            raise NotApplicableError(f"no feature '{key}' for this geometry")
+        r, g = (np.asarray(s[key], dtype=np.float64) for s in scalars)
+        return r[np.isfinite(r)], g[np.isfinite(g)]
+
+    def has_scalar(self, key: str) -> bool:
+        try:
+            self.scalar(key)
+        except NotApplicableError:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class PlotSpec:
+    """A plot of the report: file name (without .png), title, caption and how to draw it."""
+
+    name: str
+    title: str
+    caption: str
+    draw: Callable[[Comparison], Figure]
+
+
+def png_bytes(figure: Figure, dpi: int = DPI) -> bytes:
+    """The figure as PNG."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+# --- helpers shared by the plots ----------------------------------------------------------------
+def styled(draw: Callable[[Comparison], Figure]) -> Callable[[Comparison], Figure]:
+    """Draw under HEP_STYLE, restoring matplotlib's settings afterwards."""
+
+    @functools.wraps(draw)
+    def wrapper(c: Comparison) -> Figure:
+        with matplotlib.rc_context(cast(Any, HEP_STYLE)):
+            return draw(c)
+
+    return wrapper
+
+
+def new_figure(title: str, c: Comparison, width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    fig.suptitle(title, x=0.01, ha="left", fontsize=13, fontweight="bold")
+    fig.text(
+        0.99,
+        0.995,
+        f"caloforge · {c.geometry.name}",
+        ha="right",
+        va="top",
+        fontsize=9,
+        style="italic",
+        color="#555",
+    )
+    return fig
+
+
+def with_ratio(fig: Figure, spec: Any) -> tuple[Axes, Axes]:
+    """A main panel and a ratio panel below it, sharing x, in one cell of a GridSpec."""
+    inner = spec.subgridspec(2, 1, height_ratios=(3, 1), hspace=0.0)
+    top = fig.add_subplot(inner[0])
+    bottom = fig.add_subplot(inner[1], sharex=top)
+    top.tick_params(labelbottom=False)
+    return top, bottom
+
+
+def shared_edges(a: np.ndarray, b: np.ndarray, bins: int = 40, *, log: bool = False) -> np.ndarray:
+    """Shared bins over the bulk (0.1 %-99.9 % quantiles) of both sets; integer bins for
+    small integer ranges."""
+    both = np.concatenate([a, b])
+    both = both[np.isfinite(both)]
+    if log:
+        both = both[both > 0]
+    if both.size == 0:
+        return np.linspace(0.0, 1.0, bins + 1)
+    low, high = np.quantile(both, [0.001, 0.999])
+    if np.all(both == np.round(both)) and high - low <= 2 * bins and not log:
+        return np.arange(np.floor(low) - 0.5, np.ceil(high) + 1.5)
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    if log:
+        return np.geomspace(low, high, bins + 1)
+    return np.linspace(low, high, bins + 1)
+
+
+def density(values: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised histogram (outer values clipped into the outer bins) and its error."""
+    counts = np.histogram(np.clip(values, edges[0], edges[-1]), bins=edges)[0].astype(float)
+    norm = max(counts.sum(), 1.0) * np.diff(edges)
+    return counts / norm, np.sqrt(counts) / norm
+
+
+def pair_hist(
+    ax: Axes, c: Comparison, r: np.ndarray, g: np.ndarray, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    hr, er = density(r, edges)
+    hg, eg = density(g, edges)
+    ax.stairs(hr, edges, fill=True, color=REFERENCE_FILL, label=f"{c.labels[0]} ({len(r)})")
+    ax.stairs(hr, edges, color=REFERENCE_COLOR, linewidth=1.0)
+    ax.stairs(hg, edges, color=GENERATED_COLOR, linewidth=1.6, label=f"{c.labels[1]} ({len(g)})")
+    # Headroom for the legend above the histograms.
+    ax.set_ylim(0.0, 1.4 * max(float(hr.max(initial=0.0)), float(hg.max(initial=0.0)), 1e-300))
+    return hr, er, hg, eg
+
+
+def ratio_panel(
+    ax: Axes,
+    x: np.ndarray,
+    ref: np.ndarray,
+    ref_err: np.ndarray,
+    gen: np.ndarray,
+    gen_err: np.ndarray,
+    *,
+    xerr: np.ndarray | None = None,
+    band: float | None = None,
+    ylim: tuple[float, float] = (0.8, 1.2),
+    label: str = "Gen./Ref.",
+) -> None:
+    """Generated over reference with propagated errors; a grey band of +-`band`."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = gen / ref
+        err = np.abs(ratio) * np.hypot(ref_err / ref, gen_err / gen)
+    ok = np.isfinite(ratio) & (ref > 0)
+    if band is not None:
+        ax.axhspan(1 - band, 1 + band, color="#e8eaef", zorder=0)
+    ax.axhline(1.0, color=REFERENCE_COLOR, linewidth=0.8)
+    ax.errorbar(
+        x[ok],
+        ratio[ok],
+        yerr=np.where(np.isfinite(err), err, 0)[ok],
+        xerr=None if xerr is None else xerr[ok],
+        fmt="o",
+        markersize=3.5,
+        color=GENERATED_COLOR,
+        linewidth=1.0,
+    )
+    ax.set_ylim(*ylim)
+    ax.set_ylabel(label)
+
+
+def energy_label(c: Comparison) -> str:
+    return f"primary energy E_p [{c.geometry.condition('energy').unit}]"
+
+
+def is_wide(values: np.ndarray) -> bool:
+    low, high = float(np.min(values)), float(np.max(values))
+    return low > 0 and high / low > 10
+
+
+# Label and unit of each scalar feature in the plots.
+FEATURE_LABELS = {
+    "response": ("E_vis / E_p", ""),
+    "energy_visible": ("visible energy", "GeV"),
+    "hits": ("hits", ""),
+    "centre_x": ("centre x", "mm"),
+    "centre_y": ("centre y", "mm"),
+    "centre_z": ("centre z (depth)", "mm"),
+    "width_x": ("width x", "mm"),
+    "width_y": ("width y", "mm"),
+    "width_z": ("width z (depth)", "mm"),
+    "mean_layer": ("mean layer", ""),
+    "measured_theta": ("measured theta", "deg"),
+    "asymmetry_long": ("asymmetry, longitudinal", ""),
+    "asymmetry_trans": ("asymmetry, transverse", ""),
+    "width_long": ("width along p_T", "cells"),
+    "width_trans": ("width across p_T", "cells"),
+}
+
+
+def feature_label(key: str) -> str:
+    label, unit = FEATURE_LABELS.get(key, (key, ""))
+    return f"{label} [{unit}]" if unit else label
