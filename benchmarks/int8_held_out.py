@@ -22,17 +22,19 @@ import argparse
 import numpy as np
 import torch
 
-from caloforge.generation.int8 import QuantizedGenerator, _Guard, _held_out
+from caloforge.generation.int8 import QuantizedGenerator, calibration_conditions
+from caloforge.generation.int8.guard import Guard
+from caloforge.generation.int8.quantize import held_out_showers
 from caloforge.generation.pipeline import ShowerPipeline
 
 
 def response_by_energy(
-    guard: _Guard, showers: np.ndarray, bins: int
+    guard: Guard, showers: np.ndarray, bins: int
 ) -> list[tuple[float, float, float, float]]:
     """(low, high, int8 / fp32 - 1, its standard error) per primary-energy bin of `guard`'s
     showers, `showers` the int8 ones."""
     energy = guard.energy
-    int8, fp32 = guard._ratios(showers), guard._ratios(guard.fp32_b)
+    int8, fp32 = guard.ratios(showers), guard.ratios(guard.fp32_b)
     edges = np.quantile(energy, np.linspace(0.0, 1.0, bins + 1))
     which = np.clip(np.searchsorted(edges, energy, side="right") - 1, 0, bins - 1)
     rows = []
@@ -69,8 +71,10 @@ def main() -> None:
     assert isinstance(quantized, QuantizedGenerator)
     report = quantized.report
     print(report.summary())
-    guard, showers = _held_out(pipeline, quantized, args.n, args.seed)
-    m = guard.metrics(showers)  # = held_out_metrics(pipeline, quantized, n, seed=seed)
+    conditions = calibration_conditions(pipeline, args.n, seed=args.seed)
+    parts = (pipeline.generator, pipeline.transform, pipeline.geometry)
+    guard, showers = held_out_showers(*parts, quantized, conditions, seed=args.seed)
+    m = guard.metrics(showers)  # = held_out_metrics(*parts, quantized, conditions, seed=...)
     t = report.tolerance
     print(
         f"held out ({args.n} showers, seed {args.seed}): projection MSE "

@@ -37,19 +37,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.data.transforms import transform_from_dict
-from caloforge.devices import tune_for_fixed_shapes
+from caloforge.devices import Distributed, tune_for_fixed_shapes
 from caloforge.models import MODEL_FAMILIES, build_model
-from caloforge.models.wgan_lhcb import WganLhcbConfig, encode_conditions
-from caloforge.training import losses
 from caloforge.training.config import RunConfig, load_config
-from caloforge.training.distributed import Distributed
-from caloforge.training.steps import GanStep, StepContext, StepModels, WganStep
+from caloforge.training.steps import Step, StepContext, StepModels, make_step
 from caloforge.training.trainer import autocast_for, make_optimizer
 
 FAMILIES = ("gan3d", "gan3d-angle", "conv2d-g1", "conv2d-g2", "conv2d-g3", "wgan-lhcb")
@@ -116,7 +112,8 @@ def build_step(
     device: torch.device,
     precision: str,
     model_overrides: dict[str, Any],
-) -> GanStep | WganStep:
+) -> Step:
+    """The step the trainer runs (`make_step`), on one process, models unwrapped."""
     cfg = config.training
     bundle = build_model(config.family, {**config.model, **model_overrides}, seed=cfg.seed)
     bundle.to(device)
@@ -134,33 +131,21 @@ def build_step(
     context = Distributed(device=device)
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     common = StepContext(models, cfg, context, rng, lambda: autocast_for(precision, device))
-    if config.family == "wgan-lhcb":
-        model_config = bundle.config
-        assert isinstance(model_config, WganLhcbConfig)
-        return WganStep(common, encode=lambda c, like: encode_conditions(c, model_config, like))
-    edges = None
-    if cfg.loss.bins > 0:  # as `Trainer._make_step`: the LCD bin edges in preprocessed units
-        transform = transform_from_dict(dict(config.transform))
-        gev = [e / losses.LCD_UNITS_PER_GEV for e in losses.BIN_EDGES_LCD]
-        edges = tuple(float(transform.forward(np.array(e))) for e in gev)
-    scale = float(getattr(bundle.config, "energy_scale", 100.0))
-    return GanStep(common, energy_scale=scale, bin_edges=edges)
+    return make_step(common, bundle, transform_from_dict(dict(config.transform)))
 
 
 def steps_per_cycle(config: RunConfig) -> int:
-    return config.training.critic_steps if config.family == "wgan-lhcb" else 1
+    """Steps per generator update cycle of the family (`Step.cycle`)."""
+    wgan = MODEL_FAMILIES[config.family].training_step == "wgan-gp"
+    return config.training.critic_steps if wgan else 1
 
 
-def run_cycle(
-    step: GanStep | WganStep, real: Tensor, conditions: dict[str, Tensor], k: int
-) -> None:
+def run_cycle(step: Step, real: Tensor, conditions: dict[str, Tensor], k: int) -> None:
     for _ in range(k):
         step(real, conditions)  # returns floats: the step has synchronised with the device
 
 
-def timed_cycle(
-    step: GanStep | WganStep, real: Tensor, conditions: dict[str, Tensor], k: int
-) -> float:
+def timed_cycle(step: Step, real: Tensor, conditions: dict[str, Tensor], k: int) -> float:
     if real.is_cuda:
         torch.cuda.synchronize(real.device)
     start = time.perf_counter()
@@ -178,9 +163,7 @@ class _NoModuleTracking(contextlib.nullcontext[None]):
     parents = frozenset({"Global"})
 
 
-def count_gflop(
-    step: GanStep | WganStep, real: Tensor, conditions: dict[str, Tensor], k: int
-) -> float:
+def count_gflop(step: Step, real: Tensor, conditions: dict[str, Tensor], k: int) -> float:
     counter = FlopCounterMode(display=False)
     if hasattr(counter, "mod_tracker"):
         counter.mod_tracker = _NoModuleTracking()  # type: ignore[assignment]
@@ -191,7 +174,7 @@ def count_gflop(
 
 # --- profile --------------------------------------------------------------------------------
 def profile_step(
-    step: GanStep | WganStep, real: Tensor, conditions: dict[str, Tensor], label: str
+    step: Step, real: Tensor, conditions: dict[str, Tensor], label: str
 ) -> dict[str, float]:
     """Self time per operator over one step; conv3d forward vs backward, by input shape."""
     from torch.profiler import ProfilerActivity, profile

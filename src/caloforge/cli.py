@@ -223,8 +223,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from caloforge.devices import shutdown_distributed
     from caloforge.training.config import load_config
-    from caloforge.training.distributed import shutdown_distributed
     from caloforge.training.trainer import Trainer
 
     config = load_config(args.config, args.overrides)
@@ -298,8 +298,8 @@ def _add_generate(sub: argparse._SubParsersAction) -> None:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from caloforge.devices import shutdown_distributed
     from caloforge.generation.run import generate_to_file
-    from caloforge.training.distributed import shutdown_distributed
 
     try:
         path = generate_to_file(

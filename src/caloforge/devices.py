@@ -1,11 +1,22 @@
-"""Which device to run on: names users type, checked with errors that say what is missing."""
+"""Where a process runs: the device names users type (checked with errors that say what is
+missing), and its place among the processes `torchrun` started.
+
+The same `caloforge train` and `caloforge generate` run as one process or under `torchrun`,
+which sets RANK, WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR/PORT, or a rendezvous for several
+nodes): `init_distributed` joins the process group (nccl on GPUs, gloo on CPUs) and says which
+rank this process is and which device it uses.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
+import torch.distributed as dist
 
 from caloforge.errors import CaloforgeError
 
@@ -74,3 +85,62 @@ def full_fp32() -> Iterator[None]:
         allow_tf32=False,
     ):
         yield
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process stands: rank, world size and its device."""
+
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self, name: str) -> None:
+        """Wait for every rank (`name` says what for, for whoever reads a hang's stack)."""
+        if self.enabled:
+            dist.barrier()
+
+    def broadcast_flag(self, flag: bool) -> bool:
+        """Rank 0's decision, known to every rank."""
+        if not self.enabled:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.broadcast(t, src=0)
+        return bool(t.item() > 0.5)
+
+    def mean(self, value: float) -> float:
+        """The mean of a number over the ranks."""
+        if not self.enabled:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+
+def init_distributed(device: str = "auto") -> Distributed:
+    """Join the process group if launched by torchrun, else a single-process context."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    resolved = resolve_device(device, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        if resolved.type == "cuda":
+            torch.cuda.set_device(resolved)
+        dist.init_process_group(backend, timeout=timedelta(minutes=30))
+    return Distributed(rank, local_rank, world_size, resolved)
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -7,9 +7,9 @@ import sys
 
 import torch
 
+from caloforge.devices import shutdown_distributed
 from caloforge.training.checkpoint import unwrap
 from caloforge.training.config import load_config
-from caloforge.training.distributed import shutdown_distributed
 from caloforge.training.trainer import Trainer
 
 

@@ -16,8 +16,9 @@ from caloforge.export import MissingDependencyError, OnnxExportError, export_onn
 from caloforge.export.onnx import read_metadata
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import build_model
+from caloforge.models.checkpoint import WEIGHTS, CheckpointError
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
-from caloforge.training.checkpoint import WEIGHTS, CheckpointError, save_checkpoint
+from caloforge.training.checkpoint import save_checkpoint
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")

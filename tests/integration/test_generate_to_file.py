@@ -25,8 +25,9 @@ from caloforge.generation.run import (
 )
 from caloforge.geometry import PRESETS
 from caloforge.models import build_model
+from caloforge.models.checkpoint import WEIGHTS, CheckpointError
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
-from caloforge.training.checkpoint import WEIGHTS, CheckpointError, save_checkpoint
+from caloforge.training.checkpoint import save_checkpoint
 from shower_files import make_lcd_fixed, make_lhcb
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

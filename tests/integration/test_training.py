@@ -12,8 +12,8 @@ import torch
 
 from caloforge.cli import main
 from caloforge.errors import CaloforgeError
+from caloforge.models.checkpoint import load_checkpoint
 from caloforge.simulation.run import simulate_to_file
-from caloforge.training.checkpoint import load_checkpoint
 from caloforge.training.config import load_config
 from caloforge.training.trainer import Trainer, TrainingCollapsedError
 

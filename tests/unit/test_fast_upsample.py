@@ -25,10 +25,10 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from caloforge.devices import Distributed
 from caloforge.models import ModelBundle, build_model
 from caloforge.models.gan3d import conv3d_taps_as_channels, upsample_conv3d
 from caloforge.training.config import TrainConfig
-from caloforge.training.distributed import Distributed
 from caloforge.training.steps import GanStep, StepContext, StepModels
 
 FAMILIES = ["gan3d", "gan3d-angle"]

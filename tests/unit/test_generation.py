@@ -17,7 +17,7 @@ from caloforge.generation.pipeline import (
     ShowerPipeline,
     training_ranges,
 )
-from caloforge.training.checkpoint import (
+from caloforge.models.checkpoint import (
     WEIGHTS,
     CheckpointError,
     load_checkpoint,

@@ -10,19 +10,22 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from caloforge.data.transforms import Power
+from caloforge.data.transforms import Identity, Power
 from caloforge.export import MissingDependencyError
-from caloforge.generation import int8 as int8_module
 from caloforge.generation.int8 import (
     GuardMetrics,
     Int8Error,
+    Int8Report,
     Int8Tolerance,
     QuantizedGenerator,
     calibration_conditions,
     held_out_metrics,
     quantize_int8,
 )
-from caloforge.generation.int8 import _search as search_fallback
+from caloforge.generation.int8.guard import Guard, cell_energy, in_gev, make_feeds
+from caloforge.generation.int8.openvino_nncf import OpenVinoQuantizer
+from caloforge.generation.int8.search import QuantizerDefaults, output_threshold
+from caloforge.generation.int8.search import search as search_fallback
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import build_model
 
@@ -40,6 +43,11 @@ INT8_RELATIVE_L2 = 0.25
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+def parts(pipeline: ShowerPipeline):
+    """What the int8 functions take of a pipeline: its generator, transform and geometry."""
+    return pipeline.generator, pipeline.transform, pipeline.geometry
+
+
 def tiny_pipeline(family: str) -> ShowerPipeline:
     bundle = build_model(family, TINY[family], seed=3)
     geometry = bundle.config.resolved_geometry
@@ -52,7 +60,7 @@ def quantized() -> dict[str, tuple[ShowerPipeline, QuantizedGenerator]]:
     for family in TINY:
         pipeline = tiny_pipeline(family)
         calibration = calibration_conditions(pipeline, 128, seed=1)
-        out[family] = (pipeline, quantize_int8(pipeline, calibration, seed=2, threads=1))
+        out[family] = (pipeline, quantize_int8(*parts(pipeline), calibration, seed=2, threads=1))
     return out
 
 
@@ -96,7 +104,7 @@ def test_an_impossible_tolerance_falls_back_layer_by_layer_and_says_so():
     pipeline = tiny_pipeline("wgan-lhcb")
     calibration = calibration_conditions(pipeline, 64, seed=1)
     tight = Int8Tolerance(projection_mse=1e-9, response=1e-9, profile=1e-9)
-    int8 = quantize_int8(pipeline, calibration, seed=2, tolerance=tight, threads=1)
+    int8 = quantize_int8(*parts(pipeline), calibration, seed=2, tolerance=tight, threads=1)
     report = int8.report
     assert not report.before.holds(tight)
     assert set(report.sensitivity) == set(report.layers)  # measured for every layer
@@ -111,7 +119,7 @@ def test_an_impossible_tolerance_falls_back_layer_by_layer_and_says_so():
     assert "fp32:" in report.summary()
 
 
-class _AdditiveLayers:
+class _AdditiveLayers(QuantizerDefaults):
     """A stand-in quantizer: each int8 layer adds its own error to the guard's number."""
 
     library = "fake"
@@ -133,6 +141,8 @@ class _AdditiveLayers:
 
 
 class _ErrorIsTheOutput:
+    feeds_a: list = []  # noqa: RUF012
+
     def metrics(self, out: np.ndarray) -> GuardMetrics:
         return GuardMetrics(float(out[0, 0]), 0.0, 0.0, 0.0)
 
@@ -141,7 +151,7 @@ def search_fake(backend: _AdditiveLayers, projection_mse: float):
     """`_search` on a stand-in quantizer whose models' output is their guard error."""
     return search_fallback(
         backend,
-        pipeline=None,
+        transform=Identity(),
         feeds=[{"noise": np.zeros((4, 2), np.float32)}],
         guard=_ErrorIsTheOutput(),
         tolerance=Int8Tolerance(projection_mse=projection_mse),
@@ -226,7 +236,8 @@ def test_the_guard_carries_over_to_showers_it_never_saw(quantized, family):
     tolerance = int8.report.tolerance
     # 512 showers: with 128, the response's standard error on a random-weight gan3d (whose
     # showers do not scale with the energy, so low energies dominate the ratio) was 0.6 %
-    held_out = held_out_metrics(pipeline, int8, 512, seed=5)
+    fresh = calibration_conditions(pipeline, 512, seed=5)
+    held_out = held_out_metrics(*parts(pipeline), int8, fresh, seed=5)
     assert held_out.relative_l2 > 0  # int8 does change the showers
     assert held_out.response_standard_error > 0
     # a fresh draw, near what the search saw (within twice the tolerance)
@@ -234,7 +245,7 @@ def test_the_guard_carries_over_to_showers_it_never_saw(quantized, family):
     assert held_out.holds(
         Int8Tolerance(2 * tolerance.projection_mse, 2 * tolerance.response, 2 * tolerance.profile)
     )
-    assert held_out_metrics(pipeline, int8, 512, seed=5) == held_out  # reproducible
+    assert held_out_metrics(*parts(pipeline), int8, fresh, seed=5) == held_out  # reproducible
 
 
 class _TimedLayers(_AdditiveLayers):
@@ -335,7 +346,7 @@ def test_a_missing_library_names_the_package_and_the_extra(monkeypatch):
     pipeline = tiny_pipeline("wgan-lhcb")
     monkeypatch.setitem(sys.modules, "nncf", None)  # `import nncf` raises ImportError
     with pytest.raises(MissingDependencyError, match=r"'nncf'.*caloforge\[int8\]"):
-        quantize_int8(pipeline, calibration_conditions(pipeline, 8))
+        quantize_int8(*parts(pipeline), calibration_conditions(pipeline, 8))
 
 
 def test_bad_calibration_sets_and_tolerances_are_user_errors():
@@ -390,24 +401,24 @@ class _Counting:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls = 0
-        quantize = int8_module._OpenVino.quantize
+        quantize = OpenVinoQuantizer.quantize
 
         def counted(backend, fp32_nodes):  # type: ignore[no-untyped-def]
             self.calls += 1
             return quantize(backend, fp32_nodes)
 
-        monkeypatch.setattr(int8_module._OpenVino, "quantize", counted)
+        monkeypatch.setattr(OpenVinoQuantizer, "quantize", counted)
 
 
 def test_the_search_choice_is_cached_and_checked_again(tmp_path, monkeypatch):
     pipeline = tiny_pipeline("wgan-lhcb")
     calibration = calibration_conditions(pipeline, 64, seed=1)
     counting = _Counting(monkeypatch)
-    first = quantize_int8(pipeline, calibration, seed=2, threads=1, cache=tmp_path)
+    first = quantize_int8(*parts(pipeline), calibration, seed=2, threads=1, cache=tmp_path)
     searched = counting.calls
     assert not first.report.from_cache and len(list(tmp_path.glob("*.json"))) == 1
     counting.calls = 0
-    again = quantize_int8(pipeline, calibration, seed=2, threads=1, cache=tmp_path)
+    again = quantize_int8(*parts(pipeline), calibration, seed=2, threads=1, cache=tmp_path)
     assert again.report.from_cache and counting.calls == 1 < searched
     assert "cached" in again.report.summary() and again.report.to_dict()["from_cache"]
     for key in ("int8_layers", "fp32_layers", "faster_in_fp32", "scheme", "sensitivity"):
@@ -417,7 +428,7 @@ def test_the_search_choice_is_cached_and_checked_again(tmp_path, monkeypatch):
     named = {k: torch.as_tensor(v[:5]) for k, v in calibration.items()}
     assert torch.equal(again(noise, named), first(noise, named))
     # another tolerance or calibration set is another choice
-    other = quantize_int8(pipeline, calibration, seed=3, threads=1, cache=tmp_path)
+    other = quantize_int8(*parts(pipeline), calibration, seed=3, threads=1, cache=tmp_path)
     assert not other.report.from_cache and len(list(tmp_path.glob("*.json"))) == 2
 
 
@@ -425,16 +436,22 @@ def test_a_cached_choice_that_no_longer_holds_is_searched_again(tmp_path):
     pipeline = tiny_pipeline("wgan-lhcb")
     calibration = calibration_conditions(pipeline, 64, seed=1)
     tight = Int8Tolerance(projection_mse=1e-9, response=1e-9, profile=1e-9)
-    first = quantize_int8(pipeline, calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path)
+    first = quantize_int8(
+        *parts(pipeline), calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path
+    )
     assert first.report.fp32_layers  # it fell back
     (record,) = tmp_path.glob("*.json")
     tampered = json.loads(record.read_text())
     tampered["report"]["fp32_layers"], tampered["report"]["faster_in_fp32"] = [], []
     record.write_text(json.dumps(tampered))  # "every layer int8", which fails the guard
-    again = quantize_int8(pipeline, calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path)
+    again = quantize_int8(
+        *parts(pipeline), calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path
+    )
     assert not again.report.from_cache and again.report.fp32_layers == first.report.fp32_layers
     record.write_text("{not json")  # unreadable: ignored, searched, written again
-    third = quantize_int8(pipeline, calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path)
+    third = quantize_int8(
+        *parts(pipeline), calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path
+    )
     assert not third.report.from_cache and json.loads(record.read_text())["report"]
 
 
@@ -444,7 +461,9 @@ def test_a_cache_that_cannot_be_written_costs_a_warning(tmp_path):
     blocked = tmp_path / "a-file"
     blocked.write_text("")
     with pytest.warns(UserWarning, match="could not keep the int8 choice"):
-        int8 = quantize_int8(pipeline, calibration, seed=2, threads=1, cache=blocked / "int8")
+        int8 = quantize_int8(
+            *parts(pipeline), calibration, seed=2, threads=1, cache=blocked / "int8"
+        )
     assert int8.report.layers and blocked.read_text() == ""
 
 
@@ -460,16 +479,16 @@ class _Cells:
     ) -> None:
         rng = np.random.default_rng(seed)
         self.z = rng.normal(-0.6, 0.25, (n, cells)).astype(np.float32)  # preprocessed units
-        self.guard = object.__new__(int8_module._Guard)
+        self.guard = object.__new__(Guard)
         self.guard.energy = rng.uniform(*energies, n)
         self.guard.fp32_a = self.gev(self.z)
-        self.guard.ratio_a = self.guard._ratio(self.guard.fp32_a)
+        self.guard.ratio_a = self.guard.mean_ratio(self.guard.fp32_a)
 
     def gev(self, before_clamp: np.ndarray) -> np.ndarray:
-        return int8_module._in_gev(self, before_clamp)
+        return in_gev(self.transform, before_clamp)
 
     def response(self, before_clamp: np.ndarray) -> float:
-        return self.guard._ratio(self.gev(before_clamp)) / self.guard.ratio_a - 1.0
+        return self.guard.mean_ratio(self.gev(before_clamp)) / self.guard.ratio_a - 1.0
 
 
 def test_the_output_threshold_takes_back_the_energy_rectified_noise_adds():
@@ -477,7 +496,7 @@ def test_the_output_threshold_takes_back_the_energy_rectified_noise_adds():
     rng = np.random.default_rng(1)
     noisy = cells.z + rng.normal(0.0, 0.05, cells.z.shape).astype(np.float32)  # int8's rounding
     assert cells.response(noisy) > 0.05  # zero-mean noise, but the clamp keeps its positive part
-    threshold = int8_module._output_threshold(cells, cells.guard, noisy)
+    threshold = output_threshold(cells.transform, cells.guard, noisy)
     assert threshold > 0
     assert abs(cells.response(noisy - threshold)) < 1e-6  # fitted on these showers (noise A)
     # on other showers of the same generator and the same int8 noise level it holds too
@@ -488,7 +507,7 @@ def test_the_output_threshold_takes_back_the_energy_rectified_noise_adds():
     lit = (cells.z > 0).sum()
     assert (noisy > 0).sum() > 1.1 * lit and abs((noisy > threshold).sum() - lit) < 0.05 * lit
     # preprocessed units -> a cell energy in GeV, as the report gives it
-    assert int8_module._cell_energy(cells, threshold) == pytest.approx(
+    assert cell_energy(cells.transform, threshold) == pytest.approx(
         (threshold ** (1 / 0.85)) / 100.0, rel=1e-9
     )
 
@@ -504,19 +523,20 @@ def test_the_output_threshold_takes_back_the_energy_rectified_noise_adds():
 def test_no_threshold_where_int8_does_not_add_energy_beyond_its_error(change):
     cells = _Cells(seed=2)
     before = change(cells.z, np.random.default_rng(3))
-    assert int8_module._output_threshold(cells, cells.guard, before) == 0.0
+    assert output_threshold(cells.transform, cells.guard, before) == 0.0
 
 
 def test_the_threshold_goes_into_the_openvino_graph_before_the_output_clamp():
     from caloforge.data.transforms import Identity
-    from caloforge.export.onnx import GeVGenerator, module_to_onnx
+    from caloforge.generation.onnx_graph import GeVGenerator, module_to_onnx
 
     pipeline = tiny_pipeline("gan3d")
-    feeds, _, _ = int8_module._feeds(pipeline, calibration_conditions(pipeline, 6, seed=1), 0)
+    calibration = calibration_conditions(pipeline, 6, seed=1)
+    feeds, _, _ = make_feeds(pipeline.generator, pipeline.geometry, calibration, 0)
     module = GeVGenerator(pipeline.generator.eval(), Identity(), pipeline.condition_names)
     example = {k: torch.from_numpy(v[:2]) for k, v in feeds[0].items()}
     graph = module_to_onnx(module, example, output_name="showers", what="gan3d")
-    backend = int8_module._OpenVino(graph, feeds, threads=1)
+    backend = OpenVinoQuantizer(graph, feeds, threads=1)
     before = backend.before_clamp(backend.model, feeds)
     with torch.inference_mode():
         expected = pipeline.generator(
@@ -528,7 +548,7 @@ def test_the_threshold_goes_into_the_openvino_graph_before_the_output_clamp():
     out = backend.runner(backend.thresholded(backend.model, threshold))(feeds[0])
     np.testing.assert_allclose(out, np.maximum(before - threshold, 0.0), atol=1e-6)
     assert (out > 0).sum() < 0.6 * (before > 0).sum()
-    off = int8_module._OpenVino(graph, feeds, threads=1, output_threshold=False)
+    off = OpenVinoQuantizer(graph, feeds, threads=1, output_threshold=False)
     assert off.before_clamp(off.model, feeds) is None
 
 
@@ -540,11 +560,11 @@ def test_the_report_gives_the_threshold_and_keeps_it(quantized, family):
     expected = pipeline.transform.inverse(np.array([report.threshold]))[0]
     assert report.threshold_gev == pytest.approx(expected if report.threshold > 0 else 0.0)
     assert (" output threshold " in report.summary()) == (report.threshold > 0)
-    again = int8_module.Int8Report.from_dict(json.loads(json.dumps(report.to_dict())))
+    again = Int8Report.from_dict(json.loads(json.dumps(report.to_dict())))
     assert again == report
 
 
-class _NoisyClampedLayers:
+class _NoisyClampedLayers(QuantizerDefaults):
     """A stand-in OpenVINO: each int8 layer adds zero-mean noise before the output clamp of
     `_Cells` showers; a model is (noise level, threshold)."""
 
@@ -577,19 +597,19 @@ class _NoisyClampedLayers:
         return model[0], threshold
 
 
-class _ResponseGuard(int8_module._Guard):
+class _ResponseGuard(Guard):
     """The guard's response check alone, on `_Cells` showers (fp32 B: `fresh`)."""
 
     def __init__(self, cells: _Cells, fresh: _Cells) -> None:
         self.__dict__.update(cells.guard.__dict__)
         self.feeds_a = [{"noise": np.zeros((len(cells.z), 1), np.float32)}]
         self.fp32_b = fresh.gev(fresh.z)
-        self.ratio = self._ratio(self.fp32_b)
+        self.ratio = self.mean_ratio(self.fp32_b)
 
     def metrics(self, int8_b: np.ndarray) -> GuardMetrics:
-        differences = self._ratios(int8_b) - self._ratios(self.fp32_b)
+        differences = self.ratios(int8_b) - self.ratios(self.fp32_b)
         error = float(differences.std(ddof=1) / np.sqrt(len(differences)) / self.ratio)
-        return GuardMetrics(0.0, abs(self._ratio(int8_b) / self.ratio - 1), 0.0, 0.0, error)
+        return GuardMetrics(0.0, abs(self.mean_ratio(int8_b) / self.ratio - 1), 0.0, 0.0, error)
 
 
 @pytest.mark.parametrize("threshold", [True, False])
@@ -601,7 +621,7 @@ def test_the_search_judges_each_model_with_its_threshold(threshold):
     backend = _NoisyClampedLayers(cells, fresh, {"big": 0.05, "small": 0.002}, threshold)
     report = search_fallback(
         backend,
-        pipeline=cells,
+        transform=cells.transform,
         feeds=[{"noise": np.zeros((len(fresh.z), 1), np.float32)}],
         guard=_ResponseGuard(cells, fresh),
         tolerance=Int8Tolerance(response=0.01),
@@ -610,9 +630,7 @@ def test_the_search_judges_each_model_with_its_threshold(threshold):
     assert report.holds
     if threshold:  # the noisy layer's rectified energy is taken back: it stays int8
         assert report.int8_layers == ("big", "small") and report.threshold > 0
-        assert report.threshold_gev == pytest.approx(
-            int8_module._cell_energy(cells, report.threshold)
-        )
+        assert report.threshold_gev == pytest.approx(cell_energy(cells.transform, report.threshold))
         assert report.before.response_bound < 0.01
     else:  # +17 % response with it int8: fp32
         assert report.fp32_layers == ("big",) and report.threshold == 0.0

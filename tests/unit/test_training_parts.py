@@ -11,14 +11,14 @@ import torch
 from caloforge.data.transforms import Power
 from caloforge.geometry import PRESETS
 from caloforge.models import build_model
-from caloforge.training import losses
-from caloforge.training.checkpoint import (
+from caloforge.models.checkpoint import (
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
-    save_checkpoint,
 )
+from caloforge.training import losses
+from caloforge.training.checkpoint import load_trainer_state, save_checkpoint
 from caloforge.training.config import TrainConfigError, apply_overrides, parse_config
 from caloforge.training.distributed import SyncedBatchNorm, synchronise_batchnorm
 
@@ -132,7 +132,7 @@ def test_checkpoints_rebuild_the_model_and_keep_the_newest(tmp_path):
     assert loaded.step == 3 and loaded.transform == Power(0.85, 100.0)
     for key, value in bundle.generator.state_dict().items():
         torch.testing.assert_close(loaded.bundle.generator.state_dict()[key], value)
-    assert loaded.trainer_state() == {"step": 3}
+    assert load_trainer_state(loaded.folder) == {"step": 3}
 
 
 def test_a_kill_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypatch):

@@ -3,7 +3,9 @@
 Each transform maps visible cell energies in GeV (x >= 0) to the space a model learns in and
 back: `t.forward(x)`, `t.inverse(y)`. They work on numpy arrays and torch tensors alike, keep
 zero at zero, and serialise to a small dict stored with every checkpoint
-(`transform_from_dict(t.to_dict())` rebuilds an equal transform).
+(`transform_from_dict(t.to_dict())` rebuilds an equal transform). `t.to_gev(y)` turns a
+model's output into showers: the inverse, clamped at zero (a cell's energy is never negative,
+whatever the model's output).
 
 - `power`: y = (scale x)^p. The 3DGAN preprocessing (p = 0.85; cells x100 for the fixed-angle
   model, x50 as stored for the angle model) compresses the dynamic range.
@@ -36,6 +38,8 @@ class Transform(Protocol):
 
     def to_dict(self) -> dict[str, Any]: ...
 
+    def to_gev(self, y: Array) -> Array: ...
+
 
 def _clamp_min(x: Array, low: float) -> Array:
     if isinstance(x, torch.Tensor):
@@ -43,8 +47,21 @@ def _clamp_min(x: Array, low: float) -> Array:
     return np.maximum(x, low)
 
 
+class _Invertible:
+    """What every transform derives from its `inverse`."""
+
+    def inverse(self, y: Array) -> Array:
+        raise NotImplementedError
+
+    def to_gev(self, y: Array) -> Array:
+        """Model outputs (preprocessed units) as cell energies in GeV, >= 0: the inverse,
+        clamped at zero. The one way generation, export, the int8 guard and the physics check
+        turn outputs into showers."""
+        return _clamp_min(self.inverse(y), 0.0)
+
+
 @dataclass(frozen=True)
-class Identity:
+class Identity(_Invertible):
     name = "identity"
 
     def forward(self, x: Array) -> Array:
@@ -58,7 +75,7 @@ class Identity:
 
 
 @dataclass(frozen=True)
-class Power:
+class Power(_Invertible):
     """y = (scale x)^power; inverse x = y^(1/power) / scale."""
 
     power: float = 0.85
@@ -80,7 +97,7 @@ class Power:
 
 
 @dataclass(frozen=True)
-class Log:
+class Log(_Invertible):
     """y = log(1 + x / eps); inverse x = eps (exp(y) - 1)."""
 
     eps: float = 1e-5
@@ -103,7 +120,7 @@ class Log:
 
 
 @dataclass(frozen=True)
-class BoxCox:
+class BoxCox(_Invertible):
     """y = ((x + shift)^lmbda - shift^lmbda) / lmbda (the log form where lmbda = 0)."""
 
     lmbda: float

@@ -6,6 +6,7 @@ model's provenance in the ONNX metadata, for ONNX Runtime in C++ (e.g. a Geant4 
 model) or Python. Needs the `onnx` extra: `pip install caloforge[onnx]`.
 """
 
-from caloforge.export.onnx import MissingDependencyError, OnnxExportError, export_onnx
+from caloforge._optional import MissingDependencyError
+from caloforge.export.onnx import OnnxExportError, export_onnx
 
 __all__ = ["MissingDependencyError", "OnnxExportError", "export_onnx"]

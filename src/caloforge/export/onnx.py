@@ -12,7 +12,7 @@ The graph (`pipeline_to_onnx`):
                         otherwise (momentum GeV (batch, 3), point mm (batch, 2))
     output   showers    (batch, *geometry.shape) float32, visible cell energy in GeV, >= 0
 
-The preprocessing inverse of the checkpoint (`transform.inverse`) and the clamp at zero are
+The preprocessing inverse of the checkpoint and the clamp at zero (`transform.to_gev`) are
 inside the graph, so the graph gives what `ShowerPipeline` gives for the same noise. What is
 exported is the generator's `frozen()` copy: the same function, with the exact rewrites that
 need fixed weights (gan3d: the dense layer and the first convolution as one matrix, half the
@@ -21,38 +21,33 @@ the ONNX `metadata_props` (`METADATA_KEYS`), read in C++ with
 `Ort::Session::GetModelMetadata()` and in Python with
 `onnxruntime.InferenceSession(...).get_modelmeta().custom_metadata_map`.
 
-How: torch's `torch.export`-based exporter (`torch.onnx.export(..., dynamo=True)`, which needs
-`onnxscript`; the TorchScript exporter is deprecated in torch >= 2.9), then constant folding
-with no size limit, so that the sub-pixel kernels the 3DGAN generators build from their
-weights in the graph (`caloforge.models.gan3d.upsample_conv3d`) become plain `Conv`
-initializers (which int8 quantization needs). The written file is self-contained (no external
-data file), written under a temporary name and checked against the pipeline on a few showers
-in ONNX Runtime before it is renamed into place.
+The graph is traced by `caloforge.generation.onnx_graph.module_to_onnx`. The written file is
+self-contained (no external data file), written under a temporary name and checked against
+the pipeline on a few showers in ONNX Runtime before it is renamed into place.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import logging
 import os
-import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from caloforge import __version__
 from caloforge._files import atomic_output
-from caloforge.data.transforms import Transform
 from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.generation.onnx_graph import (
+    GeVGenerator,
+    OnnxExportError,
+    module_to_onnx,
+    require_onnx,
+)
 from caloforge.generation.pipeline import ShowerPipeline
-from caloforge.models import ShowerGenerator
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 
 if TYPE_CHECKING:
@@ -62,11 +57,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "METADATA_KEYS",
-    "GeVGenerator",
-    "MissingDependencyError",
     "OnnxExportError",
     "export_onnx",
-    "import_optional",
     "pipeline_to_onnx",
     "read_metadata",
 ]
@@ -94,54 +86,6 @@ _FP32_PARITY = 1e-4
 _CHECK_SHOWERS = 3
 
 
-class MissingDependencyError(CaloforgeError):
-    """An optional package a feature needs is not installed."""
-
-
-class OnnxExportError(CaloforgeError):
-    """The model could not be exported to ONNX, or the exported graph is wrong."""
-
-
-def import_optional(module: str, *, package: str, extra: str, purpose: str) -> ModuleType:
-    """`importlib.import_module(module)`, or a `MissingDependencyError` naming the package to
-    install and the caloforge extra that installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise MissingDependencyError(
-            f"{purpose} needs the Python package '{package}', which is not installed "
-            f"({exc}); install it with: pip install 'caloforge[{extra}]' (or pip install {package})"
-        ) from None
-
-
-def _require_onnx(purpose: str) -> tuple[Any, Any]:
-    """(onnx, onnxruntime), each imported or a `MissingDependencyError`."""
-    onnx_module = import_optional("onnx", package="onnx", extra="onnx", purpose=purpose)
-    import_optional("onnxscript", package="onnxscript", extra="onnx", purpose=purpose)
-    ort = import_optional("onnxruntime", package="onnxruntime", extra="onnx", purpose=purpose)
-    return onnx_module, ort
-
-
-class GeVGenerator(nn.Module):
-    """`module(noise, *conditions) -> showers` in GeV: the generator, the preprocessing inverse
-    and the clamp at zero as one module with positional inputs (what the exporter traces).
-
-    conditions: in `condition_names` order, each `(batch,)` or `(batch, size)`.
-    """
-
-    def __init__(
-        self, generator: ShowerGenerator, transform: Transform, condition_names: tuple[str, ...]
-    ) -> None:
-        super().__init__()
-        self.generator = generator
-        self.transform = transform
-        self.condition_names = tuple(condition_names)
-
-    def forward(self, noise: Tensor, *conditions: Tensor) -> Tensor:
-        named = dict(zip(self.condition_names, conditions, strict=True))
-        return self.transform.inverse(self.generator(noise, named)).clamp_min(0.0)
-
-
 def example_inputs(pipeline: ShowerPipeline, n: int, seed: int = 0) -> dict[str, Tensor]:
     """`n` showers' worth of graph inputs, float32: noise from the generator's distribution,
     conditions drawn as `caloforge simulate` draws them in the geometry's default ranges (for
@@ -163,74 +107,6 @@ def example_inputs(pipeline: ShowerPipeline, n: int, seed: int = 0) -> dict[str,
             values = rng.uniform(low, high, shape)
         inputs[name] = torch.as_tensor(values, dtype=torch.float32)
     return inputs
-
-
-@contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's chatter that says nothing about the model: the log lines about
-    torchvision ops it skips, torch-internal deprecation warnings, and its note that the batch
-    axis name is shared by several inputs (which it is, on purpose)."""
-    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore", message=r"# The axis name: .* will not be used", category=UserWarning
-            )
-            warnings.filterwarnings(
-                "ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning
-            )
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-def module_to_onnx(
-    module: nn.Module,
-    inputs: Mapping[str, Tensor],
-    *,
-    output_name: str,
-    opset: int | None = None,
-    what: str = "model",
-) -> onnx.ModelProto:
-    """`module(*inputs.values())` as an ONNX model with named inputs and a dynamic batch axis
-    (axis 0 of every input and of the output), constants folded without size limit.
-
-    module: `forward(noise, *conditions)`, as `GeVGenerator`; inputs: the noise first.
-    """
-    _require_onnx("ONNX export")
-    import onnxscript.optimizer
-
-    batch = torch.export.Dim("batch")
-    names = list(inputs)
-    dynamic = {"noise": {0: batch}, "conditions": tuple({0: batch} for _ in names[1:])}
-    module = module.eval()
-    try:
-        with _quiet_exporter(), torch.no_grad():
-            program = torch.onnx.export(
-                module,
-                tuple(inputs.values()),
-                None,
-                dynamo=True,
-                input_names=names,
-                output_names=[output_name],
-                dynamic_shapes=dynamic,
-                opset_version=opset,
-                verbose=False,
-                external_data=False,
-            )
-            assert program is not None
-            onnxscript.optimizer.optimize(
-                program.model, input_size_limit=2**62, output_size_limit=2**62
-            )
-            proto: onnx.ModelProto = program.model_proto
-    except Exception as exc:
-        opset_text = f"opset {opset}" if opset is not None else "the default opset"
-        raise OnnxExportError(
-            f"{what}: torch.onnx.export ({opset_text}) failed: {type(exc).__name__}: {exc}"
-        ) from exc
-    return proto
 
 
 def pipeline_metadata(pipeline: ShowerPipeline, precision: str = "fp32") -> dict[str, str]:
@@ -266,7 +142,7 @@ def set_metadata(model: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The metadata_props of an ONNX file, as a dict (without loading its weights)."""
-    onnx_module, _ = _require_onnx("reading ONNX metadata")
+    onnx_module, _ = require_onnx("reading ONNX metadata")
     model = onnx_module.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}
 
@@ -311,7 +187,7 @@ def run_onnx(session: Any, inputs: Mapping[str, Tensor | np.ndarray]) -> np.ndar
 def check_parity(path: Path, pipeline: ShowerPipeline, *, tolerance: float = _FP32_PARITY) -> float:
     """Relative L2 error of the ONNX file at `path` against the pipeline on a few showers;
     raises `OnnxExportError` above `tolerance`."""
-    _, ort = _require_onnx("checking an ONNX export")
+    _, ort = require_onnx("checking an ONNX export")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = example_inputs(pipeline, _CHECK_SHOWERS, seed=1)
     module = GeVGenerator(pipeline.generator, pipeline.transform, pipeline.condition_names)
@@ -364,7 +240,7 @@ def export_onnx(
     graph disagrees with the model, `CaloforgeError` for an output that cannot be written.
     No file is left under `output` (nor a partial one beside it) unless the export succeeds.
     """
-    onnx_module, _ = _require_onnx("caloforge export --format onnx")
+    onnx_module, _ = require_onnx("caloforge export --format onnx")
     output = Path(output)
     _check_output(output)
     pipeline = ShowerPipeline.from_checkpoint(checkpoint, device="cpu")
@@ -374,7 +250,15 @@ def export_onnx(
 
         calibration = calibration_conditions(pipeline, calibration_size, seed=seed)
         model, report = quantize_onnx_model(
-            model, pipeline, calibration, seed=seed, tolerance=tolerance, progress=progress
+            model,
+            pipeline.generator,
+            pipeline.transform,
+            pipeline.geometry,
+            calibration,
+            seed=seed,
+            tolerance=tolerance,
+            progress=progress,
+            source=pipeline.source,
         )
         set_metadata(
             model,

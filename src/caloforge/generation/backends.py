@@ -132,7 +132,7 @@ class OpenVinoBackend:
     name = "compiled"
 
     def __init__(self, generator: ShowerGenerator, threads: int | None = None) -> None:
-        from caloforge.export.onnx import import_optional
+        from caloforge._optional import import_optional
 
         ov = import_optional("openvino", package="openvino", extra="int8", purpose="OpenVINO")
         self.engine = f"openvino {ov.__version__.split('-')[0]}"

@@ -1,9 +1,9 @@
 """Generators run by OpenVINO on the CPU: the `compiled` backend's engine there (fp32), and
 the runtime of the `int8` backend (`caloforge.generation.int8`).
 
-OpenVINO compiles the exported graph (`caloforge.export.onnx.module_to_onnx`) for one static
-batch size, keeps activations in oneDNN's blocked layouts from layer to layer and fuses the
-element-wise work into the convolutions; for the 3DGAN generator on an AVX2 CPU that ran
+OpenVINO compiles the exported graph (`caloforge.generation.onnx_graph.module_to_onnx`) for
+one static batch size, keeps activations in oneDNN's blocked layouts from layer to layer and
+fuses the element-wise work into the convolutions; for the 3DGAN generator on an AVX2 CPU that ran
 1.5-2x faster than eager PyTorch, where Inductor (whose CPU graphs call the same oneDNN
 convolutions as eager, converting layouts at each) gained 1.0-1.4x. fp32 is asked for
 explicitly: on CPUs with bf16 OpenVINO would otherwise pick it.
@@ -21,8 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from caloforge._optional import import_optional
 from caloforge.errors import ConditionError
-from caloforge.export.onnx import import_optional, module_to_onnx
+from caloforge.generation.onnx_graph import module_to_onnx
 from caloforge.models import ShowerGenerator
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@
 
 `ShowerPipeline` is the one way caloforge turns conditions into showers: it draws the noise
 from the explicit `torch.Generator` it is given (never the global RNG), runs the generator
-in eval mode without autograd, undoes the training preprocessing (`transform.inverse`) and
+in eval mode without autograd, undoes the training preprocessing (`transform.to_gev`) and
 returns showers in GeV, checked to be finite. Which conditions to ask for (drawn from ranges,
 or read from a reference file) is decided outside it, by `caloforge.generation.run`.
 """
@@ -24,11 +24,12 @@ import torch
 
 from caloforge.data.transforms import Transform
 from caloforge.devices import full_fp32, resolve_device, tune_for_fixed_shapes
-from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.errors import CaloforgeError
 from caloforge.generation.backends import BACKENDS, Backend, build_backend
+from caloforge.generation.conditions import check_conditions, draw_conditions
 from caloforge.geometry import Geometry
 from caloforge.models import ShowerGenerator
-from caloforge.training.checkpoint import CheckpointError, load_checkpoint
+from caloforge.models.checkpoint import CheckpointError, load_checkpoint
 
 __all__ = ["GeneratedShowers", "ShowerPipeline", "training_ranges"]
 
@@ -131,11 +132,14 @@ class ShowerPipeline:
             from caloforge.generation.int8 import default_cache, quantize_int8
 
             self.forward = quantize_int8(
-                self,
+                self.generator,
+                self.transform,
+                self.geometry,
                 self.calibration_conditions(seed=seed),
                 seed=seed,
                 progress=progress,
                 cache=default_cache(),
+                source=self.source,
             )
         else:
             self.forward = build_backend(name, self.generator)
@@ -151,14 +155,7 @@ class ShowerPipeline:
         """`n` conditions drawn as `caloforge simulate` draws them (with `seed`), in the
         checkpoint's training energy (and angle) range where it records one, else the
         geometry's default ranges: for calibrating and for timing."""
-        from caloforge.simulation.conditions import ConditionRanges, sample_conditions
-
-        recorded = self.training_ranges
-        energy = recorded["energy"][0] if "energy" in recorded else None
-        theta = recorded["theta"][0] if "theta" in recorded else None
-        ranges = ConditionRanges.for_geometry(self.geometry, energy=energy, theta=theta)
-        drawn = sample_conditions(self.geometry, ranges, n, np.random.default_rng(seed))
-        return {name: drawn[name] for name in self.geometry.condition_names}
+        return draw_conditions(self.geometry, n, seed=seed, training_ranges=self.training_ranges)
 
     @classmethod
     def from_checkpoint(
@@ -233,27 +230,6 @@ class ShowerPipeline:
             out[name] = np.asarray(outside.any(axis=1), dtype=bool)
         return out
 
-    def _check(self, conditions: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        missing = [name for name in self.condition_names if name not in conditions]
-        if missing:
-            raise ConditionError(
-                f"{self.source}: the model needs condition(s) {missing}; got {sorted(conditions)}"
-            )
-        arrays = {name: np.asarray(value, dtype=np.float64) for name, value in conditions.items()}
-        lengths = {name: (len(a) if a.ndim else -1) for name, a in arrays.items()}
-        if len(set(lengths.values())) != 1 or -1 in lengths.values():
-            raise ConditionError(
-                f"conditions must be arrays of one length n (one row per shower), got lengths "
-                f"{lengths}"
-            )
-        for name, values in arrays.items():
-            if not np.isfinite(values).all():
-                raise ConditionError(
-                    f"condition '{name}' has {int((~np.isfinite(values)).sum())} NaN or "
-                    "infinite value(s)"
-                )
-        return arrays
-
     def __call__(
         self, conditions: Mapping[str, np.ndarray], generator: torch.Generator
     ) -> GeneratedShowers:
@@ -263,7 +239,7 @@ class ShowerPipeline:
         the same generator state give the same showers. Raises `ConditionError` for missing
         or malformed conditions and `CaloforgeError` if the model produces NaN or inf.
         """
-        arrays = self._check(conditions)
+        arrays = check_conditions(conditions, self.condition_names, self.source)
         n = len(next(iter(arrays.values())))
         shape = (n, *self.geometry.shape)
         if n == 0:
@@ -276,7 +252,7 @@ class ShowerPipeline:
                 for name, values in arrays.items()
             }
             noise = self.generator.sample_noise(n, generator)
-            showers = self.transform.inverse(self.forward(noise, tensors))
+            showers = self.transform.to_gev(self.forward(noise, tensors))
             bad = ~torch.isfinite(showers).reshape(n, -1).all(dim=1)
             if bool(bad.any()):
                 first = int(torch.nonzero(bad)[0, 0])
@@ -286,7 +262,7 @@ class ShowerPipeline:
                     f"conditions { {k: v[first].tolist() for k, v in arrays.items()} }); "
                     "the weights may have diverged in training"
                 )
-            showers = showers.clamp_min(0.0).to(device="cpu", dtype=torch.float32)
+            showers = showers.to(device="cpu", dtype=torch.float32)
         out = showers.numpy()
         if out.shape != shape:
             raise CaloforgeError(

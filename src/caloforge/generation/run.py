@@ -32,11 +32,11 @@ import torch
 from caloforge.data.canonical import ShowerWriter
 from caloforge.data.io import open_showers
 from caloforge.data.source import Batch
+from caloforge.devices import init_distributed
 from caloforge.errors import CaloforgeError, ConditionError, InputFileError
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.geometry import Geometry
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
-from caloforge.training.distributed import init_distributed
 
 __all__ = [
     "OutsideTrainingRangeWarning",

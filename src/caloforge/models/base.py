@@ -61,13 +61,16 @@ class ModelConfig:
 
     Subclasses declare their fields with commented defaults, the image shape their
     architecture produces (`shape`), the conditions their geometry must offer
-    (`required_conditions`), override `_check_values` for ranges and `build_modules` to
-    construct their modules by role.
+    (`required_conditions`) and how they train (`training_step`), override `_check_values`
+    for ranges and `build_modules` to construct their modules by role.
     """
 
     family: ClassVar[str] = ""  # set by `register`
     shape: ClassVar[tuple[int, ...]] = ()  # the shower shape the architecture produces
     required_conditions: ClassVar[tuple[str, ...]] = ("energy",)
+    # How the family trains: the step `caloforge.training.steps.STEPS` names so ("gan": the
+    # adversarial GANs with physics heads; "wgan-gp": WGAN-GP with a condition regressor).
+    training_step: ClassVar[Literal["gan", "wgan-gp"]] = "gan"
     geometry: str  # a dataclass field in every subclass
 
     def __post_init__(self) -> None:

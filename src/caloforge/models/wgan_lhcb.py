@@ -64,6 +64,7 @@ class WganLhcbConfig(ModelConfig):
 
     shape: ClassVar[tuple[int, ...]] = (30, 30)
     required_conditions: ClassVar[tuple[str, ...]] = ("momentum", "point")
+    training_step: ClassVar[Literal["gan", "wgan-gp"]] = "wgan-gp"
 
     geometry: str = "lhcb-30"  # preset or YAML file; must have showers shaped (30, 30)
     noise_size: int = 512  # Gaussian noise components

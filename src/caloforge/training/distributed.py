@@ -1,8 +1,8 @@
 """Data parallelism, applied from outside the models (they stay single-device code).
 
-The same `caloforge train` runs as one process or under `torchrun`, which sets RANK,
-WORLD_SIZE and LOCAL_RANK (and MASTER_ADDR/PORT, or a rendezvous for several nodes): the
-process group uses nccl on GPUs and gloo on CPUs. Rank 0 alone writes logs and checkpoints.
+The same `caloforge train` runs as one process or under `torchrun`
+(`caloforge.devices.init_distributed` joins the process group); each model is wrapped in DDP
+here. Rank 0 alone writes logs and checkpoints.
 
 BatchNorm statistics can be synchronised over the ranks so that a step on N ranks equals a
 step of one process with the global batch: torch's SyncBatchNorm on GPUs, and on CPUs (where
@@ -11,9 +11,6 @@ torch's refuses to run) `SyncedBatchNorm` here, which all-reduces the sums with 
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import torch
@@ -21,65 +18,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from caloforge.devices import resolve_device
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """Where this process stands: rank, world size and its device."""
-
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def barrier(self, name: str) -> None:
-        """Wait for every rank (`name` says what for, for whoever reads a hang's stack)."""
-        if self.enabled:
-            dist.barrier()
-
-    def broadcast_flag(self, flag: bool) -> bool:
-        """Rank 0's decision, known to every rank."""
-        if not self.enabled:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.broadcast(t, src=0)
-        return bool(t.item() > 0.5)
-
-    def mean(self, value: float) -> float:
-        """The mean of a number over the ranks."""
-        if not self.enabled:
-            return value
-        t = torch.tensor([value], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return float(t.item()) / self.world_size
-
-
-def init_distributed(device: str = "auto") -> Distributed:
-    """Join the process group if launched by torchrun, else a single-process context."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    resolved = resolve_device(device, local_rank)
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if resolved.type == "cuda" else "gloo"
-        if resolved.type == "cuda":
-            torch.cuda.set_device(resolved)
-        dist.init_process_group(backend, timeout=timedelta(minutes=30))
-    return Distributed(rank, local_rank, world_size, resolved)
-
-
-def shutdown_distributed() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+from caloforge.devices import Distributed
 
 
 class _AllReduceSum(torch.autograd.Function):

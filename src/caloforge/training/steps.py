@@ -1,26 +1,36 @@
 """One training step of each kind of model: the adversarial GANs with physics heads
 (3DGAN, Conv2D GAN) and the WGAN-GP with a condition regressor (LHCb GAN).
 
-A step gets a batch of real showers (already preprocessed, on the device) with their
-conditions, updates the discriminator/critic and, as the recipe says, the generator, and
-returns the loss values as floats. Noise and labels are drawn for the *global* batch from a
+Each model family names its step (`ModelConfig.training_step`, a key of `STEPS`), and
+`make_step` builds it for a model: the trainer never asks which family it trains. A step gets
+a batch of real showers (already preprocessed, on the device) with their conditions, updates
+the discriminator/critic and, as the recipe says, the generator, and returns the loss values
+as floats; a step that needs a model trained first (the WGAN's condition regressor) does
+that in `pretrain`. Noise and labels are drawn for the *global* batch from a
 generator seeded alike on every rank, each rank taking its slice: a step on N ranks is then
 the same computation as one process with the global batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from caloforge.data.transforms import Transform
+from caloforge.devices import Distributed
+from caloforge.models import ModelBundle
 from caloforge.training import losses
 from caloforge.training.config import TrainConfig
-from caloforge.training.distributed import Distributed
+from caloforge.training.distributed import wrap_ddp
+
+__all__ = ["STEPS", "GanStep", "Step", "StepContext", "StepModels", "WganStep", "make_step"]
 
 Conditions = Mapping[str, Tensor]
 
@@ -50,7 +60,9 @@ class StepContext:
     autocast: Callable[[], AbstractContextManager[None]]
 
 
-class _Step:
+class Step:
+    """One training step of a model family: `step(real, conditions) -> losses`."""
+
     def __init__(self, ctx: StepContext) -> None:
         self.m = ctx.models
         self.config = ctx.config
@@ -81,6 +93,34 @@ class _Step:
         )
         return full[self._slice(n)]
 
+    @classmethod
+    def for_model(cls, ctx: StepContext, bundle: ModelBundle, transform: Transform) -> Step:
+        """The step for `bundle`'s model, trained on showers preprocessed by `transform`."""
+        raise NotImplementedError
+
+    @property
+    def cycle(self) -> int:
+        """Steps per generator update cycle (what a timing of whole cycles counts)."""
+        return 1
+
+    def pretrain(
+        self,
+        epoch_batches: Callable[[int], Iterable[tuple[Tensor, Conditions]]],
+        log: Callable[[dict[str, Any]], None],
+    ) -> bool:
+        """Train what must be trained before the GAN (nothing here); True if something was.
+
+        epoch_batches(epoch): the batches of one pass over the training data, shuffled for
+        `epoch`; log: a record for the run's metrics."""
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs of the step (the trainer's checkpoint keeps it)."""
+        return {"step_count": self.count, "last_g": {}}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.count = state["step_count"]
+
     def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
         raise NotImplementedError
 
@@ -101,7 +141,7 @@ def _frozen(module: nn.Module) -> AbstractContextManager[None]:
     return _Freeze()
 
 
-class GanStep(_Step):
+class GanStep(Step):
     """3DGAN / Conv2D GAN: one discriminator update on a real and a fake batch, then
     `generator_steps` generator updates. Fakes reuse the real batch's conditions, and the
     measured heads (total energy, angle, intensity spectrum) take the real showers' values
@@ -113,6 +153,17 @@ class GanStep(_Step):
         super().__init__(ctx)
         self.energy_scale = energy_scale
         self.bin_edges = bin_edges
+
+    @classmethod
+    def for_model(cls, ctx: StepContext, bundle: ModelBundle, transform: Transform) -> GanStep:
+        """The energy head's scale is the model's; the intensity-spectrum term's bin edges are
+        the LCD edges in the preprocessed units `transform` gives."""
+        edges = None
+        if ctx.config.loss.bins > 0:
+            gev = [e / losses.LCD_UNITS_PER_GEV for e in losses.BIN_EDGES_LCD]
+            edges = tuple(float(transform.forward(np.array(e))) for e in gev)
+        scale = float(getattr(bundle.config, "energy_scale", 100.0))
+        return cls(ctx, energy_scale=scale, bin_edges=edges)
 
     def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
         m, w = self.m, self.loss
@@ -178,7 +229,7 @@ class GanStep(_Step):
         return result
 
 
-class WganStep(_Step):
+class WganStep(Step):
     """WGAN-GP (LHCb GAN): a critic update every step, a generator update every
     `critic_steps` steps, whose loss adds the frozen pretrained regressor's error on the
     generated showers' conditions: what makes the Wasserstein GAN conditional."""
@@ -187,6 +238,59 @@ class WganStep(_Step):
         super().__init__(ctx)
         self.encode = encode
         self.last_g: dict[str, float] = {}
+
+    @classmethod
+    def for_model(cls, ctx: StepContext, bundle: ModelBundle, transform: Transform) -> WganStep:
+        """The regressor's targets are the model's encoding of the conditions."""
+        from caloforge.models.wgan_lhcb import WganLhcbConfig, encode_conditions
+
+        config = bundle.config
+        assert isinstance(config, WganLhcbConfig)
+        return cls(ctx, encode=lambda c, like: encode_conditions(c, config, like))
+
+    @property
+    def cycle(self) -> int:
+        return self.config.critic_steps
+
+    def pretrain(
+        self,
+        epoch_batches: Callable[[int], Iterable[tuple[Tensor, Conditions]]],
+        log: Callable[[dict[str, Any]], None],
+    ) -> bool:
+        """The condition regressor learns the conditions from real showers first
+        (`regressor_epochs` passes, mean squared error, Adam at the critic's rate)."""
+        regressor = self.m.regressor
+        if regressor is None or self.config.regressor_epochs == 0:
+            return False
+        wrapped = wrap_ddp(regressor, self.context)
+        optimizer = torch.optim.Adam(
+            regressor.parameters(), lr=self.config.optimizer.lr_discriminator
+        )
+        for epoch in range(self.config.regressor_epochs):
+            total, count = 0.0, 0
+            for showers, cond in epoch_batches(10_000 + epoch):
+                target = self.encode(cond, showers)
+                loss = functional.mse_loss(wrapped(showers).as_vector(), target)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total, count = total + float(loss.detach()), count + 1
+            log(
+                {
+                    "event": "regressor",
+                    "step": 0,
+                    "epoch": epoch,
+                    "regressor_mse": self.context.mean(total / max(count, 1)),
+                }
+            )
+        return True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_count": self.count, "last_g": dict(self.last_g)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.count = state["step_count"]
+        self.last_g = dict(state.get("last_g", {}))
 
     def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
         m, w = self.m, self.loss
@@ -246,3 +350,11 @@ class WganStep(_Step):
         g = torch.Generator(device=self.rng.device)
         g.set_state(state)
         return g
+
+
+STEPS: dict[str, type[Step]] = {"gan": GanStep, "wgan-gp": WganStep}
+
+
+def make_step(ctx: StepContext, bundle: ModelBundle, transform: Transform) -> Step:
+    """The training step `bundle`'s family names (`ModelConfig.training_step`)."""
+    return STEPS[bundle.config.training_step].for_model(ctx, bundle, transform)

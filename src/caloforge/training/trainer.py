@@ -31,27 +31,21 @@ from torch.utils.data import DataLoader
 from caloforge.data.dataset import ShowerStream, split_indices
 from caloforge.data.io import open_showers
 from caloforge.data.transforms import BoxCox, Transform, transform_from_dict
-from caloforge.devices import tune_for_fixed_shapes
+from caloforge.devices import init_distributed, tune_for_fixed_shapes
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import ModelBundle, build_model, parameter_counts
-from caloforge.models.wgan_lhcb import WganLhcbConfig, encode_conditions
-from caloforge.training import losses
-from caloforge.training.checkpoint import (
+from caloforge.models.checkpoint import (
     BEST,
     latest_checkpoint,
     load_checkpoint,
-    save_checkpoint,
-    write_pointer,
+    resolve_checkpoint,
 )
+from caloforge.training.checkpoint import load_trainer_state, save_checkpoint, write_pointer
 from caloforge.training.config import RunConfig, TrainConfig
-from caloforge.training.distributed import (
-    init_distributed,
-    synchronise_batchnorm,
-    wrap_ddp,
-)
+from caloforge.training.distributed import synchronise_batchnorm, wrap_ddp
 from caloforge.training.physics_check import PhysicsCheck, run_check
-from caloforge.training.steps import GanStep, StepContext, StepModels, WganStep
+from caloforge.training.steps import Step, StepContext, StepModels, make_step
 
 METRICS = "metrics.jsonl"
 
@@ -177,9 +171,11 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             self.total_steps = min(self.total_steps, cfg.max_steps)
-        self.step_fn = self._make_step()
+        step_context = StepContext(self.models, cfg, ctx, self.rng, self._autocast)
+        self.step_fn: Step = make_step(step_context, self.bundle, self.transform)
         self._check_data = self._validation_slice(data_format)
         self._tensorboard: Any = None
+        self._last_check: PhysicsCheck | None = None
         if resume:
             self._resume()
 
@@ -250,23 +246,6 @@ class Trainer:
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         return autocast_for(self.cfg.precision, self.context.device)
 
-    def _make_step(self) -> GanStep | WganStep:
-        common = StepContext(self.models, self.cfg, self.context, self.rng, self._autocast)
-        if self.config.family == "wgan-lhcb":
-            model_config = self._wgan_config()
-            return WganStep(common, encode=lambda c, like: encode_conditions(c, model_config, like))
-        edges = None
-        if self.cfg.loss.bins > 0:
-            gev = [e / losses.LCD_UNITS_PER_GEV for e in losses.BIN_EDGES_LCD]
-            edges = tuple(float(self.transform.forward(np.array(e))) for e in gev)
-        scale = float(getattr(self.bundle.config, "energy_scale", 100.0))
-        return GanStep(common, energy_scale=scale, bin_edges=edges)
-
-    def _wgan_config(self) -> WganLhcbConfig:
-        config = self.bundle.config
-        assert isinstance(config, WganLhcbConfig)
-        return config
-
     def _validation_slice(
         self, data_format: str | None
     ) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
@@ -287,14 +266,12 @@ class Trainer:
         for role, module in self.bundle.modules.items():
             module.load_state_dict(checkpoint.bundle.modules[role].state_dict())
         self.transform = checkpoint.transform
-        state = checkpoint.trainer_state(map_location=self.context.device)
+        state = load_trainer_state(checkpoint.folder, map_location=self.context.device)
         self.models.optimizer_g.load_state_dict(state["optimizer_g"])
         self.models.optimizer_d.load_state_dict(state["optimizer_d"])
         self.rng.set_state(state["rng"].to(self.rng.get_state().device))
         torch.set_rng_state(state["torch_rng"][self.context.rank % len(state["torch_rng"])])
-        self.step_fn.count = state["step_count"]
-        if isinstance(self.step_fn, WganStep):
-            self.step_fn.last_g = state.get("last_g", {})
+        self.step_fn.load_state_dict(state)
         self.state = TrainState(**state["train_state"])
 
     def _trainer_state(self) -> dict[str, Any]:
@@ -311,8 +288,7 @@ class Trainer:
             "optimizer_d": self.models.optimizer_d.state_dict(),
             "rng": self.rng.get_state(),
             "torch_rng": torch_rng,
-            "step_count": self.step_fn.count,
-            "last_g": getattr(self.step_fn, "last_g", {}),
+            **self.step_fn.state_dict(),  # step_count, last_g
             "train_state": self.state.__dict__.copy(),
         }
 
@@ -404,32 +380,134 @@ class Trainer:
         )
 
     # --- the loop ------------------------------------------------------------------------------
-    def _pretrain_regressor(self) -> None:
-        """WGAN: the condition regressor learns the conditions from real showers first."""
-        regressor = self.bundle.regressor
-        if regressor is None or self.state.regressor_done or self.cfg.regressor_epochs == 0:
-            return
-        wrapped = wrap_ddp(regressor, self.context)
-        optimizer = torch.optim.Adam(regressor.parameters(), lr=self.cfg.optimizer.lr_discriminator)
-        for epoch in range(self.cfg.regressor_epochs):
-            self.stream.set_epoch(10_000 + epoch)
-            total, count = 0.0, 0
-            for showers, cond in self._batches():
-                target = encode_conditions(cond, self._wgan_config(), showers)
-                loss = torch.nn.functional.mse_loss(wrapped(showers).as_vector(), target)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total, count = total + float(loss.detach()), count + 1
+    def fit(self) -> TrainResult:
+        """Train until `epochs` or `max_steps`: the pretraining the step needs, then epoch
+        after epoch of steps, each followed by its check and checkpoint (`_after_step`)."""
+        st = self.state
+        if self.context.is_main and st.step == 0:
+            counts = parameter_counts(self.bundle)
+            print(
+                f"caloforge train: {self.config.family} on {self.context.world_size} rank(s), "
+                f"device {self.context.device}; parameters: "
+                + ", ".join(f"{k} {v:,}" for k, v in counts.items())
+            )
+        if not st.regressor_done and self.step_fn.pretrain(self._epoch_batches, self._log):
+            st.regressor_done = True
+        bar = self._progress_bar()
+        try:
+            while st.epoch < self.cfg.epochs and st.step < self.total_steps:
+                if self._run_epoch(bar) == 0:
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            if self._tensorboard:
+                self._tensorboard.close()
+        best = self.run_dir / BEST
+        return TrainResult(
+            run_dir=self.run_dir,
+            steps=st.step,
+            epochs_completed=st.epoch,
+            best_checkpoint=resolve_checkpoint(self.run_dir) if best.exists() else None,
+            last_check=self._last_check,
+            history=list(st.history),
+        )
+
+    def _run_epoch(self, bar: Any) -> int:
+        """The steps left in the current epoch (or until `max_steps`); returns how many ran."""
+        st, cfg = self.state, self.cfg
+        self.stream.set_epoch(st.epoch)
+        self.stream.set_skip(st.batch_in_epoch)
+        sums: dict[str, float] = defaultdict(float)
+        n_steps, start = 0, time.perf_counter()
+        for showers, cond in self._batches():
+            self._set_learning_rates()
+            values = self.step_fn(showers, cond)
+            for k, v in values.items():
+                sums[k] += v
+            n_steps += 1
+            st.step += 1
+            st.batch_in_epoch += 1
+            if bar is not None:
+                bar.update(1)
+                if st.step % cfg.log_every == 0:
+                    losses = {k: f"{v:.3g}" for k, v in values.items() if k.startswith("loss")}
+                    bar.set_postfix(losses)
+            if self.context.is_main and st.step % cfg.log_every == 0:
+                self._log({"event": "step", "step": st.step, "epoch": st.epoch, **values})
+            end_of_epoch = st.batch_in_epoch >= self.steps_per_epoch
+            finished = st.step >= self.total_steps
+            self._after_step(end_of_epoch, finished)
+            if end_of_epoch or finished:
+                break
+        if n_steps and self.context.is_main:
+            seconds = time.perf_counter() - start
             self._log(
                 {
-                    "event": "regressor",
-                    "step": 0,
-                    "epoch": epoch,
-                    "regressor_mse": self.context.mean(total / max(count, 1)),
+                    "event": "epoch",
+                    "step": st.step,
+                    "epoch": st.epoch,
+                    "seconds": seconds,
+                    "showers_per_s": n_steps * cfg.batch_size / seconds,
+                    **{k: v / n_steps for k, v in sums.items()},
                 }
             )
-        self.state.regressor_done = True
+        return n_steps
+
+    def _after_step(self, end_of_epoch: bool, finished: bool) -> None:
+        """The physics check when due (every `check_every` steps, else at each epoch's end,
+        and at the last step), the epoch count, a checkpoint when due (with the check, every
+        `checkpoint_every` steps and at each epoch's end; `best.json` moves to it when the
+        check improved), and the stop of a collapsed run."""
+        st, cfg = self.state, self.cfg
+        check_now = (
+            (cfg.check_every > 0 and st.step % cfg.check_every == 0)
+            or (cfg.check_every == 0 and end_of_epoch)
+            or finished
+        )
+        if check_now:
+            self._last_check = self.physics_check()
+        if end_of_epoch:  # before the check is recorded: its record names the epoch reached
+            st.epoch += 1
+            st.batch_in_epoch = 0
+        improved = self._record_check() if check_now else False
+        if check_now or st.step % cfg.checkpoint_every == 0 or end_of_epoch:
+            folder = self.save()
+            check = self._last_check
+            if improved and folder is not None and check is not None:
+                extra = {"step": st.step, "check": check.to_dict()}
+                write_pointer(self.run_dir / BEST, folder, extra)
+        self._stop_if_collapsed()
+
+    def _record_check(self) -> bool:
+        """Count and log the check just made; True if it is the best yet."""
+        check = self._last_check
+        improved = self._after_check(check)
+        if check is not None:
+            record = {"event": "check", "step": self.state.step, "epoch": self.state.epoch}
+            record.update(check.to_dict())
+            self.state.history.append(record)
+            self._log(record)
+        return improved
+
+    def _progress_bar(self) -> Any:
+        """A tqdm bar of the steps on rank 0 with `progress`, else None."""
+        if not (self.progress and self.context.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            unit="step",
+            mininterval=1.0,
+            desc=f"train {self.config.family}",
+        )
+
+    def _epoch_batches(self, epoch: int) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
+        """The batches of one pass over the training data, shuffled for `epoch`."""
+        self.stream.set_epoch(epoch)
+        return self._batches()
 
     def _batches(self) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
         """(preprocessed showers, conditions by name) on the device, from the loader."""
@@ -444,113 +522,3 @@ class Trainer:
                 named[c.name] = cond[:, col] if c.size == 1 else cond[:, col : col + c.size]
                 col += c.size
             yield showers, named
-
-    def fit(self) -> TrainResult:
-        ctx, cfg, st = self.context, self.cfg, self.state
-        if ctx.is_main and st.step == 0:
-            counts = parameter_counts(self.bundle)
-            print(
-                f"caloforge train: {self.config.family} on {ctx.world_size} rank(s), device "
-                f"{ctx.device}; parameters: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
-            )
-        self._pretrain_regressor()
-        bar = None
-        if self.progress and ctx.is_main:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=self.total_steps,
-                initial=st.step,
-                unit="step",
-                mininterval=1.0,
-                desc=f"train {self.config.family}",
-            )
-        last_check: PhysicsCheck | None = None
-        try:
-            while st.epoch < cfg.epochs and st.step < self.total_steps:
-                self.stream.set_epoch(st.epoch)
-                self.stream.set_skip(st.batch_in_epoch)
-                sums: dict[str, float] = defaultdict(float)
-                n_steps, start = 0, time.perf_counter()
-                for showers, cond in self._batches():
-                    self._set_learning_rates()
-                    values = self.step_fn(showers, cond)
-                    for k, v in values.items():
-                        sums[k] += v
-                    n_steps += 1
-                    st.step += 1
-                    st.batch_in_epoch += 1
-                    if bar is not None:
-                        bar.update(1)
-                        if st.step % cfg.log_every == 0:
-                            bar.set_postfix(
-                                {k: f"{v:.3g}" for k, v in values.items() if k.startswith("loss")}
-                            )
-                    if ctx.is_main and st.step % cfg.log_every == 0:
-                        self._log({"event": "step", "step": st.step, "epoch": st.epoch, **values})
-                    end_of_epoch = st.batch_in_epoch >= self.steps_per_epoch
-                    finished = st.step >= self.total_steps
-                    check_now = (
-                        (cfg.check_every > 0 and st.step % cfg.check_every == 0)
-                        or (cfg.check_every == 0 and end_of_epoch)
-                        or finished
-                    )
-                    if check_now:
-                        last_check = self.physics_check()
-                    if end_of_epoch:
-                        st.epoch += 1
-                        st.batch_in_epoch = 0
-                    improved = False
-                    if check_now:
-                        improved = self._after_check(last_check)
-                        if last_check is not None:
-                            record = {
-                                "event": "check",
-                                "step": st.step,
-                                "epoch": st.epoch,
-                                **last_check.to_dict(),
-                            }
-                            st.history.append(record)
-                            self._log(record)
-                    if check_now or st.step % cfg.checkpoint_every == 0 or end_of_epoch:
-                        folder = self.save()
-                        if improved and folder is not None and last_check is not None:
-                            write_pointer(
-                                self.run_dir / BEST,
-                                folder,
-                                {"step": st.step, "check": last_check.to_dict()},
-                            )
-                    self._stop_if_collapsed()
-                    if end_of_epoch or finished:
-                        break
-                if n_steps and ctx.is_main:
-                    self._log(
-                        {
-                            "event": "epoch",
-                            "step": st.step,
-                            "epoch": st.epoch,
-                            "seconds": time.perf_counter() - start,
-                            "showers_per_s": n_steps
-                            * cfg.batch_size
-                            / (time.perf_counter() - start),
-                            **{k: v / n_steps for k, v in sums.items()},
-                        }
-                    )
-                if n_steps == 0:
-                    break
-        finally:
-            if bar is not None:
-                bar.close()
-            if self._tensorboard:
-                self._tensorboard.close()
-        best = self.run_dir / BEST
-        from caloforge.training.checkpoint import resolve_checkpoint
-
-        return TrainResult(
-            run_dir=self.run_dir,
-            steps=st.step,
-            epochs_completed=st.epoch,
-            best_checkpoint=resolve_checkpoint(self.run_dir) if best.exists() else None,
-            last_check=last_check,
-            history=list(st.history),
-        )
