@@ -26,8 +26,9 @@ from caloforge.data.io import open_showers
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.simulation.run import simulate_to_file
 from caloforge.training.config import load_config
-from caloforge.training.physics_check import binned_response, profile
+from caloforge.training.physics_check import binned_response
 from caloforge.training.trainer import Trainer
+from caloforge.validation.features import normalised_mean_profile
 
 ENERGY_BINS = [(10.0, 70.0), (70.0, 130.0), (130.0, 200.0)]
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -38,7 +39,11 @@ def evaluate(pipeline: ShowerPipeline, real, conditions) -> dict[str, float | li
     generated = pipeline(conditions, torch.Generator().manual_seed(99)).showers
     energy = conditions["energy"]
     geometry = pipeline.geometry
-    error = float(abs(profile(generated, geometry) - profile(real, geometry)).sum())
+    error = float(
+        abs(
+            normalised_mean_profile(generated, geometry) - normalised_mean_profile(real, geometry)
+        ).sum()
+    )
     return {"response": binned_response(real, generated, energy, ENERGY_BINS), "profile": error}
 
 

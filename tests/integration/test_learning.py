@@ -19,8 +19,9 @@ from caloforge.data.io import open_showers
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.simulation.run import simulate_to_file
 from caloforge.training.config import load_config
-from caloforge.training.physics_check import binned_response, profile
+from caloforge.training.physics_check import binned_response
 from caloforge.training.trainer import Trainer
+from caloforge.validation.features import normalised_mean_profile
 
 ENERGY_BINS = [(10.0, 70.0), (70.0, 130.0), (130.0, 200.0)]
 
@@ -30,7 +31,11 @@ def response_and_profile(pipeline: ShowerPipeline, real, conditions) -> tuple[li
     generated = pipeline(conditions, torch.Generator().manual_seed(99)).showers
     ratios = binned_response(real, generated, conditions["energy"], ENERGY_BINS)
     geometry = pipeline.geometry
-    error = float(np.abs(profile(generated, geometry) - profile(real, geometry)).sum())
+    error = float(
+        np.abs(
+            normalised_mean_profile(generated, geometry) - normalised_mean_profile(real, geometry)
+        ).sum()
+    )
     return ratios, error
 
 

@@ -17,6 +17,7 @@ from caloforge.data.canonical import units_of
 from caloforge.data.convert import input_format
 from caloforge.data.io import expand_paths, open_showers
 from caloforge.data.source import ShowerSource, iter_batches
+from caloforge.validation.features import response
 
 BATCH_SIZE = 1000
 
@@ -82,7 +83,7 @@ def _shower_means(source: ShowerSource, max_showers: int) -> tuple[float, float,
     n_used = 0
     for batch in iter_batches(source, BATCH_SIZE, stop=max_showers):
         cells = batch.showers.reshape(len(batch), -1)
-        ratio_sum += float((cells.sum(axis=1, dtype=np.float64) / batch.energy).sum())
+        ratio_sum += float(response(batch.showers, batch.energy).sum())
         occupancy_sum += float((cells > 0).mean(axis=1).sum())
         n_used += len(batch)
     if n_used == 0:

@@ -18,6 +18,7 @@ from torch import nn
 
 from caloforge.data.transforms import Transform
 from caloforge.geometry import Geometry
+from caloforge.validation.features import normalised_mean_profile, response, total_energy
 
 
 @dataclass(frozen=True)
@@ -40,30 +41,20 @@ class PhysicsCheck:
         return {**asdict(self), "score": self.score}
 
 
-def profile(showers: np.ndarray, geometry: Geometry) -> np.ndarray:
-    """Mean profile along depth (per-layer readout) or x (otherwise), normalised to sum 1."""
-    if geometry.readout == "layers":
-        p = showers.sum(axis=(0, 1, 2), dtype=np.float64)
-    else:
-        p = showers.reshape(len(showers), geometry.shape[0], -1).sum(axis=(0, 2), dtype=np.float64)
-    total = p.sum()
-    return p / total if total > 0 else p
-
-
-def compare(
+def check_showers(
     real: np.ndarray, generated: np.ndarray, energy: np.ndarray, geometry: Geometry
 ) -> PhysicsCheck:
-    """The check's numbers for real and generated showers (GeV) with primary energies."""
-    sum_real = real.reshape(len(real), -1).sum(axis=1, dtype=np.float64)
-    sum_gen = generated.reshape(len(generated), -1).sum(axis=1, dtype=np.float64)
-    ratio_real = float((sum_real / energy).mean())
-    ratio_gen = float((sum_gen / energy).mean())
+    """The check's numbers for real and generated showers (GeV) with primary energies; the
+    response and the profile as `caloforge.validation.features` defines them."""
+    ratio_real = float(response(real, energy).mean())
+    ratio_gen = float(response(generated, energy).mean())
+    profiles = [normalised_mean_profile(s, geometry) for s in (generated, real)]
     return PhysicsCheck(
         ratio_real=ratio_real,
         ratio_generated=ratio_gen,
         response_error=abs(ratio_gen / ratio_real - 1.0) if ratio_real > 0 else float("inf"),
-        profile_error=float(np.abs(profile(generated, geometry) - profile(real, geometry)).sum()),
-        empty_fraction=float((sum_gen <= 0).mean()),
+        profile_error=float(np.abs(profiles[0] - profiles[1]).sum()),
+        empty_fraction=float((total_energy(generated) <= 0).mean()),
     )
 
 
@@ -98,7 +89,9 @@ def run_check(
     finally:
         generator.train(was_training)
     generated = np.concatenate(parts)
-    return compare(real, generated, np.asarray(conditions["energy"], dtype=np.float64), geometry)
+    return check_showers(
+        real, generated, np.asarray(conditions["energy"], dtype=np.float64), geometry
+    )
 
 
 def binned_response(
@@ -109,10 +102,11 @@ def binned_response(
 ) -> list[float]:
     """Generated over real mean visible/primary ratio in each primary-energy bin `[lo, hi)` GeV
     (NaN for a bin with no shower): 1 where the model reproduces the response."""
-    sum_real = real.reshape(len(real), -1).sum(axis=1, dtype=np.float64) / energy
-    sum_gen = generated.reshape(len(generated), -1).sum(axis=1, dtype=np.float64) / energy
+    response_real, response_gen = response(real, energy), response(generated, energy)
     out = []
     for lo, hi in bins:
         sel = (energy >= lo) & (energy < hi)
-        out.append(float(sum_gen[sel].mean() / sum_real[sel].mean()) if sel.any() else np.nan)
+        out.append(
+            float(response_gen[sel].mean() / response_real[sel].mean()) if sel.any() else np.nan
+        )
     return out
