@@ -53,12 +53,12 @@ import numpy as np
 import torch
 
 from caloforge.data.transforms import Identity, Power
-from caloforge.export.onnx import GeVGenerator, module_to_onnx
+from caloforge.generation.onnx_graph import GeVGenerator, module_to_onnx
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import build_model
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 from caloforge.validation.features import normalised_mean_profile, response
-from caloforge.validation.metrics import projection_mse
+from caloforge.validation.metrics.images import projection_mse
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = ROOT / "demo-output" / "run"
@@ -330,7 +330,7 @@ def measure_model(family: str, args: argparse.Namespace) -> list[Row]:
     energy = eval_b["energy"].astype(np.float64)
 
     def gev(x: np.ndarray) -> np.ndarray:
-        return np.asarray(pipeline.transform.inverse(np.maximum(x, 0.0)), dtype=np.float32)
+        return np.asarray(pipeline.transform.to_gev(x), dtype=np.float32)
 
     reference = torch_runner(module)
     ref_a = gev(run_all(reference, eval_a, b))
@@ -405,12 +405,22 @@ def measure_guarded(family: str, args: argparse.Namespace) -> dict[str, Any]:
     showers, then timed against OpenVINO fp32 and eager torch at `--batch-size`."""
     import openvino as ov
 
-    from caloforge.generation.int8 import _OpenVinoRunner, calibration_conditions, quantize_int8
+    from caloforge.generation.int8 import calibration_conditions, quantize_int8
+    from caloforge.generation.openvino import OpenVinoRunner
 
     pipeline = load_pipeline(family, args.checkpoint if family == "gan3d" else None)
     calibration = calibration_conditions(pipeline, args.calibration, seed=1)
     start = time.perf_counter()
-    quantized = quantize_int8(pipeline, calibration, seed=2, progress=True, threads=args.threads)
+    quantized = quantize_int8(
+        pipeline.generator,
+        pipeline.transform,
+        pipeline.geometry,
+        calibration,
+        seed=2,
+        progress=True,
+        threads=args.threads,
+        source=pipeline.source,
+    )
     seconds = time.perf_counter() - start
     module = GeVGenerator(pipeline.generator, Identity(), pipeline.condition_names).eval()
     feed = batches(draw_inputs(pipeline, args.batch_size, seed=2), args.batch_size)[0]
@@ -420,8 +430,8 @@ def measure_guarded(family: str, args: argparse.Namespace) -> dict[str, Any]:
         path = Path(tmp) / "fp32.onnx"
         example = {k: torch.from_numpy(v[:2]) for k, v in feed.items()}
         onnx.save_model(module_to_onnx(module, example, output_name="showers"), str(path))
-        fp32_ov = _OpenVinoRunner(ov, ov.convert_model(str(path)), args.threads)
-        int8_ov = _OpenVinoRunner(ov, quantized.model, args.threads)
+        fp32_ov = OpenVinoRunner(ov, ov.convert_model(str(path)), args.threads)
+        int8_ov = OpenVinoRunner(ov, quantized.model, args.threads)
         samples = timed(
             {"torch": torch_runner(module), "openvino fp32": fp32_ov, "int8 guarded": int8_ov},
             feed,
