@@ -237,11 +237,14 @@ def _locked(lock: Path) -> Iterator[None]:
 
 
 def compiler() -> str:
-    cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
+    """The C++ compiler: $CXX, else g++ or c++ on the PATH."""
+    given = os.environ.get("CXX")
+    cxx = shutil.which(given) if given else shutil.which("g++") or shutil.which("c++")
     if not cxx:
+        named = f" (CXX={given} is not an executable)" if given else ""
         raise Geant4NotFoundError(
-            "--engine geant4 compiles a small C++ application on first use and needs a C++17 "
-            "compiler: install g++ (Debian/Ubuntu: apt-get install g++) or set CXX"
+            f"--engine geant4 compiles a small C++ application on first use and needs a C++17 "
+            f"compiler{named}: install g++ (Debian/Ubuntu: apt-get install g++) or set CXX"
         )
     return cxx
 
