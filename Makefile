@@ -1,4 +1,5 @@
-# Two commands for a fresh machine: `make demo` runs the main job, `make test` the tests.
+# Two commands for a fresh machine: `make demo` runs the main job, `make test` the linters
+# (ruff, ruff format, mypy) and the tests.
 # Each builds its own virtual environment (.venv) first. torch is pinned here to the CPU
 # build this project's machines install from a local file; the package accepts a range.
 PYTHON ?= python3
@@ -36,7 +37,8 @@ demo: $(VENV)/.installed
 # own: those libraries' thread pools left in the main test process crashed a later test that
 # forks (a segfault seen twice in full runs, never in smaller ones).
 NATIVE_TESTS = tests/unit/test_backends.py tests/unit/test_int8.py tests/integration/test_export.py
-test: $(VENV)/.installed
+# The linters first: CI (.ci/run) runs `make test`, so lint, format and types are checked there.
+test: lint
 	$(PY) -m pytest -m "not slow" -q $(addprefix --ignore=,$(NATIVE_TESTS))
 	$(PY) -m pytest -m "not slow" -q $(NATIVE_TESTS)
 
