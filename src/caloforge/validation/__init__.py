@@ -30,8 +30,8 @@ if TYPE_CHECKING:
         ResponseBin,
         SetInfo,
         ValidationResult,
-        Verdict,
         VectorMetrics,
+        Verdict,
     )
 
 _WHERE = {

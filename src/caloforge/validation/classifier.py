@@ -235,21 +235,17 @@ def classifier_test(
     mean and scaled (`standardise`): "columns" by each column's standard deviation (feature
     vectors), "cells" column 0 by its own and all others by one common scale (cell inputs:
     a rarely hit outer cell scaled to unit variance becomes noise the network overfits at
-    once; on clic-25 showers with a 5 % energy scale, 2400 per class, the AUC was 0.53 with
-    "columns" and 0.83 with "cells"), "none" not at all. The network (LeakyReLU MLP, `hidden`
-    widths) is
-    trained with Adam on the BCE and stopped when the validation loss has not improved for
-    `patience` epochs; the best epoch's weights are tested. The AUC is that of the network's
-    output; the JSD that of its output calibrated on the validation showers (`calibration`,
-    the CaloChallenge's isotonic regression), whose flat steps would only add ties to the AUC.
+    once), "none" not at all. The network (LeakyReLU MLP, `hidden` widths) is trained with
+    Adam on the BCE and stopped when the validation loss has not improved for `patience`
+    epochs; the best epoch's weights are tested. The AUC is that of the network's output; the
+    JSD that of its output calibrated on the validation showers (`calibration`, the
+    CaloChallenge's isotonic regression), whose flat steps would only add ties to the AUC.
     Fitted on few validation showers the calibration follows their noise, which puts the JSD
-    of indistinguishable sets a little below 0 (-0.02 +- 0.01 with 300 per class).
-    Errors: bootstrap over the test showers.
+    of indistinguishable sets a little below 0. Errors: bootstrap over the test showers.
 
     `threads`: torch CPU threads while this runs (restored afterwards; None leaves torch's
-    setting). Networks this small train fastest on one: on two shared cores, two threads were
-    30 times slower than one (the small matrix products do not pay for the threads'
-    synchronisation).
+    setting). Networks this small train fastest on one: the small matrix products do not pay
+    for the threads' synchronisation (measurements: benchmarks/validation.md).
     """
     with torch_threads(threads):
         return _classifier_test(

@@ -92,8 +92,8 @@ def measured_theta(
     shower's energy: a barycentre built on a few heavy-tailed energy spots mostly adds noise.
     method "3dgan": as the 3DGAN code, the energy-weighted mean of the per-layer angles
     atan((y_l - y_ref) / (z_l - z_ref)) about the shower's overall barycentre, all layers.
-    On simulated clic-angle-51 electrons at 150 GeV the RMS error is about 1.2 deg for "fit"
-    and 3.4 deg for "3dgan". Showers with fewer than two usable layers give NaN.
+    "fit" is the default: its error is about a third of "3dgan"'s (benchmarks/validation.md).
+    Showers with fewer than two usable layers give NaN.
     """
     y, w = barycentre_per_layer(showers, geometry, axis=1)
     return _theta_of_barycentres(y, w, geometry, method, min_layer_fraction)
