@@ -84,8 +84,8 @@ def run_check(
             }
             n = len(cond["energy"])
             noise = generator.sample_noise(n, rng)  # type: ignore[operator]
-            out = transform.inverse(generator(noise, cond).float())
-            parts.append(out.clamp_min(0.0).cpu().numpy())
+            out = transform.to_gev(generator(noise, cond).float())
+            parts.append(out.cpu().numpy())
     finally:
         generator.train(was_training)
     generated = np.concatenate(parts)
