@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo-output
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint bench geant4-reference clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,15 @@ lint: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/simulate.py
+
+# The Geant4 engine's headers for calzone's libraries: the archive kept beside the repository
+# (the tests find it themselves). The reference sets go to $CALOFORGE_DATA/geant4 (default
+# ~/caloforge-data/geant4) in parts; run again to resume.
+CALOFORGE_GEANT4_INCLUDE ?= $(abspath $(wildcard ../shared/geant4/geant4-11.4.0-include.tgz))
+export CALOFORGE_GEANT4_INCLUDE
+GEANT4_SETS ?= clic25-10-200
+geant4-reference: $(VENV)/.installed
+	$(PY) benchmarks/geant4_reference.py $(GEANT4_SETS)
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .mypy_cache .ruff_cache
