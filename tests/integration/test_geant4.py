@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from caloforge.cli import main
-from caloforge.geometry import PRESETS, Geometry
+from caloforge.geometry import PRESETS, Geometry, load_geometry
 from caloforge.simulation.conditions import ConditionRanges
 from caloforge.simulation.geant4 import build, prepare, simulate_geant4
 from caloforge.validation.features import measured_theta
@@ -239,6 +239,43 @@ def test_cli_writes_the_engine_into_the_file_and_appends_the_same_sequence(setup
         assert '"range_cut_mm": 0.7' in f.attrs["simulation"]
     # Showers of the parametrized engine are not appended to a Geant4 file.
     assert main(["simulate", "--n", "2", "--append", "-o", str(out)]) == 2
+
+
+def test_cli_simulates_a_users_yaml_geometry(setup, tmp_path):
+    geometry = tmp_path / "my-ecal.yaml"
+    geometry.write_text(
+        "name: my-ecal\nshape: [9, 9, 12]\nreadout: layers\ncell_size_mm: [10, 10]\n"
+        "layers:\n  - {absorber: Pb, absorber_mm: 4, sensor: polystyrene, sensor_mm: 2,"
+        " repeat: 12}\n"
+        "conditions:\n  - {name: energy, unit: GeV, default: [1, 5], valid: [0.5, 50]}\n"
+    )
+    out = tmp_path / "mine.h5"
+    assert (
+        main(
+            [
+                "simulate",
+                "--engine",
+                "geant4",
+                "--geometry",
+                str(geometry),
+                "--n",
+                "4",
+                "--workers",
+                "1",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with h5py.File(out) as f:
+        showers, energy = f["showers"][:], f["energy"][:]
+    assert showers.shape == (4, 9, 9, 12)
+    # Scintillator between lead sees its mip fraction (7.9 %) times e/mip (about 0.6 for
+    # Pb/plastic) times the containment of 8.5 X0 and a 9 cm grid: 0.40 f_mip measured.
+    f_mip = load_geometry(str(geometry)).layers[0].properties.f_mip
+    assert 0.3 * f_mip < (showers.sum(axis=(1, 2, 3)) / energy).mean() < 0.8 * f_mip
+    assert (showers.sum(axis=(1, 2))[:, :3] > 0).all()  # the shower starts at the front
 
 
 @pytest.mark.parametrize(
