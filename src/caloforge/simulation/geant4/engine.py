@@ -14,6 +14,7 @@ import ctypes
 import math
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -269,46 +270,72 @@ def _die_with_parent() -> None:
         pass
 
 
-def serve(receive: BinaryIO, send: BinaryIO) -> None:
+def write_message(fd: int, message: Any) -> None:
+    """One pickled message on a raw pipe, preceded by its length (8 bytes, little endian)."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(len(data).to_bytes(8, "little") + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def read_message(fd: int) -> Any:
+    """The next message of `write_message`; EOFError when the other end has closed."""
+    size = int.from_bytes(_read_exactly(fd, 8), "little")
+    return pickle.loads(_read_exactly(fd, size))
+
+
+def _read_exactly(fd: int, size: int) -> bytes:
+    chunks, missing = [], size
+    while missing:
+        chunk = os.read(fd, min(missing, 1 << 24))
+        if not chunk:
+            raise EOFError("the pipe was closed")
+        chunks.append(chunk)
+        missing -= len(chunk)
+    return b"".join(chunks)
+
+
+def serve(receive: int, send: int) -> None:
     """A worker's life (`python -m caloforge.simulation.geant4.worker`): read the set-up,
-    build the calorimeter, then simulate each batch read until None arrives. Messages are
-    pickles on two pipes of their own: Geant4 may print on stdout."""
+    build the calorimeter, then simulate each batch read until None arrives. Messages travel
+    on two pipes of their own (Geant4 may print on stdout)."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends us
-
-    def reply(kind: str, payload: Any) -> None:
-        pickle.dump((kind, payload), send, protocol=pickle.HIGHEST_PROTOCOL)
-        send.flush()
-
-    library, geometry_json, args = pickle.load(receive)
+    library, geometry_json, args = read_message(receive)
     try:
         app = _Application(Path(library), Geometry.from_json(geometry_json), args)
     except CaloforgeError as exc:
-        reply("error", str(exc))
+        write_message(send, ("error", str(exc)))
         return
-    reply("ready", None)
-    while (job := pickle.load(receive)) is not None:
+    write_message(send, ("ready", None))
+    while (job := read_message(receive)) is not None:
+        index, batch = job
         try:
-            reply("ok", app.simulate(job))
+            write_message(send, ("ok", (index, app.simulate(batch))))
         except CaloforgeError as exc:
-            reply("error", str(exc))
+            write_message(send, ("error", str(exc)))
             return
 
 
 @dataclass
 class _Worker:
     process: subprocess.Popen[bytes]
-    send: BinaryIO
-    receive: BinaryIO
+    send: int  # file descriptors of the two pipes
+    receive: int
     log: BinaryIO
+    busy: int = 0  # batches sent and not yet returned
 
 
 class Geant4Workers:
-    """`workers` processes, each with the calorimeter built, simulating batches in order.
+    """`workers` processes, each with the calorimeter built, simulating batches.
 
     >>> with Geant4Workers(setup, geometry, "electron", workers=2) as pool:
     ...     for cells in pool.run(batches): ...
     """
+
+    # Batches in flight per worker: one running, one waiting, so a worker never idles
+    # while the parent writes.
+    IN_FLIGHT = 2
 
     def __init__(
         self, setup: Geant4Setup, geometry: Geometry, particle: str, *, workers: int = 1
@@ -334,7 +361,7 @@ class Geant4Workers:
             for _ in range(max(1, workers)):
                 self._workers.append(_start_worker(environment))
             for worker in self._workers:
-                _send(worker, (str(setup.library), geometry.to_json(), args))
+                write_message(worker.send, (str(setup.library), geometry.to_json(), args))
             for worker in self._workers:
                 self._receive(worker)
         except BaseException:
@@ -343,7 +370,7 @@ class Geant4Workers:
 
     def _receive(self, worker: _Worker) -> Any:
         try:
-            kind, payload = pickle.load(worker.receive)
+            kind, payload = read_message(worker.receive)
         except (EOFError, OSError, pickle.UnpicklingError):
             code = worker.process.wait(timeout=10)
             worker.log.seek(0)
@@ -359,31 +386,50 @@ class Geant4Workers:
     def run(
         self, batches: Iterable[GunBatch]
     ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """Simulate each batch; results in the order given, at most two batches in flight
-        per worker so that memory stays bounded."""
-        pending: deque[_Worker] = deque()
-        for k, batch in enumerate(batches):
-            worker = self._workers[k % len(self._workers)]
-            _send(worker, batch)
-            pending.append(worker)
-            if len(pending) >= 2 * len(self._workers):
-                yield self._receive(pending.popleft())
-        while pending:
-            yield self._receive(pending.popleft())
+        """Simulate each batch; results in the order given. The next batch goes to whichever
+        worker is free first, so one slow batch does not leave the other workers idle; at
+        most two batches per worker are in flight or waiting for their turn, so memory stays
+        bounded."""
+        todo = enumerate(batches)
+        done: dict[int, Any] = {}
+        next_out, exhausted = 0, False
+        limit = 2 * self.IN_FLIGHT * len(self._workers)
+        while True:
+            for worker in self._workers:
+                while not exhausted and worker.busy < self.IN_FLIGHT and len(done) < limit:
+                    job = next(todo, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    write_message(worker.send, job)
+                    worker.busy += 1
+            while next_out in done:
+                yield done.pop(next_out)
+                next_out += 1
+            busy = [w for w in self._workers if w.busy]
+            if not busy:
+                return
+            ready, _, _ = select.select([w.receive for w in busy], [], [])
+            for worker in busy:
+                if worker.receive in ready:
+                    index, result = self._receive(worker)
+                    worker.busy -= 1
+                    done[index] = result
 
     def close(self) -> None:
         """End the workers: politely, then by force; nothing is left running."""
         for worker in self._workers:
             with contextlib.suppress(OSError):
-                _send(worker, None)
+                write_message(worker.send, None)
         for worker in self._workers:
             try:
                 worker.process.wait(timeout=2)
             except subprocess.TimeoutExpired:
                 worker.process.kill()
                 worker.process.wait()
-            for stream in (worker.send, worker.receive, worker.log):
-                stream.close()
+            os.close(worker.send)
+            os.close(worker.receive)
+            worker.log.close()
         self._workers = []
 
     def __enter__(self) -> Geant4Workers:
@@ -412,15 +458,15 @@ def _start_worker(environment: dict[str, str]) -> _Worker:
             stderr=log,
             env=environment,
         )
+    except BaseException:
+        for fd in (down_write, up_read):
+            os.close(fd)
+        log.close()
+        raise
     finally:
         os.close(down_read)
         os.close(up_write)
-    return _Worker(process, os.fdopen(down_write, "wb"), os.fdopen(up_read, "rb"), log)
-
-
-def _send(worker: _Worker, message: Any) -> None:
-    pickle.dump(message, worker.send, protocol=pickle.HIGHEST_PROTOCOL)
-    worker.send.flush()
+    return _Worker(process, down_write, up_read, log)
 
 
 def densify(geometry: Geometry, n: int, index: np.ndarray, values: np.ndarray) -> np.ndarray:
