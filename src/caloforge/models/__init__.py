@@ -8,11 +8,12 @@
 
 Families (`MODEL_FAMILIES`): `gan3d` (3DGAN, 25^3), `gan3d-angle` (3DGAN, 51x51x25 with
 theta), `conv2d-g1`, `conv2d-g2`, `conv2d-g3` (Conv2D GANs, 25^3), `wgan-lhcb` (WGAN-GP with a
-condition regressor, 30x30). A bundle's `config_dict()` is the `config.json` that rebuilds it:
+condition regressor, 30x30), `flow-match` (two-stage conditional flow matching, any
+geometry). A bundle's `config_dict()` is the `config.json` that rebuilds it:
 `build_model(d["family"], d)`.
 """
 
-from caloforge.models import conv2d, gan3d, gan3d_angle, wgan_lhcb
+from caloforge.models import conv2d, flow_match, gan3d, gan3d_angle, wgan_lhcb
 from caloforge.models.base import (
     MODEL_FAMILIES,
     GanDiscriminatorOutput,
@@ -35,6 +36,7 @@ __all__ = [
     "ShowerGenerator",
     "build_model",
     "conv2d",
+    "flow_match",
     "gan3d",
     "gan3d_angle",
     "init_weights",

@@ -69,8 +69,9 @@ class ModelConfig:
     shape: ClassVar[tuple[int, ...]] = ()  # the shower shape the architecture produces
     required_conditions: ClassVar[tuple[str, ...]] = ("energy",)
     # How the family trains: the step `caloforge.training.steps.STEPS` names so ("gan": the
-    # adversarial GANs with physics heads; "wgan-gp": WGAN-GP with a condition regressor).
-    training_step: ClassVar[Literal["gan", "wgan-gp"]] = "gan"
+    # adversarial GANs with physics heads; "wgan-gp": WGAN-GP with a condition regressor;
+    # "flow-matching": the flow-matching losses of a generator alone).
+    training_step: ClassVar[Literal["gan", "wgan-gp", "flow-matching"]] = "gan"
     geometry: str  # a dataclass field in every subclass
 
     def __post_init__(self) -> None:
@@ -245,6 +246,11 @@ class ModelBundle:
         if "discriminator" in self.modules:
             return self.modules["discriminator"]
         return self.modules["critic"]
+
+    @property
+    def adversary(self) -> nn.Module | None:
+        """The discriminator or critic; None for a family trained without one (flow-match)."""
+        return self.modules.get("discriminator", self.modules.get("critic"))
 
     @property
     def regressor(self) -> nn.Module | None:

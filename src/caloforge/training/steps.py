@@ -1,5 +1,6 @@
 """One training step of each kind of model: the adversarial GANs with physics heads
-(3DGAN, Conv2D GAN) and the WGAN-GP with a condition regressor (LHCb GAN).
+(3DGAN, Conv2D GAN), the WGAN-GP with a condition regressor (LHCb GAN) and flow matching
+(flow-match), whose generator is trained alone.
 
 Each model family names its step (`ModelConfig.training_step`, a key of `STEPS`), and
 `make_step` builds it for a model: the trainer never asks which family it trains. A step gets
@@ -30,22 +31,40 @@ from caloforge.training import losses
 from caloforge.training.config import TrainConfig
 from caloforge.training.distributed import wrap_ddp
 
-__all__ = ["STEPS", "GanStep", "Step", "StepContext", "StepModels", "WganStep", "make_step"]
+__all__ = [
+    "STEPS",
+    "FlowMatchStep",
+    "GanStep",
+    "Step",
+    "StepContext",
+    "StepModels",
+    "WganStep",
+    "make_step",
+]
 
 Conditions = Mapping[str, Tensor]
 
 
 @dataclass
 class StepModels:
-    """The modules a step updates: wrapped (DDP, for the update) and plain (as a fixed partner)."""
+    """The modules a step updates: wrapped (DDP, for the update) and plain (as a fixed partner).
+    A family trained without a discriminator or critic (flow matching) has None for it and
+    its optimizer."""
 
     generator: nn.Module
-    discriminator: nn.Module
+    discriminator: nn.Module | None
     generator_plain: nn.Module
-    discriminator_plain: nn.Module
+    discriminator_plain: nn.Module | None
     optimizer_g: torch.optim.Optimizer
-    optimizer_d: torch.optim.Optimizer
+    optimizer_d: torch.optim.Optimizer | None
     regressor: nn.Module | None = None
+
+    def adversary(self) -> tuple[nn.Module, nn.Module, torch.optim.Optimizer]:
+        """(discriminator wrapped, plain, its optimizer) of an adversarial family."""
+        d, d_plain, optimizer = self.discriminator, self.discriminator_plain, self.optimizer_d
+        if d is None or d_plain is None or optimizer is None:
+            raise ValueError("this step needs a discriminator or critic; the model has none")
+        return d, d_plain, optimizer
 
 
 @dataclass(frozen=True)
@@ -167,13 +186,14 @@ class GanStep(Step):
 
     def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
         m, w = self.m, self.loss
+        discriminator, discriminator_plain, optimizer_d = m.adversary()
         n = len(real)
         energy = conditions["energy"] / self.energy_scale
         with torch.no_grad(), self.autocast():
             fake = m.generator_plain(self.noise(n), conditions)
         with self.autocast():
-            out_real = m.discriminator(real)
-            out_fake = m.discriminator(fake.detach())
+            out_real = discriminator(real)
+            out_fake = discriminator(fake.detach())
             adversarial = 0.5 * (
                 losses.bce(out_real.logit, self.labels(n, True, real))
                 + losses.bce(out_fake.logit, self.labels(n, False, real))
@@ -182,9 +202,9 @@ class GanStep(Step):
                 losses.mape(out_real.energy, energy) + losses.mape(out_fake.energy, energy)
             )
             loss_d = w.adversarial * adversarial + w.energy * aux
-        m.optimizer_d.zero_grad(set_to_none=True)
+        optimizer_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        m.optimizer_d.step()
+        optimizer_d.step()
 
         ecal_target = out_real.ecal.detach().float()
         theta_target = getattr(out_real, "theta", None)
@@ -196,11 +216,11 @@ class GanStep(Step):
             "d_adversarial": float(adversarial.detach()),
             "d_energy": float(aux.detach()),
         }
-        with _frozen(m.discriminator_plain):
+        with _frozen(discriminator_plain):
             for _ in range(self.config.generator_steps):
                 with self.autocast():
                     fake = m.generator(self.noise(n), conditions)
-                    out = m.discriminator_plain(fake)
+                    out = discriminator_plain(fake)
                     ones = torch.ones(n, device=real.device)
                     terms = {
                         "g_adversarial": losses.bce(out.logit, ones),
@@ -294,20 +314,17 @@ class WganStep(Step):
 
     def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
         m, w = self.m, self.loss
+        critic, critic_plain, optimizer_d = m.adversary()
         n = len(real)
         with torch.no_grad(), self.autocast():
             fake = m.generator_plain(self.noise(n), conditions)
         with self.autocast():
-            critic_loss = losses.wasserstein_critic_loss(
-                m.discriminator(real).score, m.discriminator(fake).score
-            )
-        penalty = losses.gradient_penalty(
-            lambda x: m.discriminator(x).score, real, fake, self._slice_rng(n)
-        )
+            critic_loss = losses.wasserstein_critic_loss(critic(real).score, critic(fake).score)
+        penalty = losses.gradient_penalty(lambda x: critic(x).score, real, fake, self._slice_rng(n))
         loss_d = w.adversarial * critic_loss + w.gradient_penalty * penalty
-        m.optimizer_d.zero_grad(set_to_none=True)
+        optimizer_d.zero_grad(set_to_none=True)
         loss_d.backward()
-        m.optimizer_d.step()
+        optimizer_d.step()
         result = {
             "loss_d": float(loss_d.detach()),
             "d_wasserstein": float(-critic_loss.detach()),
@@ -316,9 +333,9 @@ class WganStep(Step):
         self.count += 1
         if self.count % self.config.critic_steps == 0:
             assert m.regressor is not None
-            with _frozen(m.discriminator_plain), _frozen(m.regressor), self.autocast():
+            with _frozen(critic_plain), _frozen(m.regressor), self.autocast():
                 fake = m.generator(self.noise(n), conditions)
-                score = m.discriminator_plain(fake).score.float().mean()
+                score = critic_plain(fake).score.float().mean()
                 target = self.encode(conditions, fake)
                 regression = functional.mse_loss(
                     m.regressor(fake).as_vector().float(), target.float()
@@ -352,7 +369,66 @@ class WganStep(Step):
         return g
 
 
-STEPS: dict[str, type[Step]] = {"gan": GanStep, "wgan-gp": WganStep}
+class FlowMatchStep(Step):
+    """Flow matching (flow-match): the generator alone, on the sum of its stages' losses.
+
+    The generator's own `forward(noise, conditions, showers, times)` returns the losses (so
+    DDP sees the computation), noise and flow times drawn for the global batch; after each
+    update the generator's EMA weights follow. `pretrain` fits the generator's
+    preprocessing statistics on the first `fit_showers` training showers (summed over the
+    ranks), once per run: a resumed run loads them with the weights.
+    """
+
+    @classmethod
+    def for_model(
+        cls, ctx: StepContext, bundle: ModelBundle, transform: Transform
+    ) -> FlowMatchStep:
+        if transform.to_dict().get("name") != "identity":
+            raise ValueError(
+                "flow-match preprocesses the showers itself: use transform {name: identity}, "
+                f"got {transform.to_dict()}"
+            )
+        return cls(ctx)
+
+    def pretrain(
+        self,
+        epoch_batches: Callable[[int], Iterable[tuple[Tensor, Conditions]]],
+        log: Callable[[dict[str, Any]], None],
+    ) -> bool:
+        g = self.m.generator_plain
+        fit = getattr(g, "fit_preprocessing", None)
+        if fit is None:
+            return False
+        record = fit(epoch_batches(20_000), self.context)
+        log({"event": "preprocessing", "step": 0, **record})
+        return True
+
+    def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
+        m = self.m
+        n = len(real)
+        world = self.context.world_size
+        times = torch.rand(n * world, 2, generator=self.rng, device=self.rng.device)
+        times = times[self._slice(n)].to(real.device, real.dtype)
+        with self.autocast():
+            terms = m.generator(self.noise(n), conditions, real, times).float()
+            loss = terms.sum()
+        m.optimizer_g.zero_grad(set_to_none=True)
+        loss.backward()
+        m.optimizer_g.step()
+        m.generator_plain.update_ema()  # type: ignore[operator]
+        self.count += 1
+        return {
+            "loss_g": float(loss.detach()),
+            "fm_energy": float(terms[0].detach()),
+            "fm_shape": float(terms[1].detach()),
+        }
+
+
+STEPS: dict[str, type[Step]] = {
+    "gan": GanStep,
+    "wgan-gp": WganStep,
+    "flow-matching": FlowMatchStep,
+}
 
 
 def make_step(ctx: StepContext, bundle: ModelBundle, transform: Transform) -> Step:

@@ -157,14 +157,18 @@ class Trainer:
         torch.manual_seed(cfg.seed + 7919 * ctx.rank)  # dropout masks: independent per rank
         self.rng = torch.Generator(device=ctx.device).manual_seed(cfg.seed)  # shared by ranks
 
-        g_plain, d_plain = self.bundle.generator, self.bundle.discriminator
+        g_plain, d_plain = self.bundle.generator, self.bundle.adversary  # d: None for flow-match
         self.models = StepModels(
             generator=wrap_ddp(g_plain, ctx),
-            discriminator=wrap_ddp(d_plain, ctx),
+            discriminator=None if d_plain is None else wrap_ddp(d_plain, ctx),
             generator_plain=g_plain,
             discriminator_plain=d_plain,
             optimizer_g=make_optimizer(cfg, g_plain, cfg.optimizer.lr_generator),
-            optimizer_d=make_optimizer(cfg, d_plain, cfg.optimizer.lr_discriminator),
+            optimizer_d=(
+                None
+                if d_plain is None
+                else make_optimizer(cfg, d_plain, cfg.optimizer.lr_discriminator)
+            ),
             regressor=self.bundle.regressor,
         )
         self.steps_per_epoch = len(self.stream)
@@ -240,7 +244,7 @@ class Trainer:
             (self.models.optimizer_g, o.lr_generator),
             (self.models.optimizer_d, o.lr_discriminator),
         ):
-            for group in optimizer.param_groups:
+            for group in optimizer.param_groups if optimizer is not None else ():
                 group["lr"] = base * factor
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
@@ -268,7 +272,8 @@ class Trainer:
         self.transform = checkpoint.transform
         state = load_trainer_state(checkpoint.folder, map_location=self.context.device)
         self.models.optimizer_g.load_state_dict(state["optimizer_g"])
-        self.models.optimizer_d.load_state_dict(state["optimizer_d"])
+        if self.models.optimizer_d is not None:
+            self.models.optimizer_d.load_state_dict(state["optimizer_d"])
         self.rng.set_state(state["rng"].to(self.rng.get_state().device))
         torch.set_rng_state(state["torch_rng"][self.context.rank % len(state["torch_rng"])])
         self.step_fn.load_state_dict(state)
@@ -285,7 +290,9 @@ class Trainer:
             torch_rng = [t.cpu() for t in gathered]
         return {
             "optimizer_g": self.models.optimizer_g.state_dict(),
-            "optimizer_d": self.models.optimizer_d.state_dict(),
+            "optimizer_d": (
+                None if self.models.optimizer_d is None else self.models.optimizer_d.state_dict()
+            ),
             "rng": self.rng.get_state(),
             "torch_rng": torch_rng,
             **self.step_fn.state_dict(),  # step_count, last_g

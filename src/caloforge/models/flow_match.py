@@ -1,0 +1,421 @@
+"""flow-match: a two-stage conditional flow-matching model for any caloforge geometry.
+
+The design of CaloFlow and CaloDREAM (systems.md, section 6), sized for CPUs:
+
+1. Energies. The energy of each layer given the conditions: F = L + 1 numbers per shower
+   (log E_tot / E_p and the log layer fractions, `flow_match_layout.Preprocessing`) from
+   Gaussian noise, by conditional flow matching with a small residual MLP velocity field
+   (`EnergyField`). This stage alone fixes the response, the resolution, the longitudinal
+   profile and the correlations between layers.
+2. Shapes. The cells of every layer normalised to the layer's energy (logit-transformed),
+   given all layer energies and the conditions, by conditional flow matching with one MLP
+   shared by all layers (`ShapeField`): each layer's velocity reads that layer's cells and
+   its `neighbours` on each side, so the layers evolve jointly along the ODE; the shower
+   (time, conditions, every layer energy) modulates the blocks (FiLM), with a learnt
+   per-layer offset. An MLP over whole layers runs as large matrix products, the fastest
+   arithmetic a CPU has.
+
+Both stages learn the rectified-flow path x_t = (1 - t) x_0 + t x_1 from noise x_0 to data
+x_1 with the velocity target x_1 - x_0 (Lipman et al. 2023; Liu et al. 2023), and are sampled
+with a fixed number of steps of a midpoint (or Heun, Euler) solver: many for the cheap stage
+1, few for stage 2. Generation renormalises every layer to stage 1's energy after the readout
+threshold, so the energy bookkeeping is exact by construction; empty cells come out where
+the flow lands at the empty-cell point, not from a smeared floor.
+
+Training (`caloforge.training.steps.FlowMatchStep`): the two stages' flow-matching losses are
+summed and minimised together, stage 2 seeing the true layer energies. Their parameters are
+disjoint, so the sum's gradient is each stage's own, and Adam scales each parameter on its
+own: one pass over a batch trains both as two separate runs would. An exponential moving
+average (EMA) of the weights is kept inside the generator and is what eval mode (the physics
+check, generation) runs.
+
+Noise: `(N, F + L * C)` standard normal numbers, the starting points of both ODEs; the
+sampling is deterministic given the noise.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Literal, NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from caloforge.devices import Distributed
+from caloforge.models.base import (
+    ModelConfig,
+    ModelConfigError,
+    ShowerGenerator,
+    get_condition,
+    register,
+)
+from caloforge.models.flow_match_layout import LayerLayout, Preprocessing
+
+__all__ = [
+    "EnergyField",
+    "FlowMatchConfig",
+    "FlowMatchGenerator",
+    "FlowMatchSample",
+    "ShapeField",
+    "integrate",
+]
+
+Solver = Literal["euler", "midpoint", "heun"]
+
+
+@register("flow-match")
+@dataclass(frozen=True)
+class FlowMatchConfig(ModelConfig):
+    """Two-stage conditional flow matching on any geometry (its shape and conditions)."""
+
+    required_conditions: ClassVar[tuple[str, ...]] = ("energy",)
+    training_step: ClassVar[Literal["flow-matching"]] = "flow-matching"
+
+    geometry: str = "clic-25"  # preset or YAML file: any readout (layers, summed, voxels)
+    energy_hidden: int = 128  # width of the stage-1 (layer energies) MLP
+    energy_blocks: int = 3  # its residual blocks
+    shape_hidden: int = 256  # width of the stage-2 (cells per layer) MLP
+    shape_blocks: int = 2  # its residual blocks
+    neighbours: int = 1  # layers on each side whose cells stage 2 reads for a layer
+    time_frequencies: int = 6  # sin/cos features of the flow time t
+    alpha: float = 1.0e-7  # logit(alpha + (1 - 2 alpha) u) of the normalised cells u
+    energy_eps: float = 1.0e-6  # log(E_layer / E_tot + energy_eps)
+    energy_steps: int = 16  # solver steps of stage 1 (cheap)
+    shape_steps: int = 3  # solver steps of stage 2 (the cost of generation)
+    solver: Solver = "midpoint"  # midpoint and heun: 2 evaluations per step, euler 1
+    ema_decay: float = 0.999  # EMA of the weights used in eval mode; 0: the raw weights
+    fit_showers: int = 4096  # training showers that fix the preprocessing statistics
+    threshold: float = 0.0  # GeV, cells below are empty; 0: the data's smallest cell
+
+    def _check_values(self) -> None:
+        for key in ("energy_hidden", "energy_blocks", "shape_hidden", "shape_blocks"):
+            self._require(getattr(self, key) > 0, key, "a positive integer")
+        for key in ("energy_steps", "shape_steps", "fit_showers"):
+            self._require(getattr(self, key) > 0, key, "a positive integer")
+        self._require(self.neighbours >= 0, "neighbours", "0 or more")
+        self._require(self.time_frequencies >= 0, "time_frequencies", "0 or more")
+        self._require(0 < self.alpha < 0.01, "alpha", "in (0, 0.01)")
+        self._require(0 < self.energy_eps < 0.01, "energy_eps", "in (0, 0.01)")
+        self._require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
+        self._require(self.threshold >= 0, "threshold", "0 or more (GeV)")
+
+    def _check_geometry(self) -> None:
+        """Any shape: the geometry must only offer the primary energy."""
+        geometry = self.resolved_geometry
+        if not geometry.has_condition("energy"):
+            raise ModelConfigError(
+                f"model config '{self.family}': key 'geometry' names '{geometry.name}', which "
+                "has no 'energy' condition"
+            )
+
+    def build_modules(self) -> dict[str, nn.Module]:
+        return {"generator": FlowMatchGenerator(self)}
+
+
+# --- velocity fields ------------------------------------------------------------------------
+def time_features(t: Tensor, frequencies: int) -> Tensor:
+    """`(N, 1 + 2 frequencies)`: t and sin/cos(pi 2^k t) for k < frequencies."""
+    t = t[:, None]
+    if frequencies == 0:
+        return t
+    scales = math.pi * 2.0 ** torch.arange(frequencies, device=t.device, dtype=t.dtype)
+    return torch.cat([t, torch.sin(t * scales), torch.cos(t * scales)], dim=1)
+
+
+class ResidualBlock(nn.Module):
+    """x + W2 silu(W1 film(LayerNorm(x))), film(h) = h (1 + scale) + shift."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.first = nn.Linear(width, width)
+        self.second = nn.Linear(width, width)
+
+    def forward(self, x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+        h = self.norm(x) * (1 + scale) + shift
+        return x + self.second(functional.silu(self.first(functional.silu(h))))
+
+
+class EnergyField(nn.Module):
+    """Stage 1: `field(x (N, F), t (N,), conditions (N, k)) -> velocity (N, F)`."""
+
+    def __init__(self, features: int, conditions: int, config: FlowMatchConfig) -> None:
+        super().__init__()
+        width, self.frequencies = config.energy_hidden, config.time_frequencies
+        context = 1 + 2 * config.time_frequencies + conditions
+        self.input = nn.Linear(features + context, width)
+        self.context = nn.Linear(context, 2 * width * config.energy_blocks)
+        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(config.energy_blocks))
+        self.output = nn.Linear(width, features)
+
+    def forward(self, x: Tensor, t: Tensor, conditions: Tensor) -> Tensor:
+        context = torch.cat([time_features(t, self.frequencies), conditions], dim=1)
+        h = self.input(torch.cat([x, context], dim=1))
+        films = self.context(functional.silu(context)).chunk(2 * len(self.blocks), dim=1)
+        for i, block in enumerate(self.blocks):
+            h = block(h, films[2 * i], films[2 * i + 1])
+        return self.output(functional.silu(h))
+
+
+class ShapeField(nn.Module):
+    """Stage 2: `field(x (N, L, C), t (N,), shower (N, k + F), energy (N, L)) -> (N, L, C)`.
+
+    One MLP for every layer: its input is the layer's cells, those of `neighbours` layers on
+    each side (zeros beyond the first and last) and the standardised energy features of the
+    same layers; the shower context (t, conditions, all energy features) and a learnt offset
+    per layer scale and shift each block."""
+
+    def __init__(self, n_layers: int, cells: int, shower: int, config: FlowMatchConfig) -> None:
+        super().__init__()
+        width, self.frequencies = config.shape_hidden, config.time_frequencies
+        self.k, self.n_layers = config.neighbours, n_layers
+        window = 2 * self.k + 1
+        context = 1 + 2 * config.time_frequencies + shower
+        self.input = nn.Linear(window * (cells + 1), width)
+        self.context = nn.Sequential(nn.Linear(context, width), nn.SiLU())
+        self.film = nn.Linear(width, 2 * width * config.shape_blocks)
+        self.layer_film = nn.Linear(n_layers, 2 * width * config.shape_blocks, bias=False)
+        self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(config.shape_blocks))
+        self.output = nn.Linear(width, cells)
+
+    def forward(self, x: Tensor, t: Tensor, shower: Tensor, energy: Tensor) -> Tensor:
+        n_layers = x.shape[1]
+        rows = torch.cat([x, energy[..., None]], dim=2)  # (N, L, C + 1)
+        if self.k:
+            padded = functional.pad(rows, (0, 0, self.k, self.k))
+            rows = torch.cat([padded[:, i : i + n_layers] for i in range(2 * self.k + 1)], dim=2)
+        h = self.input(rows)  # (N, L, width)
+        context = self.context(torch.cat([time_features(t, self.frequencies), shower], dim=1))
+        films = self.film(context)[:, None] + self.layer_film.weight.T  # (N, L, 2 width B)
+        parts = films.chunk(2 * len(self.blocks), dim=2)
+        for i, block in enumerate(self.blocks):
+            h = block(h, parts[2 * i], parts[2 * i + 1])
+        return self.output(functional.silu(h))
+
+
+def integrate(
+    field: Callable[[Tensor, Tensor], Tensor], x: Tensor, steps: int, solver: Solver
+) -> Tensor:
+    """x(1) of dx/dt = field(x, t) from x(0) = `x`, in `steps` equal steps of `solver`."""
+    dt = 1.0 / steps
+    for i in range(steps):
+        t = torch.full((x.shape[0],), i * dt, dtype=x.dtype, device=x.device)
+        v = field(x, t)
+        if solver == "euler":
+            x = x + dt * v
+        elif solver == "midpoint":
+            x = x + dt * field(x + 0.5 * dt * v, t + 0.5 * dt)
+        else:  # heun
+            v_end = field(x + dt * v, t + dt)
+            x = x + 0.5 * dt * (v + v_end)
+    return x
+
+
+# --- the generator --------------------------------------------------------------------------
+class FlowMatchSample(NamedTuple):
+    """A generated batch: `showers` (N, *geometry.shape) GeV, `layer_energy` (N, L) GeV, the
+    stage-1 energies each layer of `showers` sums to."""
+
+    showers: Tensor
+    layer_energy: Tensor
+
+
+class FlowMatchGenerator(ShowerGenerator):
+    """`generator(noise (N, F + L C), conditions) -> showers (N, *geometry.shape)` in GeV.
+
+    In training mode with `showers` given, `forward` returns the two stages' flow-matching
+    losses `(2,)` instead (energies, shapes): the training step calls it so, through DDP,
+    which synchronises gradients only of what runs in `forward`. `times` `(N, 2)` in [0, 1)
+    are the flow times of the two stages.
+    """
+
+    ema_updates: Tensor
+
+    def __init__(self, config: FlowMatchConfig) -> None:
+        super().__init__(config)
+        self.config: FlowMatchConfig = config
+        geometry = config.resolved_geometry
+        self.geometry_shape = tuple(int(s) for s in geometry.shape)
+        self.names = geometry.condition_names
+        self.sizes = tuple(geometry.condition(c).size for c in self.names)
+        self.layout = LayerLayout(geometry)
+        n_layers, cells = self.layout.n_layers, self.layout.layer_cells
+        self.n_features = n_layers + 1
+        columns = sum(self.sizes)
+        self.prep = Preprocessing(
+            n_layers, cells, columns, alpha=config.alpha, energy_eps=config.energy_eps
+        )
+        self.energy_net = EnergyField(self.n_features, columns, config)
+        self.shape_net = ShapeField(n_layers, cells, columns + self.n_features, config)
+        # The EMA copies: not trained (no gradients), saved with the weights. They take the
+        # trained weights at the first update (`ema_updates` counts them).
+        self.ema = nn.ModuleDict(
+            {
+                "energy_net": copy.deepcopy(self.energy_net).requires_grad_(False),
+                "shape_net": copy.deepcopy(self.shape_net).requires_grad_(False),
+            }
+        )
+        self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+
+    @property
+    def noise_size(self) -> int:
+        return self.n_features + self.layout.n_layers * self.layout.layer_cells
+
+    @property
+    def condition_names(self) -> tuple[str, ...]:
+        return tuple(self.names)
+
+    @property
+    def shower_shape(self) -> tuple[int, ...]:
+        return self.geometry_shape
+
+    # -- conditions and data --
+    def condition_columns(self, conditions: Mapping[str, Tensor], n: int, like: Tensor) -> Tensor:
+        """Raw condition columns `(N, k)`: log E / GeV, then the others in geometry order."""
+        columns = []
+        for name, size in zip(self.names, self.sizes, strict=True):
+            value = get_condition(conditions, name, n, size, like)
+            columns.append(torch.log(value) if name == "energy" else value)
+        return torch.cat(columns, dim=1)
+
+    # -- training --
+    def forward(
+        self,
+        noise: Tensor,
+        conditions: Mapping[str, Tensor],
+        showers: Tensor | None = None,
+        times: Tensor | None = None,
+    ) -> Tensor:
+        if showers is None:
+            return self.sample(noise, conditions).showers
+        if times is None:
+            raise ValueError("flow-match: training forward needs `times` (N, 2)")
+        return self.losses(noise, conditions, showers, times)
+
+    def losses(
+        self, noise: Tensor, conditions: Mapping[str, Tensor], showers: Tensor, times: Tensor
+    ) -> Tensor:
+        """`(2,)`: mean squared error of the stage-1 and stage-2 velocities on `showers`
+        (GeV) with their conditions, from `noise` at flow `times` `(N, 2)`."""
+        n = showers.shape[0]
+        energy = self.condition_columns(conditions, n, showers)
+        cond = self.prep.condition_vector(energy)
+        cells = self.layout.to_layers(showers)
+        layer_energy = cells.sum(dim=2)
+        e_target = self.prep.standardise_energy(
+            self.prep.energy_features(layer_energy, torch.exp(energy[:, 0]))
+        )
+        c_target = self.prep.cells_forward(cells, layer_energy)
+        e_noise, c_noise = self._split(noise)
+        t1, t2 = times[:, 0], times[:, 1]
+        x1 = (1 - t1[:, None]) * e_noise + t1[:, None] * e_target
+        loss_e = functional.mse_loss(self.energy_net(x1, t1, cond), e_target - e_noise)
+        x2 = (1 - t2[:, None, None]) * c_noise + t2[:, None, None] * c_target
+        v2 = self.shape_net(x2, t2, torch.cat([cond, e_target], dim=1), e_target[:, 1:])
+        error = (v2 - (c_target - c_noise)) ** 2
+        if self.layout.padded:
+            loss_c = (error * self.layout.mask).sum() / (n * self.layout.mask.sum())
+        else:
+            loss_c = error.mean()
+        return torch.stack([loss_e, loss_c])
+
+    def _split(self, noise: Tensor) -> tuple[Tensor, Tensor]:
+        layers, cells = self.layout.n_layers, self.layout.layer_cells
+        n = noise.shape[0]
+        return noise[:, : self.n_features], noise[:, self.n_features :].reshape(n, layers, cells)
+
+    @torch.no_grad()
+    def fit_preprocessing(
+        self, batches: Iterable[tuple[Tensor, Mapping[str, Tensor]]], context: Distributed
+    ) -> dict[str, float]:
+        """Fit the standardisation statistics and (unless the config sets one) the readout
+        threshold on the first `fit_showers` showers of `batches` (GeV; under DDP each
+        rank's, summed over the ranks). Returns what was fitted, for the log."""
+        prep, layout = self.prep, self.layout
+        sums: list[Tensor] | None = None
+        count, smallest = 0, math.inf
+        for showers, conditions in batches:
+            showers = showers.to(prep.cell_mean.device, prep.cell_mean.dtype)
+            n = showers.shape[0]
+            columns = self.condition_columns(conditions, n, showers)
+            cells = layout.to_layers(showers)
+            layer_energy = cells.sum(dim=2)
+            features = prep.energy_features(layer_energy, torch.exp(columns[:, 0]))
+            logits = prep.cell_logits(cells, layer_energy)
+            parts = [features.double(), logits.double(), columns.double()]
+            batch_sums = [t for x in parts for t in (x.sum(0), (x * x).sum(0))]
+            sums = (
+                batch_sums
+                if sums is None
+                else [a + b for a, b in zip(sums, batch_sums, strict=True)]
+            )
+            hits = showers[showers > 0]
+            if hits.numel():
+                smallest = min(smallest, float(hits.min()))
+            count += n
+            if count >= self.config.fit_showers:
+                break
+        if sums is None:
+            raise ValueError("flow-match: no training showers to fit the preprocessing on")
+        if context.enabled:
+            import torch.distributed as dist
+
+            flat = torch.cat([s.reshape(-1) for s in sums] + [sums[0].new_tensor([count])])
+            flat = flat.to(context.device)
+            dist.all_reduce(flat)
+            low = torch.tensor([smallest], dtype=torch.float64, device=context.device)
+            dist.all_reduce(low, op=dist.ReduceOp.MIN)
+            smallest, count = float(low.item()), int(flat[-1].item())
+            offset, gathered = 0, []
+            for s in sums:
+                gathered.append(flat[offset : offset + s.numel()].view_as(s).cpu())
+                offset += s.numel()
+            sums = gathered
+        threshold = self.config.threshold or (0.0 if math.isinf(smallest) else smallest)
+        like = prep.cell_mean
+        prep.fit([s.to(like.device) for s in sums], count, threshold)
+        return {"fit_showers": count, "threshold_gev": threshold}
+
+    @torch.no_grad()
+    def update_ema(self) -> None:
+        """Move the EMA weights towards the trained ones (copy them at the first call)."""
+        decay = self.config.ema_decay if int(self.ema_updates) > 0 else 0.0
+        for name in ("energy_net", "shape_net"):
+            trained, average = getattr(self, name), self.ema[name]
+            for p_avg, p in zip(average.parameters(), trained.parameters(), strict=True):
+                p_avg.lerp_(p.detach(), 1.0 - decay)
+        self.ema_updates += 1
+
+    def _nets(self) -> tuple[nn.Module, nn.Module]:
+        """The networks that generate: the EMA in eval mode once it exists."""
+        if not self.training and self.config.ema_decay > 0 and int(self.ema_updates) > 0:
+            return self.ema["energy_net"], self.ema["shape_net"]
+        return self.energy_net, self.shape_net
+
+    # -- generation --
+    def sample(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> FlowMatchSample:
+        """Showers (GeV) and the stage-1 layer energies they sum to, from `noise`."""
+        cfg, prep = self.config, self.prep
+        n = noise.shape[0]
+        energy_net, shape_net = self._nets()
+        columns = self.condition_columns(conditions, n, noise)
+        cond = prep.condition_vector(columns)
+        e_noise, c_noise = self._split(noise)
+        z = integrate(lambda x, t: energy_net(x, t, cond), e_noise, cfg.energy_steps, cfg.solver)
+        primary = torch.exp(columns[:, 0])
+        layer_energy = prep.layer_energies(prep.unstandardise_energy(z), primary)
+        # Stage 2 sees the features of the energies it must match, as in training.
+        features = prep.standardise_energy(prep.energy_features(layer_energy, primary))
+        shower = torch.cat([cond, features], dim=1)
+        y = integrate(
+            lambda x, t: shape_net(x, t, shower, features[:, 1:]),
+            c_noise,
+            cfg.shape_steps,
+            cfg.solver,
+        )
+        cells = prep.cells_inverse(y, layer_energy, self.layout.mask)
+        return FlowMatchSample(self.layout.from_layers(cells), layer_energy)

@@ -1,0 +1,220 @@
+"""What `flow-match` learns in: the showers of any geometry as layers of cells, and the two
+invertible preprocessings of its stages (fitted on training showers, kept as buffers).
+
+Layout (`LayerLayout`): a shower `(N, *geometry.shape)` becomes `(N, L, C)`, L layers of at most
+C cells, and back. Per-layer grids `(nx, ny, L)` give L layers of nx * ny cells; depth-summed
+grids `(nx, ny)` one layer; voxel geometries (CaloChallenge, CaloGAN) the layers their `extra`
+describes (cells ordered layer by layer), shorter layers padded with cells that are always
+empty and masked out of the loss; a voxel geometry that describes no layers is one layer.
+
+Stage 1 (energies) learns, per shower, F = L + 1 numbers: log(E_tot / E_p) and, per layer,
+log(E_l / E_tot + eps); each standardised by the training showers' mean and spread.
+Stage 2 (shapes) learns the cells of each layer divided by that layer's energy, u in [0, 1],
+as logit(alpha + (1 - 2 alpha) u) (the CaloFlow preprocessing: empty cells sit at
+logit(alpha), a point the flow can learn to reach), standardised per cell.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from caloforge.geometry import Geometry
+
+__all__ = ["LayerLayout", "Preprocessing", "layer_sizes"]
+
+
+def layer_sizes(geometry: Geometry) -> list[int]:
+    """Cells per layer, in the order the flat shower holds them."""
+    shape = tuple(int(s) for s in geometry.shape)
+    if geometry.readout == "layers":
+        return [shape[0] * shape[1]] * shape[2]
+    if geometry.readout == "summed":
+        return [math.prod(shape)]
+    sizes: list[int] = []
+    for layer in geometry.extra.get("layers") or ():
+        if "shape" in layer:
+            sizes.append(math.prod(int(s) for s in layer["shape"]))
+        elif "r_edges" in layer and "n_bin_alpha" in layer:
+            sizes.append(max(len(layer["r_edges"]) - 1, 0) * int(layer["n_bin_alpha"]))
+        else:
+            return [geometry.n_cells]
+    sizes = [s for s in sizes if s > 0]
+    return sizes if sizes and sum(sizes) == geometry.n_cells else [geometry.n_cells]
+
+
+class LayerLayout(nn.Module):
+    """`to_layers(showers) -> (N, L, C)` and `from_layers(cells) -> (N, *shape)`; `mask`
+    `(L, C)` is True for real cells (False for padding). No parameters, no saved state."""
+
+    gather: Tensor
+    scatter: Tensor
+    mask: Tensor
+
+    def __init__(self, geometry: Geometry) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in geometry.shape)
+        self.n_cells = geometry.n_cells
+        sizes = layer_sizes(geometry)
+        self.n_layers, self.layer_cells = len(sizes), max(sizes)
+        self.grid = geometry.readout == "layers"
+        # gather: slot (l, c) of the layered view reads flat cell gather[l, c]; padding reads
+        # the extra zero appended at index n_cells. scatter: flat cell i is slot scatter[i].
+        gather = torch.full((self.n_layers, self.layer_cells), self.n_cells, dtype=torch.long)
+        start = 0
+        for layer, size in enumerate(sizes):
+            gather[layer, :size] = torch.arange(start, start + size)
+            start += size
+        mask = gather < self.n_cells
+        scatter = torch.nonzero(mask.reshape(-1)).squeeze(1)
+        self.register_buffer("gather", gather.reshape(-1), persistent=False)
+        self.register_buffer("scatter", scatter, persistent=False)
+        self.register_buffer("mask", mask, persistent=False)
+        self.padded = not bool(mask.all())
+
+    def to_layers(self, showers: Tensor) -> Tensor:
+        n = showers.shape[0]
+        if self.grid:  # (N, x, y, L) -> (N, L, x * y)
+            return showers.permute(0, 3, 1, 2).reshape(n, self.n_layers, self.layer_cells)
+        flat = showers.reshape(n, self.n_cells)
+        if not self.padded:
+            return flat.view(n, self.n_layers, self.layer_cells)
+        flat = torch.cat([flat, flat.new_zeros(n, 1)], dim=1)
+        return flat[:, self.gather].view(n, self.n_layers, self.layer_cells)
+
+    def from_layers(self, cells: Tensor) -> Tensor:
+        n = cells.shape[0]
+        if self.grid:
+            nx, ny, n_layers = self.shape
+            return cells.reshape(n, n_layers, nx, ny).permute(0, 2, 3, 1).contiguous()
+        flat = cells.reshape(n, -1)
+        if self.padded:
+            flat = flat[:, self.scatter]
+        return flat.reshape(n, *self.shape)
+
+
+class Preprocessing(nn.Module):
+    """The standardisation statistics of both stages and of the conditions, and the readout
+    threshold: buffers, fitted by `fit` on training showers and saved with the weights.
+
+    conditions: the geometry's condition columns; energy enters as log(E / GeV).
+    """
+
+    energy_mean: Tensor
+    energy_std: Tensor
+    cell_mean: Tensor
+    cell_std: Tensor
+    condition_mean: Tensor
+    condition_std: Tensor
+    threshold: Tensor
+    fitted: Tensor
+
+    def __init__(
+        self,
+        n_layers: int,
+        layer_cells: int,
+        condition_columns: int,
+        *,
+        alpha: float,
+        energy_eps: float,
+    ) -> None:
+        super().__init__()
+        self.alpha, self.energy_eps = alpha, energy_eps
+        features = n_layers + 1
+        self.register_buffer("energy_mean", torch.zeros(features))
+        self.register_buffer("energy_std", torch.ones(features))
+        self.register_buffer("cell_mean", torch.zeros(n_layers, layer_cells))
+        self.register_buffer("cell_std", torch.ones(n_layers, layer_cells))
+        self.register_buffer("condition_mean", torch.zeros(condition_columns))
+        self.register_buffer("condition_std", torch.ones(condition_columns))
+        self.register_buffer("threshold", torch.zeros(()))  # GeV
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+
+    # -- stage 1 --
+    def energy_features(self, layer_energy: Tensor, energy: Tensor) -> Tensor:
+        """Raw (unstandardised) stage-1 features `(N, L + 1)` of layer energies `(N, L)` GeV
+        and primary energies `(N,)` GeV."""
+        total = layer_energy.sum(dim=1)
+        tiny = torch.finfo(layer_energy.dtype).tiny
+        log_total = torch.log(total.clamp_min(tiny) / energy)
+        fractions = layer_energy / total.clamp_min(tiny)[:, None]
+        return torch.cat([log_total[:, None], torch.log(fractions + self.energy_eps)], dim=1)
+
+    def layer_energies(self, features: Tensor, energy: Tensor) -> Tensor:
+        """Layer energies `(N, L)` GeV from raw stage-1 features: the total from the first,
+        the fractions (clamped at 0, layers below the threshold emptied, renormalised) from
+        the others, so that the layers sum exactly to the total."""
+        total = energy * torch.exp(features[:, 0])
+        fractions = (torch.exp(features[:, 1:]) - self.energy_eps).clamp_min(0.0)
+        fractions = fractions / fractions.sum(dim=1, keepdim=True).clamp_min(1e-30)
+        keep = total[:, None] * fractions >= self.threshold
+        fractions = torch.where(keep, fractions, 0.0)
+        fractions = fractions / fractions.sum(dim=1, keepdim=True).clamp_min(1e-30)
+        return total[:, None] * fractions
+
+    def standardise_energy(self, features: Tensor) -> Tensor:
+        return (features - self.energy_mean) / self.energy_std
+
+    def unstandardise_energy(self, z: Tensor) -> Tensor:
+        return z * self.energy_std + self.energy_mean
+
+    # -- stage 2 --
+    def cell_logits(self, cells: Tensor, layer_energy: Tensor) -> Tensor:
+        """Raw logits `(N, L, C)` of cells `(N, L, C)` GeV normalised per layer."""
+        u = cells / layer_energy.clamp_min(1e-30)[..., None]
+        s = self.alpha + (1 - 2 * self.alpha) * u.clamp(0.0, 1.0)
+        return torch.log(s) - torch.log1p(-s)
+
+    def cells_forward(self, cells: Tensor, layer_energy: Tensor) -> Tensor:
+        """Standardised logits `(N, L, C)` of cells `(N, L, C)` GeV normalised per layer."""
+        return (self.cell_logits(cells, layer_energy) - self.cell_mean) / self.cell_std
+
+    def cells_inverse(self, z: Tensor, layer_energy: Tensor, mask: Tensor) -> Tensor:
+        """Cells `(N, L, C)` in GeV from standardised logits: each layer's cells sum exactly
+        (to rounding) to `layer_energy` `(N, L)`.
+
+        A cell is empty when its fraction is below alpha (the empty cells' point) or its
+        energy below the readout threshold; the brightest cell of a layer always stays, so
+        a layer with energy is never emptied. The kept fractions are renormalised to 1.
+        """
+        u = (torch.sigmoid(z * self.cell_std + self.cell_mean) - self.alpha) / (1 - 2 * self.alpha)
+        u = torch.where(mask, u.clamp_min(0.0), 0.0)
+        brightest = u == u.amax(dim=2, keepdim=True)
+        share = u / u.sum(dim=2, keepdim=True).clamp_min(1e-30)
+        keep = (u >= self.alpha) & (share * layer_energy[..., None] >= self.threshold)
+        weight = torch.where(keep | brightest, u.clamp_min(1e-30), 0.0)
+        weight = torch.where(mask, weight, 0.0)
+        return layer_energy[..., None] * weight / weight.sum(dim=2, keepdim=True)
+
+    # -- conditions --
+    def condition_vector(self, columns: Tensor) -> Tensor:
+        """Standardised condition columns `(N, k)` (energy already as log E)."""
+        return (columns - self.condition_mean) / self.condition_std
+
+    # -- fitting --
+    @torch.no_grad()
+    def fit(self, sums: Sequence[Tensor], count: int, threshold: float) -> None:
+        """Set the statistics from accumulated `[sum, sum of squares]` pairs: energy
+        features, cell logits, condition columns (in `sums`' order), over `count` showers;
+        `threshold` (GeV) is the readout threshold."""
+        pairs = [(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]
+        targets = [
+            (self.energy_mean, self.energy_std),
+            (self.cell_mean, self.cell_std),
+            (self.condition_mean, self.condition_std),
+        ]
+        # A scale floor per kind: a cell hit once in thousands of showers has a tiny spread
+        # of its logit and would put its hits tens of sigmas out, so cells get at least one
+        # logit unit; a constant feature or condition gets unit scale.
+        floors = (1e-3, 1.0, 1e-3)
+        for (total, squares), (mean, std), floor in zip(pairs, targets, floors, strict=True):
+            m = total / count
+            var = (squares / count - m * m).clamp_min(0.0)
+            mean.copy_(m)
+            s = var.sqrt()
+            std.copy_(torch.where(s > 1e-3, s.clamp_min(floor), torch.ones_like(s)))
+        self.threshold.fill_(threshold)
+        self.fitted.fill_(True)
