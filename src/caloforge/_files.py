@@ -1,24 +1,40 @@
-"""Output files that never look complete before they are.
+"""Output files that never look complete before they are, and never replace what they must not.
 
 Everything caloforge writes goes to a temporary name beside the final one and is renamed
 into place only when it is whole; a crash or an error leaves no file under the final name.
+The temporary name is `.NAME.partial-PID`: one left behind by a process that no longer runs
+(killed by SIGKILL, a power cut) is removed by the next run that writes NAME.
+
+`check_output` refuses, before any work, an output that could not be written (a folder in
+the way, a parent that is a file, no permission) or that is one of the inputs; `FolderLock`
+keeps a second process out of a folder in use; `os_error_text` says what a failed write met
+(a full disk, a quota, no permission) in one line.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterator
+import re
+import shutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from caloforge.errors import OutputError
 
-def partial_path(final: str | os.PathLike[str]) -> Path:
-    """The temporary name for `final` (same folder, so the rename is atomic)."""
+PathLike = str | os.PathLike[str]
+
+
+def partial_path(final: PathLike) -> Path:
+    """The temporary name for `final` (same folder, so the rename is atomic); the stale
+    partials of `final` that dead processes left are removed first."""
     final = Path(final)
+    remove_stale_partials(final)
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
 
 
-def commit(partial: Path, final: str | os.PathLike[str]) -> None:
+def commit(partial: Path, final: PathLike) -> None:
     """Move a finished temporary file into place, atomically."""
     os.replace(partial, final)
 
@@ -28,14 +44,214 @@ def discard(partial: Path) -> None:
 
 
 @contextmanager
-def atomic_output(final: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path to write to; rename it to `final` only if the block succeeds."""
+def atomic_output(final: PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write to; rename it to `final` only if the block succeeds.
+
+    A write that fails on the file system (full disk, no permission) becomes an
+    `OutputError` naming `final`; the temporary file is removed in every case.
+    """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    check_output(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{final}: cannot create its folder ({os_error_text(exc)})") from None
     partial = partial_path(final)
     try:
         yield partial
+        commit(partial, final)
+    except OSError as exc:
+        discard(partial)
+        if not is_write_failure(exc):
+            raise
+        raise OutputError(f"{final}: could not be written ({os_error_text(exc)})") from None
     except BaseException:
         discard(partial)
         raise
-    commit(partial, final)
+
+
+# --- stale partials ---------------------------------------------------------------------------
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_partials(final: PathLike) -> list[Path]:
+    """Remove `.NAME.partial-PID` files and folders of `final` whose process is gone."""
+    final = Path(final)
+    pattern = re.compile(rf"^\.{re.escape(final.name)}\.partial-(\d+)$")
+    try:
+        entries = list(final.parent.iterdir())
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = pattern.match(entry.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        if pid == os.getpid() or pid_alive(pid):
+            continue
+        try:
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        except OSError:
+            continue
+        removed.append(entry)
+    return removed
+
+
+# --- checks before writing --------------------------------------------------------------------
+def same_file(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name one file: the same real path (through links), or the same
+    inode (hard links)."""
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_output(
+    final: PathLike, *, inputs: Iterable[PathLike] = (), folder: bool = False, option: str = ""
+) -> Path:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    Refused: a file path that is an existing folder (or, `folder=True`, a folder path that is
+    an existing file); a path below a file; a location without write permission; a path that
+    is one of `inputs` (compared through links). `option` names the flag in the message
+    ("-o", "--out"). Returns `final` as a Path.
+    """
+    final = Path(final)
+    label = f"{option} {final}" if option else str(final)
+    if not folder and final.is_dir():
+        raise OutputError(f"{label}: is a folder; expected the path of a file to write")
+    if folder and final.exists() and not final.is_dir():
+        raise OutputError(f"{label}: is a file; expected a folder (existing or to create)")
+    for path in inputs:
+        if same_file(path, final) or (folder and _inside(Path(path), final)):
+            raise OutputError(
+                f"{label}: the output would overwrite an input file ({path}); choose "
+                "another output path"
+            )
+    parent = final.absolute() if folder and final.is_dir() else final.absolute().parent
+    while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{label}: cannot be created, {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{label}: no permission to write in {parent}")
+    return final
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether `path` is `folder` itself (a folder output replacing an input)."""
+    return same_file(path, folder)
+
+
+# --- what a failed write met ------------------------------------------------------------------
+_ERRNO_IN_TEXT = re.compile(r"errno\s*=\s*(\d+)")
+
+_PLAIN = {
+    errno.ENOSPC: "no space left on the device (disk full)",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large (the file size limit was reached)",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EROFS: "read-only file system",
+    errno.EISDIR: "is a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EIO: "input/output error on the device",
+}
+
+
+_WRITE_FAILURES = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+)
+
+
+def error_number(exc: BaseException) -> int | None:
+    """The errno of an OSError, or the one HDF5 writes into its message."""
+    number = getattr(exc, "errno", None)
+    if isinstance(number, int):
+        return number
+    match = _ERRNO_IN_TEXT.search(str(exc))
+    return int(match.group(1)) if match else None
+
+
+def is_write_failure(exc: BaseException) -> bool:
+    """Whether an error is the file system refusing a write (full, quota, size limit,
+    permission, read-only, I/O error), as opposed to a bug or a missing input."""
+    return error_number(exc) in _WRITE_FAILURES
+
+
+def os_error_text(exc: BaseException) -> str:
+    """A one-line reason for a failed file operation: 'no space left on the device (disk
+    full)', 'permission denied', ... or the error's first line."""
+    number = error_number(exc)
+    if number in _PLAIN:
+        return _PLAIN[number]
+    text = getattr(exc, "strerror", None) or str(exc)
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+# --- a folder one process at a time -----------------------------------------------------------
+LOCK_NAME = ".lock"
+
+
+class FolderLock:
+    """An exclusive lock on a folder (`FOLDER/.lock`, flock), held while a process uses it.
+
+    A second `acquire` (another process, or another lock object) raises `OutputError` naming
+    the holder's process id. The kernel drops the lock when the holder exits, however it
+    exits: a killed process never leaves a folder locked.
+    """
+
+    def __init__(self, folder: PathLike, what: str) -> None:
+        self.folder = Path(folder)
+        self.what = what
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_NAME
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise OutputError(
+                f"{self.folder}: in use by another {self.what} (process {holder}); wait for "
+                "it to end or choose another folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

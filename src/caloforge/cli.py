@@ -7,6 +7,7 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -187,6 +188,8 @@ def _add_inspect(sub: argparse._SubParsersAction) -> None:
 def _inspect(args: argparse.Namespace) -> int:
     from caloforge.data.summary import print_summary, summarize
 
+    if args.max_showers < 0:
+        raise CaloforgeError(f"--max-showers must be >= 0, got {args.max_showers}")
     options = {"binning": args.binning} if args.binning else {}
     for f in args.files:
         print_summary(summarize(f, format=args.format, max_showers=args.max_showers, **options))
@@ -522,9 +525,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands whose paths (or KEY=VALUE overrides) may also follow their options, as in
+# `convert IN --binning X OUT`; argparse alone takes only the first run of them.
+_TRAILING = {"convert": "input", "inspect": "files", "train": "overrides"}
+# Options taking a range, whose value may start with a minus sign (`--energy -5:10`), which
+# argparse would otherwise read as another option.
+_RANGE_OPTIONS = ("--energy", "--theta", "--point")
+_NEGATIVE = re.compile(r"^-\.?\d")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    words = list(sys.argv[1:] if argv is None else argv)
+    joined: list[str] = []
+    while words:
+        word = words.pop(0)
+        if word in _RANGE_OPTIONS and words and _NEGATIVE.match(words[0]):
+            word = f"{word}={words.pop(0)}"
+        joined.append(word)
+    args, extra = parser.parse_known_args(joined)
+    if extra:
+        dest = _TRAILING.get(args.command)
+        if dest is None or any(word.startswith("-") for word in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        getattr(args, dest).extend(extra)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     handler: Handler = args.handler
     # SIGTERM (a batch system ending the job, `kill`) is handled as Ctrl-C: outputs in
     # progress are removed and workers ended.

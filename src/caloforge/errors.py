@@ -52,3 +52,8 @@ class GeometryError(CaloforgeError):
 
 class ConditionError(CaloforgeError):
     """A requested condition (energy, angle, ...) outside what a geometry supports."""
+
+
+class OutputError(CaloforgeError):
+    """An output that cannot be written where asked: a folder or a file in the way, no
+    permission, a full disk, an input it would overwrite, or a run folder in use."""

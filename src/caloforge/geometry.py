@@ -218,6 +218,21 @@ class Geometry:
             )
         if self.readout != "voxels" and self.cell_size_mm is None:
             raise GeometryError(f"geometry '{self.name}': grid readout needs 'cell_size_mm'")
+        if self.cell_size_mm is not None and not all(
+            math.isfinite(s) and s > 0 for s in self.cell_size_mm
+        ):
+            raise GeometryError(
+                f"geometry '{self.name}': cell_size_mm must be two positive lengths in mm, "
+                f"got {list(self.cell_size_mm)}"
+            )
+        for i, layer in enumerate(self.layers):
+            if not all(
+                math.isfinite(t) and t >= 0 for t in (layer.absorber_mm, layer.sensor_mm)
+            ) or not (layer.sensor_mm > 0):
+                raise GeometryError(
+                    f"geometry '{self.name}': layer {i} needs absorber_mm >= 0 and sensor_mm "
+                    f"> 0 (finite, mm), got {layer.absorber_mm} and {layer.sensor_mm}"
+                )
         names = [c.name for c in self.conditions]
         if "energy" not in names or len(set(names)) != len(names):
             raise GeometryError(

@@ -20,6 +20,7 @@ the datasets only after a batch is fully written, so a reader never sees a half-
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Mapping
@@ -30,9 +31,9 @@ import h5py
 import numpy as np
 
 from caloforge import __version__
-from caloforge._files import commit, discard, partial_path
+from caloforge._files import check_output, commit, discard, os_error_text, partial_path
 from caloforge.data.source import Batch, check_conditions, check_showers, require_file
-from caloforge.errors import CaloforgeError, GeometryError, InputFileError
+from caloforge.errors import CaloforgeError, GeometryError, InputFileError, OutputError
 from caloforge.geometry import Geometry
 
 FORMAT = "caloforge"
@@ -50,12 +51,12 @@ def units_of(geometry: Geometry) -> dict[str, str]:
 
 def _provenance_of(f: h5py.File) -> dict[str, Any] | None:
     """The engine record of a file; files simulated before it was written down were made by
-    the parametrized engine, which their producer line names."""
+    the bare parametrized engine, which their producer line names."""
     recorded = f.attrs.get(PROVENANCE_KEY)
     if recorded is not None:
         return dict(json.loads(recorded))
     if "GFlash" in str(f.attrs.get("producer", "")):
-        return {"engine": "gflash"}
+        return {"engine": "gflash", "calibration": "bare parametrization"}
     return None
 
 
@@ -86,7 +87,9 @@ class ShowerWriter:
         self.path = Path(path)
         self.geometry = geometry
         self._partial: Path | None = None
+        self._fd: int | None = None
         self._names = geometry.condition_names
+        check_output(self.path)
         if append and self.path.exists():
             existing = open_canonical(self.path)
             existing.close()
@@ -98,7 +101,23 @@ class ShowerWriter:
                     expected=geometry.name,
                     found=existing.geometry.name,
                 )
-            self._file = h5py.File(self.path, "a")
+            try:
+                self._file = h5py.File(self.path, "a")
+            except OSError as exc:
+                raise _open_error(self.path, exc, "for appending") from None
+            self._fd = _descriptor(self._file)
+            for key in (SHOWERS_KEY, *self._names):
+                if self._file[key].maxshape[0] is not None:
+                    maxshape = self._file[key].maxshape
+                    self._file.close()
+                    raise InputFileError(
+                        self.path,
+                        "cannot append: the dataset has a fixed number of rows",
+                        key=key,
+                        expected="a dataset resizable along N (maxshape (None, ...)), as "
+                        "caloforge writes them; convert the file to append to the copy",
+                        found=f"maxshape {maxshape}",
+                    )
             recorded = _provenance_of(self._file)
             if provenance is not None and recorded != json.loads(json.dumps(provenance)):
                 self._file.close()
@@ -111,9 +130,16 @@ class ShowerWriter:
                 )
             self.n = int(self._file[SHOWERS_KEY].shape[0])
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._partial = partial_path(self.path)
-        self._file = h5py.File(self._partial, "w")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._partial = partial_path(self.path)
+            self._file = h5py.File(self._partial, "w")
+        except OSError as exc:
+            if self._partial is not None:
+                discard(self._partial)
+                self._partial = None
+            raise OutputError(f"{self.path}: cannot be created ({os_error_text(exc)})") from None
+        self._fd = _descriptor(self._file)
         self.n = 0
         f = self._file
         f.attrs["geometry"] = geometry.name
@@ -161,30 +187,72 @@ class ShowerWriter:
         if n == 0:
             return
         f, lo, hi = self._file, self.n, self.n + n
-        # Grow and fill every dataset, then publish the new length through 'showers' last:
-        # readers take the number of showers from it.
-        for name in self._names:
-            ds = f[name]
-            ds.resize(hi, axis=0)
-            ds[lo:hi] = np.asarray(batch.conditions[name], dtype=np.float64).reshape(
-                (n, *ds.shape[1:])
-            )
-        showers = f[SHOWERS_KEY]
-        showers.resize(hi, axis=0)
-        showers[lo:hi] = np.asarray(batch.showers, dtype=np.float32)
+        try:
+            # Grow and fill every dataset, then publish the new length through 'showers'
+            # last: readers take the number of showers from it.
+            for name in self._names:
+                ds = f[name]
+                ds.resize(hi, axis=0)
+                ds[lo:hi] = np.asarray(batch.conditions[name], dtype=np.float64).reshape(
+                    (n, *ds.shape[1:])
+                )
+            showers = f[SHOWERS_KEY]
+            showers.resize(hi, axis=0)
+            showers[lo:hi] = np.asarray(batch.showers, dtype=np.float32)
+            # Each batch reaches the device now: a full disk is met here, as an exception,
+            # and not later inside HDF5's own clean-up (where it ends the process).
+            f.flush()
+        except (OSError, RuntimeError) as exc:
+            raise self._failed(exc) from None
         self.n = hi
 
+    def _failed(self, exc: BaseException) -> OutputError:
+        """After a write the file system refused: give up the file without another write to
+        the device, remove a new file, and say what happened."""
+        kept = ""
+        if self._partial is None and self._file.id.valid:  # appending: keep the rows before
+            try:
+                for name in (*self._names, SHOWERS_KEY):
+                    self._file[name].resize(self.n, axis=0)
+                self._file.flush()
+                self._file.close()
+                kept = f"; the file keeps the {self.n} showers it held before this batch"
+            except (OSError, RuntimeError):
+                kept = "; the file may be damaged (it was being appended to)"
+        self._release()
+        self.abort()
+        return OutputError(f"{self.path}: writing failed ({os_error_text(exc)}){kept}")
+
+    def _release(self) -> None:
+        """Point HDF5's file descriptor at /dev/null and close the file: what HDF5 still
+        has to write goes nowhere, instead of failing again (and crashing) at exit."""
+        if self._fd is not None and self._file.id.valid:
+            null = os.open(os.devnull, os.O_RDWR)
+            try:
+                os.dup2(null, self._fd)
+            finally:
+                os.close(null)
+            self._fd = None
+            with contextlib.suppress(OSError, RuntimeError):
+                self._file.close()
+
     def close(self) -> None:
-        if self._file.id.valid:
-            self._file.close()
-        if self._partial is not None:
-            commit(self._partial, self.path)
-            self._partial = None
+        try:
+            if self._file.id.valid:
+                self._file.close()
+            if self._partial is not None:
+                commit(self._partial, self.path)
+                self._partial = None
+        except (OSError, RuntimeError) as exc:
+            raise self._failed(exc) from None
 
     def abort(self) -> None:
         """Close and throw the file away (only a new file; appended rows stay)."""
         if self._file.id.valid:
-            self._file.close()
+            try:
+                self._file.close()
+            except (OSError, RuntimeError):
+                self._release()
         if self._partial is not None:
             discard(self._partial)
             self._partial = None
@@ -197,6 +265,32 @@ class ShowerWriter:
             self.close()
         else:
             self.abort()
+
+
+def _descriptor(h5: h5py.File) -> int | None:
+    """The operating-system file descriptor under an HDF5 file (the default driver's)."""
+    try:
+        fd = h5.id.get_vfd_handle()
+    except (OSError, RuntimeError, ValueError, TypeError):
+        return None
+    return fd if isinstance(fd, int) else None
+
+
+def _open_error(path: Path, exc: OSError, purpose: str) -> CaloforgeError:
+    """What failed opening `path` with HDF5: in use by another process, or another reason."""
+    if _locked(exc):
+        return InputFileError(
+            path,
+            "in use: another process has it open for writing (HDF5 file lock)",
+            expected=f"a file free {purpose}",
+            found="locked; wait for the other process to finish",
+        )
+    return OutputError(f"{path}: cannot be opened {purpose} ({os_error_text(exc)})")
+
+
+def _locked(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "unable to lock file" in text or ("lock" in text and "errno = 11" in text)
 
 
 class ShowerFile:
@@ -231,7 +325,7 @@ class ShowerFile:
                         self.path, f"unreadable data ({exc})", key=c.name
                     ) from None
                 conditions[c.name] = np.asarray(values, dtype=np.float64)
-            check_conditions(conditions, self.path, self._n)
+            check_conditions(conditions, self.path, self._n, self.geometry)
             self._conditions = conditions
         return self._conditions
 
@@ -286,6 +380,13 @@ def open_h5(path: str | os.PathLike[str]) -> h5py.File:
     try:
         return h5py.File(p, "r")
     except OSError as exc:
+        if _locked(exc):
+            raise InputFileError(
+                p,
+                "in use: another process is writing it (HDF5 file lock)",
+                expected="a file no process is writing",
+                found="locked; wait for the writer to finish",
+            ) from None
         raise InputFileError(
             p,
             "not a readable HDF5 file (wrong format, truncated or corrupt)",
@@ -307,6 +408,31 @@ def open_canonical(path: str | os.PathLike[str]) -> ShowerFile:
         raise
 
 
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _numeric_dataset(
+    h5: h5py.File, path: str | os.PathLike[str], key: str, kinds: str, expected: str
+) -> h5py.Dataset:
+    """`h5[key]`, refused unless it is a dataset (not a group) with at least one axis and
+    numbers of the kinds `kinds` (numpy dtype kinds: 'f' float, 'i'/'u' integers)."""
+    ds = h5[key]
+    if not isinstance(ds, h5py.Dataset):
+        raise InputFileError(
+            path, "not a dataset", key=key, expected=f"a dataset of {expected}", found="a group"
+        )
+    if ds.dtype.kind not in kinds:
+        raise InputFileError(
+            path, "wrong data type", key=key, expected=expected, found=f"dtype {ds.dtype}"
+        )
+    if ds.ndim == 0:
+        raise InputFileError(
+            path, "wrong shape", key=key, expected="one row per shower", found="a scalar"
+        )
+    return ds
+
+
 def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
     if "geometry_json" not in h5.attrs:
         raise InputFileError(
@@ -316,7 +442,16 @@ def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
             expected="the attribute written by caloforge",
             found="no such attribute (use 'caloforge convert' for other formats)",
         )
-    version = int(h5.attrs.get("format_version", -1))
+    try:
+        version = int(h5.attrs.get("format_version", -1))
+    except (TypeError, ValueError):
+        raise InputFileError(
+            path,
+            "bad format version",
+            key="format_version",
+            expected="an integer",
+            found=repr(h5.attrs.get("format_version"))[:60],
+        ) from None
     if version > FORMAT_VERSION:
         raise InputFileError(
             path,
@@ -326,7 +461,7 @@ def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
             found=str(version),
         )
     try:
-        geometry = Geometry.from_json(str(h5.attrs["geometry_json"]), source=f"{path}")
+        geometry = Geometry.from_json(_text(h5.attrs["geometry_json"]), source=f"{path}")
     except GeometryError as exc:
         raise InputFileError(
             path, f"bad geometry description ({exc})", key="geometry_json"
@@ -338,7 +473,7 @@ def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
             key=SHOWERS_KEY,
             expected=f"(N, {', '.join(map(str, geometry.shape))}) float32",
         )
-    ds = h5[SHOWERS_KEY]
+    ds = _numeric_dataset(h5, path, SHOWERS_KEY, "f", "float32 cell energies in GeV")
     if tuple(ds.shape[1:]) != tuple(geometry.shape):
         raise InputFileError(
             path,
@@ -357,8 +492,8 @@ def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
                 key=c.name,
                 expected=f"({n}{', ' + str(c.size) if c.size > 1 else ''}) in {c.unit}",
             )
-        found = h5[c.name].shape
-        if tuple(found[1:]) != want or found[0] < n:
+        found = _numeric_dataset(h5, path, c.name, "fiu", f"numbers in {c.unit}").shape
+        if tuple(found[1:]) != want or found[0] != n:
             raise InputFileError(
                 path,
                 "condition has the wrong shape",

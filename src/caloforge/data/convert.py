@@ -16,11 +16,12 @@ from pathlib import Path
 
 import h5py
 
+from caloforge._files import check_output
 from caloforge.data.canonical import ShowerWriter, open_h5
 from caloforge.data.formats import detect_format
 from caloforge.data.io import expand_paths, open_showers
 from caloforge.data.source import ShowerSource, iter_batches
-from caloforge.errors import CaloforgeError
+from caloforge.errors import CaloforgeError, InputFileError
 
 TARGETS = ("caloforge", "calochallenge")
 CALOCHALLENGE = "calochallenge"
@@ -63,8 +64,8 @@ def convert(
     if batch_size < 1:
         raise CaloforgeError(f"batch_size must be at least 1, got {batch_size}")
     files = expand_paths(inputs)
-    _refuse_overwriting(files, output)
-    format = input_format(files[0], format)
+    check_output(output, inputs=files)
+    format = _common_format(files, format)
     reads_binning = format == CALOCHALLENGE
     if binning is not None and not reads_binning and to != CALOCHALLENGE:
         raise CaloforgeError(
@@ -73,6 +74,8 @@ def convert(
     options = {"binning": binning} if reads_binning and binning is not None else {}
     source = open_showers(files, format, **options)
     try:
+        if len(source) == 0:
+            raise InputFileError(source.path, "holds no showers; there is nothing to convert")
         if to == CALOCHALLENGE:
             from caloforge.data.formats.calochallenge import write_calochallenge
 
@@ -107,8 +110,19 @@ def write_canonical(
             bar.update(len(batch))
 
 
-def _refuse_overwriting(inputs: Sequence[Path], output: PathLike) -> None:
-    out = Path(output).resolve()
-    for path in inputs:
-        if path.resolve() == out:
-            raise CaloforgeError(f"{output}: the output would overwrite an input file")
+def _common_format(files: Sequence[Path], format: str | None) -> str:
+    """`format`, or the format detected in every file: inputs of different formats are
+    refused by name rather than read as the first one's (which reported the second file as
+    corrupt)."""
+    if format is not None:
+        return format
+    found = [input_format(f) for f in files]
+    for path, name in zip(files[1:], found[1:], strict=True):
+        if name != found[0]:
+            raise InputFileError(
+                path,
+                "inputs of different formats cannot be converted together",
+                expected=f"format '{found[0]}' like {files[0]}",
+                found=f"format '{name}' (convert each format separately)",
+            )
+    return found[0]

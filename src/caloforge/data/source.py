@@ -128,9 +128,12 @@ def check_showers(
     )
 
 
-def check_conditions(conditions: Mapping[str, np.ndarray], path: str, n: int) -> None:
+def check_conditions(
+    conditions: Mapping[str, np.ndarray], path: str, n: int, geometry: Geometry | None = None
+) -> None:
     """Raise `InputFileError` for conditions of the wrong length or with NaN/inf values,
-    or primary energies that are not positive."""
+    primary energies that are not positive, or (given the `geometry`) values outside the
+    range where the geometry is valid."""
     for name, values in conditions.items():
         if values.shape[0] != n:
             raise InputFileError(
@@ -157,3 +160,18 @@ def check_conditions(conditions: Mapping[str, np.ndarray], path: str, n: int) ->
             expected="energy > 0 GeV",
             found=f"{int((energy <= 0).sum())} value(s) <= 0, min {energy.min():g}",
         )
+    if geometry is not None:
+        _check_valid_ranges(conditions, path, geometry)
+
+
+def _check_valid_ranges(
+    conditions: Mapping[str, np.ndarray], path: str, geometry: Geometry
+) -> None:
+    """Raise `ConditionError` (naming the file and the condition) for values outside the range
+    where `geometry` is valid: 1e9 GeV in a clic-25 file is a unit mistake, not a shower to
+    learn from."""
+    for c in geometry.conditions:
+        values = conditions.get(c.name)
+        if values is None or c.valid is None or c.derived or len(values) == 0:
+            continue
+        c.check(float(values.min()), float(values.max()), source=f"{path}: the values")

@@ -116,8 +116,12 @@ def print_summary(summary: Summary, file: TextIO | None = None) -> None:
         unit = summary.units.get(name, "")
         text = ", ".join(f"{low:.4g} : {high:.4g}" for low, high in ranges) or "n/a"
         lines.append(f"  {name:<13} {text} {unit}".rstrip())
-    lines += [
-        f"  E_vis/E       {summary.energy_ratio:.4g} (mean of the first {summary.n_used} showers)",
-        f"  occupancy     {100 * summary.occupancy:.3g} % of cells > 0",
-    ]
+    if summary.n_used == 0:  # the means of no showers are undefined: say so, not 'nan'
+        lines += ["  E_vis/E       n/a (no showers read)", "  occupancy     n/a"]
+    else:
+        lines += [
+            f"  E_vis/E       {summary.energy_ratio:.4g} (mean of the first {summary.n_used} "
+            "showers)",
+            f"  occupancy     {100 * summary.occupancy:.3g} % of cells > 0",
+        ]
     print("\n".join(lines), file=out)

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from caloforge._files import check_output
 from caloforge.data.canonical import ShowerWriter
-from caloforge.data.io import open_showers
+from caloforge.data.io import expand_paths, open_showers
 from caloforge.data.source import Batch
 from caloforge.devices import init_distributed
 from caloforge.errors import CaloforgeError, ConditionError, InputFileError
@@ -220,6 +221,9 @@ def generate_to_file(
         raise CaloforgeError(
             "--n is required unless the conditions come from a reference file (--conditions-from)"
         )
+    # Before any work: an output that cannot be written, or that is the reference itself.
+    references = [] if conditions_from is None else expand_paths(conditions_from)
+    check_output(output, inputs=references, option="-o")
 
     context = init_distributed(device)  # torchrun: this rank's slice of batches and device
     pipeline = ShowerPipeline.from_checkpoint(checkpoint, device=context.device)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from caloforge._files import check_output
+from caloforge._processes import die_with_parent
 from caloforge.data.canonical import ShowerWriter
 from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
@@ -84,7 +86,13 @@ def simulate_batches(
             yield _simulate_batch(*job)
         return
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    # The workers end with this process, even when it is killed by SIGKILL.
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=die_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         pending: deque[Future[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]] = deque()
         for job in jobs:
             pending.append(pool.submit(_simulate_sparse, *job))
@@ -149,6 +157,7 @@ def simulate_to_file(
         raise CaloforgeError(f"unknown engine '{engine}'; choose {', '.join(ENGINES)}")
     if engine == "gflash" and (physics_list is not None or range_cut_mm is not None):
         raise CaloforgeError("--physics-list and --range-cut apply to --engine geant4 only")
+    check_output(output, option="-o")
     geo = geometry if isinstance(geometry, Geometry) else load_geometry(geometry)
     theta = None if theta_deg is None else (math.radians(theta_deg[0]), math.radians(theta_deg[1]))
     ranges = ConditionRanges.for_geometry(geo, energy, spectrum, theta, point)

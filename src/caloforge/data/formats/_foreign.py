@@ -60,7 +60,7 @@ class ForeignSource:
         self.geometry = geometry
         self._conditions = dict(conditions)
         self._n = len(next(iter(self._conditions.values())))
-        check_conditions(self._conditions, self.path, self._n)
+        check_conditions(self._conditions, self.path, self._n, geometry)
         self._showers_key = showers_key
         self._read_showers = read_showers
         self._close = close

@@ -22,6 +22,7 @@ import numpy as np
 from caloforge import __version__
 from caloforge._files import atomic_output
 from caloforge.data.transforms import Transform
+from caloforge.errors import OutputError
 from caloforge.generation.int8.guard import Guard, Int8Tolerance, cell_energy
 from caloforge.generation.int8.report import Int8Report
 from caloforge.generation.int8.search import Quantizer, evaluate
@@ -134,7 +135,7 @@ def store(path: Path, report: Int8Report, log: Callable[[str], None]) -> None:
     try:
         with atomic_output(path) as partial:
             partial.write_text(json.dumps({"report": report.to_dict()}, indent=1))
-    except OSError as error:
+    except (OSError, OutputError) as error:
         warnings.warn(
             f"could not keep the int8 choice in {path.parent} ({error}); the next run searches "
             f"again (set {CACHE_ENVIRONMENT} to a writable folder)",
