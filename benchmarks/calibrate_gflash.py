@@ -7,18 +7,26 @@
 `sample` makes Geant4 showers at a ladder of fixed energies (the geometry's other conditions
 drawn as `simulate` draws them) into `$CALOFORGE_DATA/geant4/calibration/` (default
 ~/caloforge-data), one file per energy, each made once. `fit` adjusts the correction factors
-of `caloforge.simulation.calibration` so that the parametrized showers match those samples
-in the quantities the issue names (longitudinal profile and its fluctuations, transverse
-width per layer, response, resolution), and writes the fitted table into the package.
+of `caloforge.simulation.calibration` so that the parametrized showers match the first half
+of those samples in the quantities the issue names (longitudinal profile and its
+fluctuations, transverse width per layer, response, resolution; `caloforge.simulation.
+calibrate`), and writes the fitted table into the package. `compare` holds the bare and the
+calibrated engine to the second half.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
+from caloforge.data.canonical import open_canonical
+from caloforge.geometry import load_geometry
+from caloforge.simulation import calibrate
+from caloforge.simulation.calibration import TABLES, Calibration, family_of, for_geometry
 from caloforge.simulation.run import simulate_to_file
 
 LADDERS = {
@@ -55,15 +63,83 @@ def sample(geometry: str, n: int, workers: int) -> None:
         print(f"wrote {path}", flush=True)
 
 
+def references(geometry: str, fold: str) -> dict[float, calibrate.Reference]:
+    """The Geant4 samples: the first half of each file (`fit`) or the second (`held-out`)."""
+    out = {}
+    for energy in LADDERS[geometry]:
+        path = sample_path(geometry, energy)
+        if not path.exists():
+            raise SystemExit(f"{path} is missing: run `sample {geometry}` first")
+        with open_canonical(path) as source:
+            batch = source.read(0, len(source))
+        half = len(batch) // 2
+        part = batch.subset(slice(0, half) if fold == "fit" else slice(half, None))
+        out[energy] = calibrate.Reference(part.showers, dict(part.conditions))
+    return out
+
+
+def fit(geometry_name: str, n: int, evaluations: int) -> Calibration:
+    geometry = load_geometry(geometry_name)
+    refs = references(geometry_name, "fit")
+    start = time.perf_counter()
+    result, report = calibrate.fit(
+        geometry,
+        refs,
+        n=n,
+        max_evaluations=evaluations,
+        fitted_on=(
+            f"Geant4 engine ({geometry_name}, energies {', '.join(f'{e:g}' for e in refs)} GeV,"
+            f" {len(next(iter(refs.values())).showers)} showers each; seed {SAMPLE_SEED})"
+        ),
+    )
+    report["seconds"] = time.perf_counter() - start
+    print(json.dumps(report, indent=1))
+    TABLES.mkdir(exist_ok=True)
+    path = TABLES / f"{family_of(geometry)}.json"
+    path.write_text(result.to_json())
+    print(f"wrote {path}:\n{result.to_json()}")
+    return result
+
+
+def compare(geometry_name: str, n: int) -> None:
+    geometry = load_geometry(geometry_name)
+    held_out = references(geometry_name, "held-out")
+    rows = {
+        "bare": calibrate.compare(geometry, Calibration(), held_out, n=n),
+        "calibrated": calibrate.compare(geometry, for_geometry(geometry), held_out, n=n),
+    }
+    print(f"{geometry_name}: the parametrized engine against held-out Geant4 showers (ratio - 1)")
+    print(
+        f"{'E GeV':>6} {'engine':>10} {'response':>9} {'resolution':>11} "
+        f"{'share max':>10} {'width max':>10}"
+    )
+    for label, table in rows.items():
+        for row in table:
+            print(
+                f"{row['energy']:6g} {label:>10} {row['response']:+9.3f} "
+                f"{row['resolution']:+11.3f} {row['share_max']:10.3f} {row['width_max']:10.3f}"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("sample",))
+    parser.add_argument("command", choices=("sample", "fit", "compare"))
     parser.add_argument("geometry", choices=sorted(LADDERS))
-    parser.add_argument("--n", type=int, default=300, help="Geant4 showers per energy")
+    parser.add_argument(
+        "--n",
+        type=int,
+        help="showers per energy (sample: Geant4, 300; "
+        "fit: parametrized per evaluation, 150; compare: 400)",
+    )
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--evaluations", type=int, default=150, help="fit: at most this many")
     args = parser.parse_args(argv)
     if args.command == "sample":
-        sample(args.geometry, args.n, args.workers)
+        sample(args.geometry, args.n or 300, args.workers)
+    elif args.command == "fit":
+        fit(args.geometry, args.n or 150, args.evaluations)
+    else:
+        compare(args.geometry, args.n or 400)
     return 0
 
 

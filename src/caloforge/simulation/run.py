@@ -19,6 +19,7 @@ from caloforge.data.canonical import ShowerWriter
 from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry, load_geometry
+from caloforge.simulation.calibration import for_geometry
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 from caloforge.simulation.simulator import ShowerSimulator
 
@@ -177,8 +178,9 @@ def simulate_to_file(
         )
     else:
         ShowerSimulator(geo, particle=particle)  # fail on an unsimulable geometry first
-        producer = f"caloforge simulate (GFlash-style, {particle}, seed {seed})"
-        provenance = {"engine": "gflash"}
+        calibration = for_geometry(geo).label
+        producer = f"caloforge simulate (GFlash-style, {calibration}, {particle}, seed {seed})"
+        provenance = {"engine": "gflash", "calibration": calibration}
 
         def batches(first: int) -> Iterator[Batch]:
             return simulate_batches(

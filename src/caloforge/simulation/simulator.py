@@ -30,6 +30,7 @@ import numpy as np
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.simulation import gflash
+from caloforge.simulation.calibration import Calibration, for_geometry
 from caloforge.simulation.conditions import entry_point, track_direction
 
 PARTICLES = ("electron", "photon")
@@ -72,6 +73,7 @@ class ShowerSimulator:
         particle: str = "electron",
         step_X0: float = 0.25,
         min_cell_energy: float = MIN_CELL_ENERGY,
+        calibration: Calibration | str = "auto",
     ) -> None:
         if not geometry.simulable:
             raise CaloforgeError(
@@ -82,6 +84,16 @@ class ShowerSimulator:
             raise CaloforgeError(f"unknown particle '{particle}'; choose {', '.join(PARTICLES)}")
         self.geometry = geometry
         self.particle = particle
+        # "auto": the correction table fitted to Geant4 for the geometry's material family,
+        # if the package has one; Calibration() is the bare parametrization.
+        if isinstance(calibration, str):
+            if calibration != "auto":
+                raise CaloforgeError(
+                    f"calibration must be 'auto' or a Calibration, got {calibration!r}"
+                )
+            calibration = for_geometry(geometry)
+        self.calibration = calibration
+        self.stochastic_term = geometry.stochastic_term * calibration.stochastic_scale
         self.step_X0 = step_X0
         self.min_cell_energy = min_cell_energy
         self.material = geometry.front
@@ -116,7 +128,7 @@ class ShowerSimulator:
         entry = entry_point(conditions, n)
 
         # 1. Longitudinal profile per shower (energy and spot densities).
-        fluct = gflash.profile_fluctuation(energy, self.material)
+        fluct = self.calibration.profile(gflash.profile_fluctuation(energy, self.material))
         T, alpha = gflash.sample_profile(fluct, rng)
         T_spot, alpha_spot = gflash.spot_profile(T, alpha, self.material)
 
@@ -133,7 +145,7 @@ class ShowerSimulator:
         e_cdf = gflash.gamma_cdf(edges, T[:, None], alpha[:, None])
         n_cdf = gflash.gamma_cdf(edges, T_spot[:, None], alpha_spot[:, None])
         dE = energy[:, None] * np.diff(e_cdf, axis=1)  # (n, S) GeV
-        dN = gflash.n_spots(energy, self.geometry.stochastic_term)[:, None] * np.diff(n_cdf, axis=1)
+        dN = gflash.n_spots(energy, self.stochastic_term)[:, None] * np.diff(n_cdf, axis=1)
         # Stochastic rounding keeps the mean number of spots; every step with energy gets one.
         counts = np.floor(dN + rng.random(dN.shape)).astype(np.int64)
         counts = np.where(dE > 0, np.maximum(counts, 1), 0)
@@ -145,7 +157,9 @@ class ShowerSimulator:
             alpha[:, None],
             fluct.mean_ln_alpha[:, None],
         )
-        radial = gflash.radial_parameters(energy[:, None], tau, self.material)
+        radial = self.calibration.radial(
+            gflash.radial_parameters(energy[:, None], tau, self.material), tau
+        )
 
         # 3. Expand to spots.
         flat_counts = counts.ravel()
@@ -179,9 +193,10 @@ class ShowerSimulator:
         layer = self._layer_of(z)
 
         # 5. Sampling fluctuations on the deposit (GeV), and the constant term per shower.
-        c2 = self.geometry.stochastic_term**2
+        c2 = self.stochastic_term**2
         e_dep = rng.gamma(np.maximum(e_spot / c2, 1e-12), c2)
         scale = np.maximum(1.0 + self.geometry.constant_term * rng.standard_normal(n), 0.0)
+        scale *= self.calibration.response(energy)
         return Spots(shower, pos[:, 0], pos[:, 1], z, e_dep * scale[shower], layer)
 
     def deposit(self, spots: Spots, n: int, rng: np.random.Generator) -> np.ndarray:
