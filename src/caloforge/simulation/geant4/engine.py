@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from caloforge._processes import die_with_parent
 from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
@@ -261,15 +262,6 @@ class _Application:
         return index, cells[index], bookkeeping
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to kill this process when its parent dies, even by SIGKILL."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the parent's cleanup still ends us
-        pass
-
-
 def write_message(fd: int, message: Any) -> None:
     """One pickled message on a raw pipe, preceded by its length (8 bytes, little endian)."""
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
@@ -299,7 +291,7 @@ def serve(receive: int, send: int) -> None:
     """A worker's life (`python -m caloforge.simulation.geant4.worker`): read the set-up,
     build the calorimeter, then simulate each batch read until None arrives. Messages travel
     on two pipes of their own (Geant4 may print on stdout)."""
-    _die_with_parent()
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and ends us
     library, geometry_json, args = read_message(receive)
     try:
