@@ -7,9 +7,10 @@ and the fluctuations. A `Calibration` holds a few factors that act where the phy
 - the longitudinal profile: a shift of the depth of maximum T (X0) and a scale of alpha,
   applied to the per-shower log-normal's means, and scales of its two widths (fluctuations,
   hence the layer correlations);
-- the radial profile: scales of the core and tail radii, terms added to them near the front
+- the radial profile: a scale of the tail radius and a term added to it near the front
   (times exp(-tau), as the parametrization's own sampling corrections), a shift of the core
-  fraction;
+  fraction. The core radius (about a millimetre) is left alone: cells of a few millimetres
+  do not see it, so no fit could;
 - the sampling fluctuations: a scale of the stochastic term c_s;
 - the response: the visible energy scaled by `response_scale + response_slope ln(E/10 GeV)`.
 
@@ -47,9 +48,7 @@ class Calibration:
     alpha_scale: float = 1.0
     sigma_T_scale: float = 1.0
     sigma_alpha_scale: float = 1.0
-    Rc_scale: float = 1.0
     Rt_scale: float = 1.0
-    Rc_front: float = 0.0
     Rt_front: float = 0.0
     p_shift: float = 0.0
     stochastic_scale: float = 1.0
@@ -91,11 +90,10 @@ class Calibration:
 
     def radial(self, radial: gflash.RadialParameters, tau: np.ndarray) -> gflash.RadialParameters:
         """The radial parameters at scaled depth `tau`, corrected."""
-        front = np.exp(-tau)
-        Rc = np.maximum(radial.Rc * self.Rc_scale + self.Rc_front * front, 1e-3)
+        Rt = radial.Rt * self.Rt_scale + self.Rt_front * np.exp(-tau)
         return gflash.RadialParameters(
-            Rc=Rc,
-            Rt=np.maximum(radial.Rt * self.Rt_scale + self.Rt_front * front, Rc),
+            Rc=radial.Rc,
+            Rt=np.maximum(Rt, radial.Rc),
             p=np.clip(radial.p + self.p_shift, 0.0, 1.0),
         )
 
