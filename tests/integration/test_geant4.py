@@ -439,3 +439,32 @@ def test_shower_maximum_deepens_as_log_energy_up_to_100_gev(setup):
     ]
     slope = np.polyfit(np.log(energies), depth, 1)[0]
     assert 0.7 < slope < 1.1
+
+
+@pytest.mark.slow
+def test_a_geant4_config_installation_is_used_first(setup, tmp_path, monkeypatch):
+    # A stand-in geant4-config that describes calzone's libraries as an installation would
+    # (its datasets absent): the engine builds against it and runs the data-free list.
+    libs = setup.installation.link_flags[0].rsplit("/", 1)[0]
+    flags = " ".join(f for f in setup.installation.link_flags if not f.startswith("-Wl"))
+    script = tmp_path / "bin" / "geant4-config"
+    script.parent.mkdir()
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        "  --version) echo 11.4.0 ;;\n"
+        f"  --prefix) echo {tmp_path} ;;\n"
+        f"  --cflags) echo -I{setup.installation.include_dir} -D_GLIBCXX_USE_CXX11_ABI=0 ;;\n"
+        f"  --libs) echo -L{libs} {flags} ;;\n"
+        f"  --datasets) echo G4EMLOW G4LEDATA {tmp_path}/missing/G4EMLOW8.6 ;;\n"
+        "esac\n"
+    )
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("CALOFORGE_CACHE", str(tmp_path / "cache"))
+    mine = prepare()
+    assert mine.installation.source == "geant4-config"
+    assert not mine.installation.has_data and mine.physics_list == "data-free"
+    ranges = ConditionRanges.for_geometry(CLIC, (2.0, 2.0))
+    [(_, book)] = list(simulate_geant4(CLIC, ranges, 3, setup=mine, seed=1, batch_size=3))
+    np.testing.assert_allclose(book.sum(axis=1), 2.0, rtol=1e-9)

@@ -97,7 +97,8 @@ def _from_geant4_config(config: str) -> Geant4Installation:
     cflags = tuple(shlex.split(_run([config, "--cflags"])))
     libs = tuple(shlex.split(_run([config, "--libs"])))
     lib_dirs = [flag[2:] for flag in libs if flag.startswith("-L")]
-    rpath = tuple(f"-Wl,-rpath,{d}" for d in lib_dirs)
+    # RPATH (not RUNPATH), which also serves the libraries' own dependencies.
+    rpath = tuple(f"-Wl,--disable-new-dtags,-rpath,{d}" for d in lib_dirs)
     datasets: dict[str, str] = {}
     for line in _run([config, "--datasets"]).splitlines():
         parts = line.split()
