@@ -38,6 +38,7 @@ from caloforge.simulation.conditions import (
     track_direction,
 )
 from caloforge.simulation.geant4 import build
+from caloforge.simulation.simulator import MIN_CELL_ENERGY  # the same readout floor
 
 # caloforge's material names and Geant4's NIST database names for them.
 NIST_MATERIALS = {"W": "G4_W", "Pb": "G4_Pb", "Si": "G4_Si", "polystyrene": "G4_POLYSTYRENE"}
@@ -50,8 +51,6 @@ GUN_SETBACK_MM = 1e-3
 # Slabs extend this far beyond the grid and any track's reach, so that energy leaves the
 # image sideways (as in a large detector) but not the material.
 LATERAL_MARGIN_MM = 500.0
-# Cell energies below this are zero, as in the parametrized engine (simulator.py).
-MIN_CELL_ENERGY = 1e-8
 
 
 @dataclass(frozen=True)
