@@ -55,6 +55,7 @@ SHAPE_BOUNDS = {
     "p_shift": (-0.5, 0.5),
     "stochastic_scale": (0.3, 3.0),
 }
+LATERAL_PARAMETERS = ("Rt_scale", "Rt_front", "p_shift", "stochastic_scale")
 
 
 @dataclass(frozen=True)
@@ -106,13 +107,12 @@ def shape_residuals(model: Summary, reference: Summary) -> np.ndarray:
         (model.width[used] / reference.width[used] - 1.0) / TOLERANCE["width"],
         (model.peak[used] / reference.peak[used] - 1.0) / TOLERANCE["peak"],
         [(model.resolution / reference.resolution - 1.0) / TOLERANCE["resolution"]],
-        [
-            (model.weighted_resolution / reference.weighted_resolution - 1.0)
-            / TOLERANCE["resolution"]
-        ],
     ]
-    if len(reference.share) > 1:  # per-layer readout: the fluctuations of the profile
+    if len(reference.share) > 1:  # per-layer readout: the profile's fluctuations, and the
+        # sampling term apart from the layers' (the weighted sum is the raw one otherwise)
         parts.append((model.spread[used] / reference.spread[used] - 1.0) / TOLERANCE["spread"])
+        ratio = model.weighted_resolution / reference.weighted_resolution
+        parts.append([(ratio - 1.0) / TOLERANCE["resolution"]])
     return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
 
 
@@ -148,7 +148,9 @@ def fit(
     from scipy.optimize import least_squares
 
     start = start or Calibration()
-    names = tuple(SHAPE_BOUNDS)
+    # A depth-summed image does not show the longitudinal profile: only the lateral and
+    # sampling factors are fitted there.
+    names = tuple(SHAPE_BOUNDS) if geometry.readout == "layers" else LATERAL_PARAMETERS
     targets = {
         e: summarize(r.showers, r.conditions["energy"], geometry) for e, r in references.items()
     }
@@ -172,7 +174,7 @@ def fit(
         return np.concatenate(out)
 
     x0 = np.array([getattr(start, name) for name in names])
-    lower, upper = (np.array(b) for b in zip(*SHAPE_BOUNDS.values(), strict=True))
+    lower, upper = (np.array(b) for b in zip(*(SHAPE_BOUNDS[k] for k in names), strict=True))
     before = float(np.sum(residuals(x0) ** 2))
     result = least_squares(
         residuals,
