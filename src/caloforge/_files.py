@@ -3,7 +3,7 @@
 Everything caloforge writes goes to a temporary name beside the final one and is renamed
 into place only when it is whole; a crash or an error leaves no file under the final name.
 The temporary name is `.NAME.partial-PID`: one left behind by a process that no longer runs
-(killed by SIGKILL, a power cut) is removed by the next run that writes NAME.
+(killed by SIGKILL, a power cut) is removed by the next run that writes in that folder.
 
 `check_output` refuses, before any work, an output that could not be written (a folder in
 the way, a parent that is a file, no permission) or that is one of the inputs; `FolderLock`
@@ -84,17 +84,20 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+_PARTIAL = re.compile(r"^\..+\.partial-(\d+)$")
+
+
 def remove_stale_partials(final: PathLike) -> list[Path]:
-    """Remove `.NAME.partial-PID` files and folders of `final` whose process is gone."""
+    """Remove the `.NAME.partial-PID` files and folders beside `final` (any NAME) whose
+    process is gone: what a killed run left where this one writes."""
     final = Path(final)
-    pattern = re.compile(rf"^\.{re.escape(final.name)}\.partial-(\d+)$")
     try:
         entries = list(final.parent.iterdir())
     except OSError:
         return []
     removed = []
     for entry in entries:
-        match = pattern.match(entry.name)
+        match = _PARTIAL.match(entry.name)
         if match is None:
             continue
         pid = int(match.group(1))
@@ -211,11 +214,12 @@ LOCK_NAME = ".lock"
 
 
 class FolderLock:
-    """An exclusive lock on a folder (`FOLDER/.lock`, flock), held while a process uses it.
+    """An exclusive lock on a folder (`FOLDER/.lock`), held while a process uses it.
 
-    A second `acquire` (another process, or another lock object) raises `OutputError` naming
-    the holder's process id. The kernel drops the lock when the holder exits, however it
-    exits: a killed process never leaves a folder locked.
+    An `acquire` in another process raises `OutputError` naming the holder's process id.
+    It is a POSIX record lock (`lockf`): the kernel drops it when the holder exits, however it
+    exits, so a killed process never leaves a folder locked; within one process it does not
+    conflict with itself.
     """
 
     def __init__(self, folder: PathLike, what: str) -> None:
@@ -232,7 +236,7 @@ class FolderLock:
         path = self.folder / LOCK_NAME
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
@@ -248,6 +252,9 @@ class FolderLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
 
     def __enter__(self) -> FolderLock:
         self.acquire()

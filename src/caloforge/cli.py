@@ -105,6 +105,9 @@ def _simulate(args: argparse.Namespace) -> int:
     from caloforge.data.summary import print_summary, summarize
     from caloforge.simulation.run import simulate_to_file
 
+    for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
+        if value is not None and value <= 0:
+            raise CaloforgeError(f"{option} must be a positive integer, got {value}")
     path = simulate_to_file(
         args.output,
         geometry=args.geometry,
@@ -406,8 +409,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from caloforge._files import check_output
     from caloforge.export import export_onnx
 
+    check_output(args.output, option="-o")  # before minutes of export and checks
     path = export_onnx(
         args.checkpoint,
         args.output,
@@ -470,10 +475,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 def _bench(args: argparse.Namespace) -> int:
     import json
 
-    from caloforge._files import atomic_output
+    from caloforge._files import atomic_output, check_output
     from caloforge.bench import bench_generation, format_table
     from caloforge.generation.pipeline import ShowerPipeline
 
+    if args.json:
+        check_output(args.json, option="--json")  # before the timings, not after
     if args.threads is not None:
         import torch
 

@@ -209,18 +209,17 @@ class ShowerWriter:
     def _failed(self, exc: BaseException) -> OutputError:
         """After a write the file system refused: give up the file without another write to
         the device, remove a new file, and say what happened."""
-        kept = ""
-        if self._partial is None and self._file.id.valid:  # appending: keep the rows before
-            try:
-                for name in (*self._names, SHOWERS_KEY):
-                    self._file[name].resize(self.n, axis=0)
-                self._file.flush()
-                self._file.close()
-                kept = f"; the file keeps the {self.n} showers it held before this batch"
-            except (OSError, RuntimeError):
-                kept = "; the file may be damaged (it was being appended to)"
+        appending = self._partial is None
         self._release()
         self.abort()
+        kept = ""
+        if appending:
+            # Each batch was flushed once written: on disk is the file as of the last one.
+            try:
+                with open_canonical(self.path) as existing:
+                    kept = f"; the file keeps the {len(existing)} showers written before"
+            except CaloforgeError:
+                kept = "; the file may be damaged (it was being appended to)"
         return OutputError(f"{self.path}: writing failed ({os_error_text(exc)}){kept}")
 
     def _release(self) -> None:

@@ -15,6 +15,7 @@ given wherever a checkpoint can.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -48,6 +49,7 @@ __all__ = [
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+CHECKSUM = "weights_sha256"  # config.json: the SHA-256 of model.safetensors, checked on load
 LATEST = "latest.json"  # run folder: the newest checkpoint
 BEST = "best.json"  # run folder: the checkpoint the training's physics check liked best
 _STEP_DIR = re.compile(r"^step-(\d+)$")
@@ -84,8 +86,41 @@ def save_model(
         "geometry": geometry.to_dict(),
         **(extra or {}),
         "caloforge_version": __version__,
+        CHECKSUM: weights_checksum(folder / WEIGHTS),
     }
     (folder / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
+def weights_checksum(path: Path) -> str:
+    """The SHA-256 of a weights file, as hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_weights(
+    weights_path: Path, config: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]
+) -> None:
+    """Refuse weights whose bytes are not those written (`config.json` records their
+    checksum) or that hold NaN or infinite numbers: either would generate nonsense showers."""
+    recorded = config.get(CHECKSUM)
+    if recorded is not None:
+        found = weights_checksum(weights_path)
+        if found != recorded:
+            raise CheckpointError(
+                f"{weights_path}: corrupt weights: their SHA-256 is {found[:16]}..., "
+                f"{CONFIG} records {str(recorded)[:16]}... (the file changed after it was "
+                "written); use another checkpoint"
+            )
+    for key, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(
+                f"{weights_path}: tensor '{key}' holds {bad} NaN or infinite value(s); "
+                "expected finite weights (a diverged run or a corrupt file)"
+            )
 
 
 def read_pointer(path: Path) -> Path | None:
@@ -187,6 +222,7 @@ def load_checkpoint(
         tensors = load_file(str(weights_path))
     except (OSError, SafetensorError) as exc:
         raise CheckpointError(f"{weights_path}: unreadable weights ({exc})") from None
+    _check_weights(weights_path, config, tensors)
     for role, module in bundle.modules.items():
         prefix = f"{role}."
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -31,7 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from caloforge._files import is_write_failure, os_error_text, partial_path
 from caloforge.data.transforms import Transform
+from caloforge.errors import OutputError
 from caloforge.geometry import Geometry
 from caloforge.models import ModelBundle
 from caloforge.models.checkpoint import (
@@ -83,11 +85,11 @@ def save_checkpoint(
     """
     run = Path(run_dir)
     folder = run / "checkpoints" / f"step-{step:08d}"
-    partial = folder.with_name(f".{folder.name}.partial-{os.getpid()}")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    partial = partial_path(folder)  # also removes those of killed runs
     try:
+        if partial.exists():
+            shutil.rmtree(partial)
+        partial.mkdir(parents=True)
         plain = ModelBundle(
             bundle.family, bundle.config, {r: unwrap(m) for r, m in bundle.modules.items()}
         )
@@ -97,8 +99,13 @@ def save_checkpoint(
         if folder.exists():  # the same step written again (a resumed run): replace it
             shutil.rmtree(folder)
         os.replace(partial, folder)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(exc, OSError) and is_write_failure(exc):
+            raise OutputError(
+                f"{folder}: the checkpoint could not be written ({os_error_text(exc)}); the "
+                "run folder keeps its previous checkpoints"
+            ) from None
         raise
     write_pointer(run / LATEST, folder, {"step": step, "epoch": epoch})
     _prune(run, keep)

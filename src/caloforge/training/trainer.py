@@ -28,11 +28,18 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from caloforge._files import (
+    FolderLock,
+    atomic_output,
+    check_output,
+    is_write_failure,
+    os_error_text,
+)
 from caloforge.data.dataset import ShowerStream, split_indices
 from caloforge.data.io import open_showers
 from caloforge.data.transforms import BoxCox, Transform, transform_from_dict
 from caloforge.devices import init_distributed, tune_for_fixed_shapes
-from caloforge.errors import CaloforgeError
+from caloforge.errors import CaloforgeError, OutputError
 from caloforge.geometry import Geometry
 from caloforge.models import ModelBundle, build_model, parameter_counts
 from caloforge.models.checkpoint import (
@@ -48,6 +55,8 @@ from caloforge.training.physics_check import PhysicsCheck, run_check
 from caloforge.training.steps import Step, StepContext, StepModels, make_step
 
 METRICS = "metrics.jsonl"
+# The settings that decide which showers each step sees: a resume must keep them.
+_RESUME_FIXED = ("batch_size", "seed", "split_seed", "fractions", "window")
 
 
 class TrainingCollapsedError(CaloforgeError):
@@ -65,6 +74,11 @@ class TrainState:
     collapse_count: int = 0
     regressor_done: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    # The current epoch's loss sums, steps and seconds so far: its summary record covers
+    # the whole epoch, also across a resume.
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_steps: int = 0
+    epoch_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -180,11 +194,25 @@ class Trainer:
         self._check_data = self._validation_slice(data_format)
         self._tensorboard: Any = None
         self._last_check: PhysicsCheck | None = None
+        # One training at a time in a run folder: a second is refused with the holder's pid.
+        self._lock = FolderLock(self.run_dir, "training") if ctx.is_main else None
+        if self._lock is not None:
+            self._lock.acquire()
         if resume:
-            self._resume()
+            try:
+                self._resume()
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        """Let another process use the run folder (`fit` does this when it ends)."""
+        if self._lock is not None:
+            self._lock.release()
 
     # --- set-up ------------------------------------------------------------------------------
     def _check_run_dir(self, resume: bool) -> None:
+        check_output(self.run_dir, folder=True, option="--out")
         if resume:
             if latest_checkpoint(self.run_dir) is None:
                 raise CaloforgeError(f"{self.run_dir}: --resume given but no checkpoint found")
@@ -267,6 +295,7 @@ class Trainer:
         folder = latest_checkpoint(self.run_dir)
         assert folder is not None
         checkpoint = load_checkpoint(folder, family=self.config.family, device=self.context.device)
+        self._check_resumable(checkpoint.config.get("training", {}), folder)
         for role, module in self.bundle.modules.items():
             module.load_state_dict(checkpoint.bundle.modules[role].state_dict())
         self.transform = checkpoint.transform
@@ -278,6 +307,23 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"][self.context.rank % len(state["torch_rng"])])
         self.step_fn.load_state_dict(state)
         self.state = TrainState(**state["train_state"])
+        if self.context.is_main:  # the steps after the checkpoint run again: log them once
+            _truncate_log(self.run_dir / METRICS, self.state.step)
+
+    def _check_resumable(self, saved: dict[str, Any], folder: Path) -> None:
+        """Refuse a resume whose settings would feed other data than the run's: the run
+        would go on, but no longer as the uninterrupted one."""
+        changed = []
+        for key in _RESUME_FIXED:
+            mine = json.loads(json.dumps(getattr(self.cfg, key)))
+            if key in saved and saved[key] != mine:
+                changed.append(f"training.{key}={mine} (the run used {saved[key]})")
+        if changed:
+            raise CaloforgeError(
+                f"{self.run_dir}: --resume continues the run of {folder.name} exactly only "
+                f"with the settings that order its data; changed: {'; '.join(changed)}. Give "
+                "the run's values, or start a new run in another --out"
+            )
 
     def _trainer_state(self) -> dict[str, Any]:
         """What an exact resume needs beyond the weights; every rank's global RNG (dropout)."""
@@ -325,9 +371,16 @@ class Trainer:
     def _log(self, record: dict[str, Any]) -> None:
         if not self.context.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / METRICS, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.run_dir / METRICS, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:
+            if not is_write_failure(exc):
+                raise
+            raise OutputError(
+                f"{self.run_dir / METRICS}: the log could not be written ({os_error_text(exc)})"
+            ) from None
         tb = self._tb()
         if tb is not None:
             for key, value in record.items():
@@ -390,6 +443,14 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until `epochs` or `max_steps`: the pretraining the step needs, then epoch
         after epoch of steps, each followed by its check and checkpoint (`_after_step`)."""
+        try:
+            if self._lock is not None:
+                self._lock.acquire()  # again, for a second fit of the same trainer
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> TrainResult:
         st = self.state
         if self.context.is_main and st.step == 0:
             counts = parameter_counts(self.bundle)
@@ -425,8 +486,10 @@ class Trainer:
         st, cfg = self.state, self.cfg
         self.stream.set_epoch(st.epoch)
         self.stream.set_skip(st.batch_in_epoch)
-        sums: dict[str, float] = defaultdict(float)
-        n_steps, start = 0, time.perf_counter()
+        # The epoch's sums so far: a resumed run goes on from those its checkpoint carried.
+        sums: dict[str, float] = defaultdict(float, st.epoch_sums)
+        n_steps, start, seconds_before = 0, time.perf_counter(), st.epoch_seconds
+        summary: tuple[dict[str, float], int, float] | None = None
         for showers, cond in self._batches():
             self._set_learning_rates()
             values = self.step_fn(showers, cond)
@@ -435,6 +498,8 @@ class Trainer:
             n_steps += 1
             st.step += 1
             st.batch_in_epoch += 1
+            st.epoch_sums, st.epoch_steps = dict(sums), st.epoch_steps + 1
+            st.epoch_seconds = seconds_before + time.perf_counter() - start
             if bar is not None:
                 bar.update(1)
                 if st.step % cfg.log_every == 0:
@@ -444,19 +509,25 @@ class Trainer:
                 self._log({"event": "step", "step": st.step, "epoch": st.epoch, **values})
             end_of_epoch = st.batch_in_epoch >= self.steps_per_epoch
             finished = st.step >= self.total_steps
+            if end_of_epoch or finished:
+                summary = (dict(sums), st.epoch_steps, st.epoch_seconds)
+            if end_of_epoch:  # the next epoch counts from zero, in the checkpoint too
+                st.epoch_sums, st.epoch_steps, st.epoch_seconds = {}, 0, 0.0
             self._after_step(end_of_epoch, finished)
             if end_of_epoch or finished:
                 break
-        if n_steps and self.context.is_main:
-            seconds = time.perf_counter() - start
+        if summary is None and n_steps:
+            summary = (dict(sums), st.epoch_steps, st.epoch_seconds)
+        if summary is not None and self.context.is_main:
+            totals, steps, seconds = summary
             self._log(
                 {
                     "event": "epoch",
                     "step": st.step,
                     "epoch": st.epoch,
                     "seconds": seconds,
-                    "showers_per_s": n_steps * cfg.batch_size / seconds,
-                    **{k: v / n_steps for k, v in sums.items()},
+                    "showers_per_s": steps * cfg.batch_size / seconds,
+                    **{k: v / steps for k, v in totals.items()},
                 }
             )
         return n_steps
@@ -529,3 +600,21 @@ class Trainer:
                 named[c.name] = cond[:, col] if c.size == 1 else cond[:, col : col + c.size]
                 col += c.size
             yield showers, named
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep the records of `path` up to `step` (the checkpoint a run resumes from): the steps
+    after it run again and are logged again. A line cut by a kill is dropped."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+            record_step = int(record.get("step", 0))
+        except (ValueError, TypeError, AttributeError):
+            continue
+        if record_step <= step:
+            kept.append(line + "\n")
+    with atomic_output(path) as partial:
+        partial.write_text("".join(kept))

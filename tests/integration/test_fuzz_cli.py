@@ -1,0 +1,1028 @@
+"""Bad inputs and faults against every command, as a careful user would try them.
+
+Each case of the table builds its inputs in `tmp_path`, runs the CLI in this process and
+asserts what issue 18 asks of every failure: exit code 2, one line `caloforge ...: error:`
+naming the file, key or option with what was expected and found, no traceback, nothing
+written (no output, no partial) and nothing lost (every file there before is unchanged).
+Faults (a full disk, a file size limit, no permission, a file locked by a writer, a second
+training in one folder, SIGTERM, SIGKILL) have tests of their own below the table.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from caloforge.cli import main
+from caloforge.data.canonical import ShowerWriter
+from caloforge.data.source import Batch
+from caloforge.geometry import PRESETS
+from model_files import random_checkpoint
+from shower_files import make_lcd_fixed, sparse_cells, truncate
+
+REPO = Path(__file__).resolve().parents[2]
+CALOFORGE = [sys.executable, "-m", "caloforge"]
+
+
+# --- inputs ------------------------------------------------------------------------------------
+def canonical(
+    path: Path,
+    n: int = 6,
+    *,
+    energy: object = None,
+    edit: Callable[[h5py.File], None] | None = None,
+) -> Path:
+    """A clic-25 canonical file of `n` showers, then changed by `edit` (an open h5py file)."""
+    geometry = PRESETS["clic-25"]
+    rng = np.random.default_rng(0)
+    showers = sparse_cells(rng, (n, *geometry.shape), 0.01)
+    values = rng.uniform(10, 100, n) if energy is None else np.asarray(energy, dtype=np.float64)
+    with ShowerWriter(path, geometry) as writer:
+        writer.write(Batch(showers, {"energy": values}))
+    if edit is not None:
+        with h5py.File(path, "a") as f:
+            edit(f)
+    return path
+
+
+def replace(key: str, value: Callable[[np.ndarray], object]) -> Callable[[h5py.File], None]:
+    """An edit putting `value(old data)` in place of dataset `key` (fixed size)."""
+
+    def edit(f: h5py.File) -> None:
+        old = f[key][()]
+        del f[key]
+        f[key] = value(old)
+
+    return edit
+
+
+def as_group(key: str) -> Callable[[h5py.File], None]:
+    def edit(f: h5py.File) -> None:
+        del f[key]
+        f.create_group(key).create_dataset("x", data=np.zeros(3))
+
+    return edit
+
+
+def geometry_json(change: Callable[[dict], object]) -> Callable[[h5py.File], None]:
+    def edit(f: h5py.File) -> None:
+        d = json.loads(f.attrs["geometry_json"])
+        change(d)
+        f.attrs["geometry_json"] = json.dumps(d)
+
+    return edit
+
+
+def attribute(name: str, value: object) -> Callable[[h5py.File], None]:
+    def edit(f: h5py.File) -> None:
+        f.attrs[name] = value
+
+    return edit
+
+
+def fixed_size(f: h5py.File) -> None:
+    """Datasets rewritten without maxshape: a valid file that cannot grow."""
+    for key in ("showers", "energy"):
+        replace(key, lambda old: old)(f)
+
+
+def yaml_geometry(tmp: Path, cell: str = "[-5, 5]") -> Path:
+    path = tmp / "mine.yaml"
+    path.write_text(
+        "name: mine\nshape: [5, 5, 2]\nreadout: layers\n"
+        f"cell_size_mm: {cell}\n"
+        "layers:\n  - {absorber: W, absorber_mm: 3.5, sensor: Si, sensor_mm: 0.3, repeat: 2}\n"
+        "conditions:\n  - {name: energy, unit: GeV, default: [10, 100], valid: [1, 1000]}\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A gan3d checkpoint folder with random weights (its run folder is its parent's parent)."""
+    return random_checkpoint(tmp_path_factory.mktemp("run"), "gan3d")
+
+
+def corrupt_weights(folder: Path) -> None:
+    """A few KB of the weights overwritten, past the safetensors header: loads, but wrong."""
+    path = folder / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    start = len(data) // 2
+    data[start : start + 4096] = np.full(1024, 1e30, dtype=np.float32).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def nan_weights(folder: Path) -> None:
+    """One weight NaN, with a checksum that matches (as if saved from a diverged run)."""
+    from safetensors.torch import load_file, save_file
+
+    from caloforge.models.checkpoint import CHECKSUM, weights_checksum
+
+    path = folder / "model.safetensors"
+    tensors = load_file(str(path))
+    key = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[key].view(-1)[0] = float("nan")
+    save_file(tensors, str(path))
+    config = json.loads((folder / "config.json").read_text())
+    config[CHECKSUM] = weights_checksum(path)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+# --- the table ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    """`build(tmp, checkpoint)` makes the inputs and returns the command line; every string
+    of `expect` must be in the error line."""
+
+    id: str
+    build: Callable[[Path, Path], list[str]]
+    expect: tuple[str, ...]
+
+
+def inspect_of(edit: Callable[[h5py.File], None] | None = None, **kw: object) -> Callable:
+    return lambda tmp, ck: ["inspect", str(canonical(tmp / "in.h5", edit=edit, **kw))]  # type: ignore[arg-type]
+
+
+def convert_of(edit: Callable[[h5py.File], None] | None = None, **kw: object) -> Callable:
+    return lambda tmp, ck: [
+        "convert",
+        str(canonical(tmp / "in.h5", edit=edit, **kw)),  # type: ignore[arg-type]
+        str(tmp / "out.h5"),
+    ]
+
+
+def copy_checkpoint(tmp: Path, ck: Path, spoil: Callable[[Path], None]) -> str:
+    folder = tmp / "ck"
+    shutil.copytree(ck, folder)
+    spoil(folder)
+    return str(folder)
+
+
+def lcd(tmp: Path) -> str:
+    path = tmp / "Ele.h5"
+    make_lcd_fixed(path)
+    return str(path)
+
+
+def generate(tmp: Path, ck: Path, *extra: str) -> list[str]:
+    return ["generate", "--checkpoint", str(ck), *extra]
+
+
+def ref(tmp: Path, **kw: object) -> str:
+    return str(canonical(tmp / "ref.h5", **kw))  # type: ignore[arg-type]
+
+
+def link(tmp: Path, target: str, name: str = "alias.h5", hard: bool = False) -> str:
+    path = tmp / name
+    (os.link if hard else os.symlink)(target, path)
+    return str(path)
+
+
+def a_file(tmp: Path, name: str = "afile", text: str = "not a folder\n") -> Path:
+    path = tmp / name
+    path.write_text(text)
+    return path
+
+
+def a_folder(tmp: Path, name: str = "afolder") -> Path:
+    path = tmp / name
+    path.mkdir()
+    (path / "keep.txt").write_text("mine\n")
+    return path
+
+
+CASES = [
+    # Readers: a canonical file with bad contents, through inspect and convert.
+    Case("energy-group", inspect_of(as_group("energy")), ("in.h5", "'energy'", "a group")),
+    Case("showers-group", inspect_of(as_group("showers")), ("'showers'", "a group")),
+    Case(
+        "energy-strings",
+        inspect_of(replace("energy", lambda old: np.array([b"e"] * len(old)))),
+        ("'energy'", "wrong data type", "dtype |S1"),
+    ),
+    Case(
+        "showers-strings",
+        convert_of(replace("showers", lambda old: np.array([b"s"] * len(old)))),
+        ("'showers'", "wrong data type"),
+    ),
+    Case(
+        "showers-integer",
+        convert_of(replace("showers", lambda old: old.astype(np.int32))),
+        ("'showers'", "float32 cell energies", "int32"),
+    ),
+    Case(
+        "energy-longer",
+        convert_of(replace("energy", lambda old: np.concatenate([old, old]))),
+        ("'energy'", "wrong shape", "expected (6)", "(12,)"),
+    ),
+    Case(
+        "energy-shorter",
+        convert_of(replace("energy", lambda old: old[:3])),
+        ("'energy'", "wrong shape", "(3,)"),
+    ),
+    Case("energy-scalar", inspect_of(replace("energy", lambda old: 5.0)), ("'energy'",)),
+    Case(
+        "energy-1e9",
+        convert_of(energy=[1e9] * 6),
+        ("in.h5", "'energy'", "1e+09", "valid for 1:1000 GeV"),
+    ),
+    Case("energy-nan", convert_of(energy=[np.nan] + [50.0] * 5), ("'energy'", "NaN")),
+    Case("energy-negative", convert_of(energy=[-5.0] + [50.0] * 5), ("'energy'", "positive")),
+    Case(
+        "showers-nan",
+        convert_of(replace("showers", lambda old: np.where(old > 0, np.nan, old))),
+        ("'showers'", "NaN or infinite"),
+    ),
+    Case(
+        "showers-negative",
+        convert_of(replace("showers", lambda old: old - 1.0)),
+        ("'showers'", "negative cell energies"),
+    ),
+    Case(
+        "showers-wrong-shape",
+        inspect_of(replace("showers", lambda old: old[:, :5])),
+        ("'showers'", "(N, 25, 25, 25)", "(6, 5, 25, 25)"),
+    ),
+    Case(
+        "geometry-negative-cell",
+        inspect_of(geometry_json(lambda d: d.update(cell_size_mm=[-5.1, 5.1]))),
+        ("'geometry_json'", "cell_size_mm must be two positive", "-5.1"),
+    ),
+    Case(
+        "geometry-nan-cell",
+        inspect_of(geometry_json(lambda d: d.update(cell_size_mm=[float("nan"), 5.1]))),
+        ("'geometry_json'", "cell_size_mm"),
+    ),
+    Case(
+        "geometry-not-json",
+        inspect_of(attribute("geometry_json", "{not json")),
+        ("'geometry_json'", "not valid JSON"),
+    ),
+    Case(
+        "geometry-missing-key",
+        inspect_of(geometry_json(lambda d: d.pop("shape"))),
+        ("'geometry_json'", "shape"),
+    ),
+    Case(
+        "format-version-text",
+        inspect_of(attribute("format_version", "one")),
+        ("'format_version'", "an integer", "'one'"),
+    ),
+    Case(
+        "format-version-newer",
+        inspect_of(attribute("format_version", 99)),
+        ("'format_version'", "newer caloforge", "99"),
+    ),
+    Case(
+        "energy-missing",
+        inspect_of(lambda f: f.__delitem__("energy")),
+        ("'energy'", "missing condition dataset"),
+    ),
+    Case(
+        "empty-file",
+        lambda tmp, ck: ["inspect", str(a_file(tmp, "e.h5", ""))],
+        ("e.h5", "file is empty"),
+    ),
+    Case(
+        "truncated",
+        lambda tmp, ck: ["convert", str(_truncated(tmp)), str(tmp / "out.h5")],
+        ("in.h5", "truncated or corrupt"),
+    ),
+    Case(
+        "text-file",
+        lambda tmp, ck: ["inspect", str(a_file(tmp, "t.h5"))],
+        ("t.h5", "unrecognised shower file format"),
+    ),
+    Case(
+        "input-is-folder",
+        lambda tmp, ck: ["inspect", str(a_folder(tmp))],
+        ("afolder", "is a folder"),
+    ),
+    Case("input-missing", lambda tmp, ck: ["inspect", str(tmp / "no.h5")], ("no.h5", "not found")),
+    Case(
+        "glob-no-match",
+        lambda tmp, ck: ["inspect", str(tmp / "none-*.h5")],
+        ("none-*.h5", "no file matches"),
+    ),
+    Case(
+        "inspect-max-showers-negative",
+        lambda tmp, ck: ["inspect", ref(tmp), "--max-showers", "-1"],
+        ("--max-showers", "-1"),
+    ),
+    Case(
+        "inspect-unknown-format",
+        lambda tmp, ck: ["inspect", ref(tmp), "--format", "root"],
+        ("unknown format 'root'",),
+    ),
+    # convert: outputs that must not be written, and its options.
+    Case(
+        "convert-zero-showers",
+        lambda tmp, ck: ["convert", _zero_showers(tmp), str(tmp / "out.h5")],
+        ("zero.h5", "holds no showers"),
+    ),
+    Case(
+        "convert-onto-input",
+        lambda tmp, ck: ["convert", ref(tmp), str(tmp / "ref.h5")],
+        ("overwrite an input",),
+    ),
+    Case(
+        "convert-onto-symlink-of-input",
+        lambda tmp, ck: ["convert", ref(tmp), link(tmp, str(tmp / "ref.h5"))],
+        ("alias.h5", "overwrite an input"),
+    ),
+    Case(
+        "convert-onto-hardlink-of-input",
+        lambda tmp, ck: ["convert", ref(tmp), link(tmp, str(tmp / "ref.h5"), hard=True)],
+        ("alias.h5", "overwrite an input"),
+    ),
+    Case(
+        "convert-to-folder",
+        lambda tmp, ck: ["convert", ref(tmp), str(a_folder(tmp))],
+        ("afolder", "is a folder"),
+    ),
+    Case(
+        "convert-below-a-file",
+        lambda tmp, ck: ["convert", ref(tmp), str(a_file(tmp) / "out.h5")],
+        ("afile", "is a file, not a folder"),
+    ),
+    Case(
+        "convert-mixed-formats",
+        lambda tmp, ck: ["convert", lcd(tmp), ref(tmp), str(tmp / "out.h5")],
+        ("ref.h5", "different formats", "'lcd'", "'caloforge'"),
+    ),
+    Case(
+        "convert-batch-size-0",
+        lambda tmp, ck: ["convert", ref(tmp), str(tmp / "out.h5"), "--batch-size", "0"],
+        ("batch_size", "0"),
+    ),
+    Case(
+        "convert-to-unknown",
+        lambda tmp, ck: ["convert", ref(tmp), str(tmp / "out.h5"), "--to", "root"],
+        ("unknown output format 'root'",),
+    ),
+    Case(
+        "convert-one-path",
+        lambda tmp, ck: ["convert", ref(tmp)],
+        ("at least one input and an output",),
+    ),
+    Case(
+        "convert-unknown-option",
+        lambda tmp, ck: ["convert", ref(tmp), "--bogus", str(tmp / "out.h5")],
+        ("unrecognized arguments", "--bogus"),
+    ),
+    Case(
+        "convert-binning-for-canonical",
+        lambda tmp, ck: ["convert", ref(tmp), "--binning", "b.xml", str(tmp / "out.h5")],
+        ("--binning",),
+    ),
+    # simulate
+    Case(
+        "simulate-to-folder",
+        lambda tmp, ck: ["simulate", "--n", "2", "-o", str(a_folder(tmp))],
+        ("-o", "afolder", "is a folder"),
+    ),
+    Case(
+        "simulate-below-a-file",
+        lambda tmp, ck: ["simulate", "--n", "2", "-o", str(a_file(tmp) / "x" / "s.h5")],
+        ("afile", "is a file, not a folder"),
+    ),
+    Case("simulate-n-0", lambda tmp, ck: ["simulate", "--n", "0", "-o", "s.h5"], ("--n", "0")),
+    Case("simulate-n-text", lambda tmp, ck: ["simulate", "--n", "ten", "-o", "s.h5"], ("--n",)),
+    Case(
+        "simulate-negative-energy",
+        lambda tmp, ck: ["simulate", "--n", "2", "--energy", "-5:10", "-o", "s.h5"],
+        ("'energy'", "-5:10", "valid for 1:1000"),
+    ),
+    Case(
+        "simulate-energy-reversed",
+        lambda tmp, ck: ["simulate", "--n", "2", "--energy", "100:10", "-o", "s.h5"],
+        ("'energy'", "100.0:10.0", "low <= high"),
+    ),
+    Case(
+        "simulate-energy-text",
+        lambda tmp, ck: ["simulate", "--n", "2", "--energy", "a:b", "-o", "s.h5"],
+        ("--energy", "LOW:HIGH"),
+    ),
+    Case(
+        "simulate-energy-1e9",
+        lambda tmp, ck: ["simulate", "--n", "2", "--energy", "1e9", "-o", "s.h5"],
+        ("'energy'", "valid for 1:1000"),
+    ),
+    Case(
+        "simulate-theta-on-clic-25",
+        lambda tmp, ck: ["simulate", "--n", "2", "--theta", "60:90", "-o", "s.h5"],
+        ("theta",),
+    ),
+    Case(
+        "simulate-workers-0",
+        lambda tmp, ck: ["simulate", "--n", "2", "--workers", "0", "-o", "s.h5"],
+        ("workers", "0"),
+    ),
+    Case(
+        "simulate-batch-size-0",
+        lambda tmp, ck: ["simulate", "--n", "2", "--batch-size", "0", "-o", "s.h5"],
+        ("--batch-size", "0"),
+    ),
+    Case(
+        "simulate-geometry-missing",
+        lambda tmp, ck: ["simulate", "--n", "2", "--geometry", "nope.yaml", "-o", "s.h5"],
+        ("nope",),
+    ),
+    Case(
+        "simulate-geometry-negative-cell",
+        lambda tmp, ck: ["simulate", "--n", "2", "--geometry", str(yaml_geometry(tmp)), "-o", "s"],
+        ("mine", "cell_size_mm must be two positive", "-5"),
+    ),
+    Case(
+        "simulate-append-fixed-size",
+        lambda tmp, ck: ["simulate", "--n", "2", "--append", "-o", ref(tmp, edit=fixed_size)],
+        ("ref.h5", "'showers'", "fixed number of rows", "maxshape (6, 25, 25, 25)"),
+    ),
+    Case(
+        "simulate-append-other-geometry",
+        lambda tmp, ck: [
+            "simulate",
+            "--n",
+            "2",
+            "--geometry",
+            "lhcb-30",
+            "--append",
+            "-o",
+            ref(tmp),
+        ],
+        ("ref.h5", "another geometry"),
+    ),
+    Case(
+        "simulate-append-text-file",
+        lambda tmp, ck: ["simulate", "--n", "2", "--append", "-o", str(a_file(tmp, "t.h5"))],
+        ("t.h5",),
+    ),
+    Case(
+        "simulate-compression-unknown",
+        lambda tmp, ck: ["simulate", "--n", "2", "--compression", "zip", "-o", "s.h5"],
+        ("--compression", "zip"),
+    ),
+    # generate
+    Case(
+        "generate-onto-its-reference",
+        lambda tmp, ck: generate(tmp, ck, "--conditions-from", ref(tmp), "-o", ref(tmp)),
+        ("-o", "ref.h5", "overwrite an input"),
+    ),
+    Case(
+        "generate-onto-a-link-of-its-reference",
+        lambda tmp, ck: generate(
+            tmp, ck, "--conditions-from", ref(tmp), "-o", link(tmp, str(tmp / "ref.h5"))
+        ),
+        ("alias.h5", "overwrite an input"),
+    ),
+    Case(
+        "generate-to-folder",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "-o", str(a_folder(tmp))),
+        ("afolder", "is a folder"),
+    ),
+    Case(
+        "generate-below-a-file",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "-o", str(a_file(tmp) / "g.h5")),
+        ("afile", "is a file, not a folder"),
+    ),
+    Case(
+        "generate-corrupt-weights",
+        lambda tmp, ck: [
+            "generate",
+            "--checkpoint",
+            copy_checkpoint(tmp, ck, corrupt_weights),
+            "--n",
+            "2",
+            "-o",
+            str(tmp / "g.h5"),
+        ],
+        ("model.safetensors", "corrupt weights", "SHA-256"),
+    ),
+    Case(
+        "generate-nan-weights",
+        lambda tmp, ck: [
+            "generate",
+            "--checkpoint",
+            copy_checkpoint(tmp, ck, nan_weights),
+            "--n",
+            "2",
+            "-o",
+            str(tmp / "g.h5"),
+        ],
+        ("model.safetensors", "NaN or infinite"),
+    ),
+    Case(
+        "generate-missing-weights",
+        lambda tmp, ck: [
+            "generate",
+            "--checkpoint",
+            copy_checkpoint(tmp, ck, lambda f: (f / "model.safetensors").unlink()),
+            "--n",
+            "2",
+            "-o",
+            str(tmp / "g.h5"),
+        ],
+        ("model.safetensors", "unreadable weights"),
+    ),
+    Case(
+        "generate-checkpoint-missing",
+        lambda tmp, ck: ["generate", "--checkpoint", str(tmp / "none"), "--n", "2", "-o", "g.h5"],
+        ("none", "checkpoint not found"),
+    ),
+    Case(
+        "generate-checkpoint-empty-folder",
+        lambda tmp, ck: ["generate", "--checkpoint", str(a_folder(tmp)), "--n", "2", "-o", "g.h5"],
+        ("afolder", "not a checkpoint"),
+    ),
+    Case("generate-n-0", lambda tmp, ck: generate(tmp, ck, "--n", "0", "-o", "g.h5"), ("--n",)),
+    Case(
+        "generate-no-n",
+        lambda tmp, ck: generate(tmp, ck, "-o", "g.h5"),
+        ("--n is required",),
+    ),
+    Case(
+        "generate-batch-size-0",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--batch-size", "0", "-o", "g.h5"),
+        ("--batch-size", "0"),
+    ),
+    Case(
+        "generate-seed-negative",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--seed", "-1", "-o", "g.h5"),
+        ("--seed", "-1"),
+    ),
+    Case(
+        "generate-energy-1e9",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--energy", "1e9", "-o", "g.h5"),
+        ("'energy'", "valid for 1:1000"),
+    ),
+    Case(
+        "generate-negative-energy-range",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--energy", "-5:10", "-o", "g.h5"),
+        ("'energy'", "-5:10"),
+    ),
+    Case(
+        "generate-reference-energy-1e9",
+        lambda tmp, ck: generate(
+            tmp, ck, "--conditions-from", ref(tmp, energy=[1e9] * 6), "-o", "g.h5"
+        ),
+        ("ref.h5", "'energy'", "valid for 1:1000"),
+    ),
+    Case(
+        "generate-reference-energy-group",
+        lambda tmp, ck: generate(
+            tmp, ck, "--conditions-from", ref(tmp, edit=as_group("energy")), "-o", "g.h5"
+        ),
+        ("ref.h5", "'energy'", "a group"),
+    ),
+    Case(
+        "generate-conditions-and-ranges",
+        lambda tmp, ck: generate(
+            tmp, ck, "--conditions-from", ref(tmp), "--energy", "10:20", "-o", "g.h5"
+        ),
+        ("--energy", "cannot be combined"),
+    ),
+    Case(
+        "generate-device-unknown",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--device", "tpu", "-o", "g.h5"),
+        ("tpu",),
+    ),
+    Case(
+        "generate-backend-unknown",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--backend", "fp4", "-o", "g.h5"),
+        ("--backend", "fp4"),
+    ),
+    # train: everything refused before a step runs.
+    Case(
+        "train-out-is-a-file",
+        lambda tmp, ck: ["train", "--config", "gan3d", "--data", ref(tmp), "--out", ref(tmp)],
+        ("--out", "ref.h5", "is a file; expected a folder"),
+    ),
+    Case(
+        "train-out-below-a-file",
+        lambda tmp, ck: [
+            "train",
+            "--config",
+            "gan3d",
+            "--data",
+            ref(tmp),
+            "--out",
+            str(a_file(tmp) / "run"),
+        ],
+        ("afile", "is a file, not a folder"),
+    ),
+    Case(
+        "train-data-energy-1e9",
+        lambda tmp, ck: [
+            "train",
+            "--config",
+            "gan3d",
+            "--data",
+            ref(tmp, energy=[1e9] * 6),
+            "--out",
+            str(tmp / "run"),
+            "training.batch_size=2",
+        ],
+        ("ref.h5", "'energy'", "valid for 1:1000"),
+    ),
+    Case(
+        "train-data-missing",
+        lambda tmp, ck: ["train", "--config", "gan3d", "--data", "no.h5", "--out", "run"],
+        ("no.h5", "not found"),
+    ),
+    Case(
+        "train-override-unknown-key",
+        lambda tmp, ck: [
+            "train",
+            "--config",
+            "gan3d",
+            "--data",
+            ref(tmp),
+            "--out",
+            str(tmp / "run"),
+            "training.bogus=1",
+        ],
+        ("bogus",),
+    ),
+    Case(
+        "train-override-bad-value",
+        lambda tmp, ck: [
+            "train",
+            "--config",
+            "gan3d",
+            "--data",
+            ref(tmp),
+            "--out",
+            str(tmp / "run"),
+            "training.batch_size=many",
+        ],
+        ("training.batch_size",),
+    ),
+    Case(
+        "train-override-not-key-value",
+        lambda tmp, ck: [
+            "train",
+            "--config",
+            "gan3d",
+            "--data",
+            ref(tmp),
+            "--out",
+            str(tmp / "run"),
+            "batch_size",
+        ],
+        ("batch_size",),
+    ),
+    Case(
+        "train-config-missing",
+        lambda tmp, ck: ["train", "--config", "nope", "--data", ref(tmp), "--out", "run"],
+        ("nope", "config file not found"),
+    ),
+    Case(
+        "train-resume-without-run",
+        lambda tmp, ck: [
+            "train",
+            "--config",
+            "gan3d",
+            "--data",
+            ref(tmp),
+            "--out",
+            str(tmp / "run"),
+            "--resume",
+        ],
+        ("run", "no checkpoint found"),
+    ),
+    # validate and bench: their inputs and outputs.
+    Case(
+        "validate-reference-missing",
+        lambda tmp, ck: [
+            "validate",
+            "--reference",
+            "no.h5",
+            "--generated",
+            ref(tmp),
+            "--out",
+            str(tmp / "rep"),
+        ],
+        ("no.h5", "not found"),
+    ),
+    Case(
+        "validate-subsample-negative",
+        lambda tmp, ck: [
+            "validate",
+            "--reference",
+            ref(tmp),
+            "--generated",
+            ref(tmp),
+            "--out",
+            str(tmp / "rep"),
+            "--subsample",
+            "-1",
+        ],
+        ("subsample", "-1"),
+    ),
+    Case(
+        "bench-threads-0",
+        lambda tmp, ck: ["bench", "--model", "gan3d", "--threads", "0"],
+        ("--threads", "0"),
+    ),
+    Case(
+        "bench-json-to-folder",
+        lambda tmp, ck: ["bench", "--model", "gan3d", "--json", str(a_folder(tmp))],
+        ("--json", "afolder", "is a folder"),
+    ),
+    Case(
+        "export-to-folder",
+        lambda tmp, ck: ["export", "--checkpoint", str(ck), "-o", str(a_folder(tmp))],
+        ("-o", "afolder", "is a folder"),
+    ),
+    Case(
+        "no-command",
+        lambda tmp, ck: [],
+        ("COMMAND",),
+    ),
+]
+
+
+def _truncated(tmp: Path) -> Path:
+    path = canonical(tmp / "in.h5")
+    truncate(path)
+    return path
+
+
+def _zero_showers(tmp: Path) -> str:
+    return str(canonical(tmp / "zero.h5", n=0, energy=np.zeros(0)))
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file below `folder` (hidden ones too) -> a hash of its bytes; links by target."""
+    found = {}
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if path.is_symlink():
+            found[name] = "-> " + os.readlink(path)
+        elif path.is_file():
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            found[name] = "folder"
+    return found
+
+
+def run_cli(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        return int(exc.code or 0)
+
+
+def error_lines(err: str) -> list[str]:
+    lines = [line.split("\r")[-1] for line in err.splitlines()]
+    return [line for line in lines if line.startswith("caloforge") and ": error: " in line]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_refused_in_one_line_leaving_nothing(
+    case: Case,
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative outputs ("s.h5") land where they are watched
+    argv = case.build(tmp_path, checkpoint)
+    before, checkpoint_before = snapshot(tmp_path), snapshot(checkpoint)
+    capsys.readouterr()
+    code = run_cli(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = error_lines(err)
+    assert len(lines) == 1, err
+    for text in case.expect:
+        assert text in lines[0], lines[0]
+    assert snapshot(tmp_path) == before  # nothing written, nothing lost, no partial
+    assert snapshot(checkpoint) == checkpoint_before
+
+
+# --- what should work: the README's own command lines ------------------------------------------
+def test_readme_convert_lines_with_options_between_paths(tmp_path: Path) -> None:
+    source = canonical(tmp_path / "showers.h5")
+    cc, xml = tmp_path / "showers_cc.h5", tmp_path / "showers_binning.xml"
+    assert (
+        run_cli(["convert", str(source), "--to", "calochallenge", "--binning", str(xml), str(cc)])
+        == 0
+    )
+    assert cc.is_file() and xml.is_file()
+    back = tmp_path / "back.h5"
+    assert run_cli(["convert", str(cc), "--binning", str(xml), str(back)]) == 0
+    assert back.is_file()
+
+
+def test_inspect_of_zero_showers_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_cli(["inspect", _zero_showers(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "showers       0 of" in out
+    assert "nan" not in out and "n/a" in out
+
+
+def test_stale_partials_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead = _dead_pid()
+    stale = tmp_path / f".out.h5.partial-{dead}"
+    stale.write_bytes(b"x" * 100)
+    stale_folder = tmp_path / f".step-00000003.partial-{dead}"
+    stale_folder.mkdir()
+    alive = tmp_path / f".other.h5.partial-{os.getppid()}"  # a live process: kept
+    alive.write_bytes(b"y")
+    assert run_cli(["convert", str(canonical(tmp_path / "in.h5")), str(tmp_path / "out.h5")]) == 0
+    assert not stale.exists() and not stale_folder.exists()
+    assert alive.exists()
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+# --- faults at the write -------------------------------------------------------------------------
+def _enospc(*args: object, **kwargs: object) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("command", ["simulate", "convert", "generate"])
+def test_disk_full_at_the_write_is_one_line_and_leaves_nothing(
+    command: str,
+    checkpoint: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source = canonical(tmp_path / "in.h5")
+    before = snapshot(tmp_path)
+    out = tmp_path / "out.h5"
+    argv = {
+        "simulate": ["simulate", "--n", "3", "--workers", "1", "-o", str(out)],
+        "convert": ["convert", str(source), str(out)],
+        "generate": ["generate", "--checkpoint", str(checkpoint), "--n", "3", "-o", str(out)],
+    }[command]
+    monkeypatch.setattr(h5py.File, "flush", _enospc)
+    assert run_cli(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = error_lines(err)
+    assert "out.h5" in line and "no space left on the device (disk full)" in line
+    assert snapshot(tmp_path) == before
+
+
+def test_permission_denied_at_creation_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = h5py.File
+
+    def refuse(name: object, mode: str = "r", *args: object, **kwargs: object) -> h5py.File:
+        if mode == "w":
+            raise PermissionError(errno.EACCES, "Permission denied", str(name))
+        return real(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", refuse)
+    assert run_cli(["simulate", "--n", "2", "--workers", "1", "-o", str(tmp_path / "s.h5")]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "s.h5" in line and "permission denied" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_appending_keeps_the_file_when_the_disk_fills(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "s.h5"
+    assert run_cli(["simulate", "--n", "4", "--workers", "1", "-o", str(path)]) == 0
+    monkeypatch.setattr(h5py.File, "flush", _enospc)
+    assert run_cli(["simulate", "--n", "4", "--append", "--workers", "1", "-o", str(path)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "disk full" in line and "keeps the 4 showers written before" in line
+    monkeypatch.undo()
+    with h5py.File(path) as f:
+        assert f["showers"].shape[0] == 4 and f["energy"].shape[0] == 4
+
+
+def _limited(limit_bytes: int) -> Callable[[], None]:
+    def preexec() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail, EFBIG
+
+    return preexec
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["simulate", "convert", pytest.param("generate", marks=pytest.mark.slow)],
+)
+def test_a_real_file_size_limit_is_one_line_no_crash_no_partial(
+    command: str, checkpoint: Path, tmp_path: Path
+) -> None:
+    """The file system really refuses (RLIMIT_FSIZE: the kernel's EFBIG, met inside HDF5 as a
+    full disk is): before, a segmentation fault (exit 139) and a partial file."""
+    source = tmp_path / "in.h5"
+    assert (
+        run_cli(
+            ["simulate", "--n", "60", "--workers", "1", "--compression", "none", "-o", str(source)]
+        )
+        == 0
+    )
+    out = tmp_path / "out.h5"
+    argv = {
+        "simulate": ["simulate", "--n", "200", "--workers", "1", "--compression", "none"],
+        "convert": ["convert", str(source), "--batch-size", "10"],
+        "generate": [
+            "generate",
+            "--checkpoint",
+            str(checkpoint),
+            "--n",
+            "200",
+            "--batch-size",
+            "20",
+        ],
+    }[command]
+    argv = argv + (["-o", str(out)] if command != "convert" else [str(out)])
+    before = snapshot(tmp_path)
+    proc = subprocess.run(
+        [*CALOFORGE, *argv],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited(100_000 if command == "convert" else 1 << 20),
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    (line,) = error_lines(proc.stderr)
+    assert "out.h5" in line and "file size limit" in line
+    assert snapshot(tmp_path) == before
+
+
+# --- files and folders in use ------------------------------------------------------------------
+def _holder(code: str, *args: str) -> subprocess.Popen[str]:
+    """A process that runs `code` and prints 'ready' once it holds what it takes."""
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def _end(proc: subprocess.Popen[str]) -> None:
+    proc.kill()
+    proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+def test_a_file_being_written_is_reported_in_use(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = canonical(tmp_path / "busy.h5")
+    writer = _holder(
+        "import h5py, sys, time; f = h5py.File(sys.argv[1], 'a'); print('ready', flush=True); "
+        "time.sleep(60)",
+        str(path),
+    )
+    try:
+        assert run_cli(["inspect", str(path)]) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert "busy.h5" in line and "in use" in line and "corrupt" not in line
+    finally:
+        _end(writer)
+
+
+def test_a_second_training_in_a_run_folder_is_refused_with_the_holders_pid(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    holder = _holder(
+        "import sys, time; from caloforge._files import FolderLock; "
+        "lock = FolderLock(sys.argv[1], 'training'); lock.acquire(); print('ready', flush=True); "
+        "time.sleep(60)",
+        str(run),
+    )
+    try:
+        data = canonical(tmp_path / "in.h5")
+        argv = ["train", "--config", "gan3d", "--data", str(data), "--out", str(run)]
+        argv += ["training.batch_size=2", "training.max_steps=1"]
+        assert run_cli(argv) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert str(run) in line and f"in use by another training (process {holder.pid})" in line
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]
+    finally:
+        _end(holder)
