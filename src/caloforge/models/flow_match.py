@@ -216,6 +216,16 @@ def integrate(
 
 
 # --- the generator --------------------------------------------------------------------------
+def _as_buffers(module: nn.Module) -> nn.Module:
+    """A copy of `module` whose parameters are buffers of the same names (the EMA's store)."""
+    module = copy.deepcopy(module)
+    for m in module.modules():
+        for name, p in list(m.named_parameters(recurse=False)):
+            delattr(m, name)
+            m.register_buffer(name, p.detach().clone())
+    return module
+
+
 class FlowMatchSample(NamedTuple):
     """A generated batch: `showers` (N, *geometry.shape) GeV, `layer_energy` (N, L) GeV, the
     stage-1 energies each layer of `showers` sums to."""
@@ -251,13 +261,11 @@ class FlowMatchGenerator(ShowerGenerator):
         )
         self.energy_net = EnergyField(self.n_features, columns, config)
         self.shape_net = ShapeField(n_layers, cells, columns + self.n_features, config)
-        # The EMA copies: not trained (no gradients), saved with the weights. They take the
-        # trained weights at the first update (`ema_updates` counts them).
+        # The EMA copies hold their weights as buffers: saved with the model, never trained
+        # (the generator's parameters are the trained weights alone). They take the trained
+        # weights at the first update (`ema_updates` counts them).
         self.ema = nn.ModuleDict(
-            {
-                "energy_net": copy.deepcopy(self.energy_net).requires_grad_(False),
-                "shape_net": copy.deepcopy(self.shape_net).requires_grad_(False),
-            }
+            {"energy_net": _as_buffers(self.energy_net), "shape_net": _as_buffers(self.shape_net)}
         )
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
 
@@ -385,9 +393,9 @@ class FlowMatchGenerator(ShowerGenerator):
         """Move the EMA weights towards the trained ones (copy them at the first call)."""
         decay = self.config.ema_decay if int(self.ema_updates) > 0 else 0.0
         for name in ("energy_net", "shape_net"):
-            trained, average = getattr(self, name), self.ema[name]
-            for p_avg, p in zip(average.parameters(), trained.parameters(), strict=True):
-                p_avg.lerp_(p.detach(), 1.0 - decay)
+            average = dict(self.ema[name].named_buffers())
+            for key, p in getattr(self, name).named_parameters():
+                average[key].lerp_(p.detach(), 1.0 - decay)
         self.ema_updates += 1
 
     def _nets(self) -> tuple[nn.Module, nn.Module]:

@@ -1,0 +1,209 @@
+"""flow-match: shapes on every geometry kind, exact energy bookkeeping, the preprocessing's
+inverse, the solvers, learning, the EMA and save/load, on tiny models and data (training runs
+and `caloforge generate`: tests/integration/test_flow_match_training.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from caloforge.data.io import open_showers
+from caloforge.data.transforms import Identity
+from caloforge.devices import Distributed
+from caloforge.geometry import Condition, Geometry
+from caloforge.models import build_model
+from caloforge.models.checkpoint import load_checkpoint, save_model
+from caloforge.models.flow_match import FlowMatchGenerator, integrate
+from caloforge.models.flow_match_layout import LayerLayout
+from caloforge.simulation.conditions import ConditionRanges, sample_conditions
+from caloforge.simulation.run import simulate_to_file
+
+TINY = {
+    "energy_hidden": 16,
+    "energy_blocks": 1,
+    "shape_hidden": 32,
+    "shape_blocks": 1,
+    "energy_steps": 3,
+    "shape_steps": 2,
+    "fit_showers": 32,
+}
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def clic_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "clic.h5"
+    simulate_to_file(path, geometry="clic-25", n=48, energy=(10.0, 200.0), seed=3, workers=1)
+    return path
+
+
+def tiny(geometry: str = "clic-25", seed: int = 0, **changes: object) -> FlowMatchGenerator:
+    generator = build_model("flow-match", {**TINY, "geometry": geometry, **changes}, seed=seed)
+    g = generator.generator
+    assert isinstance(g, FlowMatchGenerator)
+    return g
+
+
+def batches(path: Path, batch_size: int = 16):
+    source = open_showers(path)
+    batch = source.take(np.arange(len(source)))
+    showers = torch.as_tensor(batch.showers, dtype=torch.float32)
+    conditions = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in batch.conditions.items()}
+    return [
+        (showers[i : i + batch_size], {k: v[i : i + batch_size] for k, v in conditions.items()})
+        for i in range(0, len(showers), batch_size)
+    ]
+
+
+def fitted(path: Path, **changes: object) -> FlowMatchGenerator:
+    g = tiny(**changes)
+    g.fit_preprocessing(batches(path), Distributed())
+    return g
+
+
+def drawn_conditions(g: FlowMatchGenerator, n: int, seed: int = 1) -> dict[str, torch.Tensor]:
+    geometry = g.config.resolved_geometry
+    drawn = sample_conditions(
+        geometry, ConditionRanges.for_geometry(geometry), n, np.random.default_rng(seed)
+    )
+    return {k: torch.as_tensor(drawn[k], dtype=torch.float32) for k in g.condition_names}
+
+
+@pytest.mark.parametrize(
+    ("geometry", "names"),
+    [
+        ("clic-25", ("energy",)),
+        ("clic-angle-51", ("energy", "theta")),
+        ("lhcb-30", ("energy", "momentum", "point")),
+    ],
+)
+def test_showers_have_the_geometrys_shape_and_conditions(geometry: str, names: tuple) -> None:
+    g = tiny(geometry).eval()
+    shape = g.config.resolved_geometry.shape
+    assert g.condition_names == names and g.shower_shape == tuple(shape)
+    layers = 1 if len(shape) == 2 else shape[2]
+    assert g.noise_size == layers + 1 + shape[0] * shape[1] * layers
+    conditions = drawn_conditions(g, 3)
+    noise = g.sample_noise(3, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        showers = g(noise, conditions)
+    assert showers.shape == (3, *shape)
+    assert torch.isfinite(showers).all() and (showers >= 0).all()
+
+
+def test_layers_sum_exactly_to_the_stage_one_energies(clic_file: Path) -> None:
+    g = fitted(clic_file).eval()
+    assert g.prep.threshold > 0  # the data's smallest cell
+    conditions = drawn_conditions(g, 6)
+    with torch.no_grad():
+        sample = g.sample(g.sample_noise(6, torch.Generator().manual_seed(2)), conditions)
+    per_layer = sample.showers.double().sum(dim=(1, 2))  # (N, layer)
+    assert (sample.layer_energy > 0).any()
+    torch.testing.assert_close(per_layer, sample.layer_energy.double(), rtol=1e-6, atol=1e-12)
+    hits = sample.showers[sample.showers > 0]
+    assert float(hits.min()) >= float(g.prep.threshold) * (1 - 1e-6)  # the readout threshold
+
+
+def test_preprocessing_inverts_on_real_showers(clic_file: Path) -> None:
+    g = fitted(clic_file)
+    showers, conditions = batches(clic_file)[0]
+    prep, layout = g.prep, g.layout
+    cells = layout.to_layers(showers)
+    torch.testing.assert_close(layout.from_layers(cells), showers, rtol=0, atol=0)
+    energy = cells.sum(dim=2)
+    features = prep.standardise_energy(prep.energy_features(energy, conditions["energy"]))
+    back = prep.layer_energies(prep.unstandardise_energy(features), conditions["energy"])
+    torch.testing.assert_close(back, energy, rtol=1e-4, atol=1e-7)
+    restored = prep.cells_inverse(prep.cells_forward(cells, energy), energy, layout.mask)
+    bright = cells >= 1e-4 * energy[..., None]  # cells the logit resolves to 1e-4
+    torch.testing.assert_close(restored[bright], cells[bright], rtol=1e-3, atol=0)
+    torch.testing.assert_close(restored.sum(dim=2), energy, rtol=1e-5, atol=1e-9)
+
+
+def test_voxel_layers_of_unequal_size_round_trip() -> None:
+    geometry = Geometry(
+        name="voxels",
+        shape=(10,),
+        readout="voxels",
+        conditions=(Condition("energy", "GeV"),),
+        extra={"layers": [{"shape": [2, 3]}, {"shape": [4]}]},
+    )
+    layout = LayerLayout(geometry)
+    assert (layout.n_layers, layout.layer_cells, layout.padded) == (2, 6, True)
+    showers = torch.arange(20, dtype=torch.float32).reshape(2, 10) + 1
+    layered = layout.to_layers(showers)
+    assert layered[0, 1].tolist() == [7, 8, 9, 10, 0, 0]
+    assert layout.mask.sum() == 10
+    torch.testing.assert_close(layout.from_layers(layered), showers, rtol=0, atol=0)
+
+
+def test_midpoint_and_heun_integrate_a_linear_field_to_second_order() -> None:
+    x0 = torch.ones(1, 1)
+    exact = float(np.exp(-1.0))
+    for solver in ("midpoint", "heun"):
+        err = [
+            abs(float(integrate(lambda x, t: -x, x0, n, solver)) - exact)  # type: ignore[arg-type]
+            for n in (4, 8)
+        ]
+        assert 3.5 < err[0] / err[1] < 4.5, solver
+    euler = [abs(float(integrate(lambda x, t: -x, x0, n, "euler")) - exact) for n in (4, 8)]
+    assert 1.6 < euler[0] / euler[1] < 2.4
+
+
+def test_a_few_steps_lower_both_losses(clic_file: Path) -> None:
+    g = fitted(clic_file).train()
+    showers, conditions = batches(clic_file, 48)[0]
+    rng = torch.Generator().manual_seed(4)
+    noise, times = g.sample_noise(48, rng), torch.rand(48, 2, generator=rng)
+    optimizer = torch.optim.Adam(g.parameters(), lr=3e-3)
+    with torch.no_grad():
+        before = g(noise, conditions, showers, times)
+    for _ in range(40):
+        loss = g(g.sample_noise(48, rng), conditions, showers, torch.rand(48, 2, generator=rng))
+        optimizer.zero_grad()
+        loss.sum().backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = g(noise, conditions, showers, times)
+    # The shape loss starts near its floor (the spread of x_1 - x_0 given x_t, most of the
+    # cells being empty), so it moves less; a broken gradient leaves either where it was.
+    assert after[0] < 0.85 * before[0] and after[1] < 0.98 * before[1], (before, after)
+
+
+def test_eval_mode_generates_with_the_ema_weights(clic_file: Path) -> None:
+    g = fitted(clic_file, ema_decay=0.5)
+    conditions = drawn_conditions(g, 2)
+    noise = g.sample_noise(2, torch.Generator().manual_seed(0))
+    g.update_ema()  # the first update copies the weights
+    with torch.no_grad():
+        for p in g.parameters():
+            p.mul_(1.5)
+    g.eval()
+    with torch.no_grad():
+        ema = g(noise, conditions)
+        g.update_ema()  # halfway to the trained weights
+        halfway = g(noise, conditions)
+        g.ema_updates.zero_()  # no EMA yet: the trained weights
+        trained = g(noise, conditions)
+    assert not torch.equal(ema, halfway) and not torch.equal(halfway, trained)
+    assert all(p.requires_grad for p in g.parameters())  # the EMA is buffers, not parameters
+
+
+def test_saved_and_loaded_model_gives_identical_showers(clic_file: Path, tmp_path: Path) -> None:
+    bundle = build_model("flow-match", TINY, seed=2)
+    g = bundle.generator
+    assert isinstance(g, FlowMatchGenerator)
+    g.fit_preprocessing(batches(clic_file), Distributed())
+    g.update_ema()
+    save_model(tmp_path, bundle, Identity(), g.config.resolved_geometry)
+    loaded = load_checkpoint(tmp_path).bundle.generator.eval()
+    g.eval()
+    conditions = drawn_conditions(g, 4)
+    with torch.no_grad():
+        a = g(g.sample_noise(4, torch.Generator().manual_seed(9)), conditions)
+        b = loaded(loaded.sample_noise(4, torch.Generator().manual_seed(9)), conditions)
+    assert torch.equal(a, b) and a.sum() > 0
