@@ -378,6 +378,10 @@ class Geometry:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise GeometryError(f"{source}: not valid JSON ({exc})") from None
+        if not isinstance(d, Mapping):
+            raise GeometryError(
+                f"{source}: expected a JSON object of geometry keys, found {type(d).__name__}"
+            )
         return cls.from_dict(d, source)
 
 

@@ -333,7 +333,18 @@ def _vector_metrics(
     names = (
         voxel_feature_names(geometry) if geometry.readout == "voxels" else feature_names(geometry)
     )
-    fpd = _attempt(lambda: metrics.fpd(ref_fv, gen_fv, seed=seed))
+    # metrics.fpd extrapolates in 1/N over sizes spanning a factor 5 above 2 x features + 2:
+    # with fewer showers it would still return a value, with an error too wide to fail.
+    n_features = ref_fv.shape[1] if ref_fv.ndim == 2 else 0
+    fpd_minimum, n_sets = 5 * (2 * n_features + 2), min(len(ref_fv), len(gen_fv))
+    if n_sets < fpd_minimum:
+        fpd = Measured(
+            None,
+            None,
+            f"{n_sets} showers per set; FPD needs at least {fpd_minimum} for {n_features} features",
+        )
+    else:
+        fpd = _attempt(lambda: metrics.fpd(ref_fv, gen_fv, seed=seed))
     lap("fpd")
     kpd = _attempt(lambda: metrics.kpd(ref_fv, gen_fv, seed=seed))
     lap("kpd")
