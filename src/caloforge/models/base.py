@@ -3,8 +3,10 @@
 A family is a set of `nn.Module`s trained together (a generator, a discriminator or critic, and
 for `wgan-lhcb` a condition regressor), described completely by one frozen config dataclass:
 the config is the constructor, so `config.json` alone rebuilds the modules, and weights load
-into them. Configs check their keys, types and values and name the offending key in a
-`ModelConfigError` (a `CaloforgeError`).
+into them. Configs are read and checked by `caloforge.config`, as the training and validation
+configs are (one rule for values: 100.0 is an integer, 100.5 is not), and name the offending
+key in a `ModelConfigError` (a `ConfigError`): `model config 'gan3d': key 'latent_size' must
+be a positive integer, got 0`.
 
 Layouts: every module takes and returns showers in caloforge's layout `(N, *geometry.shape)`,
 i.e. `(N, x, y, layer)` for per-layer geometries and `(N, x, y)` for depth-summed ones; the
@@ -17,16 +19,16 @@ papers did).
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from functools import cached_property
-from typing import Any, ClassVar, Literal, NamedTuple, TypeVar, get_args, get_origin, get_type_hints
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor, nn
 
+from caloforge.config import ConfigError, Root, check_fields, coerce
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.geometry import Geometry, load_geometry
 
@@ -48,7 +50,7 @@ __all__ = [
 ]
 
 
-class ModelConfigError(CaloforgeError):
+class ModelConfigError(ConfigError):
     """A model config with an unknown key, a value of the wrong type or out of range."""
 
 
@@ -75,9 +77,15 @@ class ModelConfig:
     geometry: str  # a dataclass field in every subclass
 
     def __post_init__(self) -> None:
-        self._check_types()
+        check_fields(self, self.config_root())  # the declared types: lists become tuples
         self._check_values()
         self._check_geometry()
+
+    @classmethod
+    def config_root(cls) -> Root:
+        """How errors name this config's keys: `model config 'gan3d': key 'latent_size'` (a
+        model config is also read alone, from a checkpoint's `config.json`)."""
+        return Root(label=f"model config '{cls.family}'", error=ModelConfigError)
 
     # -- (de)serialisation --
     @classmethod
@@ -93,16 +101,7 @@ class ModelConfig:
                 f"model config: key 'family' is '{family}' but a '{cls.family}' config was "
                 "requested"
             )
-        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-        for key in values:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ModelConfigError(
-                    f"model config '{cls.family}': unknown key '{key}'{hint}; known keys: "
-                    f"{', '.join(known)}"
-                )
-        return cls(**values)
+        return coerce(cls, values, cls.config_root())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with the family name; `from_dict` of it gives an equal config."""
@@ -113,18 +112,8 @@ class ModelConfig:
         return out
 
     # -- validation --
-    def _fail(self, key: str, expected: str, found: object) -> ModelConfigError:
-        return ModelConfigError(
-            f"model config '{self.family}': key '{key}' must be {expected}, got {found!r}"
-        )
-
-    def _check_types(self) -> None:
-        hints = get_type_hints(type(self))
-        for f in fields(self):  # type: ignore[arg-type]
-            value = _coerce(getattr(self, f.name), hints[f.name])
-            if value is _INVALID:
-                raise self._fail(f.name, _describe(hints[f.name]), getattr(self, f.name))
-            object.__setattr__(self, f.name, value)  # frozen: lists become tuples, ints floats
+    def _fail(self, key: str, expected: str, found: object) -> ConfigError:
+        return self.config_root().fail(key, f"must be {expected}, got {found!r}")
 
     def _check_values(self) -> None:
         """Range checks of the subclass; raise `self._fail(key, expected, found)`."""
@@ -158,51 +147,6 @@ class ModelConfig:
     def build_modules(self) -> dict[str, nn.Module]:
         """The family's modules by role: generator, discriminator or critic, regressor."""
         raise NotImplementedError
-
-
-class _Invalid:
-    pass
-
-
-_INVALID = _Invalid()
-
-
-def _coerce(value: Any, hint: Any) -> Any:
-    """`value` converted to the annotated type, or `_INVALID`. JSON lists become tuples."""
-    origin = get_origin(hint)
-    if origin is Literal:
-        return value if value in get_args(hint) else _INVALID
-    if hint is bool:
-        return value if isinstance(value, bool) else _INVALID
-    if hint is int:
-        return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
-    if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value) if math.isfinite(value) else _INVALID
-        return _INVALID
-    if hint is str:
-        return value if isinstance(value, str) else _INVALID
-    if origin is tuple:
-        args = get_args(hint)
-        if not isinstance(value, list | tuple):
-            return _INVALID
-        if len(args) == 2 and args[1] is Ellipsis:
-            items = [_coerce(v, args[0]) for v in value]
-        elif len(args) == len(value):
-            items = [_coerce(v, a) for v, a in zip(value, args, strict=True)]
-        else:
-            return _INVALID
-        return _INVALID if any(i is _INVALID for i in items) else tuple(items)
-    return value
-
-
-def _describe(hint: Any) -> str:
-    origin = get_origin(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in get_args(hint))
-    if origin is tuple:
-        return f"a list of {', '.join(_describe(a) for a in get_args(hint) if a is not Ellipsis)}"
-    return f"of type {getattr(hint, '__name__', hint)}"
 
 
 # --- registry -----------------------------------------------------------------------------

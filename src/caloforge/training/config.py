@@ -7,144 +7,171 @@
 `caloforge train --config FILE key=value ...` overrides any entry by its dotted path, e.g.
 `training.batch_size=64`, `training.loss.energy=0.2`, `model.latent_size=100`; values are read
 as YAML (`true`, `1e-3`, `[0.9, 0.1]`, `null`).
+
+Each setting is declared once, on its field (type, default, meaning, check), and read and
+checked by `caloforge.config` as the model and validation configs are: an unknown key or a
+bad value raises a `TrainConfigError` naming its dotted path, e.g.
+`training.batch_size must be > 0, got -3`.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from caloforge.errors import CaloforgeError
+from caloforge.config import (
+    ConfigError,
+    Root,
+    at_least,
+    check_fields,
+    coerce,
+    one_of,
+    positive,
+    setting,
+)
 
 
-class TrainConfigError(CaloforgeError):
+class TrainConfigError(ConfigError):
     """A training config with an unknown key or a bad value."""
+
+
+TRAINING = Root("training", error=TrainConfigError)
+
+
+def _loss_weight(value: float) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _label_flip(value: float) -> str | None:
+    return None if 0 <= value < 0.5 else "must be in [0, 0.5)"
+
+
+def _soft_labels(value: tuple[float, float] | None) -> str | None:
+    return None if value is None or all(0 <= v <= 1 for v in value) else "must be in [0, 1]"
+
+
+def _fractions(value: tuple[float, float, float]) -> str | None:
+    if abs(sum(value) - 1) <= 1e-6 and min(value) >= 0:
+        return None
+    return "must be three non-negative numbers summing to 1"
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "rmsprop"  # rmsprop (3DGAN), adam (Conv2D GAN, WGAN-GP) or sgd
-    lr_generator: float = 1e-3
-    lr_discriminator: float = 1e-3
-    betas: tuple[float, float] = (0.5, 0.999)  # adam only
-    momentum: float = 0.0  # sgd only
-    schedule: str = "constant"  # constant | exponential (gamma per epoch) | cosine (to 0)
-    gamma: float = 1.0  # exponential decay per epoch
-    warmup_steps: int = 0  # the rates rise linearly from 1/warmup_steps of the base over these
+    name: str = setting(
+        "rmsprop",
+        "rmsprop (3DGAN), adam (Conv2D GAN, WGAN-GP) or sgd",
+        check=one_of("rmsprop", "adam", "sgd"),
+    )
+    lr_generator: float = setting(1e-3, "learning rate of the generator", check=positive)
+    lr_discriminator: float = setting(
+        1e-3, "learning rate of the discriminator or critic", check=positive
+    )
+    betas: tuple[float, float] = setting((0.5, 0.999), "adam only")
+    momentum: float = setting(0.0, "sgd only")
+    schedule: str = setting(
+        "constant",
+        "constant | exponential (gamma per epoch) | cosine (to 0)",
+        check=one_of("constant", "exponential", "cosine"),
+    )
+    gamma: float = setting(1.0, "exponential decay per epoch", check=positive)
+    warmup_steps: int = setting(
+        0,
+        "the rates rise linearly from 1/warmup_steps of the base over these",
+        check=at_least(0, words="must be 0 or more"),
+    )
 
-    def check(self) -> None:
-        _one_of("optimizer.name", self.name, ("rmsprop", "adam", "sgd"))
-        _one_of("optimizer.schedule", self.schedule, ("constant", "exponential", "cosine"))
-        _positive("optimizer.lr_generator", self.lr_generator)
-        _positive("optimizer.lr_discriminator", self.lr_discriminator)
-        _positive("optimizer.gamma", self.gamma)
-        if self.warmup_steps < 0:
-            raise TrainConfigError(
-                f"optimizer.warmup_steps must be 0 or more, got {self.warmup_steps}"
-            )
+    def __post_init__(self) -> None:
+        check_fields(self, TRAINING.child("optimizer"))
 
 
 @dataclass(frozen=True)
 class LossConfig:
     """Weights of the loss terms (0 switches a term off) and the label treatment."""
 
-    adversarial: float = 2.0  # BCE real/fake (GAN) or the Wasserstein term (WGAN)
-    energy: float = 0.1  # MAPE (in percent, as Keras) of the regressed primary energy
-    ecal: float = 0.1  # MAPE (percent) of the total deposited energy
-    angle: float = 0.0  # MAE of the measured angle (gan3d-angle)
-    bins: float = 0.0  # MAPE of the cell-intensity spectrum (bin counts; gan3d-angle)
-    label_flip: float = 0.05  # fraction of discriminator labels flipped
-    soft_labels: tuple[float, float] | None = None  # (real, fake) targets, e.g. (0.9, 0.1)
-    gradient_penalty: float = 10.0  # WGAN-GP lambda
-    regressor: float = 1.0  # WGAN: weight of the pretrained regressor's error for G
+    adversarial: float = setting(
+        2.0, "BCE real/fake (GAN) or the Wasserstein term (WGAN)", check=_loss_weight
+    )
+    energy: float = setting(
+        0.1, "MAPE (in percent, as Keras) of the regressed primary energy", check=_loss_weight
+    )
+    ecal: float = setting(0.1, "MAPE (percent) of the total deposited energy", check=_loss_weight)
+    angle: float = setting(0.0, "MAE of the measured angle (gan3d-angle)", check=_loss_weight)
+    bins: float = setting(
+        0.0, "MAPE of the cell-intensity spectrum (bin counts; gan3d-angle)", check=_loss_weight
+    )
+    label_flip: float = setting(0.05, "fraction of discriminator labels flipped", check=_label_flip)
+    soft_labels: tuple[float, float] | None = setting(
+        None, "(real, fake) targets, e.g. (0.9, 0.1)", check=_soft_labels
+    )
+    gradient_penalty: float = setting(10.0, "WGAN-GP lambda", check=_loss_weight)
+    regressor: float = setting(
+        1.0, "WGAN: weight of the pretrained regressor's error for G", check=_loss_weight
+    )
 
-    def check(self) -> None:
-        for name in (
-            "adversarial",
-            "energy",
-            "ecal",
-            "angle",
-            "bins",
-            "gradient_penalty",
-            "regressor",
-        ):
-            if getattr(self, name) < 0:
-                raise TrainConfigError(
-                    f"training.loss.{name} must be >= 0, got {getattr(self, name)}"
-                )
-        if not 0 <= self.label_flip < 0.5:
-            raise TrainConfigError(
-                f"training.loss.label_flip must be in [0, 0.5), got {self.label_flip}"
-            )
-        if self.soft_labels is not None and not all(0 <= v <= 1 for v in self.soft_labels):
-            raise TrainConfigError(
-                f"training.loss.soft_labels must be in [0, 1], got {self.soft_labels}"
-            )
+    def __post_init__(self) -> None:
+        check_fields(self, TRAINING.child("loss"))
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train (the `training:` section). Steps count discriminator/critic updates."""
 
-    batch_size: int = 128  # global batch: split over the ranks under torchrun
-    epochs: int = 60
-    max_steps: int | None = None  # stop after this many steps (whatever the epoch)
-    generator_steps: int = 2  # generator updates per discriminator update (3DGAN: 2)
-    critic_steps: int = 5  # WGAN: critic updates per generator update
-    regressor_epochs: int = 5  # WGAN: epochs of regressor pretraining before the GAN
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    seed: int = 0  # weights, noise, labels, data order
-    split_seed: int = 0  # train/validation/test split (kept apart from `seed`)
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    num_workers: int = 0  # DataLoader worker processes per rank
-    window: int = 256  # showers read per HDF5 access
-    checkpoint_every: int = 500  # steps; a checkpoint is also written at each epoch's end
-    keep_checkpoints: int = 3
-    log_every: int = 20  # steps between progress-bar and TensorBoard updates
-    check_showers: int = 256  # validation showers of the per-epoch physics check
-    check_every: int = 0  # steps between physics checks (0: at each epoch's end)
-    collapse_patience: int = 3  # consecutive checks with only empty showers before stopping
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16
-    sync_batchnorm: bool = True  # under torchrun: batch statistics over all ranks
+    batch_size: int = setting(
+        128, "global batch: split over the ranks under torchrun", check=positive
+    )
+    epochs: int = setting(60, "passes over the training set", check=positive)
+    max_steps: int | None = setting(
+        None, "stop after this many steps (whatever the epoch)", check=positive
+    )
+    generator_steps: int = setting(
+        2, "generator updates per discriminator update (3DGAN: 2)", check=positive
+    )
+    critic_steps: int = setting(5, "WGAN: critic updates per generator update", check=positive)
+    regressor_epochs: int = setting(
+        5, "WGAN: epochs of regressor pretraining before the GAN", check=at_least(0)
+    )
+    optimizer: OptimizerConfig = field(
+        default_factory=OptimizerConfig, metadata={"help": "the optimizer and its schedule"}
+    )
+    loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "the loss weights"})
+    seed: int = setting(0, "weights, noise, labels, data order")
+    split_seed: int = setting(0, "train/validation/test split (kept apart from `seed`)")
+    fractions: tuple[float, float, float] = setting(
+        (0.8, 0.1, 0.1), "train/validation/test fractions", check=_fractions
+    )
+    num_workers: int = setting(0, "DataLoader worker processes per rank", check=at_least(0))
+    window: int = setting(256, "showers read per HDF5 access", check=positive)
+    checkpoint_every: int = setting(
+        500, "steps; a checkpoint is also written at each epoch's end", check=positive
+    )
+    keep_checkpoints: int = setting(3, "checkpoints kept", check=positive)
+    log_every: int = setting(
+        20, "steps between progress-bar and TensorBoard updates", check=positive
+    )
+    check_showers: int = setting(
+        256, "validation showers of the per-epoch physics check", check=positive
+    )
+    check_every: int = setting(
+        0, "steps between physics checks (0: at each epoch's end)", check=at_least(0)
+    )
+    collapse_patience: int = setting(
+        3, "consecutive checks with only empty showers before stopping", check=positive
+    )
+    device: str = setting("auto", "auto | cpu | cuda | cuda:N")
+    precision: str = setting(
+        "auto",
+        "auto (bf16 autocast on GPU, fp32 on CPU) | fp32 | bf16",
+        check=one_of("auto", "fp32", "bf16"),
+    )
+    sync_batchnorm: bool = setting(True, "under torchrun: batch statistics over all ranks")
 
-    def check(self) -> None:
-        for name in (
-            "batch_size",
-            "epochs",
-            "generator_steps",
-            "critic_steps",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "log_every",
-            "check_showers",
-            "window",
-            "collapse_patience",
-        ):
-            _positive(f"training.{name}", getattr(self, name))
-        if self.max_steps is not None:
-            _positive("training.max_steps", self.max_steps)
-        for name in ("num_workers", "check_every", "regressor_epochs"):
-            if getattr(self, name) < 0:
-                raise TrainConfigError(f"training.{name} must be >= 0, got {getattr(self, name)}")
-        _one_of("training.precision", self.precision, ("auto", "fp32", "bf16"))
-        if (
-            len(self.fractions) != 3
-            or abs(sum(self.fractions) - 1) > 1e-6
-            or min(self.fractions) < 0
-        ):
-            raise TrainConfigError(
-                "training.fractions must be three non-negative numbers summing to 1, "
-                f"got {self.fractions}"
-            )
-        self.optimizer.check()
-        self.loss.check()
+    def __post_init__(self) -> None:
+        check_fields(self, TRAINING)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,64 +195,6 @@ class RunConfig:
             "transform": dict(self.transform),
             "training": self.training.to_dict(),
         }
-
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise TrainConfigError(f"{name} must be > 0, got {value}")
-
-
-def _one_of(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise TrainConfigError(f"{name} must be one of {', '.join(choices)}, got '{value}'")
-
-
-def _build(cls: type, values: Any, path: str) -> Any:
-    """A config dataclass from a mapping, rejecting unknown keys (with a suggestion)."""
-    if not isinstance(values, dict):
-        raise TrainConfigError(f"{path or 'training'}: expected a mapping, got {values!r}")
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in known:
-            close = difflib.get_close_matches(str(key), list(known), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise TrainConfigError(
-                f"unknown key '{path}.{key}'{hint}; known keys: {', '.join(known)}"
-            )
-        if key in ("optimizer", "loss"):
-            sub = OptimizerConfig if key == "optimizer" else LossConfig
-            kwargs[key] = _build(sub, value, f"{path}.{key}")
-        elif isinstance(value, list):
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = value
-    try:
-        obj = cls(**kwargs)
-    except TypeError as exc:
-        raise TrainConfigError(f"{path}: {exc}") from None
-    _check_types(obj, path)
-    return obj
-
-
-def _check_types(obj: Any, path: str) -> None:
-    defaults = type(obj)()
-    for f in fields(obj):
-        value, default = getattr(obj, f.name), getattr(defaults, f.name)
-        if value is None or default is None or hasattr(default, "check"):
-            continue
-        if (
-            isinstance(default, bool) != isinstance(value, bool)
-            or (isinstance(default, (int, float)) and not isinstance(value, (int, float)))
-            or (isinstance(default, str) and not isinstance(value, str))
-        ):
-            raise TrainConfigError(
-                f"{path}.{f.name} must be of type {type(default).__name__}, got {value!r}"
-            )
-        if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
-            if not value.is_integer():
-                raise TrainConfigError(f"{path}.{f.name} must be an integer, got {value}")
-            object.__setattr__(obj, f.name, int(value))
 
 
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -278,8 +247,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
     transform = raw.get("transform") or {"name": "identity"}
     if not isinstance(transform, dict) or "name" not in transform:
         raise TrainConfigError(f"{source}: section 'transform' needs a 'name' key")
-    training: TrainConfig = _build(TrainConfig, raw.get("training") or {}, "training")
-    training.check()
+    training = coerce(TrainConfig, raw.get("training") or {}, TRAINING)
     return RunConfig(model=dict(model), transform=dict(transform), training=training)
 
 

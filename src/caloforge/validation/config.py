@@ -6,8 +6,9 @@ the `caloforge validate` flags (`add_cli_options`, `config_from_cli`): a new set
 field, nothing more. Errors name the setting by its dotted path, e.g.
 `validation.subsample: expected an integer >= 0, got -1`.
 
-`coerce` (a mapping of plain values, as YAML or the command line give them, to a dataclass
-of the declared types) knows nothing of validation and can serve any dataclass config.
+The declaration, reading and checking are `caloforge.config`'s, shared with the model and
+training configs; the validation settings are read with `text=True` (strings stand for
+numbers, lists and none), as their file and their flags share one syntax.
 """
 
 from __future__ import annotations
@@ -17,150 +18,16 @@ import dataclasses
 import itertools
 import math
 import os
-import types
-import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from caloforge.config import Check, ConfigError, Root, check_fields, coerce, convert, setting
 from caloforge.errors import CaloforgeError, InputFileError
 
-ROOT = "validation"
-_NONE_WORDS = ("none", "null", "off")
-T = TypeVar("T")
-Check = Callable[[Any], str | None]
-
-
-# --- one coercion helper ----------------------------------------------------------------------
-class ConfigError(CaloforgeError):
-    """A setting with a bad value or an unknown name; the message starts with its dotted path."""
-
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = path
-        super().__init__(f"{path}: {problem}")
-
-
-def setting(
-    default: Any, help: str, *, check: Check | None = None, metavar: str | None = None
-) -> Any:
-    """A dataclass field with its meaning (`help`, also the command line's) and its `check`
-    (the problem with a value of the right type, or None when it is fine)."""
-    return field(default=default, metadata={"help": help, "check": check, "metavar": metavar})
-
-
-def coerce(cls: type[T], values: Mapping[str, Any], path: str) -> T:
-    """An instance of the dataclass `cls` from plain `values` (strings from a command line,
-    numbers and lists from YAML) converted to the fields' declared types; nested dataclasses
-    from mappings. Unknown keys and values that cannot be converted raise a `ConfigError`
-    naming the dotted path (`path.key`)."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(path, f"expected a mapping of settings, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    for key in values:
-        if key not in names:
-            raise ConfigError(f"{path}.{key}", f"unknown setting; expected one of {names}")
-    converted = {key: _convert(value, hints[key], f"{path}.{key}") for key, value in values.items()}
-    return cls(**converted)
-
-
-def _convert(value: Any, hint: Any, path: str) -> Any:
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return coerce(hint, value, path)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if _is_none(value) and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, path)
-            except ConfigError:
-                continue
-        raise ConfigError(path, f"expected {_describe(hint)}, got {value!r}")
-    if origin is tuple:
-        items = _items(value)
-        if items is None:
-            raise ConfigError(path, f"expected {_describe(hint)}, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(item, args[0], path) for item in items)
-        if len(items) != len(args):
-            raise ConfigError(path, f"expected {_describe(hint)}, got {value!r}")
-        return tuple(_convert(item, arg, path) for item, arg in zip(items, args, strict=True))
-    return _scalar(value, hint, path)
-
-
-def _scalar(value: Any, hint: Any, path: str) -> Any:
-    problem = ConfigError(path, f"expected {_describe(hint)}, got {value!r}")
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        raise problem
-    if isinstance(value, bool):
-        raise problem
-    if hint is int:
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
-        raise problem
-    if hint is float:
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise problem from None
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise problem
-    raise TypeError(f"{path}: settings of type {hint} are not supported")
-
-
-def _is_none(value: Any) -> bool:
-    return value is None or (isinstance(value, str) and value.strip().lower() in _NONE_WORDS)
-
-
-def _items(value: Any) -> list[Any] | None:
-    """A list's or tuple's items, or the comma-separated parts of a string ('1, 2,3')."""
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    if isinstance(value, Sequence):
-        return list(value)
-    return None
-
-
-def _describe(hint: Any) -> str:
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in args)
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return f"{_plural(args[0])} separated by commas"
-        return f"{len(args)} {_plural(args[0])} separated by commas"
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a name"}
-    return names.get(hint, "none" if hint is type(None) else str(hint))
-
-
-def _plural(hint: Any) -> str:
-    return _describe(hint).removeprefix("a ").removeprefix("an ") + "s"
-
-
-def check_fields(obj: Any, path: str) -> None:
-    """Run each field's `check` (see `setting`); raise one `ConfigError` naming every bad
-    setting by its dotted path."""
-    problems = []
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        check = f.metadata.get("check")
-        problem = check(value) if check is not None else None
-        if problem:
-            problems.append(f"{path}.{f.name}: {problem}, got {value!r}")
-    if problems:
-        raise CaloforgeError("; ".join(problems))
+ROOT = Root("validation")
+TOLERANCES = ROOT.child("tolerances")
 
 
 # --- checks -----------------------------------------------------------------------------------
@@ -226,7 +93,7 @@ class Tolerances:
     )
 
     def __post_init__(self) -> None:
-        check_fields(self, f"{ROOT}.tolerances")
+        check_fields(self, TOLERANCES)
 
 
 @dataclass(frozen=True)
@@ -319,10 +186,11 @@ def parse_tolerances(items: Sequence[str]) -> dict[str, float | None]:
         name = name.strip().replace("-", "_")
         if not sep or name not in TOLERANCE_NAMES:
             raise ConfigError(
-                f"{ROOT}.tolerances",
-                f"expected NAME=VALUE with NAME one of {', '.join(TOLERANCE_NAMES)}; got '{item}'",
+                f"{TOLERANCES.path}: expected NAME=VALUE with NAME one of "
+                f"{', '.join(TOLERANCE_NAMES)}; got '{item}'",
+                path=TOLERANCES.path,
             )
-        out[name] = _convert(value.strip(), float | None, f"{ROOT}.tolerances.{name}")
+        out[name] = convert(value.strip(), float | None, TOLERANCES, name, text=True)
     return out
 
 
@@ -349,7 +217,7 @@ def load_config(
     values.update({k: v for k, v in overrides.items() if v is not None})
     merged = {**_as_mapping(file_tolerances, path), **(tolerances or {})}
     try:
-        return coerce(ValidationConfig, {**values, "tolerances": merged}, ROOT)
+        return coerce(ValidationConfig, {**values, "tolerances": merged}, ROOT, text=True)
     except CaloforgeError as exc:
         if path is not None:
             raise InputFileError(path, str(exc)) from None
@@ -373,7 +241,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 def _as_mapping(value: Any, path: str | os.PathLike[str] | None) -> Mapping[str, Any]:
     if isinstance(value, Mapping):
         return value
-    problem = f"{ROOT}.tolerances: expected a mapping with keys among {list(TOLERANCE_NAMES)}"
+    problem = f"{TOLERANCES.path}: expected a mapping with keys among {list(TOLERANCE_NAMES)}"
     if path is not None:
         raise InputFileError(path, problem, found=repr(value))
     raise CaloforgeError(f"{problem}, got {value!r}")
