@@ -201,6 +201,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
 # --- train ------------------------------------------------------------------------------
 def _add_train(sub: argparse._SubParsersAction) -> None:
+    from caloforge.training.config import preset_names
+
     p = sub.add_parser(
         "train",
         help="train a model on shower files",
@@ -215,8 +217,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config",
         required=True,
-        help="YAML training config, or a preset name: gan3d, gan3d-angle, "
-        "conv2d-g1, conv2d-g2, conv2d-g3, wgan-lhcb",
+        help=f"YAML training config, or a preset name: {', '.join(preset_names())}",
     )
     p.add_argument("--data", required=True, nargs="+", help="shower file(s) or glob")
     p.add_argument("--format", help="input format (default: detected)")

@@ -39,7 +39,6 @@ keep the messages users and tests rely on), and it adds no compiled dependency.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -117,6 +116,8 @@ def coerce(cls: type[T], values: Mapping[str, Any], root: Root, *, text: bool = 
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     for key in values:
         if key not in names:
+            import difflib  # lazy: only a mistake pays for it
+
             close = difflib.get_close_matches(str(key), names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise root.error(

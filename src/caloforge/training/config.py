@@ -21,8 +21,6 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from caloforge.config import (
     ConfigError,
     Root,
@@ -201,6 +199,8 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
     """Apply `section.key=value` overrides to a raw config mapping (a deep copy is changed)."""
     import copy
 
+    import yaml  # lazy: `caloforge --help` lists the presets without it
+
     out = copy.deepcopy(config)
     for item in overrides:
         if "=" not in item:
@@ -238,7 +238,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
         raise TrainConfigError(f"{source}: section 'model' needs a 'family' key")
     from caloforge.models import MODEL_FAMILIES  # the model's own keys and values, checked now
 
-    if model["family"] not in MODEL_FAMILIES:
+    if not isinstance(model["family"], str) or model["family"] not in MODEL_FAMILIES:
         raise TrainConfigError(
             f"{source}: unknown model family '{model['family']}'; known families: "
             f"{', '.join(MODEL_FAMILIES)}"
@@ -262,6 +262,8 @@ def preset_names() -> list[str]:
 def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config file (or a shipped preset by name, e.g. 'gan3d'), apply overrides,
     check everything."""
+    import yaml
+
     p = Path(path)
     if not p.is_file() and str(path) in preset_names():
         p = PRESET_DIR / f"{path}.yaml"
