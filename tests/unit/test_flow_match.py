@@ -187,6 +187,8 @@ def test_eval_mode_generates_with_the_ema_weights(clic_file: Path) -> None:
         ema = g(noise, conditions)
         g.update_ema()  # halfway to the trained weights
         halfway = g(noise, conditions)
+        frozen = g.frozen()  # what the compiled backends run: the EMA in the networks
+        torch.testing.assert_close(frozen(noise, conditions), halfway, rtol=1e-6, atol=0)
         g.ema_updates.zero_()  # no EMA yet: the trained weights
         trained = g(noise, conditions)
     assert not torch.equal(ema, halfway) and not torch.equal(halfway, trained)

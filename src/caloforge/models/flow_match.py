@@ -268,6 +268,7 @@ class FlowMatchGenerator(ShowerGenerator):
             {"energy_net": _as_buffers(self.energy_net), "shape_net": _as_buffers(self.shape_net)}
         )
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
+        self._ema_resolved = False  # frozen(): the networks already hold the EMA weights
 
     @property
     def noise_size(self) -> int:
@@ -400,9 +401,25 @@ class FlowMatchGenerator(ShowerGenerator):
 
     def _nets(self) -> tuple[nn.Module, nn.Module]:
         """The networks that generate: the EMA in eval mode once it exists."""
+        if self._ema_resolved:
+            return self.energy_net, self.shape_net
         if not self.training and self.config.ema_decay > 0 and int(self.ema_updates) > 0:
             return self.ema["energy_net"], self.ema["shape_net"]
         return self.energy_net, self.shape_net
+
+    def frozen(self, device_type: str | None = None) -> ShowerGenerator:
+        """An eval copy whose networks hold the weights eval mode generates with (the EMA
+        once it exists), so that nothing in `forward` depends on a buffer's value (what
+        `torch.export` and the compiled backends need). Same function as eval mode."""
+        copy_ = copy.deepcopy(self).eval()
+        with torch.no_grad():
+            if self.config.ema_decay > 0 and int(self.ema_updates) > 0:
+                for name in ("energy_net", "shape_net"):
+                    average = dict(copy_.ema[name].named_buffers())
+                    for key, p in getattr(copy_, name).named_parameters():
+                        p.copy_(average[key])
+        copy_._ema_resolved = True
+        return copy_.requires_grad_(False)
 
     # -- generation --
     def sample(self, noise: Tensor, conditions: Mapping[str, Tensor]) -> FlowMatchSample:
