@@ -78,7 +78,7 @@ def references(geometry: str, fold: str) -> dict[float, calibrate.Reference]:
     return out
 
 
-def fit(geometry_name: str, n: int, steps: int) -> Calibration:
+def fit(geometry_name: str, n: int, rounds: int) -> Calibration:
     geometry = load_geometry(geometry_name)
     refs = references(geometry_name, "fit")
     start = time.perf_counter()
@@ -86,7 +86,7 @@ def fit(geometry_name: str, n: int, steps: int) -> Calibration:
         geometry,
         refs,
         n=n,
-        max_steps=steps,
+        rounds=rounds,
         fitted_on=(
             f"Geant4 engine ({geometry_name}, energies {', '.join(f'{e:g}' for e in refs)} GeV,"
             f" {len(next(iter(refs.values())).showers)} showers each; seed {SAMPLE_SEED})"
@@ -132,17 +132,12 @@ def main(argv: list[str] | None = None) -> int:
         "fit: parametrized per evaluation, 150; compare: 400)",
     )
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=30,
-        help="fit: at most this many steps (each also evaluates a Jacobian)",
-    )
+    parser.add_argument("--rounds", type=int, default=2, help="fit: passes over the stages")
     args = parser.parse_args(argv)
     if args.command == "sample":
         sample(args.geometry, args.n or 300, args.workers)
     elif args.command == "fit":
-        fit(args.geometry, args.n or 150, args.steps)
+        fit(args.geometry, args.n or 150, args.rounds)
     else:
         compare(args.geometry, args.n or 400)
     return 0

@@ -21,7 +21,7 @@ def test_the_default_calibration_changes_nothing():
     energy = np.array([5.0, 50.0])
     material = CLIC.front
     fluct = gflash.profile_fluctuation(energy, material)
-    same = Calibration().profile(fluct)
+    same = Calibration().profile(fluct, energy)
     for name in ("mean_ln_T", "sigma_ln_T", "mean_ln_alpha", "sigma_ln_alpha", "rho"):
         np.testing.assert_allclose(getattr(same, name), getattr(fluct, name), rtol=1e-12)
     tau = np.array([0.2, 1.0, 3.0])
@@ -88,7 +88,7 @@ def test_a_fit_finds_the_factors_it_is_shown():
         references[energy] = calibrate.Reference(
             calibrate.simulate(CLIC, truth, conditions, 100 + k), conditions
         )
-    fitted, report = calibrate.fit(CLIC, references, n=200, max_steps=20)
+    fitted, report = calibrate.fit(CLIC, references, n=200, rounds=1, evaluations=25)
     assert report["cost_after"] < 0.5 * report["cost_before"]
     assert fitted.response_scale == pytest.approx(1.15, rel=0.02)
     assert fitted.Rt_scale == pytest.approx(1.4, rel=0.2)

@@ -14,23 +14,23 @@ reduced to the quantities the calibration targets, each with the tolerance it is
   without the thin/thick-layer fluctuations of the raw sum: 5 %;
 - the response, mean E_vis/E: 1 %.
 
-The shape parameters (profile, fluctuations, radii, stochastic term) are fitted by
-`scipy.optimize.least_squares` on the residuals divided by their tolerances, the
-parametrized showers drawn with the same random numbers at every evaluation so that the
-objective moves only with the parameters. The response is linear in its two factors and
-changes no shape: it is solved last, in closed form.
+The shape factors (profile, fluctuations, radii, stochastic term) are fitted stage by stage,
+each on the residuals it moves (`STAGES`), the parametrized showers drawn from the same seed
+at every evaluation. The response is linear in its two factors and changes no shape: it is
+solved last, in closed form.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from caloforge.geometry import Geometry
-from caloforge.simulation.calibration import RESPONSE_PIVOT_GEV, Calibration
+from caloforge.simulation.calibration import PIVOT_GEV, Calibration
 from caloforge.simulation.simulator import ShowerSimulator
 from caloforge.validation.features import centre_and_width, longitudinal_profile
 
@@ -47,6 +47,7 @@ MIN_SHARE = 0.01
 # The shape parameters a fit varies, their starting point and bounds.
 SHAPE_BOUNDS = {
     "T_shift": (-3.0, 3.0),
+    "T_slope": (-1.5, 1.5),
     "alpha_scale": (0.5, 2.0),
     "sigma_T_scale": (0.2, 4.0),
     "sigma_alpha_scale": (0.2, 4.0),
@@ -99,21 +100,27 @@ def _robust_resolution(total: np.ndarray) -> float:
     return float((q3 - q1) / 1.349 / np.median(total))
 
 
-def shape_residuals(model: Summary, reference: Summary) -> np.ndarray:
-    """Relative differences over their tolerances (everything but the response)."""
+def residual_groups(model: Summary, reference: Summary) -> dict[str, np.ndarray]:
+    """Relative differences over their tolerances, by quantity (all but the response)."""
     used = reference.share >= MIN_SHARE
-    parts = [
-        (model.share[used] / reference.share[used] - 1.0) / TOLERANCE["share"],
-        (model.width[used] / reference.width[used] - 1.0) / TOLERANCE["width"],
-        (model.peak[used] / reference.peak[used] - 1.0) / TOLERANCE["peak"],
-        [(model.resolution / reference.resolution - 1.0) / TOLERANCE["resolution"]],
-    ]
+    groups = {
+        "share": (model.share[used] / reference.share[used] - 1.0) / TOLERANCE["share"],
+        "width": (model.width[used] / reference.width[used] - 1.0) / TOLERANCE["width"],
+        "peak": (model.peak[used] / reference.peak[used] - 1.0) / TOLERANCE["peak"],
+        "resolution": np.array([model.resolution / reference.resolution - 1.0])
+        / TOLERANCE["resolution"],
+    }
     if len(reference.share) > 1:  # per-layer readout: the profile's fluctuations, and the
         # sampling term apart from the layers' (the weighted sum is the raw one otherwise)
-        parts.append((model.spread[used] / reference.spread[used] - 1.0) / TOLERANCE["spread"])
+        groups["spread"] = (model.spread[used] / reference.spread[used] - 1.0) / TOLERANCE["spread"]
         ratio = model.weighted_resolution / reference.weighted_resolution
-        parts.append([(ratio - 1.0) / TOLERANCE["resolution"]])
-    return np.concatenate([np.asarray(p, dtype=np.float64) for p in parts])
+        groups["weighted_resolution"] = np.array([ratio - 1.0]) / TOLERANCE["resolution"]
+    return groups
+
+
+def shape_residuals(model: Summary, reference: Summary) -> np.ndarray:
+    """Every residual of `residual_groups`, in one vector."""
+    return np.concatenate(list(residual_groups(model, reference).values()))
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,18 @@ def simulate(
     return simulator.simulate(conditions, np.random.default_rng(seed))
 
 
+# The fit's stages: which factors each moves, and which residuals it minimises. Each factor
+# acts mainly on its own quantity, so stage by stage is robust where a joint gradient is not:
+# a parametrized shower changes as a whole when a factor changes its number of energy spots,
+# so the objective is noisy on small steps.
+STAGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("T_shift", "T_slope", "alpha_scale"), ("share",)),
+    (("sigma_T_scale", "sigma_alpha_scale"), ("spread",)),
+    (("Rt_scale", "Rt_front", "p_shift"), ("width", "peak")),
+    (("stochastic_scale",), ("weighted_resolution", "resolution")),
+)
+
+
 def fit(
     geometry: Geometry,
     references: Mapping[float, Reference],
@@ -139,18 +158,19 @@ def fit(
     start: Calibration | None = None,
     n: int = 200,
     seed: int = 1,
-    max_steps: int = 30,
+    rounds: int = 2,
+    evaluations: int = 40,
     fitted_on: str = "",
 ) -> tuple[Calibration, dict[str, float]]:
     """The calibration whose showers match the references best; returns it and a report
-    (the cost before and after, the steps taken). Each step simulates every energy once and
-    once more per shape parameter for the Jacobian."""
-    from scipy.optimize import least_squares
+    (the cost before and after, the evaluations made).
 
-    start = start or Calibration()
-    # A depth-summed image does not show the longitudinal profile: only the lateral and
-    # sampling factors are fitted there.
-    names = tuple(SHAPE_BOUNDS) if geometry.readout == "layers" else LATERAL_PARAMETERS
+    Stage by stage (`STAGES`), each a Nelder-Mead search over its few factors on its own
+    residuals (at most `evaluations` each), all stages `rounds` times over; the response
+    last, in closed form. Depth-summed images show no longitudinal profile: their stages
+    on the profile are skipped.
+    """
+    calibration = start or Calibration()
     targets = {
         e: summarize(r.showers, r.conditions["energy"], geometry) for e, r in references.items()
     }
@@ -158,41 +178,71 @@ def fit(
     conditions = {
         e: {k: np.asarray(v)[:n] for k, v in r.conditions.items()} for e, r in references.items()
     }
+    used = 0
 
-    def calibration_of(x: np.ndarray) -> Calibration:
-        changes: dict[str, Any] = dict(zip(names, map(float, x), strict=True))
-        return replace(start, **changes)
-
-    def residuals(x: np.ndarray) -> np.ndarray:
-        cal = calibration_of(x)
+    def groups_of(cal: Calibration) -> list[dict[str, np.ndarray]]:
+        nonlocal used
+        used += 1
         out = []
         for k, (energy, target) in enumerate(sorted(targets.items())):
             showers = simulate(geometry, cal, conditions[energy], seed + k)
-            out.append(
-                shape_residuals(summarize(showers, conditions[energy]["energy"], geometry), target)
-            )
-        return np.concatenate(out)
+            model = summarize(showers, conditions[energy]["energy"], geometry)
+            out.append(residual_groups(model, target))
+        return out
 
-    x0 = np.array([getattr(start, name) for name in names])
-    lower, upper = (np.array(b) for b in zip(*(SHAPE_BOUNDS[k] for k in names), strict=True))
-    before = float(np.sum(residuals(x0) ** 2))
-    result = least_squares(
-        residuals,
-        x0,
-        bounds=(lower, upper),
-        diff_step=0.1,
-        max_nfev=max_steps,
-        x_scale=np.maximum(np.abs(x0), 0.1),
-    )
-    shaped = calibration_of(result.x)
-    calibrated = solve_response(geometry, shaped, references, conditions, targets, seed)
+    def cost(cal: Calibration, *, which: tuple[str, ...]) -> float:
+        return float(
+            sum(np.sum(_soft(g[name])) for g in groups_of(cal) for name in which if name in g)
+        )
+
+    every = tuple(name for _, which in STAGES for name in which)
+    before = cost(calibration, which=every)
+    for _ in range(rounds):
+        for names, which in STAGES:
+            if geometry.readout != "layers" and not set(names) <= set(LATERAL_PARAMETERS):
+                continue
+            calibration = _fit_stage(calibration, names, partial(cost, which=which), evaluations)
+    calibration = solve_response(geometry, calibration, references, conditions, targets, seed)
     report = {
         "cost_before": before,
-        "cost_after": float(np.sum(result.fun**2)),
-        "steps": float(result.nfev),
-        "residuals": float(len(result.fun)),
+        "cost_after": cost(calibration, which=every),
+        "evaluations": float(used),
     }
-    return replace(calibrated, fitted_on=fitted_on), report
+    return replace(calibration, fitted_on=fitted_on), report
+
+
+def _fit_stage(
+    calibration: Calibration,
+    names: tuple[str, ...],
+    cost: Callable[[Calibration], float],
+    evaluations: int,
+) -> Calibration:
+    """Nelder-Mead over the factors `names` (inside their bounds), from `calibration`."""
+    from scipy.optimize import minimize
+
+    low = np.array([SHAPE_BOUNDS[name][0] for name in names])
+    high = np.array([SHAPE_BOUNDS[name][1] for name in names])
+
+    def with_factors(x: np.ndarray) -> Calibration:
+        changes: dict[str, Any] = dict(zip(names, map(float, np.clip(x, low, high)), strict=True))
+        return replace(calibration, **changes)
+
+    x0 = np.array([getattr(calibration, name) for name in names])
+    simplex = np.vstack([x0, x0 + np.diag(0.1 * (high - low))])
+    result = minimize(
+        lambda x: cost(with_factors(x)),
+        x0,
+        method="Nelder-Mead",
+        options={"initial_simplex": simplex, "maxfev": evaluations, "xatol": 1e-3},
+    )
+    return with_factors(result.x)
+
+
+def _soft(r: np.ndarray) -> np.ndarray:
+    """Soft L1: quadratic within one tolerance, linear beyond, so that a layer the
+    parametrization cannot follow (the first, fed by back-scattered photons) does not steer
+    the rest."""
+    return 2.0 * (np.sqrt(1.0 + np.square(r)) - 1.0)
 
 
 def solve_response(
@@ -212,7 +262,7 @@ def solve_response(
         model = summarize(showers, conditions[energy]["energy"], geometry)
         energies.append(energy)
         ratios.append(targets[energy].response / model.response)
-    slope, scale = np.polyfit(np.log(np.array(energies) / RESPONSE_PIVOT_GEV), ratios, 1)
+    slope, scale = np.polyfit(np.log(np.array(energies) / PIVOT_GEV), ratios, 1)
     return replace(calibration, response_scale=float(scale), response_slope=float(slope))
 
 

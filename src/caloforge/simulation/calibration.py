@@ -4,9 +4,9 @@ The parametrization's coefficients come from fits to other detectors (Grindhamme
 on caloforge's detectors Geant4 differs from it in the sampling fraction, the lateral spread
 and the fluctuations. A `Calibration` holds a few factors that act where the physics acts:
 
-- the longitudinal profile: a shift of the depth of maximum T (X0) and a scale of alpha,
-  applied to the per-shower log-normal's means, and scales of its two widths (fluctuations,
-  hence the layer correlations);
+- the longitudinal profile: a shift of the depth of maximum T (X0), `T_shift + T_slope
+  ln(E/10 GeV)`, and a scale of alpha, applied to the per-shower log-normal's means, and
+  scales of its two widths (fluctuations, hence the layer correlations);
 - the radial profile: a scale of the tail radius and a term added to it near the front
   (times exp(-tau), as the parametrization's own sampling corrections), a shift of the core
   fraction. The core radius (about a millimetre) is left alone: cells of a few millimetres
@@ -35,8 +35,8 @@ from caloforge.geometry import Geometry
 from caloforge.simulation import gflash
 
 TABLES = Path(__file__).with_name("calibrations")
-# The energy at which `response_scale` alone applies, GeV.
-RESPONSE_PIVOT_GEV = 10.0
+# The energy at which `T_shift` and `response_scale` alone apply, GeV.
+PIVOT_GEV = 10.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Calibration:
 
     family: str = ""
     T_shift: float = 0.0
+    T_slope: float = 0.0
     alpha_scale: float = 1.0
     sigma_T_scale: float = 1.0
     sigma_alpha_scale: float = 1.0
@@ -78,8 +79,12 @@ class Calibration:
         return f"calibrated to Geant4 ({self.family} {digest})"
 
     # --- what the simulator applies --------------------------------------------------------
-    def profile(self, fluct: gflash.ProfileFluctuation) -> gflash.ProfileFluctuation:
-        mean_T = np.maximum(np.exp(fluct.mean_ln_T) + self.T_shift, 0.1)
+    def profile(
+        self, fluct: gflash.ProfileFluctuation, energy: np.ndarray
+    ) -> gflash.ProfileFluctuation:
+        """The per-shower profile distribution at primary energies `energy` (GeV), corrected."""
+        shift = self.T_shift + self.T_slope * np.log(np.asarray(energy) / PIVOT_GEV)
+        mean_T = np.maximum(np.exp(fluct.mean_ln_T) + shift, 0.1)
         return gflash.ProfileFluctuation(
             mean_ln_T=np.log(mean_T),
             sigma_ln_T=fluct.sigma_ln_T * self.sigma_T_scale,
@@ -100,7 +105,7 @@ class Calibration:
     def response(self, energy: np.ndarray) -> np.ndarray:
         """Factor on each shower's visible energy (primary energy in GeV)."""
         return self.response_scale + self.response_slope * np.log(
-            np.asarray(energy, dtype=np.float64) / RESPONSE_PIVOT_GEV
+            np.asarray(energy, dtype=np.float64) / PIVOT_GEV
         )
 
     # --- tables ----------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class ShowerSimulator:
         entry = entry_point(conditions, n)
 
         # 1. Longitudinal profile per shower (energy and spot densities).
-        fluct = self.calibration.profile(gflash.profile_fluctuation(energy, self.material))
+        fluct = self.calibration.profile(gflash.profile_fluctuation(energy, self.material), energy)
         T, alpha = gflash.sample_profile(fluct, rng)
         T_spot, alpha_spot = gflash.spot_profile(T, alpha, self.material)
 
