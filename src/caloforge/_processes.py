@@ -7,8 +7,10 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["die_with_parent"]
+__all__ = ["die_with_parent", "signals_held"]
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.5
@@ -41,3 +43,26 @@ def die_with_parent(owner: int | None = None) -> None:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="caloforge-owner-watch", daemon=True).start()
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM until the block ends, then act on them: an interrupt in the
+    middle of a worker's start leaves a worker its pool does not know, which outlives the
+    pool's clean-up and fails loudly. (Python runs handlers in the main thread whichever
+    thread the signal reaches, so the handlers are swapped, not the thread's signal mask.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in held}
+    for number in held:
+        signal.signal(number, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+        for signum in caught:
+            signal.raise_signal(signum)

@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -1026,3 +1027,143 @@ def test_a_second_training_in_a_run_folder_is_refused_with_the_holders_pid(
         assert sorted(p.name for p in run.iterdir()) == [".lock"]
     finally:
         _end(holder)
+
+
+# --- resume ------------------------------------------------------------------------------------
+FAST_TRAIN = [
+    "training.batch_size=2",
+    "training.check_showers=4",
+    "training.window=8",
+    "training.log_every=1",
+    "training.check_every=0",
+    "training.checkpoint_every=2",
+    "training.max_steps=3",
+]
+TIMING = ("seconds", "showers_per_s")
+
+
+def _train(data: Path, run: Path, *extra: str) -> int:
+    argv = ["train", "--config", "gan3d", "--data", str(data), "--out", str(run)]
+    return run_cli([*argv, *FAST_TRAIN, *extra])
+
+
+def _records(run: Path) -> list[dict[str, object]]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING} for line in lines]
+
+
+def test_resume_logs_each_step_once_refuses_another_batch_size(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from caloforge.training.checkpoint import write_pointer
+
+    data, run = canonical(tmp_path / "in.h5", n=10), tmp_path / "run"
+    assert _train(data, run) == 0
+    whole = _records(run)
+    # Killed after step 3 but before its checkpoint: the run folder as it would be left.
+    shutil.rmtree(run / "checkpoints" / "step-00000003")
+    write_pointer(run / "latest.json", run / "checkpoints" / "step-00000002", {"step": 2})
+    (run / "best.json").unlink(missing_ok=True)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert _train(data, run, "training.batch_size=4", "--resume") == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "changed: training.batch_size=4 (the run used 2)" in line
+    assert snapshot(run) == before
+    assert _train(data, run, "--resume") == 0
+    resumed = _records(run)
+    assert [r["step"] for r in resumed if r["event"] == "step"] == [1, 2, 3]
+    # The epoch summary covers the steps before the interruption too: the same numbers.
+    assert [r for r in resumed if r["event"] == "epoch"] == [
+        r for r in whole if r["event"] == "epoch"
+    ]
+
+
+# --- signals -----------------------------------------------------------------------------------
+def _descendants(pid: int) -> set[int]:
+    """The processes below `pid` (from /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        children = {p for p, parent in parents.items() if parent in frontier}
+        found |= children
+        frontier = children
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(condition: Callable[[], bool], seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def _partials(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".partial-" in p.name]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["simulate", "convert", "generate", "train"])
+def test_sigterm_is_handled_as_ctrl_c(command: str, checkpoint: Path, tmp_path: Path) -> None:
+    source = canonical(tmp_path / "in.h5", n=10)
+    out = tmp_path / "out"
+    argv = {
+        "simulate": ["simulate", "--n", "100000", "--workers", "2", "-o", f"{out}.h5"],
+        "convert": ["convert", str(source), "--batch-size", "1", f"{out}.h5"],
+        "generate": [
+            *("generate", "--checkpoint", str(checkpoint), "--n", "100000"),
+            *("--batch-size", "8", "-o", f"{out}.h5"),
+        ],
+        "train": [
+            *("train", "--config", "gan3d", "--data", str(source), "--out", str(out)),
+            *FAST_TRAIN[:-1],
+            *("training.max_steps=100000", "training.checkpoint_every=1"),
+        ],
+    }[command]
+    before = snapshot(tmp_path)
+    proc = subprocess.Popen([*CALOFORGE, *argv], stderr=subprocess.PIPE, text=True)
+    if command == "train":
+        _wait_for(lambda: (out / "latest.json").exists())
+    else:
+        _wait_for(lambda: bool(_partials(tmp_path)) or proc.poll() is not None)
+    children = _descendants(proc.pid)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    assert _partials(tmp_path) == []
+    _wait_for(lambda: not any(_running(p) for p in children), 10)
+    if command == "train":  # complete checkpoints stay, and resume
+        assert (out / "latest.json").exists()
+    else:
+        assert snapshot(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_no_worker_and_the_next_run_removes_the_partial(tmp_path: Path) -> None:
+    out = tmp_path / "s.h5"
+    argv = ["simulate", "--n", "100000", "--workers", "2", "-o", str(out)]
+    proc = subprocess.Popen([*CALOFORGE, *argv], stderr=subprocess.DEVNULL)
+    _wait_for(lambda: bool(_partials(tmp_path)))
+    _wait_for(lambda: len(_descendants(proc.pid)) >= 3)  # forkserver and two workers
+    children = _descendants(proc.pid)
+    proc.kill()
+    proc.wait()
+    _wait_for(lambda: not any(_running(p) for p in children), 10)
+    assert _partials(tmp_path)  # what SIGKILL leaves: nothing can remove it then
+    assert run_cli(["simulate", "--n", "3", "--workers", "1", "-o", str(out)]) == 0
+    assert _partials(tmp_path) == []

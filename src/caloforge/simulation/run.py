@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing
 import os
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from caloforge._files import check_output
-from caloforge._processes import die_with_parent
+from caloforge._processes import die_with_parent, signals_held
 from caloforge.data.canonical import ShowerWriter
 from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
@@ -96,7 +97,8 @@ def simulate_batches(
     ) as pool:
         pending: deque[Future[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]] = deque()
         for job in jobs:
-            pending.append(pool.submit(_simulate_sparse, *job))
+            with signals_held():  # a submit may start a worker
+                pending.append(pool.submit(_simulate_sparse, *job))
             if len(pending) >= 2 * workers:
                 yield _densify(geometry, pending.popleft().result())
         while pending:
@@ -209,10 +211,13 @@ def simulate_to_file(
             provenance=provenance,
         ) as writer:
             # Appending continues the seed's sequence after the showers already in the file.
-            for batch in batches(writer.n if first_index is None else first_index):
-                writer.write(batch)
-                if bar is not None:
-                    bar.update(len(batch))
+            # closing: an interrupt here ends the batches' workers now, not at exit.
+            stream = batches(writer.n if first_index is None else first_index)
+            with contextlib.closing(stream):  # type: ignore[type-var]
+                for batch in stream:
+                    writer.write(batch)
+                    if bar is not None:
+                        bar.update(len(batch))
     finally:
         if bar is not None:
             bar.close()
