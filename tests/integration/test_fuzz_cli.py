@@ -735,6 +735,32 @@ CASES = [
         ("subsample", "-1"),
     ),
     Case(
+        "validate-out-below-a-file",
+        lambda tmp, ck: [
+            "validate",
+            "--reference",
+            ref(tmp),
+            "--generated",
+            ref(tmp),
+            "--out",
+            str(a_file(tmp) / "rep"),
+        ],
+        ("--out", "afile", "is a file, not a folder"),
+    ),
+    Case(
+        "convert-binning-xml-onto-input",
+        lambda tmp, ck: [
+            "convert",
+            ref(tmp),
+            "--to",
+            "calochallenge",
+            "--binning",
+            ref(tmp),
+            str(tmp / "cc.h5"),
+        ],
+        ("--binning", "overwrite an input"),
+    ),
+    Case(
         "bench-threads-0",
         lambda tmp, ck: ["bench", "--model", "gan3d", "--threads", "0"],
         ("--threads", "0"),
@@ -1000,9 +1026,15 @@ def test_a_file_being_written_is_reported_in_use(
         str(path),
     )
     try:
+        before = snapshot(tmp_path)
         assert run_cli(["inspect", str(path)]) == 2
         (line,) = error_lines(capsys.readouterr().err)
         assert "busy.h5" in line and "in use" in line and "corrupt" not in line
+        argv = ["simulate", "--n", "2", "--workers", "1", "--append", "-o", str(path)]
+        assert run_cli(argv) == 2
+        (line,) = error_lines(capsys.readouterr().err)
+        assert "busy.h5" in line and "in use" in line
+        assert snapshot(tmp_path) == before
     finally:
         _end(writer)
 

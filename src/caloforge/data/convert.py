@@ -71,6 +71,8 @@ def convert(
         raise CaloforgeError(
             "--binning is for reading CaloChallenge files or writing with --to calochallenge"
         )
+    if to == CALOCHALLENGE and not reads_binning and binning is not None:
+        check_output(binning, inputs=files, option="--binning")  # the XML written
     options = {"binning": binning} if reads_binning and binning is not None else {}
     source = open_showers(files, format, **options)
     try:
