@@ -362,12 +362,13 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from caloforge._files import check_output
+    from caloforge._files import check_output, remove_stale_partials
     from caloforge.validation.config import config_from_cli
     from caloforge.validation.report import validate
 
     if not Path(args.out).exists():  # an existing one is validate's to judge
         check_output(args.out, folder=True, option="--out")
+    remove_stale_partials(args.out)  # report folders of killed runs
     config = config_from_cli(args, args.config)
     options = {"binning": args.binning} if args.binning else {}
     result = validate(

@@ -115,7 +115,7 @@ def save_checkpoint(
 def write_pointer(path: Path, checkpoint: Path, extra: dict[str, Any] | None = None) -> None:
     """Atomically (re)write a pointer file naming `checkpoint` relative to the run folder."""
     payload = {"checkpoint": str(checkpoint.relative_to(path.parent)), **(extra or {})}
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    tmp = partial_path(path)  # also removes what killed runs left in the run folder
     tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
     os.replace(tmp, path)
 
