@@ -956,7 +956,7 @@ def _limited(limit_bytes: int) -> Callable[[], None]:
 
 @pytest.mark.parametrize(
     "command",
-    ["simulate", "convert", pytest.param("generate", marks=pytest.mark.slow)],
+    ["simulate", "convert", "to-calochallenge", pytest.param("generate", marks=pytest.mark.slow)],
 )
 def test_a_real_file_size_limit_is_one_line_no_crash_no_partial(
     command: str, checkpoint: Path, tmp_path: Path
@@ -974,6 +974,7 @@ def test_a_real_file_size_limit_is_one_line_no_crash_no_partial(
     argv = {
         "simulate": ["simulate", "--n", "200", "--workers", "1", "--compression", "none"],
         "convert": ["convert", str(source), "--batch-size", "10"],
+        "to-calochallenge": ["convert", str(source), "--to", "calochallenge", "--batch-size", "5"],
         "generate": [
             "generate",
             "--checkpoint",
@@ -984,13 +985,13 @@ def test_a_real_file_size_limit_is_one_line_no_crash_no_partial(
             "20",
         ],
     }[command]
-    argv = argv + (["-o", str(out)] if command != "convert" else [str(out)])
+    argv = argv + (["-o", str(out)] if "convert" not in argv else [str(out)])
     before = snapshot(tmp_path)
     proc = subprocess.run(
         [*CALOFORGE, *argv],
         capture_output=True,
         text=True,
-        preexec_fn=_limited(100_000 if command == "convert" else 1 << 20),
+        preexec_fn=_limited(1 << 20 if command in ("simulate", "generate") else 100_000),
         timeout=300,
     )
     assert proc.returncode == 2, proc.stderr[-2000:]

@@ -266,6 +266,22 @@ class ShowerWriter:
             self.abort()
 
 
+def abandon_h5(h5: h5py.File) -> None:
+    """Close an HDF5 file whose writes the file system refused, without another write to the
+    device: its descriptor is pointed at /dev/null first. Closing it plainly would try the
+    writes again and fail, and HDF5 would try once more at exit and crash the process."""
+    fd = _descriptor(h5)
+    if fd is not None and h5.id.valid:
+        null = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+    with contextlib.suppress(OSError, RuntimeError):
+        if h5.id.valid:
+            h5.close()
+
+
 def _descriptor(h5: h5py.File) -> int | None:
     """The operating-system file descriptor under an HDF5 file (the default driver's)."""
     try:

@@ -37,7 +37,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from caloforge._files import atomic_output
+from caloforge._files import atomic_output, error_number, is_write_failure, os_error_text
+from caloforge.data.canonical import abandon_h5
 from caloforge.data.formats import FileFormat, register
 from caloforge.data.formats._foreign import (
     ForeignSource,
@@ -398,7 +399,8 @@ def write_calochallenge(
     else:
         rebin = polar_rebinning(geometry, n_alpha, r_edges)
         binning, to_voxels = rebin.binning(geometry.particle), rebin
-    with atomic_output(out_path) as h5_partial, atomic_output(xml_path) as xml_partial:
+    # The showers' file innermost: a failed write is reported under its name.
+    with atomic_output(xml_path) as xml_partial, atomic_output(out_path) as h5_partial:
         write_binning(binning, xml_partial)
         _write_showers(source, h5_partial, binning.n_voxels, to_voxels, batch_size, progress)
     return out_path, xml_path
@@ -436,15 +438,22 @@ def _write_showers(
         h5py.File(path, "w") as h5,
         tqdm(total=n, unit="shower", desc="writing CaloChallenge", disable=not progress) as bar,
     ):
-        energies = h5.create_dataset(ENERGY_KEY, shape=(n, 1), dtype=np.float64)
-        showers = h5.create_dataset(
-            SHOWERS_KEY, shape=(n, n_voxels), dtype=np.float32, **_compressed_rows(n, n_voxels)
-        )
-        start = 0
-        for batch in iter_batches(source, batch_size):
-            stop = start + len(batch)
-            voxels = to_voxels(batch.showers)
-            showers[start:stop] = voxels.reshape(len(batch), n_voxels) * np.float32(MEV_PER_GEV)
-            energies[start:stop] = batch.energy.reshape(-1, 1) * MEV_PER_GEV
-            bar.update(len(batch))
-            start = stop
+        try:
+            energies = h5.create_dataset(ENERGY_KEY, shape=(n, 1), dtype=np.float64)
+            showers = h5.create_dataset(
+                SHOWERS_KEY, shape=(n, n_voxels), dtype=np.float32, **_compressed_rows(n, n_voxels)
+            )
+            start = 0
+            for batch in iter_batches(source, batch_size):
+                stop = start + len(batch)
+                voxels = to_voxels(batch.showers) * np.float32(MEV_PER_GEV)
+                showers[start:stop] = voxels.reshape(len(batch), n_voxels)
+                energies[start:stop] = batch.energy.reshape(-1, 1) * MEV_PER_GEV
+                h5.flush()  # a full disk met here, not inside HDF5's clean-up at exit
+                bar.update(len(batch))
+                start = stop
+        except (OSError, RuntimeError) as exc:
+            if not is_write_failure(exc):
+                raise
+            abandon_h5(h5)
+            raise OSError(error_number(exc), os_error_text(exc)) from None
