@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from caloforge.data.canonical import open_canonical
@@ -78,7 +79,7 @@ def references(geometry: str, fold: str) -> dict[float, calibrate.Reference]:
     return out
 
 
-def fit(geometry_name: str, n: int, rounds: int) -> Calibration:
+def fit(geometry_name: str, n: int, rounds: int, out: Path | None) -> Calibration:
     geometry = load_geometry(geometry_name)
     refs = references(geometry_name, "fit")
     start = time.perf_counter()
@@ -94,9 +95,9 @@ def fit(geometry_name: str, n: int, rounds: int) -> Calibration:
     )
     report["seconds"] = time.perf_counter() - start
     print(json.dumps(report, indent=1))
-    TABLES.mkdir(exist_ok=True)
-    path = TABLES / f"{family_of(geometry)}.json"
-    path.write_text(result.to_json())
+    path = out or TABLES / f"{family_of(geometry)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(replace(result, family=family_of(geometry)).to_json())
     print(f"wrote {path}:\n{result.to_json()}")
     return result
 
@@ -108,16 +109,23 @@ def compare(geometry_name: str, n: int) -> None:
         "bare": calibrate.compare(geometry, Calibration(), held_out, n=n),
         "calibrated": calibrate.compare(geometry, for_geometry(geometry), held_out, n=n),
     }
-    print(f"{geometry_name}: the parametrized engine against held-out Geant4 showers (ratio - 1)")
-    print(
-        f"{'E GeV':>6} {'engine':>10} {'response':>9} {'resolution':>11} "
-        f"{'share max':>10} {'width max':>10}"
+    print(f"{geometry_name}: the parametrized engine against held-out Geant4 showers")
+    print("(relative differences; share and width over the layers above 1 %: RMS, max, in tol.)")
+    columns = (
+        "response",
+        "resolution",
+        "share_rms",
+        "share_max",
+        "share_within",
+        "width_rms",
+        "width_max",
+        "width_within",
     )
+    print(f"{'E GeV':>6} {'engine':>10} " + " ".join(f"{c:>12}" for c in columns))
     for label, table in rows.items():
         for row in table:
             print(
-                f"{row['energy']:6g} {label:>10} {row['response']:+9.3f} "
-                f"{row['resolution']:+11.3f} {row['share_max']:10.3f} {row['width_max']:10.3f}"
+                f"{row['energy']:6g} {label:>10} " + " ".join(f"{row[c]:+12.3f}" for c in columns)
             )
 
 
@@ -133,11 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="fit: passes over the stages")
+    parser.add_argument("--out", type=Path, help="fit: write the table here, not into the package")
     args = parser.parse_args(argv)
     if args.command == "sample":
         sample(args.geometry, args.n or 300, args.workers)
     elif args.command == "fit":
-        fit(args.geometry, args.n or 150, args.rounds)
+        fit(args.geometry, args.n or 150, args.rounds, args.out)
     else:
         compare(args.geometry, args.n or 400)
     return 0

@@ -274,8 +274,9 @@ def compare(
     n: int = 400,
     seed: int = 101,
 ) -> list[dict[str, float]]:
-    """Per energy, the parametrized showers against the reference: response ratio, resolution
-    ratio, the largest share and width deviations over the layers above 1 %."""
+    """Per energy, the parametrized showers against the reference (relative differences):
+    response, resolution, and over the layers above 1 % the RMS and the largest deviation of
+    the share and of the width, and the fraction of those layers within tolerance."""
     rows = []
     for k, (energy, ref) in enumerate(sorted(references.items())):
         target = summarize(ref.showers, ref.conditions["energy"], geometry)
@@ -283,13 +284,19 @@ def compare(
         showers = simulate(geometry, calibration, conditions, seed + k)
         model = summarize(showers, conditions["energy"], geometry)
         used = target.share >= MIN_SHARE
+        share = model.share[used] / target.share[used] - 1.0
+        width = model.width[used] / target.width[used] - 1.0
         rows.append(
             {
                 "energy": energy,
                 "response": model.response / target.response - 1.0,
                 "resolution": model.resolution / target.resolution - 1.0,
-                "share_max": float(np.max(np.abs(model.share[used] / target.share[used] - 1.0))),
-                "width_max": float(np.max(np.abs(model.width[used] / target.width[used] - 1.0))),
+                "share_rms": float(np.sqrt(np.mean(share**2))),
+                "share_max": float(np.max(np.abs(share))),
+                "share_within": float(np.mean(np.abs(share) <= TOLERANCE["share"])),
+                "width_rms": float(np.sqrt(np.mean(width**2))),
+                "width_max": float(np.max(np.abs(width))),
+                "width_within": float(np.mean(np.abs(width) <= TOLERANCE["width"])),
             }
         )
     return rows
