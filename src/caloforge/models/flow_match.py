@@ -82,7 +82,7 @@ class FlowMatchConfig(ModelConfig):
     shape_blocks: int = 2  # its residual blocks
     neighbours: int = 1  # layers on each side whose cells stage 2 reads for a layer
     time_frequencies: int = 6  # sin/cos features of the flow time t
-    alpha: float = 1.0e-7  # logit(alpha + (1 - 2 alpha) u) of the normalised cells u
+    alpha: float = 1.0e-6  # normalised cells u < alpha are empty (training: u ~ U[0, alpha))
     energy_eps: float = 1.0e-6  # log(E_layer / E_tot + energy_eps)
     energy_steps: int = 16  # solver steps of stage 1 (cheap)
     shape_steps: int = 3  # solver steps of stage 2 (the cost of generation)
@@ -239,8 +239,9 @@ class FlowMatchGenerator(ShowerGenerator):
 
     In training mode with `showers` given, `forward` returns the two stages' flow-matching
     losses `(2,)` instead (energies, shapes): the training step calls it so, through DDP,
-    which synchronises gradients only of what runs in `forward`. `times` `(N, 2)` in [0, 1)
-    are the flow times of the two stages.
+    which synchronises gradients only of what runs in `forward`. `draws` `(N, 2 + L C)`
+    uniform in [0, 1) (`sample_draws`) are the flow times of the two stages and the
+    dequantisation of the empty cells.
     """
 
     ema_updates: Tensor
@@ -297,19 +298,25 @@ class FlowMatchGenerator(ShowerGenerator):
         noise: Tensor,
         conditions: Mapping[str, Tensor],
         showers: Tensor | None = None,
-        times: Tensor | None = None,
+        draws: Tensor | None = None,
     ) -> Tensor:
         if showers is None:
             return self.sample(noise, conditions).showers
-        if times is None:
-            raise ValueError("flow-match: training forward needs `times` (N, 2)")
-        return self.losses(noise, conditions, showers, times)
+        if draws is None:
+            raise ValueError("flow-match: training forward needs `draws` (sample_draws)")
+        return self.losses(noise, conditions, showers, draws)
+
+    def sample_draws(self, n: int, generator: torch.Generator) -> Tensor:
+        """`(n, 2 + L C)` uniform numbers for training: flow times, dequantisation."""
+        size = 2 + self.layout.n_layers * self.layout.layer_cells
+        draws = torch.rand((n, size), generator=generator, device=generator.device)
+        return draws.to(self.prep.cell_mean.device, self.prep.cell_mean.dtype)
 
     def losses(
-        self, noise: Tensor, conditions: Mapping[str, Tensor], showers: Tensor, times: Tensor
+        self, noise: Tensor, conditions: Mapping[str, Tensor], showers: Tensor, draws: Tensor
     ) -> Tensor:
         """`(2,)`: mean squared error of the stage-1 and stage-2 velocities on `showers`
-        (GeV) with their conditions, from `noise` at flow `times` `(N, 2)`."""
+        (GeV) with their conditions, from `noise` and `draws` (`sample_draws`)."""
         n = showers.shape[0]
         energy = self.condition_columns(conditions, n, showers)
         cond = self.prep.condition_vector(energy)
@@ -318,9 +325,10 @@ class FlowMatchGenerator(ShowerGenerator):
         e_target = self.prep.standardise_energy(
             self.prep.energy_features(layer_energy, torch.exp(energy[:, 0]))
         )
-        c_target = self.prep.cells_forward(cells, layer_energy)
+        uniform = draws[:, 2:].reshape(cells.shape)
+        c_target = self.prep.cells_forward(cells, layer_energy, uniform)
         e_noise, c_noise = self._split(noise)
-        t1, t2 = times[:, 0], times[:, 1]
+        t1, t2 = draws[:, 0], draws[:, 1]
         x1 = (1 - t1[:, None]) * e_noise + t1[:, None] * e_target
         loss_e = functional.mse_loss(self.energy_net(x1, t1, cond), e_target - e_noise)
         x2 = (1 - t2[:, None, None]) * c_noise + t2[:, None, None] * c_target
@@ -347,6 +355,7 @@ class FlowMatchGenerator(ShowerGenerator):
         prep, layout = self.prep, self.layout
         sums: list[Tensor] | None = None
         count, smallest = 0, math.inf
+        rng = torch.Generator().manual_seed(0)  # the dequantisation of the fit
         for showers, conditions in batches:
             showers = showers.to(prep.cell_mean.device, prep.cell_mean.dtype)
             n = showers.shape[0]
@@ -354,7 +363,8 @@ class FlowMatchGenerator(ShowerGenerator):
             cells = layout.to_layers(showers)
             layer_energy = cells.sum(dim=2)
             features = prep.energy_features(layer_energy, torch.exp(columns[:, 0]))
-            logits = prep.cell_logits(cells, layer_energy)
+            uniform = torch.rand(cells.shape, generator=rng).to(cells.device, cells.dtype)
+            logits = prep.cell_logits(cells, layer_energy, uniform)
             parts = [features.double(), logits.double(), columns.double()]
             batch_sums = [t for x in parts for t in (x.sum(0), (x * x).sum(0))]
             sums = (

@@ -372,11 +372,11 @@ class WganStep(Step):
 class FlowMatchStep(Step):
     """Flow matching (flow-match): the generator alone, on the sum of its stages' losses.
 
-    The generator's own `forward(noise, conditions, showers, times)` returns the losses (so
-    DDP sees the computation), noise and flow times drawn for the global batch; after each
-    update the generator's EMA weights follow. `pretrain` fits the generator's
-    preprocessing statistics on the first `fit_showers` training showers (summed over the
-    ranks), once per run: a resumed run loads them with the weights.
+    The generator's own `forward(noise, conditions, showers, draws)` returns the losses (so
+    DDP sees the computation), noise and draws (flow times, dequantisation) made for the
+    global batch; after each update the generator's EMA weights follow. `pretrain` fits the
+    generator's preprocessing statistics on the first `fit_showers` training showers (summed
+    over the ranks), once per run: a resumed run loads them with the weights.
     """
 
     @classmethod
@@ -407,10 +407,10 @@ class FlowMatchStep(Step):
         m = self.m
         n = len(real)
         world = self.context.world_size
-        times = torch.rand(n * world, 2, generator=self.rng, device=self.rng.device)
-        times = times[self._slice(n)].to(real.device, real.dtype)
+        draws = m.generator_plain.sample_draws(n * world, self.rng)  # type: ignore[operator]
+        draws = draws[self._slice(n)].to(real.device, real.dtype)
         with self.autocast():
-            terms = m.generator(self.noise(n), conditions, real, times).float()
+            terms = m.generator(self.noise(n), conditions, real, draws).float()
             loss = terms.sum()
         m.optimizer_g.zero_grad(set_to_none=True)
         loss.backward()
