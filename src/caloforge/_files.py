@@ -164,7 +164,9 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 # --- what a failed write met ------------------------------------------------------------------
-_ERRNO_IN_TEXT = re.compile(r"errno\s*=\s*(\d+)")
+# How HDF5 ("errno = 28"), Rust libraries such as safetensors ("os error 28") and Python
+# ("[Errno 28]") write an errno into a message.
+_ERRNO_IN_TEXT = re.compile(r"(?:errno\s*=\s*|os error |\[Errno )(\d+)")
 
 _PLAIN = {
     errno.ENOSPC: "no space left on the device (disk full)",

@@ -1200,3 +1200,24 @@ def test_sigkill_leaves_no_worker_and_the_next_run_removes_the_partial(tmp_path:
     assert _partials(tmp_path)  # what SIGKILL leaves: nothing can remove it then
     assert run_cli(["simulate", "--n", "3", "--workers", "1", "-o", str(out)]) == 0
     assert _partials(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_while_training_is_one_line_and_leaves_no_partial(
+    tmp_path: Path,
+) -> None:
+    data, run = canonical(tmp_path / "in.h5", n=10), tmp_path / "run"
+    argv = ["train", "--config", "gan3d", "--data", str(data), "--out", str(run), *FAST_TRAIN]
+    proc = subprocess.run(
+        [*CALOFORGE, *argv],
+        capture_output=True,
+        text=True,
+        preexec_fn=_limited(3_000_000),  # the weights (3.8 MB) do not fit
+        timeout=600,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    (line,) = error_lines(proc.stderr)
+    assert "step-00000002: the checkpoint could not be written (file too large" in line
+    assert _partials(tmp_path) == []
+    assert not (run / "latest.json").exists()

@@ -22,6 +22,7 @@ not-yet-pointed-to folder, which `latest_checkpoint` also finds.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -95,13 +96,18 @@ def save_checkpoint(
         )
         extra = {"training": training, "step": step, "epoch": epoch}
         save_model(partial, plain, transform, geometry, extra)
-        torch.save(trainer_state, partial / TRAINER_STATE)
+        # Serialised in memory, then written: torch.save writing to a full disk itself fails
+        # with an error that does not say so ("unexpected pos").
+        state = io.BytesIO()
+        torch.save(trainer_state, state)
+        (partial / TRAINER_STATE).write_bytes(state.getbuffer())
         if folder.exists():  # the same step written again (a resumed run): replace it
             shutil.rmtree(folder)
         os.replace(partial, folder)
     except BaseException as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(exc, OSError) and is_write_failure(exc):
+        # safetensors and torch.save report a full disk as their own errors: by its errno.
+        if isinstance(exc, Exception) and is_write_failure(exc):
             raise OutputError(
                 f"{folder}: the checkpoint could not be written ({os_error_text(exc)}); the "
                 "run folder keeps its previous checkpoints"
