@@ -33,7 +33,15 @@ from caloforge.data.canonical import ShowerWriter
 from caloforge.data.source import Batch
 from caloforge.geometry import PRESETS
 from model_files import random_checkpoint
-from shower_files import make_lcd_fixed, sparse_cells, truncate
+from shower_files import (
+    make_calochallenge,
+    make_calogan,
+    make_lcd_angle,
+    make_lcd_fixed,
+    make_lhcb,
+    sparse_cells,
+    truncate,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CALOFORGE = [sys.executable, "-m", "caloforge"]
@@ -99,6 +107,34 @@ def fixed_size(f: h5py.File) -> None:
     """Datasets rewritten without maxshape: a valid file that cannot grow."""
     for key in ("showers", "energy"):
         replace(key, lambda old: old)(f)
+
+
+def foreign(tmp: Path, fmt: str, key: str, value: object) -> list[str]:
+    """`inspect` of a file of a foreign format whose `key` holds `value` ("group": a group)."""
+    if fmt == "lhcb":
+        path = tmp / "ch.npz"
+        make_lhcb(path)
+        arrays = dict(np.load(path))
+        arrays[key] = value
+        np.savez(path, **arrays)
+        return ["inspect", str(path)]
+    path, options = tmp / f"{fmt}.h5", []
+    if fmt == "lcd":
+        make_lcd_fixed(path)
+    elif fmt == "lcd-angle":
+        make_lcd_angle(path)
+    elif fmt == "calogan":
+        make_calogan(path)
+    else:
+        make_calochallenge(path, tmp / "binning.xml")
+        options = ["--binning", str(tmp / "binning.xml")]
+    with h5py.File(path, "a") as f:
+        del f[key]
+        if isinstance(value, str) and value == "group":
+            f.create_group(key)
+        else:
+            f[key] = value
+    return ["inspect", str(path), *options]
 
 
 def yaml_geometry(tmp: Path, cell: str = "[-5, 5]") -> Path:
@@ -328,6 +364,67 @@ CASES = [
         "inspect-unknown-format",
         lambda tmp, ck: ["inspect", ref(tmp), "--format", "root"],
         ("unknown format 'root'",),
+    ),
+    # Readers of the foreign formats: groups, strings, values outside the geometry.
+    Case(
+        "lcd-ecal-group",
+        lambda tmp, ck: foreign(tmp, "lcd", "ECAL", "group"),
+        ("lcd.h5", "'ECAL'", "not a dataset", "a group"),
+    ),
+    Case(
+        "lcd-ecal-strings",
+        lambda tmp, ck: foreign(tmp, "lcd", "ECAL", np.array([b"x"] * 3)),
+        ("lcd.h5", "'ECAL'", "wrong data type", "|S1"),
+    ),
+    Case(
+        "lcd-target-strings",
+        lambda tmp, ck: foreign(tmp, "lcd", "target", np.array([[b"e", b"11"]] * 3)),
+        ("'target'", "wrong data type"),
+    ),
+    Case(
+        "lcd-energy-1e9",
+        lambda tmp, ck: foreign(tmp, "lcd", "target", np.array([[11.0, 1e9]] * 3)),
+        ("lcd.h5", "'energy'", "valid for 1:1000 GeV"),
+    ),
+    Case(
+        "lcd-theta-strings",
+        lambda tmp, ck: foreign(tmp, "lcd-angle", "theta", np.array([b"t"] * 4)),
+        ("'theta'", "wrong data type"),
+    ),
+    Case(
+        "lcd-theta-outside",
+        lambda tmp, ck: foreign(tmp, "lcd-angle", "theta", np.full(4, 3.0)),
+        ("lcd-angle.h5", "'theta'", "valid for"),
+    ),
+    Case(
+        "calochallenge-energies-strings",
+        lambda tmp, ck: foreign(tmp, "calochallenge", "incident_energies", np.array([[b"e"]] * 5)),
+        ("'incident_energies'", "wrong data type"),
+    ),
+    Case(
+        "calochallenge-showers-group",
+        lambda tmp, ck: foreign(tmp, "calochallenge", "showers", "group"),
+        ("'showers'", "not a dataset"),
+    ),
+    Case(
+        "calogan-layer-group",
+        lambda tmp, ck: foreign(tmp, "calogan", "layer_0", "group"),
+        ("'layer_0'", "not a dataset"),
+    ),
+    Case(
+        "calogan-energy-strings",
+        lambda tmp, ck: foreign(tmp, "calogan", "energy", np.array([[b"e"]] * 3)),
+        ("'energy'", "wrong data type"),
+    ),
+    Case(
+        "lhcb-point-strings",
+        lambda tmp, ck: foreign(tmp, "lhcb", "ParticlePoint", np.array([["a", "b", "c"]] * 4)),
+        ("ch.npz", "'ParticlePoint'", "wrong data type", "<U1"),
+    ),
+    Case(
+        "lhcb-images-wrong-shape",
+        lambda tmp, ck: foreign(tmp, "lhcb", "EnergyDeposit", np.zeros((4, 7))),
+        ("'EnergyDeposit'", "wrong shape"),
     ),
     # convert: outputs that must not be written, and its options.
     Case(

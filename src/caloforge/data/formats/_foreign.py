@@ -173,7 +173,13 @@ def dataset(h5: h5py.File, path: Path, key: str, expected: str) -> h5py.Dataset:
     """The dataset `key`, or an `InputFileError` saying what was expected there."""
     ds = h5.get(key)
     if not isinstance(ds, h5py.Dataset):
+        if isinstance(ds, h5py.Group):
+            raise InputFileError(path, "not a dataset", key=key, expected=expected, found="a group")
         raise InputFileError(path, "missing dataset", key=key, expected=expected)
+    if ds.dtype.kind not in "fiub":  # strings, objects, compounds: not numbers
+        raise InputFileError(
+            path, "wrong data type", key=key, expected=expected, found=f"dtype {ds.dtype}"
+        )
     return ds
 
 

@@ -193,6 +193,14 @@ def _vectors(
         raise InputFileError(
             path, f"unreadable data, truncated or corrupt? ({exc})", key=key
         ) from None
+    except (ValueError, TypeError):  # strings, objects
+        raise InputFileError(
+            path,
+            "wrong data type",
+            key=key,
+            expected="numbers",
+            found=f"dtype {getattr(member, 'dtype', 'not numeric')}",
+        ) from None
 
 
 def _images(image: NpyMember, selection: Selection, energy_scale: float) -> np.ndarray:
