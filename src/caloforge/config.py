@@ -24,8 +24,10 @@ what was found:
     training.batch_sise: unknown setting; unknown key 'training.batch_sise' (did you mean
         'batch_size'?); known keys: batch_size, epochs, ...
 
-A model config is also read alone (a checkpoint's `config.json`), so its keys are named
-within it: `model config 'gan3d': key 'latent_size' must be a positive integer, got 0`.
+A check words its problem as "must be ..." or "expected ..." (both read after the path, as
+the messages users and tests already rely on did). A model config is also read alone (a
+checkpoint's `config.json`), so its keys are named within it:
+`model config 'gan3d': key 'latent_size' must be a positive integer, got 0`.
 
 Why dataclasses and this module rather than pydantic v2: the configs already were frozen
 dataclasses with commented defaults (and must stay importable without a new dependency, as
@@ -48,7 +50,18 @@ from typing import Any, TypeVar
 
 from caloforge.errors import CaloforgeError
 
-__all__ = ["Check", "ConfigError", "Root", "check_fields", "coerce", "convert", "setting"]
+__all__ = [
+    "Check",
+    "ConfigError",
+    "Root",
+    "at_least",
+    "check_fields",
+    "coerce",
+    "convert",
+    "one_of",
+    "positive",
+    "setting",
+]
 
 T = TypeVar("T")
 # A field's check: the problem with a value of the right type ("must be > 0", "expected an
