@@ -108,6 +108,8 @@ def _simulate(args: argparse.Namespace) -> int:
     for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value is not None and value <= 0:
             raise CaloforgeError(f"{option} must be a positive integer, got {value}")
+    if args.seed < 0:
+        raise CaloforgeError(f"--seed must be a non-negative integer, got {args.seed}")
     path = simulate_to_file(
         args.output,
         geometry=args.geometry,
@@ -234,7 +236,12 @@ def _train(args: argparse.Namespace) -> int:
     from caloforge.training.config import load_config
     from caloforge.training.trainer import Trainer
 
-    config = load_config(args.config, args.overrides)
+    try:
+        config = load_config(args.config, args.overrides)
+    except UnicodeDecodeError as exc:  # a binary file given as the config
+        raise CaloforgeError(
+            f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
+        ) from None
     try:
         trainer = Trainer(
             config, args.data, args.out, resume=args.resume, progress=True, data_format=args.format
@@ -481,6 +488,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 def _bench(args: argparse.Namespace) -> int:
     import json
+    import math
 
     from caloforge._files import atomic_output, check_output
     from caloforge.bench import bench_generation, format_table
@@ -488,6 +496,19 @@ def _bench(args: argparse.Namespace) -> int:
 
     if args.json:
         check_output(args.json, option="--json")  # before the timings, not after
+    for option, value, least in (
+        ("--warmup", args.warmup, 0),
+        ("--repeats", args.repeats, 1),
+        ("--simulator-showers", args.simulator_showers, 0),
+    ):
+        if value < least:
+            raise CaloforgeError(f"{option} must be >= {least}, got {value}")
+    for option, number in (
+        ("--time-budget", args.time_budget),
+        ("--peak-gflops", args.peak_gflops),
+    ):
+        if number is not None and not (math.isfinite(number) and number > 0):
+            raise CaloforgeError(f"{option} must be a positive number, got {number}")
     if args.threads is not None:
         import torch
 

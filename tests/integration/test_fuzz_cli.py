@@ -570,6 +570,44 @@ CASES = [
         ("t.h5",),
     ),
     Case(
+        "simulate-seed-negative",
+        lambda tmp, ck: ["simulate", "--n", "2", "--seed", "-1", "-o", "s.h5"],
+        ("--seed", "-1"),
+    ),
+    Case(
+        "simulate-point-on-clic-25",
+        lambda tmp, ck: ["simulate", "--n", "2", "--point", "1:2", "-o", "s.h5"],
+        ("no 'point' condition",),
+    ),
+    Case(
+        "simulate-point-outside-lhcb",
+        lambda tmp, ck: [
+            *("simulate", "--n", "2", "--geometry", "lhcb-30"),
+            *("--point", "-500:500", "-o", "s.h5"),
+        ],
+        ("'point'", "-500:500", "valid for -100:100 mm"),
+    ),
+    Case(
+        "simulate-energy-nan",
+        lambda tmp, ck: ["simulate", "--n", "2", "--energy", "nan", "-o", "s.h5"],
+        ("'energy'", "finite"),
+    ),
+    Case(
+        "simulate-energy-three-parts",
+        lambda tmp, ck: ["simulate", "--n", "2", "--energy", "1:2:3", "-o", "s.h5"],
+        ("--energy", "1:2:3"),
+    ),
+    Case(
+        "simulate-positron-gflash",
+        lambda tmp, ck: ["simulate", "--n", "2", "--particle", "positron", "-o", "s.h5"],
+        ("positron",),
+    ),
+    Case(
+        "simulate-range-cut-gflash",
+        lambda tmp, ck: ["simulate", "--n", "2", "--range-cut", "0.7", "-o", "s.h5"],
+        ("--range-cut", "geant4 only"),
+    ),
+    Case(
         "simulate-compression-unknown",
         lambda tmp, ck: ["simulate", "--n", "2", "--compression", "zip", "-o", "s.h5"],
         ("--compression", "zip"),
@@ -699,6 +737,16 @@ CASES = [
         ("tpu",),
     ),
     Case(
+        "generate-device-cuda-without-gpu",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--device", "cuda:7", "-o", "g.h5"),
+        ("cuda:7",),
+    ),
+    Case(
+        "generate-theta-on-clic-25",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--theta", "60:90", "-o", "g.h5"),
+        ("no 'theta' condition",),
+    ),
+    Case(
         "generate-backend-unknown",
         lambda tmp, ck: generate(tmp, ck, "--n", "2", "--backend", "fp4", "-o", "g.h5"),
         ("--backend", "fp4"),
@@ -789,6 +837,27 @@ CASES = [
         ("nope", "config file not found"),
     ),
     Case(
+        "train-config-binary",
+        lambda tmp, ck: ["train", "--config", ref(tmp), "--data", ref(tmp), "--out", "run"],
+        ("--config", "ref.h5", "not a YAML text file"),
+    ),
+    Case(
+        "train-max-steps-0",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "--out", "run"),
+            "training.max_steps=0",
+        ],
+        ("training.max_steps", "0"),
+    ),
+    Case(
+        "train-format-wrong",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "--out", "run"),
+            *("--format", "lcd"),
+        ],
+        ("ref.h5", "'ECAL'"),
+    ),
+    Case(
         "train-resume-without-run",
         lambda tmp, ck: [
             "train",
@@ -861,6 +930,41 @@ CASES = [
         "bench-threads-0",
         lambda tmp, ck: ["bench", "--model", "gan3d", "--threads", "0"],
         ("--threads", "0"),
+    ),
+    Case(
+        "bench-repeats-0",
+        lambda tmp, ck: ["bench", "--model", "gan3d", "--repeats", "0"],
+        ("--repeats", ">= 1", "0"),
+    ),
+    Case(
+        "bench-warmup-negative",
+        lambda tmp, ck: ["bench", "--model", "gan3d", "--warmup", "-1"],
+        ("--warmup", "-1"),
+    ),
+    Case(
+        "bench-time-budget-negative",
+        lambda tmp, ck: ["bench", "--model", "gan3d", "--time-budget", "-1"],
+        ("--time-budget", "positive"),
+    ),
+    Case(
+        "bench-peak-nan",
+        lambda tmp, ck: ["bench", "--model", "gan3d", "--peak-gflops", "nan"],
+        ("--peak-gflops", "positive"),
+    ),
+    Case(
+        "bench-simulator-showers-negative",
+        lambda tmp, ck: ["bench", "--model", "gan3d", "--simulator-showers", "-1"],
+        ("--simulator-showers", "-1"),
+    ),
+    Case(
+        "bench-batch-sizes-0",
+        lambda tmp, ck: ["bench", "--model", "gan3d", "--batch-sizes", "0"],
+        ("batch sizes must be positive",),
+    ),
+    Case(
+        "bench-model-unknown",
+        lambda tmp, ck: ["bench", "--model", "nope"],
+        ("unknown model family 'nope'",),
     ),
     Case(
         "bench-json-to-folder",
