@@ -145,6 +145,18 @@ def test_voxel_layers_of_unequal_size_round_trip() -> None:
     torch.testing.assert_close(layout.from_layers(layered), showers, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("neighbours", [0, 1, 2])
+def test_shape_field_input_equals_the_window_of_rows(neighbours: int) -> None:
+    g = tiny(neighbours=neighbours)
+    field, k = g.shape_net, neighbours
+    rng = torch.Generator().manual_seed(1)
+    x, energy = torch.randn(3, 25, 625, generator=rng), torch.randn(3, 25, generator=rng)
+    rows = torch.cat([x, energy[..., None]], dim=2)
+    padded = torch.nn.functional.pad(rows, (0, 0, k, k))
+    window = torch.cat([padded[:, i : i + 25] for i in range(2 * k + 1)], dim=2)
+    torch.testing.assert_close(field._input(x, energy), field.input(window))
+
+
 def test_midpoint_and_heun_integrate_a_linear_field_to_second_order() -> None:
     x0 = torch.ones(1, 1)
     exact = float(np.exp(-1.0))

@@ -183,18 +183,33 @@ class ShapeField(nn.Module):
         self.output = nn.Linear(width, cells)
 
     def forward(self, x: Tensor, t: Tensor, shower: Tensor, energy: Tensor) -> Tensor:
-        n_layers = x.shape[1]
-        rows = torch.cat([x, energy[..., None]], dim=2)  # (N, L, C + 1)
-        if self.k:
-            padded = functional.pad(rows, (0, 0, self.k, self.k))
-            rows = torch.cat([padded[:, i : i + n_layers] for i in range(2 * self.k + 1)], dim=2)
-        h = self.input(rows)  # (N, L, width)
+        h = self._input(x, energy)  # (N, L, width)
         context = self.context(torch.cat([time_features(t, self.frequencies), shower], dim=1))
         films = self.film(context)[:, None] + self.layer_film.weight.T  # (N, L, 2 width B)
         parts = films.chunk(2 * len(self.blocks), dim=2)
         for i, block in enumerate(self.blocks):
             h = block(h, parts[2 * i], parts[2 * i + 1])
         return self.output(functional.silu(h))
+
+    def _input(self, x: Tensor, energy: Tensor) -> Tensor:
+        """`self.input` of the rows [cells, energy] of layers l - k .. l + k (zeros beyond
+        the first and last), without building them: one product of every layer's cells with
+        the window's weights stacked, then the window's parts summed with their shifts."""
+        n_layers, cells = x.shape[1], x.shape[2]
+        window = 2 * self.k + 1
+        weight = self.input.weight.view(-1, window, cells + 1).transpose(0, 1)  # (w, H, C+1)
+        width = weight.shape[1]
+        parts = functional.linear(x, weight[:, :, :cells].reshape(window * width, cells))
+        parts = parts.view(*x.shape[:2], window, width)
+        parts = parts + energy[..., None, None] * weight[:, :, cells]  # (N, L, w, H)
+        h = parts[:, :, self.k] + self.input.bias
+        for i in range(window):
+            d = i - self.k  # part i of layer l reads layer l + d
+            if d < 0:
+                h = h + functional.pad(parts[:, : n_layers + d, i], (0, 0, -d, 0))
+            elif d > 0:
+                h = h + functional.pad(parts[:, d:, i], (0, 0, 0, d))
+        return h
 
 
 def integrate(
