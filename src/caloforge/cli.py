@@ -102,6 +102,9 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from caloforge._files import check_output
     from caloforge.data.summary import print_summary, summarize
     from caloforge.simulation.run import simulate_to_file
 
@@ -110,6 +113,8 @@ def _simulate(args: argparse.Namespace) -> int:
             raise CaloforgeError(f"{option} must be a positive integer, got {value}")
     if args.seed < 0:
         raise CaloforgeError(f"--seed must be a non-negative integer, got {args.seed}")
+    if Path(args.geometry).is_file():  # a geometry YAML is an input: never the output
+        check_output(args.output, inputs=[args.geometry], option="-o")
     path = simulate_to_file(
         args.output,
         geometry=args.geometry,
@@ -376,7 +381,12 @@ def _validate(args: argparse.Namespace) -> int:
     if not Path(args.out).exists():  # an existing one is validate's to judge
         check_output(args.out, folder=True, option="--out")
     remove_stale_partials(args.out)  # report folders of killed runs
-    config = config_from_cli(args, args.config)
+    try:
+        config = config_from_cli(args, args.config)
+    except UnicodeDecodeError as exc:  # a binary file given as the config
+        raise CaloforgeError(
+            f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
+        ) from None
     options = {"binning": args.binning} if args.binning else {}
     result = validate(
         args.reference,
@@ -425,8 +435,10 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 def _export(args: argparse.Namespace) -> int:
     from caloforge._files import check_output
     from caloforge.export import export_onnx
+    from caloforge.models.checkpoint import resolve_checkpoint
 
-    check_output(args.output, option="-o")  # before minutes of export and checks
+    files = [p for p in resolve_checkpoint(args.checkpoint).iterdir() if p.is_file()]
+    check_output(args.output, inputs=files, option="-o")  # before minutes of export
     path = export_onnx(
         args.checkpoint,
         args.output,

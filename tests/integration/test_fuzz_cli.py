@@ -626,6 +626,24 @@ CASES = [
         ("alias.h5", "overwrite an input"),
     ),
     Case(
+        "generate-onto-its-checkpoint-weights",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "-o", str(ck / "model.safetensors")),
+        ("model.safetensors", "overwrite an input"),
+    ),
+    Case(
+        "export-onto-its-checkpoint-config",
+        lambda tmp, ck: ["export", "--checkpoint", str(ck), "-o", str(ck / "config.json")],
+        ("config.json", "overwrite an input"),
+    ),
+    Case(
+        "simulate-onto-its-geometry-yaml",
+        lambda tmp, ck: [
+            *("simulate", "--n", "2", "--geometry", str(yaml_geometry(tmp, "[5, 5]"))),
+            *("-o", str(tmp / "mine.yaml")),
+        ],
+        ("mine.yaml", "overwrite an input"),
+    ),
+    Case(
         "generate-to-folder",
         lambda tmp, ck: generate(tmp, ck, "--n", "2", "-o", str(a_folder(tmp))),
         ("afolder", "is a folder"),
@@ -925,6 +943,22 @@ CASES = [
             str(tmp / "cc.h5"),
         ],
         ("--binning", "overwrite an input"),
+    ),
+    Case(
+        "validate-config-binary",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--config", ref(tmp)),
+        ],
+        ("--config", "ref.h5", "not a YAML text file"),
+    ),
+    Case(
+        "validate-energy-bins-text",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--energy-bins", "a"),
+        ],
+        ("energy_bins", "'a'"),
     ),
     Case(
         "bench-threads-0",
@@ -1422,3 +1456,16 @@ def test_a_file_size_limit_while_training_is_one_line_and_leaves_no_partial(
     assert "step-00000002: the checkpoint could not be written (file too large" in line
     assert _partials(tmp_path) == []
     assert not (run / "latest.json").exists()
+
+
+def test_validate_says_when_subsample_0_switches_the_cell_metrics_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = ref(tmp_path)
+    argv = ["validate", "--reference", source, "--generated", source, "--out", str(tmp_path / "r")]
+    assert run_cli([*argv, "--subsample", "0", "--no-plots"]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the cell-level metrics" in out and "switched off (subsample 0)" in out
+    # 6 showers a set: too few for FPD, which then has no verdict instead of a pass.
+    (fpd,) = [line for line in out.splitlines() if line.strip().startswith("FPD")]
+    assert fpd.split()[-1] == "n/a"

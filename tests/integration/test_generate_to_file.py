@@ -224,9 +224,13 @@ def test_inside_the_training_range_nothing_is_said(narrow_run, tmp_path):
         )
 
 
-def test_a_model_failing_mid_file_leaves_no_file(tmp_path):
+def test_a_model_failing_mid_file_leaves_no_file(tmp_path, monkeypatch):
     folder = make_checkpoint(tmp_path / "run", "wgan-lhcb")
     from safetensors.torch import load_file, save_file
+
+    # Loading refuses NaN weights (and changed bytes) now; the check of the generated
+    # showers is under test here, so the model is let through to produce NaN cells.
+    monkeypatch.setattr("caloforge.models.checkpoint._check_weights", lambda *args: None)
 
     tensors = load_file(str(folder / WEIGHTS))
     tensors["generator.dense.bias"] = torch.full_like(tensors["generator.dense.bias"], np.nan)

@@ -37,6 +37,7 @@ from caloforge.devices import init_distributed
 from caloforge.errors import CaloforgeError, ConditionError, InputFileError
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.geometry import Geometry
+from caloforge.models.checkpoint import resolve_checkpoint
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 
 __all__ = [
@@ -223,7 +224,8 @@ def generate_to_file(
         )
     # Before any work: an output that cannot be written, or that is the reference itself.
     references = [] if conditions_from is None else expand_paths(conditions_from)
-    check_output(output, inputs=references, option="-o")
+    checkpoint_files = [p for p in resolve_checkpoint(checkpoint).iterdir() if p.is_file()]
+    check_output(output, inputs=[*references, *checkpoint_files], option="-o")
 
     context = init_distributed(device)  # torchrun: this rank's slice of batches and device
     pipeline = ShowerPipeline.from_checkpoint(checkpoint, device=context.device)

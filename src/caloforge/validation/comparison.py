@@ -229,6 +229,11 @@ def _input_warnings(
             )
     if config.max_showers is not None and any(i.n_showers > config.max_showers for i in infos):
         warnings.append(f"only the first {config.max_showers} showers of each set are used")
+    if config.subsample == 0:  # said aloud: the verdict then rests on the other metrics
+        warnings.append(
+            "the cell-level metrics (cells classifier, projection MSE, SSIM) are switched off "
+            "(subsample 0); the verdict judges the other metrics alone"
+        )
     for name in scalar_conditions(geometry):
         value, _ = metrics.separation_power(
             ref_f[f"condition/{name}"], gen_f[f"condition/{name}"], n_bootstrap=2
