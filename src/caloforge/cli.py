@@ -374,7 +374,12 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
 def _validate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from caloforge._files import check_output, remove_stale_partials
+    from caloforge._files import (
+        check_output,
+        is_write_failure,
+        os_error_text,
+        remove_stale_partials,
+    )
     from caloforge.validation.config import config_from_cli
     from caloforge.validation.report import validate
 
@@ -388,15 +393,22 @@ def _validate(args: argparse.Namespace) -> int:
             f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
         ) from None
     options = {"binning": args.binning} if args.binning else {}
-    result = validate(
-        args.reference,
-        args.generated,
-        args.out,
-        config,
-        format=args.format,
-        progress=True,
-        **options,
-    )
+    try:
+        result = validate(
+            args.reference,
+            args.generated,
+            args.out,
+            config,
+            format=args.format,
+            progress=True,
+            **options,
+        )
+    except OSError as exc:  # the report folder's partial is already removed
+        if not is_write_failure(exc):
+            raise
+        raise CaloforgeError(
+            f"--out {args.out}: the report could not be written ({os_error_text(exc)})"
+        ) from None
     print(result.summary())
     print(f"report: {args.out}/index.html")
     return 1 if args.check and result.verdict == "fail" else 0

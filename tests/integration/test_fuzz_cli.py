@@ -1469,3 +1469,17 @@ def test_validate_says_when_subsample_0_switches_the_cell_metrics_off(
     # 6 showers a set: too few for FPD, which then has no verdict instead of a pass.
     (fpd,) = [line for line in out.splitlines() if line.strip().startswith("FPD")]
     assert fpd.split()[-1] == "n/a"
+
+
+def test_a_full_disk_while_validate_writes_its_report_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = ref(tmp_path)
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(Path, "write_text", _enospc)
+    argv = ["validate", "--reference", source, "--generated", source, "--no-plots"]
+    assert run_cli([*argv, "--out", str(tmp_path / "report")]) == 2
+    monkeypatch.undo()
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "--out" in line and "report could not be written (no space left" in line
+    assert snapshot(tmp_path) == before

@@ -31,7 +31,14 @@ import h5py
 import numpy as np
 
 from caloforge import __version__
-from caloforge._files import check_output, commit, discard, os_error_text, partial_path
+from caloforge._files import (
+    check_output,
+    commit,
+    discard,
+    os_error_text,
+    partial_path,
+    remove_stale_partials,
+)
 from caloforge.data.source import Batch, check_conditions, check_showers, require_file
 from caloforge.errors import CaloforgeError, GeometryError, InputFileError, OutputError
 from caloforge.geometry import Geometry
@@ -91,6 +98,7 @@ class ShowerWriter:
         self._names = geometry.condition_names
         check_output(self.path)
         if append and self.path.exists():
+            remove_stale_partials(self.path)  # what killed runs left beside it
             existing = open_canonical(self.path)
             existing.close()
             if existing.geometry.to_dict() != geometry.to_dict():
