@@ -41,14 +41,17 @@ TARGETS = {
 }
 
 
-def with_steps(checkpoint: Path, steps: int, out: Path) -> Path:
-    """A copy of `checkpoint` whose model samples stage 2 in `steps` steps."""
+def with_steps(checkpoint: Path, steps: int, hit_fraction: float, out: Path) -> Path:
+    """A copy of `checkpoint` whose model samples stage 2 in `steps` steps and empties the
+    cells below `hit_fraction` of their layer (0: the model's own cut)."""
     folder = out / f"checkpoint-steps{steps}"
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(checkpoint, folder)
     config = json.loads((folder / CONFIG).read_text())
     config["model"]["shape_steps"] = steps
+    if hit_fraction:
+        config["model"]["hit_fraction"] = hit_fraction
     (folder / CONFIG).write_text(json.dumps(config, indent=1))
     return folder
 
@@ -120,6 +123,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("flow-match-bench"))
     parser.add_argument("--n", type=int, default=5000)
     parser.add_argument("--steps", type=int, nargs="+", default=[3])
+    parser.add_argument("--hit-fraction", type=float, default=0.0, help="0: the model's")
     parser.add_argument("--backends", nargs="+", default=["eager", "compiled"])
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=2)
@@ -135,7 +139,7 @@ def main() -> None:
     edges = np.geomspace(energy.min(), energy.max() * (1 + 1e-9), 6)
     results = {"checkpoint": str(checkpoint), "targets": TARGETS, "by_steps": {}}
     for steps in args.steps:
-        folder = with_steps(checkpoint, steps, args.out)
+        folder = with_steps(checkpoint, steps, args.hit_fraction, args.out)
         generated_file = args.out / f"generated-steps{steps}.h5"
         report = args.out / f"report-steps{steps}"
         generated_file.unlink(missing_ok=True)
@@ -160,6 +164,7 @@ def main() -> None:
         with h5py.File(generated_file) as f:
             generated = f["showers"][:]
         entry = {
+            "hit_fraction": args.hit_fraction,
             "generation_s": generation_s,
             "auc_low_level": metrics["headline"]["classifier_auc_low_level"]["value"],
             "auc_high_level": metrics["headline"]["classifier_auc_high_level"]["value"],

@@ -108,6 +108,20 @@ def test_layers_sum_exactly_to_the_stage_one_energies(clic_file: Path) -> None:
     assert float(hits.min()) >= float(g.prep.threshold) * (1 - 1e-6)  # the readout threshold
 
 
+def test_cells_below_the_hit_fraction_are_empty_and_layers_still_sum(clic_file: Path) -> None:
+    g = fitted(clic_file, hit_fraction=1e-3).eval()
+    with torch.no_grad():
+        sample = g.sample(
+            g.sample_noise(4, torch.Generator().manual_seed(5)), drawn_conditions(g, 4)
+        )
+    cells = g.layout.to_layers(sample.showers).double()
+    share = cells / sample.layer_energy.double().clamp_min(1e-30)[..., None]
+    assert ((share == 0) | (share >= 1e-3 * (1 - 1e-6))).all()
+    torch.testing.assert_close(
+        cells.sum(dim=2), sample.layer_energy.double(), rtol=1e-6, atol=1e-12
+    )
+
+
 def test_preprocessing_inverts_on_real_showers(clic_file: Path) -> None:
     g = fitted(clic_file)
     showers, conditions = batches(clic_file)[0]

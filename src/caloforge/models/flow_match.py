@@ -90,6 +90,8 @@ class FlowMatchConfig(ModelConfig):
     ema_decay: float = 0.999  # EMA of the weights used in eval mode; 0: the raw weights
     fit_showers: int = 4096  # training showers that fix the preprocessing statistics
     threshold: float = 0.0  # GeV, cells below are empty; 0: the data's smallest cell
+    hit_fraction: float = 0.0  # generation: cells below this share of their layer are
+    # empty (a relative readout threshold); 0: none, the flow's own decision alone
 
     def _check_values(self) -> None:
         for key in ("energy_hidden", "energy_blocks", "shape_hidden", "shape_blocks"):
@@ -102,6 +104,7 @@ class FlowMatchConfig(ModelConfig):
         self._require(0 < self.energy_eps < 0.01, "energy_eps", "in (0, 0.01)")
         self._require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
         self._require(self.threshold >= 0, "threshold", "0 or more (GeV)")
+        self._require(0 <= self.hit_fraction < 0.1, "hit_fraction", "in [0, 0.1)")
 
     def _check_geometry(self) -> None:
         """Any shape: the geometry must only offer the primary energy."""
@@ -273,7 +276,12 @@ class FlowMatchGenerator(ShowerGenerator):
         self.n_features = n_layers + 1
         columns = sum(self.sizes)
         self.prep = Preprocessing(
-            n_layers, cells, columns, alpha=config.alpha, energy_eps=config.energy_eps
+            n_layers,
+            cells,
+            columns,
+            alpha=config.alpha,
+            energy_eps=config.energy_eps,
+            hit_fraction=config.hit_fraction,
         )
         self.energy_net = EnergyField(self.n_features, columns, config)
         self.shape_net = ShapeField(n_layers, cells, columns + self.n_features, config)

@@ -123,9 +123,11 @@ class Preprocessing(nn.Module):
         *,
         alpha: float,
         energy_eps: float,
+        hit_fraction: float | None = None,
     ) -> None:
         super().__init__()
         self.alpha, self.energy_eps = alpha, energy_eps
+        self.hit_fraction = hit_fraction or 0.0
         features = n_layers + 1
         self.register_buffer("energy_mean", torch.zeros(features))
         self.register_buffer("energy_std", torch.ones(features))
@@ -187,16 +189,20 @@ class Preprocessing(nn.Module):
         """Cells `(N, L, C)` in GeV from standardised logits: each layer's cells sum exactly
         (to rounding) to `layer_energy` `(N, L)`.
 
-        A cell is empty when its fraction is below alpha (the empty cells' band) or its
-        energy below the readout threshold; the brightest cell of a layer always stays, so
-        a layer with energy is never emptied. The kept fractions are renormalised to 1.
+        A cell is empty when its fraction is below alpha (in the empty cells' band), or its
+        share of the layer's other cells below `hit_fraction` (a relative readout
+        threshold; 0: none), or its energy below the readout threshold; the brightest cell
+        of a layer always stays, so a layer with energy is never emptied. The kept fractions
+        are renormalised to 1: kept cells only grow, and stay above both thresholds.
         """
         a = self.offset
         u = (torch.sigmoid(z * self.cell_std + self.cell_mean) - a) / (1 - 2 * a)
         u = torch.where(mask, u.clamp_min(0.0), 0.0)
         brightest = u == u.amax(dim=2, keepdim=True)
-        share = u / u.sum(dim=2, keepdim=True).clamp_min(1e-30)
-        keep = (u >= self.alpha) & (share * layer_energy[..., None] >= self.threshold)
+        hits = torch.where(u >= self.alpha, u, 0.0)  # the flow's own decision: above the band
+        share = hits / hits.sum(dim=2, keepdim=True).clamp_min(1e-30)
+        keep = (hits > 0) & (share >= self.hit_fraction)
+        keep = keep & (share * layer_energy[..., None] >= self.threshold)
         weight = torch.where(keep | brightest, u.clamp_min(1e-30), 0.0)
         weight = torch.where(mask, weight, 0.0)
         return layer_energy[..., None] * weight / weight.sum(dim=2, keepdim=True)
