@@ -79,7 +79,7 @@ def references(geometry: str, fold: str) -> dict[float, calibrate.Reference]:
     return out
 
 
-def fit(geometry_name: str, n: int, rounds: int, out: Path | None) -> Calibration:
+def fit(geometry_name: str, n: int, rounds: int, out: Path | None, resume: bool) -> Calibration:
     geometry = load_geometry(geometry_name)
     refs = references(geometry_name, "fit")
     start = time.perf_counter()
@@ -88,6 +88,7 @@ def fit(geometry_name: str, n: int, rounds: int, out: Path | None) -> Calibratio
         refs,
         n=n,
         rounds=rounds,
+        start=for_geometry(geometry) if resume else None,
         fitted_on=(
             f"Geant4 engine ({geometry_name}, energies {', '.join(f'{e:g}' for e in refs)} GeV,"
             f" {len(next(iter(refs.values())).showers)} showers each; seed {SAMPLE_SEED})"
@@ -142,11 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="fit: passes over the stages")
     parser.add_argument("--out", type=Path, help="fit: write the table here, not into the package")
+    parser.add_argument(
+        "--resume", action="store_true", help="fit: start from the package's table, not bare"
+    )
     args = parser.parse_args(argv)
     if args.command == "sample":
         sample(args.geometry, args.n or 300, args.workers)
     elif args.command == "fit":
-        fit(args.geometry, args.n or 150, args.rounds, args.out)
+        fit(args.geometry, args.n or 150, args.rounds, args.out, args.resume)
     else:
         compare(args.geometry, args.n or 400)
     return 0

@@ -55,8 +55,9 @@ SHAPE_BOUNDS = {
     "Rt_front": (-2.0, 4.0),
     "p_shift": (-0.5, 0.5),
     "stochastic_scale": (0.3, 3.0),
+    "constant_scale": (0.0, 5.0),
 }
-LATERAL_PARAMETERS = ("Rt_scale", "Rt_front", "p_shift", "stochastic_scale")
+LATERAL_PARAMETERS = ("Rt_scale", "Rt_front", "p_shift", "stochastic_scale", "constant_scale")
 
 
 @dataclass(frozen=True)
@@ -145,9 +146,11 @@ def simulate(
 # so the objective is noisy on small steps.
 STAGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("T_shift", "T_slope", "alpha_scale"), ("share",)),
-    (("sigma_T_scale", "sigma_alpha_scale"), ("spread",)),
+    # The profile's fluctuations move the layers' spreads and, through leakage, the
+    # resolution: both are held, or the spreads are bought with the resolution.
+    (("sigma_T_scale", "sigma_alpha_scale"), ("spread", "resolution", "weighted_resolution")),
     (("Rt_scale", "Rt_front", "p_shift"), ("width", "peak")),
-    (("stochastic_scale",), ("weighted_resolution", "resolution")),
+    (("stochastic_scale", "constant_scale"), ("weighted_resolution", "resolution")),
 )
 
 

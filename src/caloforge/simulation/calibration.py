@@ -11,7 +11,7 @@ and the fluctuations. A `Calibration` holds a few factors that act where the phy
   (times exp(-tau), as the parametrization's own sampling corrections), a shift of the core
   fraction. The core radius (about a millimetre) is left alone: cells of a few millimetres
   do not see it, so no fit could;
-- the sampling fluctuations: a scale of the stochastic term c_s;
+- the sampling fluctuations: scales of the stochastic term c_s and of the constant term;
 - the response: the visible energy scaled by `response_scale + response_slope ln(E/10 GeV)`.
 
 Tables are fitted by `benchmarks/calibrate_gflash.py` on Geant4 showers and kept in the
@@ -53,6 +53,7 @@ class Calibration:
     Rt_front: float = 0.0
     p_shift: float = 0.0
     stochastic_scale: float = 1.0
+    constant_scale: float = 1.0
     response_scale: float = 1.0
     response_slope: float = 0.0
     fitted_on: str = ""

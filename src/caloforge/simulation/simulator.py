@@ -195,7 +195,8 @@ class ShowerSimulator:
         # 5. Sampling fluctuations on the deposit (GeV), and the constant term per shower.
         c2 = self.stochastic_term**2
         e_dep = rng.gamma(np.maximum(e_spot / c2, 1e-12), c2)
-        scale = np.maximum(1.0 + self.geometry.constant_term * rng.standard_normal(n), 0.0)
+        constant = self.geometry.constant_term * self.calibration.constant_scale
+        scale = np.maximum(1.0 + constant * rng.standard_normal(n), 0.0)
         scale *= self.calibration.response(energy)
         return Spots(shower, pos[:, 0], pos[:, 1], z, e_dep * scale[shower], layer)
 
