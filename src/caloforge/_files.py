@@ -168,16 +168,13 @@ def _inside(path: Path, folder: Path) -> bool:
 # ("[Errno 28]") write an errno into a message.
 _ERRNO_IN_TEXT = re.compile(r"(?:errno\s*=\s*|os error |\[Errno )(\d+)")
 
-_PLAIN = {
-    errno.ENOSPC: "no space left on the device (disk full)",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EFBIG: "file too large (the file size limit was reached)",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-    errno.EROFS: "read-only file system",
-    errno.EISDIR: "is a folder",
+# The system's own words for an errno (os.strerror: "No space left on device"), and for a few
+# what they mean for the user.
+_HINTS = {
+    errno.ENOSPC: "disk full",
+    errno.EFBIG: "the file size limit was reached",
+    errno.EISDIR: "a folder is in the way",
     errno.ENOTDIR: "a part of the path is a file, not a folder",
-    errno.EIO: "input/output error on the device",
 }
 
 
@@ -202,11 +199,13 @@ def is_write_failure(exc: BaseException) -> bool:
 
 
 def os_error_text(exc: BaseException) -> str:
-    """A one-line reason for a failed file operation: 'no space left on the device (disk
-    full)', 'permission denied', ... or the error's first line."""
+    """A one-line reason for a failed file operation: 'No space left on device (disk full)',
+    'Permission denied', ... or the error's first line."""
     number = error_number(exc)
-    if number in _PLAIN:
-        return _PLAIN[number]
+    if number in _WRITE_FAILURES or number in _HINTS:
+        assert number is not None
+        hint = _HINTS.get(number)
+        return os.strerror(number) + (f" ({hint})" if hint else "")
     text = getattr(exc, "strerror", None) or str(exc)
     return text.splitlines()[0].strip() if text else type(exc).__name__
 

@@ -1146,7 +1146,7 @@ def test_disk_full_at_the_write_is_one_line_and_leaves_nothing(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     (line,) = error_lines(err)
-    assert "out.h5" in line and "no space left on the device (disk full)" in line
+    assert "out.h5" in line and "No space left on device (disk full)" in line
     assert snapshot(tmp_path) == before
 
 
@@ -1163,7 +1163,7 @@ def test_permission_denied_at_creation_is_one_line(
     monkeypatch.setattr(h5py, "File", refuse)
     assert run_cli(["simulate", "--n", "2", "--workers", "1", "-o", str(tmp_path / "s.h5")]) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert "s.h5" in line and "permission denied" in line
+    assert "s.h5" in line and "Permission denied" in line
     assert list(tmp_path.iterdir()) == []
 
 
@@ -1453,7 +1453,7 @@ def test_a_file_size_limit_while_training_is_one_line_and_leaves_no_partial(
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     (line,) = error_lines(proc.stderr)
-    assert "step-00000002: the checkpoint could not be written (file too large" in line
+    assert "step-00000002: the checkpoint could not be written (File too large" in line
     assert _partials(tmp_path) == []
     assert not (run / "latest.json").exists()
 
@@ -1481,5 +1481,5 @@ def test_a_full_disk_while_validate_writes_its_report_is_one_line(
     assert run_cli([*argv, "--out", str(tmp_path / "report")]) == 2
     monkeypatch.undo()
     (line,) = error_lines(capsys.readouterr().err)
-    assert "--out" in line and "report could not be written (no space left" in line
+    assert "--out" in line and "report could not be written (No space left" in line
     assert snapshot(tmp_path) == before

@@ -85,7 +85,7 @@ def test_stale_partials_go_live_ones_stay(tmp_path: Path) -> None:
 
 def test_atomic_output_names_a_full_disk_and_removes_the_partial(tmp_path: Path) -> None:
     final = tmp_path / "out.json"
-    full = r"out.json: could not be written \(no space left"
+    full = r"out.json: could not be written \(No space left"
     with pytest.raises(OutputError, match=full), atomic_output(final) as partial:
         partial.write_text("half")
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -100,8 +100,8 @@ def test_atomic_output_names_a_full_disk_and_removes_the_partial(tmp_path: Path)
     [
         (OSError(errno.ENOSPC, "x"), "disk full"),
         (OSError(errno.EDQUOT, "x"), "quota"),
-        (PermissionError(errno.EACCES, "x"), "permission denied"),
-        (OSError(errno.EROFS, "x"), "read-only"),
+        (PermissionError(errno.EACCES, "x"), "Permission denied"),
+        (OSError(errno.EROFS, "x"), "Read-only"),
         (RuntimeError("Can't write (file write failed: errno = 28, error message = ...)"), "full"),
         (OSError("something else\nsecond line"), "something else"),
     ],
