@@ -26,9 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from caloforge._processes import default_workers
 from caloforge.simulation.geant4 import build
 from caloforge.simulation.geant4.engine import prepare
-from caloforge.simulation.run import default_workers, simulate_to_file
+from caloforge.simulation.run import simulate_to_file
 
 
 def bare_loop(executable: Path, energy: float, n: int, processes: int, env: dict) -> float:

@@ -22,7 +22,8 @@ import threading
 import time
 from pathlib import Path
 
-from caloforge.simulation.run import default_workers, simulate_to_file
+from caloforge._processes import default_workers
+from caloforge.simulation.run import simulate_to_file
 
 TARGET_SHOWERS_PER_S = 300.0
 

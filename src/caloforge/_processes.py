@@ -66,3 +66,13 @@ def signals_held() -> Iterator[None]:
             signal.signal(number, handler)
         for signum in caught:
             signal.raise_signal(signum)
+
+
+def default_workers() -> int:
+    """Worker processes for parallel work (simulation, validation features): the cores this
+    process may use, at most 8."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 8))

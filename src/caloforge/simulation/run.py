@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from caloforge._files import check_output
-from caloforge._processes import die_with_parent, signals_held
+from caloforge._processes import default_workers, die_with_parent, signals_held
 from caloforge.data.canonical import ShowerWriter
 from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
@@ -103,15 +103,6 @@ def simulate_batches(
                 yield _densify(geometry, pending.popleft().result())
         while pending:
             yield _densify(geometry, pending.popleft().result())
-
-
-def default_workers() -> int:
-    """Processes for simulation: the cores this process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
 
 
 ENGINES = ("gflash", "geant4")

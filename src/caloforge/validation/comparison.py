@@ -71,7 +71,7 @@ def compare(
 
     `specs` lets worker processes re-open the sets to compute features in parallel; without
     them everything runs in this process."""
-    from caloforge.simulation.run import default_workers
+    from caloforge._processes import default_workers
 
     config = config or ValidationConfig()
     overlap = check_comparable(reference, generated)
