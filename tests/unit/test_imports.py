@@ -164,3 +164,44 @@ def test_import_caloforge_is_light():
     code = "import sys, caloforge; print(sorted({'torch', 'numpy', 'h5py'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# The stages each stage may import besides the foundation (the README's architecture table).
+FOUNDATION = {
+    "caloforge",
+    "geometry",
+    "config",
+    "devices",
+    "errors",
+    "_files",
+    "_processes",
+    "_optional",
+}
+ALLOWED = {
+    "data": {"validation"},
+    "simulation": {"data", "validation"},
+    "models": {"data"},
+    "training": {"models", "data", "validation"},
+    "validation": {"data"},
+    "generation": {"models", "data", "simulation", "validation"},
+    "export": {"generation", "models", "simulation"},
+    "bench": {"generation", "models", "simulation"},
+}
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "caloforge"
+
+
+def test_each_stage_imports_only_what_the_architecture_allows():
+    graph = _graph()
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name, targets in graph.items()
+        for target in targets
+        if _stage(name) in ALLOWED
+        and _stage(target) != _stage(name)
+        and _stage(target) not in FOUNDATION | ALLOWED[_stage(name)]
+    )
+    assert wrong == []
