@@ -64,6 +64,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
         help="geant4 only: production range cut, mm (default 0.7)",
     )
     p.add_argument(
+        "--calibration",
+        choices=("auto", "none"),
+        default="auto",
+        help="gflash only: auto (default) applies the package's correction table fitted to "
+        "Geant4 for the geometry's material family; none runs the bare parametrization",
+    )
+    p.add_argument(
         "--geometry",
         default="clic-25",
         help="preset (clic-25, clic-angle-51, lhcb-30) or a geometry YAML file",
@@ -133,6 +140,7 @@ def _simulate(args: argparse.Namespace) -> int:
         engine=args.engine,
         physics_list=args.physics_list,
         range_cut_mm=args.range_cut,
+        calibration=args.calibration,
     )
     print_summary(summarize(path))
     return 0

@@ -115,3 +115,32 @@ def test_a_user_geometry_from_yaml_simulates(tmp_path):
     with h5py.File(out) as f:
         assert f["showers"].shape == (5, 11, 11, 6)
         assert f.attrs["geometry"] == "mini-ecal"
+
+
+def test_the_calibration_is_chosen_and_recorded(tmp_path):
+    calibrated, bare = tmp_path / "calibrated.h5", tmp_path / "bare.h5"
+    common = ("simulate", "--n", "20", "--energy", "50", "--seed", "3", "--workers", "1")
+    assert run(*common, "-o", str(calibrated)) == 0
+    assert run(*common, "--calibration", "none", "-o", str(bare)) == 0
+    with h5py.File(calibrated) as f, h5py.File(bare) as g:
+        assert "calibrated to Geant4 (W-Si" in f.attrs["producer"]
+        assert "bare parametrization" in g.attrs["simulation"]
+        # The table raises the response by about 19 % (the sampling fraction Geant4 gives).
+        ratio = f["showers"][:].sum() / g["showers"][:].sum()
+        assert 1.1 < ratio < 1.3
+    # Showers of another calibration are not appended.
+    assert run(*common, "--calibration", "none", "--append", "-o", str(calibrated)) == 2
+    assert (
+        run(
+            "simulate",
+            "--engine",
+            "geant4",
+            "--n",
+            "2",
+            "--calibration",
+            "none",
+            "-o",
+            str(tmp_path / "x.h5"),
+        )
+        == 2
+    )

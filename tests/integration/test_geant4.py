@@ -375,7 +375,7 @@ def test_interrupted_run_leaves_no_file_and_no_process(setup, tmp_path, how):
     proc = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
     )
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded machine starts processes slowly
     workers: list[int] = []
     while time.monotonic() < deadline and len(workers) < 2:  # both workers started
         workers = [

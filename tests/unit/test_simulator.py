@@ -9,6 +9,7 @@ import pytest
 
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.geometry import PRESETS, Geometry
+from caloforge.simulation.calibration import Calibration
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 from caloforge.simulation.run import simulate_batches
 from caloforge.simulation.simulator import MIN_CELL_ENERGY, ShowerSimulator
@@ -47,7 +48,9 @@ def test_batches_do_not_depend_on_batch_position_only_on_first_index():
 
 
 def test_perpendicular_shower_is_centred_and_inclined_one_moves_along_y():
-    sim = ShowerSimulator(PRESETS["clic-angle-51"])
+    # The track geometry of the parametrization itself (bare): the front-to-back shift is
+    # 20.1 mm here; Geant4 gives 22.3 mm, the engine calibrated on perpendicular showers 18.0.
+    sim = ShowerSimulator(PRESETS["clic-angle-51"], calibration=Calibration())
     rng = np.random.default_rng(0)
     n = 50
     showers = sim.simulate(

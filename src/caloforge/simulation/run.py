@@ -20,27 +20,39 @@ from caloforge.data.canonical import ShowerWriter
 from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry, load_geometry
-from caloforge.simulation.calibration import for_geometry
+from caloforge.simulation.calibration import Calibration, for_geometry
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 from caloforge.simulation.simulator import ShowerSimulator
 
 
 def _simulate_batch(
-    geometry: Geometry, ranges: ConditionRanges, particle: str, seed: int, start: int, size: int
+    geometry: Geometry,
+    ranges: ConditionRanges,
+    particle: str,
+    seed: int,
+    start: int,
+    size: int,
+    calibration: Calibration | str = "auto",
 ) -> Batch:
     """One batch; its random stream depends only on the seed and its first shower's index."""
     rng = np.random.default_rng([seed, start])
     conditions = sample_conditions(geometry, ranges, size, rng)
-    simulator = ShowerSimulator(geometry, particle=particle)
+    simulator = ShowerSimulator(geometry, particle=particle, calibration=calibration)
     return Batch(simulator.simulate(conditions, rng), conditions)
 
 
 def _simulate_sparse(
-    geometry: Geometry, ranges: ConditionRanges, particle: str, seed: int, start: int, size: int
+    geometry: Geometry,
+    ranges: ConditionRanges,
+    particle: str,
+    seed: int,
+    start: int,
+    size: int,
+    calibration: Calibration | str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """`_simulate_batch` in a worker process: only the non-zero cells travel back (about 1 %
     of a clic-angle-51 image), which keeps the inter-process copy small."""
-    batch = _simulate_batch(geometry, ranges, particle, seed, start, size)
+    batch = _simulate_batch(geometry, ranges, particle, seed, start, size, calibration)
     flat = batch.showers.reshape(-1)
     index = np.flatnonzero(flat)
     return index, flat[index], dict(batch.conditions)
@@ -65,6 +77,7 @@ def simulate_batches(
     particle: str = "electron",
     first_index: int = 0,
     workers: int = 1,
+    calibration: Calibration | str = "auto",
 ) -> Iterator[Batch]:
     """Yield `n` simulated showers in batches, in order.
 
@@ -80,7 +93,7 @@ def simulate_batches(
             f"batch_size={batch_size}, workers={workers}"
         )
     jobs = [
-        (geometry, ranges, particle, seed, first_index + lo, min(batch_size, n - lo))
+        (geometry, ranges, particle, seed, first_index + lo, min(batch_size, n - lo), calibration)
         for lo in range(0, n, batch_size)
     ]
     if workers == 1 or len(jobs) <= 1:
@@ -106,6 +119,9 @@ def simulate_batches(
 
 
 ENGINES = ("gflash", "geant4")
+# gflash: "auto", the table fitted to Geant4 for the geometry's material family (if the
+# package has one); "none", the bare parametrization.
+CALIBRATIONS = ("auto", "none")
 
 
 def simulate_to_file(
@@ -128,6 +144,7 @@ def simulate_to_file(
     physics_list: str | None = None,
     range_cut_mm: float | None = None,
     first_index: int | None = None,
+    calibration: str = "auto",
 ) -> Path:
     """Simulate `n` showers into a canonical file; returns its path.
 
@@ -151,6 +168,8 @@ def simulate_to_file(
         raise CaloforgeError(f"unknown engine '{engine}'; choose {', '.join(ENGINES)}")
     if engine == "gflash" and (physics_list is not None or range_cut_mm is not None):
         raise CaloforgeError("--physics-list and --range-cut apply to --engine geant4 only")
+    if engine == "geant4" and calibration != "auto":
+        raise CaloforgeError("--calibration applies to --engine gflash only")
     check_output(output, option="-o")
     geo = geometry if isinstance(geometry, Geometry) else load_geometry(geometry)
     theta = None if theta_deg is None else (math.radians(theta_deg[0]), math.radians(theta_deg[1]))
@@ -170,10 +189,15 @@ def simulate_to_file(
             progress,
         )
     else:
-        ShowerSimulator(geo, particle=particle)  # fail on an unsimulable geometry first
-        calibration = for_geometry(geo).label
-        producer = f"caloforge simulate (GFlash-style, {calibration}, {particle}, seed {seed})"
-        provenance = {"engine": "gflash", "calibration": calibration}
+        if calibration not in CALIBRATIONS:
+            raise CaloforgeError(
+                f"unknown calibration '{calibration}'; choose {', '.join(CALIBRATIONS)}"
+            )
+        chosen = for_geometry(geo) if calibration == "auto" else Calibration()
+        ShowerSimulator(geo, particle=particle, calibration=chosen)  # fail on a bad geometry first
+        label = chosen.label
+        producer = f"caloforge simulate (GFlash-style, {label}, {particle}, seed {seed})"
+        provenance = {"engine": "gflash", "calibration": label}
 
         def batches(first: int) -> Iterator[Batch]:
             return simulate_batches(
@@ -185,6 +209,7 @@ def simulate_to_file(
                 particle=particle,
                 first_index=first,
                 workers=workers,
+                calibration=chosen,
             )
 
     bar = None
