@@ -372,23 +372,34 @@ def test_interrupted_run_leaves_no_file_and_no_process(setup, tmp_path, how):
         "-o",
         str(out),
     ]
+    # A user's Ctrl-C reaches a command whose SIGINT is not ignored; a test run started in
+    # the background of a non-interactive shell ignores it, and children inherit that.
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy()
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=os.environ.copy(),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
-    deadline = time.monotonic() + 180  # a loaded machine starts processes slowly
-    workers: list[int] = []
-    while time.monotonic() < deadline and len(workers) < 2:  # both workers started
-        workers = [
-            p
-            for p in _children(proc.pid)
-            if "geant4.worker"
-            in (Path("/proc") / str(p) / "cmdline").read_bytes().decode(errors="replace")
-        ]
-        time.sleep(0.2)
-    time.sleep(1.0)
-    assert len(workers) == 2
-    proc.send_signal(how)
-    _, err = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 180  # a loaded machine starts processes slowly
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2:  # both workers started
+            workers = [
+                p
+                for p in _children(proc.pid)
+                if "geant4.worker"
+                in (Path("/proc") / str(p) / "cmdline").read_bytes().decode(errors="replace")
+            ]
+            time.sleep(0.2)
+        time.sleep(1.0)
+        assert len(workers) == 2
+        proc.send_signal(how)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
     if how == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
     else:
