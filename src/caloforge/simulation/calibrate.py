@@ -119,11 +119,6 @@ def residual_groups(model: Summary, reference: Summary) -> dict[str, np.ndarray]
     return groups
 
 
-def shape_residuals(model: Summary, reference: Summary) -> np.ndarray:
-    """Every residual of `residual_groups`, in one vector."""
-    return np.concatenate(list(residual_groups(model, reference).values()))
-
-
 @dataclass(frozen=True)
 class Reference:
     """Reference showers at one energy: the cells and their conditions."""
