@@ -45,8 +45,8 @@ from caloforge.data.transforms import transform_from_dict
 from caloforge.devices import Distributed, tune_for_fixed_shapes
 from caloforge.models import MODEL_FAMILIES, build_model
 from caloforge.training.config import RunConfig, load_config
-from caloforge.training.steps import Step, StepContext, StepModels, make_step
-from caloforge.training.trainer import autocast_for, make_optimizer
+from caloforge.training.steps import Step, StepContext, make_step
+from caloforge.training.trainer import autocast_for, step_models
 
 FAMILIES = ("gan3d", "gan3d-angle", "conv2d-g1", "conv2d-g2", "conv2d-g3", "wgan-lhcb")
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -118,17 +118,8 @@ def build_step(
     bundle = build_model(config.family, {**config.model, **model_overrides}, seed=cfg.seed)
     bundle.to(device)
     tune_for_fixed_shapes(device)  # as the trainer does
-    g, d = bundle.generator, bundle.discriminator
-    models = StepModels(
-        generator=g,
-        discriminator=d,
-        generator_plain=g,
-        discriminator_plain=d,
-        optimizer_g=make_optimizer(cfg, g, cfg.optimizer.lr_generator),
-        optimizer_d=make_optimizer(cfg, d, cfg.optimizer.lr_discriminator),
-        regressor=bundle.regressor,
-    )
-    context = Distributed(device=device)
+    context = Distributed(device=device)  # one process: the models are not wrapped
+    models = step_models(bundle, cfg, context)
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     common = StepContext(models, cfg, context, rng, lambda: autocast_for(precision, device))
     return make_step(common, bundle, transform_from_dict(dict(config.transform)))

@@ -30,16 +30,13 @@ from torch.utils.data import DataLoader
 
 from caloforge._files import (
     FolderLock,
-    atomic_output,
     check_output,
-    is_write_failure,
-    os_error_text,
 )
 from caloforge.data.dataset import ShowerStream, split_indices
 from caloforge.data.io import open_showers
 from caloforge.data.transforms import BoxCox, Transform, transform_from_dict
-from caloforge.devices import init_distributed, tune_for_fixed_shapes
-from caloforge.errors import CaloforgeError, OutputError
+from caloforge.devices import Distributed, init_distributed, tune_for_fixed_shapes
+from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.models import ModelBundle, build_model, parameter_counts
 from caloforge.models.checkpoint import (
@@ -52,9 +49,9 @@ from caloforge.training.checkpoint import load_trainer_state, save_checkpoint, w
 from caloforge.training.config import RunConfig, TrainConfig
 from caloforge.training.distributed import synchronise_batchnorm, wrap_ddp
 from caloforge.training.physics_check import PhysicsCheck, run_check
+from caloforge.training.run_log import RunLog
 from caloforge.training.steps import Step, StepContext, StepModels, make_step
 
-METRICS = "metrics.jsonl"
 # The settings that decide which showers each step sees: a resume must keep them.
 _RESUME_FIXED = ("batch_size", "seed", "split_seed", "fractions", "window")
 
@@ -108,6 +105,22 @@ def autocast_for(precision: str, device: torch.device) -> contextlib.AbstractCon
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def step_models(bundle: ModelBundle, cfg: TrainConfig, ctx: Distributed) -> StepModels:
+    """The networks a step trains, wrapped for data parallelism when `ctx` has several ranks,
+    with their optimizers."""
+    g_plain, d_plain = bundle.generator, bundle.adversary  # d: None for flow-match
+    lr = cfg.optimizer
+    return StepModels(
+        generator=wrap_ddp(g_plain, ctx),
+        discriminator=None if d_plain is None else wrap_ddp(d_plain, ctx),
+        generator_plain=g_plain,
+        discriminator_plain=d_plain,
+        optimizer_g=make_optimizer(cfg, g_plain, lr.lr_generator),
+        optimizer_d=None if d_plain is None else make_optimizer(cfg, d_plain, lr.lr_discriminator),
+        regressor=bundle.regressor,
+    )
 
 
 class Trainer:
@@ -171,20 +184,7 @@ class Trainer:
         torch.manual_seed(cfg.seed + 7919 * ctx.rank)  # dropout masks: independent per rank
         self.rng = torch.Generator(device=ctx.device).manual_seed(cfg.seed)  # shared by ranks
 
-        g_plain, d_plain = self.bundle.generator, self.bundle.adversary  # d: None for flow-match
-        self.models = StepModels(
-            generator=wrap_ddp(g_plain, ctx),
-            discriminator=None if d_plain is None else wrap_ddp(d_plain, ctx),
-            generator_plain=g_plain,
-            discriminator_plain=d_plain,
-            optimizer_g=make_optimizer(cfg, g_plain, cfg.optimizer.lr_generator),
-            optimizer_d=(
-                None
-                if d_plain is None
-                else make_optimizer(cfg, d_plain, cfg.optimizer.lr_discriminator)
-            ),
-            regressor=self.bundle.regressor,
-        )
+        self.models = step_models(self.bundle, cfg, ctx)
         self.steps_per_epoch = len(self.stream)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
@@ -192,7 +192,7 @@ class Trainer:
         step_context = StepContext(self.models, cfg, ctx, self.rng, self._autocast)
         self.step_fn: Step = make_step(step_context, self.bundle, self.transform)
         self._check_data = self._validation_slice(data_format)
-        self._tensorboard: Any = None
+        self.log = RunLog(self.run_dir, enabled=ctx.is_main)
         self._last_check: PhysicsCheck | None = None
         # One training at a time in a run folder: a second is refused with the holder's pid.
         self._lock = FolderLock(self.run_dir, "training") if ctx.is_main else None
@@ -308,7 +308,7 @@ class Trainer:
         self.step_fn.load_state_dict(state)
         self.state = TrainState(**state["train_state"])
         if self.context.is_main:  # the steps after the checkpoint run again: log them once
-            _truncate_log(self.run_dir / METRICS, self.state.step)
+            self.log.truncate(self.state.step)
 
     def _check_resumable(self, saved: dict[str, Any], folder: Path) -> None:
         """Refuse a resume whose settings would feed other data than the run's: the run
@@ -367,36 +367,6 @@ class Trainer:
             trainer_state=state,
             keep=self.cfg.keep_checkpoints,
         )
-
-    def _log(self, record: dict[str, Any]) -> None:
-        if not self.context.is_main:
-            return
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.run_dir / METRICS, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        except OSError as exc:
-            if not is_write_failure(exc):
-                raise
-            raise OutputError(
-                f"{self.run_dir / METRICS}: the log could not be written ({os_error_text(exc)})"
-            ) from None
-        tb = self._tb()
-        if tb is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    tb.add_scalar(f"{record.get('event', 'train')}/{key}", value, record["step"])
-            tb.flush()
-
-    def _tb(self) -> Any:
-        if self._tensorboard is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._tensorboard = False
-            else:
-                self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
-        return self._tensorboard or None
 
     def physics_check(self) -> PhysicsCheck | None:
         """Run the check on rank 0; every rank learns whether the generator collapsed."""
@@ -459,7 +429,7 @@ class Trainer:
                 f"device {self.context.device}; parameters: "
                 + ", ".join(f"{k} {v:,}" for k, v in counts.items())
             )
-        if not st.regressor_done and self.step_fn.pretrain(self._epoch_batches, self._log):
+        if not st.regressor_done and self.step_fn.pretrain(self._epoch_batches, self.log.write):
             st.regressor_done = True
         bar = self._progress_bar()
         try:
@@ -469,8 +439,7 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-            if self._tensorboard:
-                self._tensorboard.close()
+            self.log.close()
         best = self.run_dir / BEST
         return TrainResult(
             run_dir=self.run_dir,
@@ -506,7 +475,7 @@ class Trainer:
                     losses = {k: f"{v:.3g}" for k, v in values.items() if k.startswith("loss")}
                     bar.set_postfix(losses)
             if self.context.is_main and st.step % cfg.log_every == 0:
-                self._log({"event": "step", "step": st.step, "epoch": st.epoch, **values})
+                self.log.write({"event": "step", "step": st.step, "epoch": st.epoch, **values})
             end_of_epoch = st.batch_in_epoch >= self.steps_per_epoch
             finished = st.step >= self.total_steps
             if end_of_epoch or finished:
@@ -520,7 +489,7 @@ class Trainer:
             summary = (dict(sums), st.epoch_steps, st.epoch_seconds)
         if summary is not None and self.context.is_main:
             totals, steps, seconds = summary
-            self._log(
+            self.log.write(
                 {
                     "event": "epoch",
                     "step": st.step,
@@ -565,7 +534,7 @@ class Trainer:
             record = {"event": "check", "step": self.state.step, "epoch": self.state.epoch}
             record.update(check.to_dict())
             self.state.history.append(record)
-            self._log(record)
+            self.log.write(record)
         return improved
 
     def _progress_bar(self) -> Any:
@@ -600,21 +569,3 @@ class Trainer:
                 named[c.name] = cond[:, col] if c.size == 1 else cond[:, col : col + c.size]
                 col += c.size
             yield showers, named
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Keep the records of `path` up to `step` (the checkpoint a run resumes from): the steps
-    after it run again and are logged again. A line cut by a kill is dropped."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-            record_step = int(record.get("step", 0))
-        except (ValueError, TypeError, AttributeError):
-            continue
-        if record_step <= step:
-            kept.append(line + "\n")
-    with atomic_output(path) as partial:
-        partial.write_text("".join(kept))

@@ -1,0 +1,94 @@
+"""The `caloforge` command line: parses arguments and calls the package; nothing more.
+
+A user's mistake (a `CaloforgeError`) prints one line `caloforge: error: ...` and exits with
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import sys
+from collections.abc import Sequence
+
+from caloforge import __version__
+from caloforge.cli import files, generate, simulate, train, validate
+from caloforge.cli.common import Handler, parse_range
+from caloforge.errors import CaloforgeError
+
+__all__ = ["build_parser", "main", "parse_range"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="caloforge",
+        description="Fast calorimeter shower simulation with deep generative models.",
+    )
+    parser.add_argument("--version", action="version", version=f"caloforge {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in (
+        simulate.add_simulate,
+        files.add_convert,
+        files.add_inspect,
+        train.add_train,
+        generate.add_generate,
+        validate.add_validate,
+        generate.add_export,
+        generate.add_bench,
+    ):
+        add(sub)
+    return parser
+
+
+# The commands whose paths (or KEY=VALUE overrides) may also follow their options, as in
+# `convert IN --binning X OUT`; argparse alone takes only the first run of them.
+_TRAILING = {"convert": "input", "inspect": "files", "train": "overrides"}
+# Options taking a range, whose value may start with a minus sign (`--energy -5:10`), which
+# argparse would otherwise read as another option.
+_RANGE_OPTIONS = ("--energy", "--theta", "--point")
+_NEGATIVE = re.compile(r"^-\.?\d")
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    words = list(sys.argv[1:] if argv is None else argv)
+    joined: list[str] = []
+    while words:
+        word = words.pop(0)
+        if word in _RANGE_OPTIONS and words and _NEGATIVE.match(words[0]):
+            word = f"{word}={words.pop(0)}"
+        joined.append(word)
+    args, extra = parser.parse_known_args(joined)
+    if extra:
+        dest = _TRAILING.get(args.command)
+        if dest is None or any(word.startswith("-") for word in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        getattr(args, dest).extend(extra)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = _parse(parser, argv)
+    handler: Handler = args.handler
+    # SIGTERM (a batch system ending the job, `kill`) is handled as Ctrl-C: outputs in
+    # progress are removed and workers ended.
+    previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        return handler(args)
+    except CaloforgeError as exc:
+        print(f"caloforge: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("caloforge: interrupted; no partial output was kept", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""What the command modules share."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'100:200' -> (100.0, 200.0); '150' -> (150.0, 150.0)."""
+    try:
+        parts = [float(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH or VALUE, got '{text}'") from None
+    if len(parts) == 1:
+        return (parts[0], parts[0])
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected LOW:HIGH or VALUE, got '{text}'")
+    return (parts[0], parts[1])

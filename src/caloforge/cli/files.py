@@ -1,0 +1,76 @@
+"""`caloforge convert` and `caloforge inspect`: shower files between formats, and what
+they hold."""
+
+from __future__ import annotations
+
+import argparse
+
+from caloforge.errors import CaloforgeError
+
+
+# convert ----------------------------------------------------------------------------
+def add_convert(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "convert",
+        help="convert between shower file formats",
+        description=(
+            "Convert a shower file (LCD/3DGAN, CaloChallenge, CaloGAN, LHCb npz, canonical) to "
+            "the canonical caloforge format, or a canonical file to CaloChallenge (--to)."
+        ),
+    )
+    p.add_argument("input", nargs="+", help="input file(s) or glob; the last path is OUT")
+    p.add_argument("--format", help="input format (default: detected)")
+    p.add_argument("--to", default="caloforge", help="output format: caloforge or calochallenge")
+    p.add_argument("--binning", help="CaloChallenge binning XML (reading, or writing with --to)")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.set_defaults(handler=_convert)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from caloforge.data.convert import convert
+
+    if len(args.input) < 2:
+        raise CaloforgeError("convert needs at least one input and an output: convert IN... OUT")
+    *inputs, output = args.input
+    convert(
+        inputs,
+        output,
+        format=args.format,
+        to=args.to,
+        binning=args.binning,
+        batch_size=args.batch_size,
+        progress=True,
+    )
+    print(f"wrote {output}")
+    return 0
+
+
+# inspect ----------------------------------------------------------------------------
+def add_inspect(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "inspect",
+        help="summarise shower files",
+        description="Print format, shower count, shapes, units, condition ranges, the mean "
+        "visible/primary energy ratio and the cell occupancy of each file.",
+    )
+    p.add_argument("files", nargs="+")
+    p.add_argument("--format", help="input format (default: detected)")
+    p.add_argument("--binning", help="CaloChallenge binning XML")
+    p.add_argument(
+        "--max-showers",
+        type=int,
+        default=10000,
+        help="showers read for the energy ratio and occupancy (default 10000)",
+    )
+    p.set_defaults(handler=_inspect)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from caloforge.data.summary import print_summary, summarize
+
+    if args.max_showers < 0:
+        raise CaloforgeError(f"--max-showers must be >= 0, got {args.max_showers}")
+    options = {"binning": args.binning} if args.binning else {}
+    for f in args.files:
+        print_summary(summarize(f, format=args.format, max_showers=args.max_showers, **options))
+    return 0

@@ -1,0 +1,235 @@
+"""`caloforge generate`, `export` and `bench`: showers from a trained model, the model
+for production, and its speed."""
+
+from __future__ import annotations
+
+import argparse
+
+from caloforge.cli.common import parse_range
+from caloforge.errors import CaloforgeError
+
+
+# generate ---------------------------------------------------------------------------
+def add_generate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate showers from a trained checkpoint",
+        description=(
+            "Generate showers with a trained model into a canonical file. Conditions are drawn "
+            "from ranges (LOW:HIGH or VALUE) or taken one to one from a reference file."
+        ),
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint folder, or run folder (its best checkpoint)"
+    )
+    p.add_argument(
+        "--n",
+        "--num-showers",
+        dest="n",
+        type=int,
+        help="number of showers (default with --conditions-from: all); under torchrun spell it "
+        "--num-showers, as torchrun claims options starting with --n",
+    )
+    p.add_argument("--energy", type=parse_range, help="primary energy range, GeV")
+    p.add_argument("--spectrum", choices=("uniform", "inverse"))
+    p.add_argument("--theta", type=parse_range, help="polar angle range, degrees")
+    p.add_argument("--point", type=parse_range, help="entry point range for x and y, mm")
+    p.add_argument("--conditions-from", help="reuse this file's conditions, one to one")
+    p.add_argument("--batch-size", type=int, default=512)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument(
+        "--backend",
+        default="eager",
+        choices=("eager", "compiled", "bf16", "int8"),
+        help="eager (fp32 reference), compiled (fastest fp32: OpenVINO on the CPU where "
+        "installed, else torch.compile), bf16, int8 (CPU, guarded; the guard's choice of "
+        "layers is kept in $CALOFORGE_CACHE_DIR or ~/.cache/caloforge for the next run)",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="refuse conditions outside the model's training range"
+    )
+    p.add_argument(
+        "--no-merge",
+        action="store_true",
+        help="under torchrun: keep one file per rank (OUT.rankR-of-N.h5) instead of merging",
+    )
+    p.add_argument("-o", "--output", required=True)
+    p.set_defaults(handler=_generate)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from caloforge.devices import shutdown_distributed
+    from caloforge.generation.run import generate_to_file
+
+    try:
+        path = generate_to_file(
+            args.checkpoint,
+            args.output,
+            n=args.n,
+            energy=args.energy,
+            theta_deg=args.theta,
+            point=args.point,
+            spectrum=args.spectrum,
+            conditions_from=args.conditions_from,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=args.device,
+            backend=args.backend,
+            strict=args.strict,
+            progress=True,
+            merge=not args.no_merge,
+        )
+    finally:
+        shutdown_distributed()
+    print(f"wrote {path}")
+    return 0
+
+
+# export -----------------------------------------------------------------------------
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="export a trained generator to ONNX (showers in GeV) for other runtimes",
+        description=(
+            "Export a checkpoint's generator to one ONNX file: inputs 'noise' and one per "
+            "condition (any batch size), output 'showers' in GeV (the preprocessing inverse is "
+            "inside the graph); the family, geometry, units, noise distribution and conditions "
+            "are in the model's metadata. Needs: pip install 'caloforge[onnx]'."
+        ),
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="checkpoint folder, or run folder (its best checkpoint)"
+    )
+    p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="int8 model (ONNX Runtime static quantization with the accuracy guard)",
+    )
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.add_argument(
+        "--calibration-size", type=int, default=512, help="showers calibrating --int8 (default 512)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the --int8 calibration set")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.set_defaults(handler=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from caloforge._files import check_output
+    from caloforge.export import export_onnx
+    from caloforge.models.checkpoint import resolve_checkpoint
+
+    files = [p for p in resolve_checkpoint(args.checkpoint).iterdir() if p.is_file()]
+    check_output(args.output, inputs=files, option="-o")  # before minutes of export
+    path = export_onnx(
+        args.checkpoint,
+        args.output,
+        int8=args.int8,
+        opset=args.opset,
+        calibration_size=args.calibration_size,
+        seed=args.seed,
+        progress=True,
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+# bench ------------------------------------------------------------------------------
+def add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure generation speed per backend and batch size",
+        description=(
+            "Time a generator (a checkpoint, or a model family with random weights for speed "
+            "alone) per backend over a batch-size scan: showers/s, ms/shower, latency at batch "
+            "1 and 100, FLOPs and the fraction of peak, and the speed-up over the embedded "
+            "simulator (timed in the same run) and over Geant4's published 17 s/shower."
+        ),
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="checkpoint or run folder")
+    source.add_argument("--model", help="a model family with random weights (speed only)")
+    p.add_argument(
+        "--backend",
+        nargs="+",
+        default=["eager"],
+        choices=("eager", "compiled", "bf16", "int8"),
+        help="backends to time, side by side (default eager)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        default=[1, 8, 64, 128, 512, 2048],
+        help="batch sizes to scan (1 and 100 are always added, for the latencies)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls per batch size")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per batch size")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=60.0,
+        help="seconds of timed calls per batch size; beyond, fewer repeats or larger sizes skipped",
+    )
+    p.add_argument("--simulator-showers", type=int, default=64, help="0: do not time it")
+    p.add_argument("--peak-gflops", type=float, help="the hardware's peak (default: known)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="also write the results here")
+    p.set_defaults(handler=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    import json
+    import math
+
+    from caloforge._files import atomic_output, check_output
+    from caloforge.bench import bench_generation, format_table
+    from caloforge.generation.pipeline import ShowerPipeline
+
+    if args.json:
+        check_output(args.json, option="--json")  # before the timings, not after
+    for option, value, least in (
+        ("--warmup", args.warmup, 0),
+        ("--repeats", args.repeats, 1),
+        ("--simulator-showers", args.simulator_showers, 0),
+    ):
+        if value < least:
+            raise CaloforgeError(f"{option} must be >= {least}, got {value}")
+    for option, number in (
+        ("--time-budget", args.time_budget),
+        ("--peak-gflops", args.peak_gflops),
+    ):
+        if number is not None and not (math.isfinite(number) and number > 0):
+            raise CaloforgeError(f"{option} must be a positive number, got {number}")
+    if args.threads is not None:
+        import torch
+
+        if args.threads <= 0:
+            raise CaloforgeError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    if args.checkpoint:
+        pipeline = ShowerPipeline.from_checkpoint(args.checkpoint, device=args.device)
+    else:
+        pipeline = ShowerPipeline.random_weights(args.model, device=args.device, seed=args.seed)
+    result = bench_generation(
+        pipeline,
+        args.backend,
+        args.batch_sizes,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        time_budget=args.time_budget,
+        simulator_showers=args.simulator_showers,
+        peak=args.peak_gflops,
+        seed=args.seed,
+        log=lambda line: print(line, flush=True),
+    )
+    print(format_table(result))
+    if args.json:
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), indent=2))
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,77 @@
+"""`caloforge validate`: generated showers against a reference, with a report."""
+
+from __future__ import annotations
+
+import argparse
+
+from caloforge.errors import CaloforgeError
+
+
+# validate ---------------------------------------------------------------------------
+def add_validate(sub: argparse._SubParsersAction) -> None:
+    from caloforge.validation.config import add_cli_options
+
+    p = sub.add_parser(
+        "validate",
+        help="compare generated showers with reference (Monte Carlo) showers",
+        description=(
+            "Compare generated showers with reference showers (any readable format) and write "
+            "a report folder: index.html (self-contained), metrics.json and plots/*.png. "
+            "Metrics overall and in bins of energy and angle; a verdict per headline metric "
+            "against a tolerance. Exit code 0 when the report is written (with --check: 1 "
+            "when a headline verdict fails), 2 for bad input."
+        ),
+    )
+    p.add_argument("--reference", required=True, nargs="+", help="reference file(s) or glob")
+    p.add_argument("--generated", required=True, nargs="+", help="generated file(s) or glob")
+    p.add_argument("--out", required=True, help="report folder (replaced if it holds a report)")
+    p.add_argument("--format", help="input format of both sets (default: detected)")
+    p.add_argument("--binning", help="CaloChallenge binning XML (for that format)")
+    p.add_argument("--config", help="YAML settings: tolerances, bins, subsample, ...")
+    # One flag per setting, generated from its declaration in ValidationConfig.
+    add_cli_options(p)
+    p.add_argument("--check", action="store_true", help="exit 1 when a headline verdict fails")
+    p.set_defaults(handler=_validate)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from caloforge._files import (
+        check_output,
+        is_write_failure,
+        os_error_text,
+        remove_stale_partials,
+    )
+    from caloforge.validation.config import config_from_cli
+    from caloforge.validation.report import validate
+
+    if not Path(args.out).exists():  # an existing one is validate's to judge
+        check_output(args.out, folder=True, option="--out")
+    remove_stale_partials(args.out)  # report folders of killed runs
+    try:
+        config = config_from_cli(args, args.config)
+    except UnicodeDecodeError as exc:  # a binary file given as the config
+        raise CaloforgeError(
+            f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
+        ) from None
+    options = {"binning": args.binning} if args.binning else {}
+    try:
+        result = validate(
+            args.reference,
+            args.generated,
+            args.out,
+            config,
+            format=args.format,
+            progress=True,
+            **options,
+        )
+    except OSError as exc:  # the report folder's partial is already removed
+        if not is_write_failure(exc):
+            raise
+        raise CaloforgeError(
+            f"--out {args.out}: the report could not be written ({os_error_text(exc)})"
+        ) from None
+    print(result.summary())
+    print(f"report: {args.out}/index.html")
+    return 1 if args.check and result.verdict == "fail" else 0
