@@ -188,9 +188,28 @@ def test_resuming_with_another_family_is_refused(clic_data, tmp_path, capsys):
         == 0
     )
     assert main(["train", "--config", str(CONFIGS / "gan3d.yaml"), "--resume", *common]) == 2
-    assert "checkpoint of model family 'conv2d-g1', expected 'gan3d'" in capsys.readouterr().err
+    assert "is a gan3d config but" in capsys.readouterr().err
     assert main(["train", "--config", str(CONFIGS / "conv2d-g1.yaml"), *common]) == 2
     assert "already holds a training run" in capsys.readouterr().err
+
+
+def test_resume_continues_the_run_as_it_was_configured(clic_data, tmp_path, capsys):
+    """`train --out RUN --resume` needs neither the config nor the overrides nor the data of
+    the first run again; KEY=VALUE changes only what it names."""
+    run = tmp_path / "run"
+    first = ["--config", "conv2d-g1", "--data", str(clic_data), "--out", str(run)]
+    assert main(["train", *first, "training.batch_size=4", "training.max_steps=2", *FAST]) == 0
+    capsys.readouterr()
+    assert main(["train", "--out", str(run), "--resume", "training.max_steps=4"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming" in out and "trained 4 steps" in out
+    saved = json.loads((run / "checkpoints" / "step-00000004" / "config.json").read_text())
+    assert saved["training"]["batch_size"] == 4 and saved["training"]["max_steps"] == 4
+    assert saved["training"]["check_showers"] == 8  # the first run's override, kept
+    assert saved["training"]["data"] == [str(clic_data.resolve())]
+    # a change of what orders the data is refused, and says what changed
+    assert main(["train", "--out", str(run), "--resume", "training.batch_size=8"]) == 2
+    assert "changed: training.batch_size=8 (the run used 4)" in capsys.readouterr().err
 
 
 @pytest.mark.gpu

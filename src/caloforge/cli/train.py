@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from caloforge.errors import CaloforgeError
+
+if TYPE_CHECKING:
+    from caloforge.training.config import RunConfig
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -18,15 +22,22 @@ def add_train(sub: argparse._SubParsersAction) -> None:
             "the model, the preprocessing and the training recipe; KEY=VALUE arguments "
             "override entries by dotted path, e.g. training.batch_size=64 "
             "training.loss.energy=0.2. Runs as one process or under torchrun for "
-            "data-parallel training: torchrun --nproc-per-node N -m caloforge train ..."
+            "data-parallel training: torchrun --nproc-per-node N -m caloforge train ... "
+            "--resume continues a run as it was configured: its saved config and data, "
+            "with only the KEY=VALUE entries given changed (e.g. training.max_steps=2000 "
+            "to train longer)."
         ),
     )
     p.add_argument(
         "--config",
-        required=True,
-        help=f"YAML training config, or a preset name: {', '.join(preset_names())}",
+        help=f"YAML training config, or a preset name: {', '.join(preset_names())} "
+        "(with --resume: the run's own, saved in its checkpoint)",
     )
-    p.add_argument("--data", required=True, nargs="+", help="shower file(s) or glob")
+    p.add_argument(
+        "--data",
+        nargs="+",
+        help="shower file(s) or glob (with --resume: the files the run was trained on)",
+    )
     p.add_argument("--format", help="input format (default: detected)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
     p.add_argument(
@@ -38,18 +49,12 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from caloforge.devices import shutdown_distributed
-    from caloforge.training.config import load_config
     from caloforge.training.trainer import Trainer
 
-    try:
-        config = load_config(args.config, args.overrides)
-    except UnicodeDecodeError as exc:  # a binary file given as the config
-        raise CaloforgeError(
-            f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
-        ) from None
+    config, data = _resume_settings(args) if args.resume else _new_settings(args)
     try:
         trainer = Trainer(
-            config, args.data, args.out, resume=args.resume, progress=True, data_format=args.format
+            config, data, args.out, resume=args.resume, progress=True, data_format=args.format
         )
         result = trainer.fit()
     finally:
@@ -65,3 +70,45 @@ def _train(args: argparse.Namespace) -> int:
         print(f"trained {result.steps} steps, {result.epochs_completed} epoch(s){summary}")
         print(f"run folder: {result.run_dir}; best checkpoint: {result.best_checkpoint}")
     return 0
+
+
+def _new_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
+    from caloforge.training.config import load_config
+
+    for option, value in (("--config", args.config), ("--data", args.data)):
+        if not value:
+            raise CaloforgeError(f"{option} is required for a new run (or give --resume)")
+    try:
+        return load_config(args.config, args.overrides), args.data
+    except UnicodeDecodeError as exc:  # a binary file given as the config
+        raise CaloforgeError(
+            f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
+        ) from None
+
+
+def _resume_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
+    """The run's own configuration and data, changed only where KEY=VALUE says."""
+    from caloforge.training.checkpoint import saved_run
+    from caloforge.training.config import load_config, resumed_config
+
+    folder, saved, saved_data = saved_run(args.out)
+    config = resumed_config(saved, args.overrides, source=f"{folder}/config.json")
+    if args.config is not None:
+        given = load_config(args.config).family
+        if given != config.family:
+            raise CaloforgeError(
+                f"--config {args.config} is a {given} config but {args.out} is a "
+                f"{config.family} run; --resume continues the run with its own configuration "
+                "(leave --config out, or start a new run in another --out)"
+            )
+    data = args.data or saved_data
+    if not data:
+        raise CaloforgeError(
+            f"{args.out}: the run does not record its training data (made before caloforge "
+            "recorded it): give --data"
+        )
+    changed = f", changed: {' '.join(args.overrides)}" if args.overrides else ""
+    if args.config is not None:
+        changed += f" (--config {args.config} is not read again)"
+    print(f"caloforge train: resuming {args.out} from {folder.name} with its saved config{changed}")
+    return config, data

@@ -39,12 +39,17 @@ from caloforge.geometry import Geometry
 from caloforge.models import ModelBundle
 from caloforge.models.checkpoint import (
     BEST,
+    CONFIG,
     LATEST,
     CheckpointError,
+    latest_checkpoint,
     read_pointer,
     save_model,
     step_folders,
 )
+
+# What `Trainer.save` adds to the training section beside the training config itself.
+RUN_RECORD = ("condition_ranges", "family", "data")
 
 __all__ = [
     "TRAINER_STATE",
@@ -146,3 +151,22 @@ def load_trainer_state(
     except Exception as exc:  # corrupt pickle, truncated file
         raise CheckpointError(f"{path}: unreadable trainer state ({exc})") from None
     return state
+
+
+def saved_run(run_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], list[str] | None]:
+    """The latest checkpoint of a run folder, the run's configuration as its checkpoint saved
+    it (a raw mapping with model, transform and training) and the training data it named
+    (None for runs saved before caloforge recorded it); for `train --resume`."""
+    folder = latest_checkpoint(run_dir)
+    if folder is None:
+        raise CheckpointError(f"{run_dir}: --resume given but no checkpoint found")
+    path = folder / CONFIG
+    try:
+        saved = json.loads(path.read_text())
+        training = dict(saved["training"])
+        raw = {"model": dict(saved["model"]), "transform": dict(saved["transform"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({exc!r})") from None
+    data = training.get("data")
+    raw["training"] = {k: v for k, v in training.items() if k not in RUN_RECORD}
+    return folder, raw, list(data) if isinstance(data, list) else None

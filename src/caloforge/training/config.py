@@ -276,6 +276,13 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     return parse_config(apply_overrides(raw, overrides or []), source=str(p))
 
 
+def resumed_config(
+    saved: dict[str, Any], overrides: list[str] | None = None, source: str = "run"
+) -> RunConfig:
+    """A run's saved configuration (`checkpoint.saved_run`) with `overrides` applied."""
+    return parse_config(apply_overrides(saved, overrides or []), source=source)
+
+
 def with_training(config: RunConfig, **changes: Any) -> RunConfig:
     """A copy of `config` with some training entries changed (for tests and tools)."""
     return replace(config, training=replace(config.training, **changes))

@@ -355,6 +355,7 @@ class Trainer:
             **self.config.to_dict()["training"],
             "condition_ranges": self.condition_ranges,
             "family": self.config.family,
+            "data": [str(Path(p).resolve()) for p in self.stream.paths],
         }
         return save_checkpoint(
             self.run_dir,
