@@ -22,6 +22,12 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", help="input format (default: detected)")
     p.add_argument("--to", default="caloforge", help="output format: caloforge or calochallenge")
     p.add_argument("--binning", help="CaloChallenge binning XML (reading, or writing with --to)")
+    p.add_argument(
+        "--calibration",
+        help="with --to calochallenge: auto (default: grids divided by each layer's sampling "
+        "fraction, so E_tot/E_inc is near 1 as in the challenge files; CaloChallenge sets "
+        "as they are), sampling-fraction, none, or a factor; recorded in the file",
+    )
     p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(handler=_convert)
 
@@ -39,6 +45,7 @@ def _convert(args: argparse.Namespace) -> int:
         to=args.to,
         binning=args.binning,
         batch_size=args.batch_size,
+        calibration=args.calibration,
         progress=True,
     )
     print(f"wrote {output}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from caloforge.errors import CaloforgeError
 
@@ -28,6 +29,18 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", help="input format of both sets (default: detected)")
     p.add_argument("--binning", help="CaloChallenge binning XML (for that format)")
     p.add_argument("--config", help="YAML settings: tolerances, bins, subsample, ...")
+    p.add_argument(
+        "--second-reference",
+        nargs="+",
+        help="with --protocol calochallenge: a second reference sample (file(s) or glob), "
+        "evaluated against the reference too: the Geant4-vs-Geant4 floor",
+    )
+    p.add_argument(
+        "--calibration",
+        default="auto",
+        help="with --protocol calochallenge, for grid sets: auto (each layer divided by its "
+        "sampling fraction), none or a factor, as convert --to calochallenge",
+    )
     # One flag per setting, generated from its declaration in ValidationConfig.
     add_cli_options(p)
     p.add_argument("--check", action="store_true", help="exit 1 when a headline verdict fails")
@@ -56,6 +69,10 @@ def _validate(args: argparse.Namespace) -> int:
             f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
         ) from None
     options = {"binning": args.binning} if args.binning else {}
+    if config.protocol == "calochallenge":
+        return _validate_calochallenge(args, config, options)
+    if args.second_reference:
+        raise CaloforgeError("--second-reference is for --protocol calochallenge")
     try:
         result = validate(
             args.reference,
@@ -75,3 +92,32 @@ def _validate(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"report: {args.out}/index.html")
     return 1 if args.check and result.verdict == "fail" else 0
+
+
+def _validate_calochallenge(args: argparse.Namespace, config: Any, options: dict[str, Any]) -> int:
+    from caloforge._files import is_write_failure, os_error_text
+    from caloforge.validation.challenge import validate_calochallenge
+
+    try:
+        result = validate_calochallenge(
+            args.reference,
+            args.generated,
+            args.out,
+            config,
+            second_reference=args.second_reference,
+            format=args.format,
+            calibration=args.calibration,
+            progress=True,
+            **options,
+        )
+    except OSError as exc:
+        if not is_write_failure(exc):
+            raise
+        raise CaloforgeError(
+            f"--out {args.out}: the report could not be written ({os_error_text(exc)})"
+        ) from None
+    from caloforge.validation.challenge.tables import text_tables
+
+    print(text_tables(result), end="")
+    print(f"report: {args.out}/index.html")
+    return 0

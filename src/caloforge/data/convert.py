@@ -50,19 +50,24 @@ def convert(
     to: str = "caloforge",
     binning: PathLike | None = None,
     batch_size: int = 1000,
+    calibration: str | float | None = None,
     progress: bool = False,
 ) -> Path:
     """Convert `inputs` (files or globs of one geometry) to `output`; return its path.
 
     to="caloforge" writes a canonical file. to="calochallenge" writes a CaloChallenge HDF5
-    file and its binning XML (see `write_calochallenge`). `binning` is the binning XML of
-    CaloChallenge inputs; for other inputs written as CaloChallenge it is where the output's
-    XML goes (default: `output` with the suffix .xml).
+    file and its binning XML (see `write_calochallenge`), calibrated by `calibration`
+    (None: "auto", each layer divided by its sampling fraction for grid geometries, so that
+    E_tot / E_inc is near 1 as in the challenge's files; see `calibration_for`). `binning` is
+    the binning XML of CaloChallenge inputs; for other inputs written as CaloChallenge it is
+    where the output's XML goes (default: `output` with the suffix .xml).
     """
     if to not in TARGETS:
         raise CaloforgeError(f"unknown output format '{to}'; choose one of {', '.join(TARGETS)}")
     if batch_size < 1:
         raise CaloforgeError(f"batch_size must be at least 1, got {batch_size}")
+    if calibration is not None and to != CALOCHALLENGE:
+        raise CaloforgeError("--calibration is for writing with --to calochallenge")
     files = expand_paths(inputs)
     check_output(output, inputs=files)
     format = _common_format(files, format)
@@ -83,7 +88,12 @@ def convert(
 
             binning_out = None if reads_binning else binning
             write_calochallenge(
-                source, output, binning_out, batch_size=batch_size, progress=progress
+                source,
+                output,
+                binning_out,
+                batch_size=batch_size,
+                calibration="auto" if calibration is None else calibration,
+                progress=progress,
             )
         else:
             write_canonical(source, output, batch_size=batch_size, progress=progress)

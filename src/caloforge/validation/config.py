@@ -58,6 +58,27 @@ def _two_names(value: Any) -> str | None:
     return None if len(value) == 2 else "expected two names, REFERENCE,GENERATED"
 
 
+PROTOCOLS = ("caloforge", "calochallenge")
+CHALLENGE_CLASSIFIERS = ("low", "low-normed", "high")
+CHALLENGE_DATASETS = ("auto", "1-photons", "1-pions", "2", "3", "other")
+
+
+def _one_of(choices: Sequence[str]) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"expected one of {', '.join(choices)}"
+
+    return check
+
+
+def _classifiers(value: Any) -> str | None:
+    unknown = [v for v in value if v not in (*CHALLENGE_CLASSIFIERS, "none")]
+    if unknown:
+        return f"unknown classifier(s) {', '.join(map(str, unknown))}; choose among " + ", ".join(
+            CHALLENGE_CLASSIFIERS
+        )
+    return None
+
+
 # --- the settings -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Tolerances:
@@ -168,6 +189,40 @@ class ValidationConfig:
         "showers per feature batch (none: about 128 MB of cells)",
         check=_integer_at_least(1),
         metavar="N",
+    )
+    protocol: str = setting(
+        "caloforge",
+        "caloforge (this tool's metrics, verdicts and report) or calochallenge (the "
+        "CaloChallenge evaluation's features, binning, FPD/KPD and classifier recipe)",
+        check=_one_of(PROTOCOLS),
+        metavar="NAME",
+    )
+    challenge_epochs: int = setting(
+        50,
+        "calochallenge protocol: classifier epochs (the recipe's 50; fewer for a quick look)",
+        check=_integer_at_least(1),
+        metavar="N",
+    )
+    challenge_classifiers: tuple[str, ...] = setting(
+        CHALLENGE_CLASSIFIERS,
+        "calochallenge protocol: the classifiers to train (low, low-normed, high; none: no "
+        "classifier)",
+        check=_classifiers,
+        metavar="LIST",
+    )
+    challenge_dataset: str = setting(
+        "auto",
+        "calochallenge protocol: whose histogram ranges and threshold (1-photons, 1-pions, 2, "
+        "3, other; auto: from the number of voxels)",
+        check=_one_of(CHALLENGE_DATASETS),
+        metavar="NAME",
+    )
+    challenge_min_energy: float | None = setting(
+        None,
+        "calochallenge protocol: readout threshold per voxel in MeV (none: the data set's; "
+        "0.5 keV / 0.033 for other binnings)",
+        check=_number_at_least_zero,
+        metavar="MEV",
     )
 
     def __post_init__(self) -> None:

@@ -336,13 +336,32 @@ def polar_rebinning(
     alpha = np.arctan2(yy, xx).ravel()
     edges = _r_edges(r_edges, float(r.max()), min(dx, dy))
     n_r = len(edges) - 1
-    r_bin = np.searchsorted(edges, r, side="right") - 1
-    # Equal alpha bins over [-pi, pi]; alpha = pi itself goes to the last bin.
-    alpha_bin = ((alpha + math.pi) / (2 * math.pi) * n_alpha).astype(np.int64)
-    alpha_bin = np.minimum(alpha_bin, n_alpha - 1)
+    r_bin = _bin_of(r, np.asarray(edges))
+    # Equal alpha bins over [-pi, pi); alpha = pi is -pi (bin 0).
+    turns = (alpha + math.pi) / (2 * math.pi) * n_alpha
+    alpha_bin = _bin_of(turns, np.arange(n_alpha + 1, dtype=np.float64)) % n_alpha
     cell_to_bin = np.zeros((nx * ny, n_alpha * n_r), dtype=np.float32)
     cell_to_bin[np.arange(nx * ny), alpha_bin * n_r + r_bin] = 1.0
     return PolarRebinning((nx, ny, n_layers), edges, n_alpha, cell_to_bin)
+
+
+# A cell centre within this relative distance of a bin edge lies on it (and goes to the bin
+# above): rounding in the centres' and edges' arithmetic then cannot decide the bin.
+EDGE_TOLERANCE = 1e-9
+
+
+def _bin_of(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Index of the half-open bin [edges[i], edges[i+1]) of each value, a value within
+    `EDGE_TOLERANCE` (relative to the larger of it and the largest edge) of an edge counting
+    as on that edge, so in the bin above it."""
+    index = np.searchsorted(edges, values, side="right") - 1
+    nearest = np.clip(np.searchsorted(edges, values), 1, len(edges) - 1)
+    for candidate in (nearest - 1, nearest):
+        on_edge = np.abs(values - edges[candidate]) <= EDGE_TOLERANCE * max(
+            float(np.abs(edges).max()), 1e-300
+        )
+        index = np.where(on_edge, candidate, index)
+    return index
 
 
 def _r_edges(r_edges: Sequence[float] | None, r_max: float, pitch: float) -> tuple[float, ...]:
@@ -353,12 +372,82 @@ def _r_edges(r_edges: Sequence[float] | None, r_max: float, pitch: float) -> tup
     edges = tuple(float(r) for r in r_edges)
     if len(edges) < 2 or edges[0] != 0 or (np.diff(edges) <= 0).any():
         raise CaloforgeError(f"r_edges must start at 0 and increase, got {list(edges)}")
-    if edges[-1] <= r_max:
+    if edges[-1] <= r_max * (1 + EDGE_TOLERANCE):
         raise CaloforgeError(
             f"r_edges end at {edges[-1]:g} mm, but the farthest cell centre is at {r_max:g} mm; "
             "cells beyond the last edge would be lost"
         )
     return edges
+
+
+# --- calibration --------------------------------------------------------------------------------
+CALIBRATIONS = ("auto", "none", "sampling-fraction")
+CALIBRATION_ATTR = "caloforge_calibration"
+CALIBRATION_FACTORS_ATTR = "caloforge_calibration_factors"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Factors the visible energy of each layer is multiplied by when written (n_layers,),
+    and what they are ("none", "sampling-fraction", or "factor F")."""
+
+    name: str
+    factors: np.ndarray
+
+    def describe(self) -> str:
+        if self.name == "sampling-fraction":
+            return (
+                "each layer's visible energy divided by that layer's electron sampling "
+                "fraction f_e (the geometry's), so that E_tot / E_inc is near 1"
+            )
+        if self.name == "none":
+            return "visible energy as simulated (not calibrated)"
+        return f"every voxel multiplied by {self.factors[0]:g}"
+
+
+def calibration_for(geometry: Geometry, calibration: str | float | None) -> Calibration:
+    """The calibration of a set of `geometry` written as CaloChallenge: "auto" (None) is
+    "sampling-fraction" for a grid geometry (its showers hold visible energy) and "none" for
+    a CaloChallenge one (already calibrated); "sampling-fraction" divides each layer by its
+    electron sampling fraction (summed readout: by the layers' mean); a number multiplies
+    every voxel by it."""
+    n_layers = (
+        len(Binning.from_extra(geometry.extra).layers)
+        if is_calochallenge(geometry)
+        else (geometry.shape[2] if geometry.readout == "layers" else 1)
+    )
+    if calibration is None or calibration == "auto":
+        calibration = "none" if is_calochallenge(geometry) else "sampling-fraction"
+    if isinstance(calibration, str) and calibration not in CALIBRATIONS:
+        try:
+            calibration = float(calibration)
+        except ValueError:
+            raise CaloforgeError(
+                f"--calibration: expected {', '.join(CALIBRATIONS)} or a positive number, "
+                f"got '{calibration}'"
+            ) from None
+    if not isinstance(calibration, str):
+        factor = float(calibration)
+        if not (math.isfinite(factor) and factor > 0):
+            raise CaloforgeError(f"--calibration: a factor must be positive, got {factor:g}")
+        return Calibration(f"factor {factor:g}", np.full(n_layers, factor))
+    if calibration == "none":
+        return Calibration("none", np.ones(n_layers))
+    if is_calochallenge(geometry) or not geometry.layers:
+        raise CaloforgeError(
+            f"--calibration sampling-fraction: geometry '{geometry.name}' has no sampling "
+            "layers to take it from (CaloChallenge sets are calibrated already); use none "
+            "or a factor"
+        )
+    f_e = np.array([layer.properties.f_e for layer in geometry.layers])
+    if geometry.readout == "summed":
+        f_e = np.array([f_e.mean()])
+    if len(f_e) != n_layers:
+        raise CaloforgeError(
+            f"geometry '{geometry.name}' has {len(f_e)} sampling layers for {n_layers} "
+            "image layers; use --calibration none or a factor"
+        )
+    return Calibration("sampling-fraction", 1.0 / f_e)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -370,9 +459,14 @@ def write_calochallenge(
     batch_size: int = 1000,
     n_alpha: int = DEFAULT_N_ALPHA,
     r_edges: Sequence[float] | None = None,
+    calibration: str | float | None = "none",
     progress: bool = False,
 ) -> tuple[Path, Path]:
     """Write `source` as a CaloChallenge HDF5 file and its binning XML; return both paths.
+
+    `calibration` (`calibration_for`: "none", "auto", "sampling-fraction" or a factor) scales
+    each layer's voxels; its name and the factors per layer are recorded in the file's
+    attributes `caloforge_calibration` and `caloforge_calibration_factors`.
 
     A set of a CaloChallenge geometry is written back voxel for voxel (GeV -> MeV) with its
     own binning. Read from a CaloChallenge file and written back, the voxels are those of the
@@ -392,18 +486,49 @@ def write_calochallenge(
         raise CaloforgeError(f"{out_path}: the showers and the binning XML need different paths")
     if batch_size < 1:
         raise CaloforgeError(f"batch_size must be at least 1, got {batch_size}")
-    geometry = source.geometry
+    binning, to_voxels, scale = challenge_voxels(source.geometry, calibration, n_alpha, r_edges)
+    # The showers' file innermost: a failed write is reported under its name.
+    with atomic_output(xml_path) as xml_partial, atomic_output(out_path) as h5_partial:
+        write_binning(binning, xml_partial)
+        _write_showers(source, h5_partial, binning.n_voxels, to_voxels, batch_size, progress)
+        with h5py.File(h5_partial, "a") as h5:
+            h5.attrs[CALIBRATION_ATTR] = f"{scale.name}: {scale.describe()}"
+            h5.attrs[CALIBRATION_FACTORS_ATTR] = scale.factors
+    return out_path, xml_path
+
+
+def challenge_voxels(
+    geometry: Geometry,
+    calibration: str | float | None = "none",
+    n_alpha: int = DEFAULT_N_ALPHA,
+    r_edges: Sequence[float] | None = None,
+) -> tuple[Binning, Callable[[np.ndarray], np.ndarray], Calibration]:
+    """How showers of `geometry` become CaloChallenge voxels: the binning, the function
+    (n, *shape) GeV -> (n, voxels) calibrated GeV, and the calibration (`calibration_for`).
+    A CaloChallenge geometry keeps its voxels; a grid is rebinned (`polar_rebinning`)."""
     to_voxels: Callable[[np.ndarray], np.ndarray]
     if is_calochallenge(geometry):
         binning, to_voxels = Binning.from_extra(geometry.extra), _unchanged
     else:
         rebin = polar_rebinning(geometry, n_alpha, r_edges)
         binning, to_voxels = rebin.binning(geometry.particle), rebin
-    # The showers' file innermost: a failed write is reported under its name.
-    with atomic_output(xml_path) as xml_partial, atomic_output(out_path) as h5_partial:
-        write_binning(binning, xml_partial)
-        _write_showers(source, h5_partial, binning.n_voxels, to_voxels, batch_size, progress)
-    return out_path, xml_path
+    scale = calibration_for(geometry, calibration)
+    return binning, _calibrated(to_voxels, binning, scale), scale
+
+
+def _calibrated(
+    to_voxels: Callable[[np.ndarray], np.ndarray], binning: Binning, scale: Calibration
+) -> Callable[[np.ndarray], np.ndarray]:
+    """`to_voxels` followed by the calibration's factor on each layer's voxels."""
+    if np.all(scale.factors == 1.0):
+        return to_voxels
+    per_voxel = np.repeat(scale.factors, [layer.n_voxels for layer in binning.layers])
+    per_voxel = per_voxel.astype(np.float32)
+
+    def calibrated(showers: np.ndarray) -> np.ndarray:
+        return to_voxels(showers).reshape(len(showers), -1) * per_voxel
+
+    return calibrated
 
 
 def _compressed_rows(n: int, n_voxels: int) -> dict[str, Any]:
