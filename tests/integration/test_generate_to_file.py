@@ -271,3 +271,16 @@ def test_bad_options_fail_clearly_and_write_nothing(runs, tmp_path, options, mes
 def test_progress_bar(runs, tmp_path, capsys):
     generate_to_file(runs["wgan-lhcb"], tmp_path / "gen.h5", n=6, batch_size=4, progress=True)
     assert "generate lhcb-30" in capsys.readouterr().err
+
+
+def test_the_command_line_prints_the_warning_as_one_line(narrow_run, tmp_path, capsys):
+    from caloforge.cli import main
+
+    argv = ["generate", "--checkpoint", str(narrow_run), "--n", "8", "--energy", "10:100"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as outside pytest, which turns warnings into errors
+        assert main([*argv, "--seed", "2", "-o", str(tmp_path / "gen.h5")]) == 0
+    err = capsys.readouterr().err
+    outside = [line for line in err.splitlines() if "outside" in line]
+    assert len(outside) == 1 and outside[0].startswith("caloforge: warning: ")
+    assert "of 8 showers" in outside[0] and "warnings.warn" not in err  # no stray source line

@@ -10,10 +10,12 @@ import argparse
 import re
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
+from typing import TextIO
 
 from caloforge import __version__
-from caloforge.cli import files, generate, simulate, train, validate
+from caloforge.cli import files, generate, simulate, train, tune, validate
 from caloforge.cli.common import Handler, parse_range
 from caloforge.errors import CaloforgeError
 
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         validate.add_validate,
         generate.add_export,
         generate.add_bench,
+        tune.add_tune,
     ):
         add(sub)
     return parser
@@ -43,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 # The commands whose paths (or KEY=VALUE overrides) may also follow their options, as in
 # `convert IN --binning X OUT`; argparse alone takes only the first run of them.
-_TRAILING = {"convert": "input", "inspect": "files", "train": "overrides"}
+_TRAILING = {"convert": "input", "inspect": "files", "train": "overrides", "tune": "overrides"}
 # Options taking a range, whose value may start with a minus sign (`--energy -5:10`), which
 # argparse would otherwise read as another option.
 _RANGE_OPTIONS = ("--energy", "--theta", "--point")
@@ -75,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # progress are removed and workers ended.
     previous = signal.signal(signal.SIGTERM, _terminated)
     try:
-        return handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return handler(args)
     except CaloforgeError as exc:
         print(f"caloforge: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -84,6 +89,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """caloforge's own warnings (about the user's data or request) as one line, like its
+    errors; other libraries' keep their origin, which is what makes them useful."""
+    if category.__module__.split(".")[0] == "caloforge":
+        print(f"caloforge: warning: {message}", file=file or sys.stderr)
+    else:
+        _default_show_warning(message, category, filename, lineno, file, line)
+
+
+_default_show_warning = warnings.showwarning
 
 
 def _terminated(signum: int, frame: object) -> None:
