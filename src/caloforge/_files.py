@@ -26,6 +26,17 @@ from caloforge.errors import OutputError
 PathLike = str | os.PathLike[str]
 
 
+CACHE_ENVIRONMENT = "CALOFORGE_CACHE_DIR"
+
+
+def cache_root() -> Path:
+    """caloforge's cache (the compiled Geant4 application, int8 choices): $CALOFORGE_CACHE_DIR,
+    else $XDG_CACHE_HOME/caloforge, else ~/.cache/caloforge."""
+    if os.environ.get(CACHE_ENVIRONMENT):
+        return Path(os.environ[CACHE_ENVIRONMENT])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "caloforge"
+
+
 def partial_path(final: PathLike) -> Path:
     """The temporary name for `final` (same folder, so the rename is atomic); the stale
     partials of `final` that dead processes left are removed first."""

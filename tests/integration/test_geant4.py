@@ -501,7 +501,7 @@ def test_a_geant4_config_installation_is_used_first(setup, tmp_path, monkeypatch
     )
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{script.parent}:{os.environ['PATH']}")
-    monkeypatch.setenv("CALOFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("CALOFORGE_CACHE_DIR", str(tmp_path / "cache"))
     mine = prepare()
     assert mine.installation.source == "geant4-config"
     assert not mine.installation.has_data and mine.physics_list == "data-free"

@@ -9,7 +9,7 @@ Where Geant4 comes from, in this order:
    folder or the `geant4-<version>-include.tgz` archive that caloforge's developers keep
    beside the repository. Without data files only the data-free physics list can run.
 
-The library is compiled on first use into `$CALOFORGE_CACHE` (default
+The library is compiled on first use into caloforge's cache (`$CALOFORGE_CACHE_DIR`, default
 `~/.cache/caloforge`) under a key of the source, the compiler, the flags and the Geant4
 version, so a change of any of them builds anew and nothing stale is ever loaded. Two
 processes building at once wait on one lock; the library appears under its final name only
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from importlib import util as importlib_util
 from pathlib import Path
 
+from caloforge._files import cache_root
 from caloforge.errors import CaloforgeError
 
 SOURCE = Path(__file__).with_name("app.cc")
 INCLUDE_ENV = "CALOFORGE_GEANT4_INCLUDE"
-CACHE_ENV = "CALOFORGE_CACHE"
 CXX_FLAGS = ("-std=c++17", "-O2", "-fPIC")
 # Geant4's data variables that its start-up checks even when no model reads data.
 DATA_FREE_VARIABLES = ("G4LEDATA", "G4LEVELGAMMADATA", "G4ENSDFSTATEDATA")
@@ -69,10 +69,7 @@ class Geant4Installation:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get(CACHE_ENV) or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "caloforge"
-    )
-    return Path(root) / "geant4"
+    return cache_root() / "geant4"
 
 
 def find_geant4() -> Geant4Installation:
