@@ -242,3 +242,62 @@ def test_cli_calochallenge_protocol_writes_the_tables_with_the_floor(tmp_path: P
     text = (out / "tables.txt").read_text()
     assert "floor: second reference vs reference" in text and "FPD x1e3" in text
     assert (out / "index.html").is_file()
+
+
+def test_diversity_warning_needs_less_spread_not_only_smoother_showers() -> None:
+    from caloforge.validation.comparison import _diversity_warning
+    from caloforge.validation.metrics import SSIMScan
+
+    ranges = np.array([1e-5, 1e-4, 1e-3])
+    flat = np.full(3, 0.001)
+    # Generated showers more alike pixel by pixel (as a transverse blur makes them).
+    scan = SSIMScan(ranges, np.full(3, 0.30), flat, np.full(3, 0.3), flat, np.full(3, 0.60), flat)
+    labels = ("Reference", "Generated")
+    assert _diversity_warning(scan, labels, spread_ratio=1.0) == []  # a blur: features vary
+    assert "too little diversity" in _diversity_warning(scan, labels, spread_ratio=0.3)[0]
+
+
+def test_convert_calibrates_by_sampling_fraction_and_records_it(tmp_path: Path) -> None:
+    from caloforge.data.canonical import ShowerWriter
+    from caloforge.data.convert import convert
+    from caloforge.data.source import Batch
+    from caloforge.geometry import PRESETS
+
+    geometry = PRESETS["clic-25"]
+    rng = np.random.default_rng(5)
+    showers = (rng.exponential(0.02, (3, 25, 25, 25)) * (rng.random((3, 25, 25, 25)) < 0.4)).astype(
+        np.float32
+    )
+    path = tmp_path / "grid.h5"
+    with ShowerWriter(path, geometry) as writer:
+        writer.write(Batch(showers, {"energy": rng.uniform(10, 100, 3)}))
+    out = tmp_path / "cc.hdf5"
+    convert([path], out, to="calochallenge")
+    f_e = np.array([layer.properties.f_e for layer in geometry.layers])
+    with h5py.File(out, "r") as h5:
+        voxels = h5["showers"][()] / 1000
+        assert h5.attrs["caloforge_calibration"].startswith("sampling-fraction")
+        np.testing.assert_allclose(h5.attrs["caloforge_calibration_factors"], 1 / f_e)
+    per_layer = voxels.reshape(3, 25, -1).sum(axis=2)
+    np.testing.assert_allclose(per_layer, showers.sum(axis=(1, 2)) / f_e, rtol=1e-5)
+    with pytest.raises(Exception, match="calibration"):
+        convert([path], tmp_path / "bad.hdf5", to="calochallenge", calibration="-2")
+
+
+def test_cells_on_bin_edges_go_to_the_bin_above_whatever_the_rounding() -> None:
+    from caloforge.data.formats.calochallenge import polar_rebinning
+    from caloforge.geometry import PRESETS
+
+    geometry = PRESETS["clic-25"]
+    pitch = 5.1
+    # 15.3 as typed is one unit in the last place above 3 x 5.1 (the cell centre's arithmetic):
+    # the cell lies on the edge and goes above it, not below by rounding.
+    assert 3 * pitch < 15.3
+    edges = [0.0, 5.0, 15.3, 100.0]
+    rebin = polar_rebinning(geometry, n_alpha=4, r_edges=edges)
+    shower = np.zeros((1, 25, 25, 25), dtype=np.float32)
+    shower[0, 12 + 3, 12, 0] = 1.0  # x = 3 pitches: on the edge 3 x 5.1 mm
+    voxels = rebin(shower)[0]
+    n_r = len(rebin.r_edges) - 1
+    # alpha = 0 is the edge between alpha bins 1 and 2 of 4 (over [-pi, pi)): bin 2; r bin 2.
+    assert np.flatnonzero(voxels).tolist() == [2 * n_r + 2]

@@ -241,8 +241,11 @@ class VectorMetrics:
         return len(self.names)
 
     def to_json(self) -> dict[str, Any]:
+        from caloforge.validation.metrics.distances import DEFINITIONS
+
         return {
             "names": self.names,
+            "definitions": DEFINITIONS,
             "fpd": self.fpd.to_json(),
             "kpd": self.kpd.to_json(),
             "classifier_high_level": (

@@ -291,7 +291,7 @@ def headline(
     ]
     for key, title, measured, what in (
         ("fpd", "FPD (x1e3)", vector.fpd, "Frechet distance"),
-        ("kpd", "KPD (x1e3)", vector.kpd, "kernel distance (MMD, cubic kernel)"),
+        ("kpd", "KPD (x1e3)", vector.kpd, "kernel distance (MMD, degree-4 polynomial kernel)"),
     ):
         detail = (
             f"{what} of the {vector.n_features}-feature vectors (Kansal et al. 2023)"

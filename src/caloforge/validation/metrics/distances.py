@@ -1,5 +1,6 @@
 """Distances between sets of feature vectors (n, k): the Frechet and kernel physics distances
-(FPD, KPD) of Kansal et al. 2023, as the CaloChallenge computes them.
+(FPD, KPD) of Kansal et al. 2023 (caloforge's own estimators; `validation.challenge.distances`
+has jetnet's, as the CaloChallenge runs them). `DEFINITIONS` says what each computes.
 
 The linear algebra (hundreds of Gram matrices, small eigendecompositions, kernel matrices)
 runs on a chosen number of CPU threads: the products in NumPy where threadpoolctl can cap its
@@ -18,6 +19,26 @@ from caloforge.validation.metrics.distributions import _bootstrap, _rows
 
 if TYPE_CHECKING:
     import torch
+
+
+DEFINITIONS = {
+    "fpd": {
+        "features": "each divided by its largest magnitude in the reference",
+        "sizes": "10 sizes N evenly spaced in 1/N from min(20 000, sets) to min(50 000, sets), "
+        "20 subsets each drawn without replacement",
+        "extrapolation": "straight line in 1/N to N -> infinity; value: intercept (>= 0)",
+        "error": "bootstrap spread of the full sets' distance (20 resamplings) and the fit's "
+        "standard error, in quadrature",
+    },
+    "kpd": {
+        "kernel": "polynomial (x.y / d + 1)^4 (degree 4, gamma 1/d, coef0 1)",
+        "estimator": "unbiased squared MMD",
+        "batches": "10 batches of min(5 000, half the smaller set) per set, without replacement "
+        "within a batch, independent batches",
+        "value": "median over batches",
+        "error": "half the 16-84 % spread of the batches",
+    },
+}
 
 
 def _sample_sizes(low: int, high: int, n_points: int) -> np.ndarray:
@@ -220,45 +241,42 @@ def kpd(
     *,
     batch_size: int = 5_000,
     n_batches: int = 10,
-    degree: int = 3,
+    degree: int = 4,
     normalise: bool = True,
     seed: int = 0,
     threads: int | None = 1,
 ) -> tuple[float, float]:
     """Kernel physics distance (Kansal et al. 2023; systems.md 6): the unbiased squared
-    maximum mean discrepancy between feature vectors (n, k) with the cubic polynomial kernel
-    k(a, b) = (a.b / k + 1)^3, computed on `n_batches` batches of each set; the value is the
+    maximum mean discrepancy between feature vectors (n, k) with the polynomial kernel
+    k(a, b) = (a.b / k + 1)^degree (degree 4, gamma 1/k, coef0 1: the paper's, jetnet's and
+    the CaloChallenge's), computed on `n_batches` batches of each set; the value is the
     median over batches and the error half the 16-84 % spread of the batches' values, as in
     the paper. Two samples of one distribution give values scattered around 0 (the estimator
     is unbiased, so negative values occur). `normalise` as in `fpd`.
 
-    Decision: the batches are disjoint subsets of `batch_size` showers, or of n / n_batches
-    when the smaller set holds fewer than n_batches x batch_size (the paper resamples with
-    replacement from sets of 10^5 showers): disjoint batches are independent, so their spread
-    is a true error, and no shower meets itself in the unbiased estimator. The kernel
+    Batches have a fixed size, as in jetnet, so the cost does not grow with the sets:
+    min(`batch_size`, half the smaller set) showers of each set, drawn without replacement
+    within a batch and independently for each batch (jetnet draws with replacement, which
+    lets a shower meet itself in the unbiased estimator and biases it upward). The kernel
     matrices are computed in float64 on `threads` CPU threads, as in `fpd`."""
     r, g = _rows(reference, "reference"), _rows(generated, "generated")
     if r.shape[1] != g.shape[1]:
         raise ValueError(f"reference has {r.shape[1]} features, generated {g.shape[1]}")
     r, g = _normalise_pair(r, g, normalise)
-    n = min(batch_size, len(r) // n_batches, len(g) // n_batches)
+    n = min(batch_size, len(r) // 2, len(g) // 2)
     if n < 2:
-        raise ValueError(
-            f"KPD with {n_batches} batches needs at least {2 * n_batches} showers per set, "
-            f"got {len(r)} and {len(g)}"
-        )
+        raise ValueError(f"KPD needs at least 4 showers per set, got {len(r)} and {len(g)}")
     rng = np.random.default_rng(seed)
-    ir, ig = rng.permutation(len(r)), rng.permutation(len(g))
     with _matrix_products(threads) as product:
         values = np.array(
             [
                 _mmd_poly_unbiased(
-                    np.take(r, ir[i * n : (i + 1) * n], axis=0),
-                    np.take(g, ig[i * n : (i + 1) * n], axis=0),
+                    np.take(r, rng.choice(len(r), n, replace=False), axis=0),
+                    np.take(g, rng.choice(len(g), n, replace=False), axis=0),
                     degree,
                     product,
                 )
-                for i in range(n_batches)
+                for _ in range(n_batches)
             ]
         )
     lo, hi = np.percentile(values, [16.0, 84.0])
