@@ -186,6 +186,7 @@ ALLOWED = {
     "generation": {"models", "data", "simulation", "validation"},
     "export": {"generation", "models", "simulation"},
     "bench": {"generation", "models", "simulation"},
+    "tune": {"training", "generation", "validation", "models", "data", "bench"},
 }
 
 
