@@ -1,0 +1,89 @@
+"""What a study weighs and decides: the fidelity of a validation headline, the Pareto front,
+the choice of a trial, and the pruning rule on physics checks."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from caloforge.tune.objectives import fidelity, pareto_front, row_badness
+from caloforge.tune.study import choose
+from caloforge.tune.trial import Budget, Pruning, prune_reason
+
+
+def row(key: str, value: float | None, tolerance: float | None) -> SimpleNamespace:
+    return SimpleNamespace(key=key, value=value, tolerance=tolerance)
+
+
+def test_each_row_is_measured_from_ideal_in_units_of_its_tolerance() -> None:
+    assert row_badness("classifier_auc_low_level", 0.5, 0.6) == 0.0
+    assert row_badness("classifier_auc_low_level", 0.7, 0.6) == pytest.approx(2.0)
+    assert row_badness("classifier_auc_high_level", 0.45, 0.6) == 0.0  # below chance: ideal
+    assert row_badness("response_deviation", -0.04, 0.02) == pytest.approx(2.0)
+    assert row_badness("resolution_deviation", 0.05, 0.10) == pytest.approx(0.5)
+    assert row_badness("fpd", 0.01, 0.02) == pytest.approx(0.5)
+    assert row_badness("kpd", -1e-4, 1e-3) == 0.0  # an unbiased estimate below zero
+    assert row_badness("fpd", None, 0.02) is None
+    assert row_badness("fpd", 0.01, None) is None
+    assert row_badness("fpd", math.nan, 0.02) is None
+
+
+def test_fidelity_is_the_mean_of_the_judged_rows() -> None:
+    headline = [
+        row("classifier_auc_low_level", 0.8, 0.6),  # 3
+        row("fpd", None, 0.02),  # not judged
+        row("response_deviation", 0.02, 0.02),  # 1
+    ]
+    score = fidelity(headline)
+    assert score.score == pytest.approx(2.0)
+    assert set(score.parts) == {"classifier_auc_low_level", "response_deviation"}
+    assert fidelity(headline, ["response_deviation"]).score == pytest.approx(1.0)
+    assert math.isinf(fidelity([row("fpd", None, 0.02)]).score)
+
+
+def test_the_pareto_front_keeps_what_nothing_dominates() -> None:
+    # fidelity (minimize), showers/s (maximize)
+    points = [(1.0, 10.0), (2.0, 50.0), (1.5, 5.0), (3.0, 50.0), (0.5, 1.0)]
+    assert pareto_front(points, ["minimize", "maximize"]) == [0, 1, 4]
+    # fidelity against FLOPs, both minimized
+    assert pareto_front([(1.0, 2.0), (1.0, 1.0), (2.0, 0.5)], ["minimize", "minimize"]) == [1, 2]
+
+
+def trials(*values: tuple[float, ...]) -> list[SimpleNamespace]:
+    return [SimpleNamespace(number=i, values=list(v)) for i, v in enumerate(values)]
+
+
+def test_the_chosen_trial_is_on_the_front() -> None:
+    done = trials((1.0, 0.9), (1.1, 0.1), (3.0, 0.05), (2.0, 0.95))
+    directions = ["minimize", "minimize"]
+    assert choose(done, directions, "fidelity").number == 0
+    # scaled over the front (trials 0-2), trial 1 is nearest the ideal corner
+    assert choose(done, directions, "balanced").number == 1
+    assert choose(trials((2.0,), (1.0,)), ["minimize"], "balanced").number == 1
+    assert choose([], directions, "fidelity") is None
+
+
+def test_pruning_compares_the_best_check_with_the_finished_trials() -> None:
+    finished = [[(10, 0.2), (20, 0.1)], [(10, 0.4), (20, 0.3)], [(10, 0.6), (20, 0.5)]]
+    rule = Pruning(percentile=50.0, startup=2, warmup=10)
+    assert prune_reason([(10, 0.3)], finished, rule) is None  # better than the median 0.4
+    reason = prune_reason([(10, 0.45), (20, 0.5)], finished, rule)
+    assert reason is not None and "worse than the 50th percentile 0.3" in reason
+    assert prune_reason([(5, 9.0)], finished, rule) is None  # before the warm-up
+    assert prune_reason([(10, 9.0)], finished[:1], rule) is None  # too few finished
+    assert prune_reason([(10, 9.0)], finished, Pruning(enabled=False)) is None
+    assert "score nan" in str(prune_reason([(10, math.nan)], finished, rule))
+    # a finished trial's last check at or before the step stands for it
+    assert prune_reason([(15, 0.35)], finished, rule) is None
+    assert prune_reason([(15, 0.45)], finished, rule) is not None
+
+
+def test_the_budget_sets_the_recipe_entries_it_owns() -> None:
+    assert Budget(steps=200, check_every=40).overrides() == {
+        "training.check_every": 40,
+        "training.max_steps": 200,
+        "training.epochs": 1_000_000,
+    }
+    assert "training.max_steps" not in Budget(minutes=5.0).overrides()
