@@ -104,11 +104,11 @@ def test_a_bad_file_is_refused(base: dict, spec: object, words: str) -> None:
 
 
 def test_files_that_are_missing_or_not_yaml_are_named(base: dict, tmp_path: Path) -> None:
-    with pytest.raises(SearchSpaceError, match="missing.yaml: search space file not found"):
+    with pytest.raises(SearchSpaceError, match=r"missing\.yaml: search space file not found"):
         load_space(tmp_path / "missing.yaml", base)
     bad = tmp_path / "bad.yaml"
     bad.write_text("parameters: {a: [\n")
-    with pytest.raises(SearchSpaceError, match="bad.yaml: not valid YAML"):
+    with pytest.raises(SearchSpaceError, match=r"bad\.yaml: not valid YAML"):
         load_space(bad, base)
     good = tmp_path / "good.yaml"
     good.write_text("parameters:\n  transform.name: {choices: [identity]}\n")
