@@ -74,6 +74,7 @@ def tiny_model(inputs: dict[str, Path]) -> list[str]:
         "model.shape_blocks=1",
         "model.energy_steps=3",
         "model.fit_showers=64",
+        "model.ema_decay=0",  # the raw weights: a few steps already tell trials apart
         "training.batch_size=32",
         "training.check_showers=32",
         "training.optimizer.warmup_steps=0",

@@ -25,7 +25,7 @@ import numpy as np
 from caloforge.errors import CaloforgeError
 from caloforge.training.config import RunConfig, apply_overrides, parse_config
 from caloforge.training.physics_check import PhysicsCheck
-from caloforge.training.trainer import Trainer, TrainingCollapsedError
+from caloforge.training.trainer import Trainer, TrainingCollapsedError, TrainResult
 from caloforge.tune.objectives import fidelity, generation_rate, gflop_per_shower
 from caloforge.tune.space import SearchSpace, with_values
 
@@ -151,19 +151,26 @@ def prune_reason(
 
 class TrialTrainer(Trainer):
     """The trainer of one trial: after each physics check it reports to the study (and is
-    stopped by `on_check` raising `TrialStoppedError`), and past the time budget it ends the run
-    after one more step (that step ends with the usual last check and checkpoint)."""
+    stopped by `on_check` raising `TrialStoppedError`), and once `minutes` of training have
+    passed (counted from `fit`, not from the set-up) it ends the run after one more step,
+    which ends with the usual last check and checkpoint."""
 
     def __init__(
         self,
         *args: Any,
         on_check: Callable[[int, PhysicsCheck], None],
-        deadline: float | None,
+        minutes: float | None,
         **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.on_check = on_check
-        self.deadline = deadline
+        self.minutes = minutes
+        self.deadline: float | None = None
+
+    def fit(self) -> TrainResult:
+        if self.minutes is not None:
+            self.deadline = time.monotonic() + 60.0 * self.minutes
+        return super().fit()
 
     def physics_check(self) -> PhysicsCheck | None:
         check = super().physics_check()
@@ -234,8 +241,6 @@ def run_trial(
         if reason is not None:
             raise TrialStoppedError(reason)
 
-    minutes = settings.budget.minutes
-    deadline = None if minutes is None else time.monotonic() + 60.0 * minutes
     start = time.monotonic()
     trainer = TrialTrainer(
         config,
@@ -244,7 +249,7 @@ def run_trial(
         progress=settings.progress,
         data_format=settings.data_format,
         on_check=on_check,
-        deadline=deadline,
+        minutes=settings.budget.minutes,
     )
     try:
         result = trainer.fit()
