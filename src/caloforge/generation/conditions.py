@@ -14,7 +14,10 @@ import numpy as np
 from caloforge.errors import ConditionError
 from caloforge.geometry import Geometry
 
-__all__ = ["check_conditions", "draw_conditions"]
+__all__ = ["check_conditions", "draw_conditions", "training_defaults"]
+
+# The conditions drawn from a range (the rest, such as the LHCb momentum, are derived from them).
+_RANGED = ("energy", "theta", "point")
 
 
 def check_conditions(
@@ -42,6 +45,28 @@ def check_conditions(
     return arrays
 
 
+def training_defaults(
+    geometry: Geometry, training_ranges: Mapping[str, tuple[tuple[float, float], ...]] | None
+) -> dict[str, tuple[float, float]]:
+    """The range to draw each condition from where none is asked for: the training data's
+    (name -> `(min, max)` in the geometry's units), for the conditions drawn from a range
+    (energy, theta, point) that the checkpoint records; `{}` when it records none.
+
+    A condition of several components drawn from one range (the entry point's x and y) takes
+    the range all its components were trained in (the overlap of their ranges), so that no
+    drawn component leaves its own; where they do not overlap it is left to the geometry.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for name in _RANGED:
+        pairs = (training_ranges or {}).get(name)
+        if not pairs or not geometry.has_condition(name):
+            continue
+        low, high = max(lo for lo, _ in pairs), min(hi for _, hi in pairs)
+        if low <= high:
+            out[name] = (low, high)
+    return out
+
+
 def draw_conditions(
     geometry: Geometry,
     n: int,
@@ -50,13 +75,16 @@ def draw_conditions(
     training_ranges: Mapping[str, tuple[tuple[float, float], ...]] | None = None,
 ) -> dict[str, np.ndarray]:
     """`n` conditions drawn as `caloforge simulate` draws them (with `seed`), in the training
-    energy (and angle) range where one is given, else the geometry's default ranges: for
-    calibrating and for timing."""
+    ranges where they are given (`training_defaults`), else the geometry's default ranges:
+    for calibrating and for timing."""
     from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 
-    recorded = training_ranges or {}
-    energy = recorded["energy"][0] if "energy" in recorded else None
-    theta = recorded["theta"][0] if "theta" in recorded else None
-    ranges = ConditionRanges.for_geometry(geometry, energy=energy, theta=theta)
+    defaults = training_defaults(geometry, training_ranges)
+    ranges = ConditionRanges.for_geometry(
+        geometry,
+        energy=defaults.get("energy"),
+        theta=defaults.get("theta"),
+        point=defaults.get("point"),
+    )
     drawn = sample_conditions(geometry, ranges, n, np.random.default_rng(seed))
     return {name: drawn[name] for name in geometry.condition_names}
