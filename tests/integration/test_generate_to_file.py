@@ -284,3 +284,95 @@ def test_the_command_line_prints_the_warning_as_one_line(narrow_run, tmp_path, c
     outside = [line for line in err.splitlines() if "outside" in line]
     assert len(outside) == 1 and outside[0].startswith("caloforge: warning: ")
     assert "of 8 showers" in outside[0] and "warnings.warn" not in err  # no stray source line
+
+
+def test_without_ranges_the_training_range_is_drawn_and_nothing_is_said(narrow_run, tmp_path):
+    # The geometry's defaults (1-100 GeV, points within 5 mm) lie outside the 1-50 GeV and
+    # 2 mm the run was trained on: the defaults must be the run's own ranges.
+    geometry = PRESETS["lhcb-30"]
+    assert geometry.condition("energy").default[1] > 50
+    out = tmp_path / "gen.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an OutsideTrainingRangeWarning fails the test
+        generate_to_file(narrow_run, out, n=64, batch_size=16, seed=4, strict=True)
+    batch = read(out)
+    assert batch.energy.min() >= 1.0 and batch.energy.max() <= 50.0
+    assert batch.energy.max() > 25.0  # the whole range, not a corner of it
+    assert np.abs(batch.conditions["point"]).max() <= 2.0
+    # What is given is kept; what is not still comes from the training range.
+    generate_to_file(narrow_run, tmp_path / "e.h5", n=16, energy=(20.0, 30.0), seed=4)
+    given = read(tmp_path / "e.h5")
+    assert given.energy.min() >= 20.0 and given.energy.max() <= 30.0
+    assert np.abs(given.conditions["point"]).max() <= 2.0
+
+
+def test_a_checkpoint_without_training_ranges_draws_the_geometrys(runs, tmp_path):
+    out = generate_to_file(runs["wgan-lhcb"], tmp_path / "gen.h5", n=64, seed=4)
+    low, high = PRESETS["lhcb-30"].condition("energy").default
+    energy = read(out).energy
+    assert energy.min() >= low and energy.max() <= high and energy.max() > 50.0
+
+
+def test_the_command_says_which_ranges_it_took_from_the_training(narrow_run, tmp_path, capsys):
+    from caloforge.cli import main
+
+    argv = ["generate", "--checkpoint", str(narrow_run), "--n", "8", "--energy", "5:10"]
+    assert main([*argv, "-o", str(tmp_path / "gen.h5")]) == 0
+    err = capsys.readouterr().err
+    assert "drawn in the checkpoint's training range: point -2:2 mm" in err
+    assert "energy 1:50" not in err  # given, so not taken from the training range
+
+
+def test_auto_keeps_a_short_run_eager_and_records_why(runs, tmp_path, capsys):
+    out = generate_to_file(runs["wgan-lhcb"], tmp_path / "gen.h5", n=6, seed=1, progress=True)
+    err = capsys.readouterr().err
+    assert "backend auto -> eager: 6 showers take about" in err
+    with h5py.File(out) as f:
+        producer = str(f.attrs["producer"])
+    assert "backend eager (pytorch), chosen by --backend auto: 6 showers take" in producer
+    eager = generate_to_file(runs["wgan-lhcb"], tmp_path / "eager.h5", n=6, seed=1, backend="eager")
+    np.testing.assert_array_equal(read(out).showers, read(eager).showers)
+
+
+class _Failing:
+    """A backend that fails on its first call, as an export a model does not support."""
+
+    name, engine = "compiled", "failing"
+
+    def __init__(self, generator: Any) -> None:
+        self.module = generator
+
+    def __call__(self, noise: torch.Tensor, conditions: Any) -> torch.Tensor:
+        raise RuntimeError("no kernel for this layer")
+
+
+def test_auto_falls_back_to_eager_when_its_choice_fails_here(runs, tmp_path, capsys, monkeypatch):
+    from caloforge.generation import pipeline as pipeline_module
+    from caloforge.generation.auto import BackendChoice
+    from caloforge.generation.backends import build_backend
+
+    monkeypatch.setattr(
+        pipeline_module, "choose_backend", lambda *_: BackendChoice("compiled", "stand-in")
+    )
+    monkeypatch.setattr(
+        pipeline_module,
+        "build_backend",
+        lambda name, g, **kw: _Failing(g) if name == "compiled" else build_backend(name, g),
+    )
+    out = generate_to_file(
+        runs["wgan-lhcb"], tmp_path / "gen.h5", n=10, batch_size=4, seed=2, progress=True
+    )
+    assert "failed here (RuntimeError: no kernel for this layer); using eager" in (
+        capsys.readouterr().err
+    )
+    with h5py.File(out) as f:
+        producer = str(f.attrs["producer"])
+    assert "backend eager (pytorch), chosen by --backend auto: compiled failed here" in producer
+    eager = generate_to_file(
+        runs["wgan-lhcb"], tmp_path / "eager.h5", n=10, batch_size=4, seed=2, backend="eager"
+    )
+    np.testing.assert_array_equal(read(out).showers, read(eager).showers)  # first batch too
+    # A backend named by the user is not replaced: its failure is the command's.
+    with pytest.raises(RuntimeError, match="no kernel"):
+        generate_to_file(runs["wgan-lhcb"], tmp_path / "c.h5", n=4, backend="compiled")
+    assert not (tmp_path / "c.h5").exists()

@@ -175,13 +175,43 @@ def test_bench_times_every_batch_size_and_skips_past_the_budget():
 def test_bench_cli_writes_json_and_refuses_an_unknown_family(tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = main(
-        ["bench", "--model", "wgan-lhcb", "--batch-sizes", "2", "--repeats", "1",
-         "--warmup", "0", "--simulator-showers", "0", "--json", str(out)]
+        ["bench", "--model", "wgan-lhcb", "--batch-sizes", "2", "--repeats", "2",
+         "--warmup", "0", "--simulator-showers", "0", "--backend", "eager", "--json", str(out)]
     )  # fmt: skip
     assert code == 0
     data = json.loads(out.read_text())
     assert data["model"] == "wgan-lhcb" and {r["batch_size"] for r in data["rows"]} == {1, 2, 100}
     assert data["engines"] == {"eager": "pytorch"}
-    assert "best eager (pytorch): " in capsys.readouterr().out
+    assert data["isa"]["torch_capability"] and data["peak_probe"]["fp32"]["calls"] == 3
+    printed = capsys.readouterr().out
+    assert "best eager (pytorch): " in printed and "CPU instruction sets: " in printed
     assert main(["bench", "--model", "gan4d"]) == 2
     assert "unknown model family 'gan4d'" in capsys.readouterr().err
+
+
+def test_auto_compiles_a_long_run_on_this_cpu_and_keeps_eager_the_reference(tmp_path, monkeypatch):
+    from caloforge.data.io import open_showers
+    from caloforge.generation import auto
+    from caloforge.generation.run import generate_to_file
+
+    checkpoint = random_checkpoint(tmp_path / "run", "wgan-lhcb")
+    pipeline = ShowerPipeline.from_checkpoint(checkpoint)
+    pipeline.set_backend("auto", showers=3)  # a short run stays eager
+    assert pipeline.backend == "eager" and pipeline.choice.backend == "eager"
+    pipeline.set_backend("auto")  # bench: no run length
+    engine = "openvino" if openvino_available() else "inductor"
+    assert pipeline.backend == "compiled" and pipeline.engine.startswith(engine)
+    assert "int8 not checked for this checkpoint" in pipeline.choice.reason
+
+    monkeypatch.setattr(auto, "SHORT_RUN_SECONDS", 0.0)  # as for a long run
+    files = {}
+    for backend in ("auto", "eager"):
+        files[backend] = generate_to_file(
+            checkpoint, tmp_path / f"{backend}.h5", n=10, batch_size=4, seed=5, backend=backend
+        )
+    with h5py.File(files["auto"]) as f:
+        producer = str(f.attrs["producer"])
+    assert f"backend compiled ({engine}" in producer and "chosen by --backend auto" in producer
+    with open_showers(files["eager"]) as eager, open_showers(files["auto"]) as chosen:
+        a, b = eager.take(np.arange(10)).showers, chosen.take(np.arange(10)).showers
+    np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * float(a.max()))

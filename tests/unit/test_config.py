@@ -159,6 +159,7 @@ def _check_options(command: str, parameters: dict[str, inspect.Parameter], **spe
 
 
 def test_generate_options_agree_with_generate_to_file():
+    from caloforge.generation.auto import AUTO
     from caloforge.generation.backends import BACKENDS
     from caloforge.generation.run import generate_to_file
     from caloforge.simulation.conditions import SPECTRA
@@ -167,7 +168,7 @@ def test_generate_options_agree_with_generate_to_file():
         "generate", _defaults(generate_to_file), theta="theta_deg", no_merge=("not", "merge")
     )
     options = _options("generate")
-    assert tuple(options["backend"].choices) == BACKENDS
+    assert tuple(options["backend"].choices) == (AUTO, *BACKENDS)
     assert tuple(options["spectrum"].choices) == SPECTRA
 
 
@@ -179,6 +180,7 @@ def test_export_options_agree_with_export_onnx():
 
 def test_bench_options_agree_with_bench_generation():
     from caloforge.bench import bench_generation
+    from caloforge.generation.auto import AUTO
     from caloforge.generation.backends import BACKENDS
     from caloforge.generation.pipeline import ShowerPipeline
 
@@ -193,7 +195,7 @@ def test_bench_options_agree_with_bench_generation():
         json=None,
         checkpoint=None,
     )
-    assert tuple(_options("bench")["backend"].choices) == BACKENDS
+    assert tuple(_options("bench")["backend"].choices) == (AUTO, *BACKENDS)
 
 
 def test_train_names_every_preset_and_reads_the_config_fields():

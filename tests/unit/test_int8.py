@@ -635,3 +635,38 @@ def test_the_search_judges_each_model_with_its_threshold(threshold):
     else:  # +17 % response with it int8: fp32
         assert report.fp32_layers == ("big",) and report.threshold == 0.0
         assert report.before.response_error > 0.1
+
+
+# --- the verdict `--backend auto` reads -----------------------------------------------------
+def test_building_int8_keeps_a_verdict_that_auto_reads(monkeypatch, capsys):
+    from caloforge.generation import auto
+    from caloforge.generation.int8.cache import int8_verdict
+
+    pipeline = tiny_pipeline("wgan-lhcb")
+    other = tiny_pipeline("wgan-lhcb")
+    with torch.no_grad():
+        next(other.generator.parameters()).add_(1e-3)  # other weights: another checkpoint
+    assert int8_verdict(pipeline.generator, pipeline.transform) is None
+    assert auto.choose_backend(pipeline).backend == "compiled"  # int8 never tried here
+    pipeline.set_backend("int8", seed=5, progress=True)
+    err = capsys.readouterr().err
+    for phase in ("exporting the generator", "fp32 reference showers", "searching which of"):
+        assert phase in err  # a line as each long phase starts, with the seconds elapsed
+    assert err.startswith("int8 [")
+    verdict = int8_verdict(pipeline.generator, pipeline.transform)
+    assert verdict is not None and verdict.seed == 5 and verdict.calibration_showers == 512
+    report = pipeline.forward.report
+    assert verdict.holds == report.holds and verdict.int8_layers == len(report.int8_layers)
+    assert verdict.speedup == pipeline.forward.speedup and verdict.speedup > 0
+    assert int8_verdict(other.generator, other.transform) is None
+    assert int8_verdict(pipeline.generator, pipeline.transform, threads=7) is None
+
+    # auto takes int8 exactly where the verdict allows it, with the verdict's seed
+    monkeypatch.setattr(auto, "INT8_MIN_SPEEDUP", 0.0)
+    choice = auto.choose_backend(pipeline)
+    assert (choice.backend, choice.seed) == ("int8", 5) and "guard held" in choice.reason
+    pipeline.set_backend("auto")
+    assert pipeline.backend == "int8" and pipeline.forward.report.from_cache
+    monkeypatch.setattr(auto, "INT8_MIN_SPEEDUP", float("inf"))
+    choice = auto.choose_backend(pipeline)
+    assert choice.backend == "compiled" and "int8 not used: guard held" in choice.reason

@@ -25,6 +25,7 @@ import torch
 from caloforge.data.transforms import Transform
 from caloforge.devices import full_fp32, resolve_device, tune_for_fixed_shapes
 from caloforge.errors import CaloforgeError
+from caloforge.generation.auto import AUTO, BackendChoice, choose_backend
 from caloforge.generation.backends import BACKENDS, Backend, build_backend
 from caloforge.generation.conditions import check_conditions, draw_conditions
 from caloforge.geometry import Geometry
@@ -111,39 +112,82 @@ class ShowerPipeline:
         self.training_ranges = dict(training_ranges or {})
         self.source = source
         self.backend = "eager"
+        self.choice: BackendChoice | None = None  # what `auto` chose, when it was asked for
         self.forward: Backend = build_backend("eager", self.generator)
         if backend != "eager":
             self.set_backend(backend)
 
-    def set_backend(self, name: str, *, seed: int = 0, progress: bool = False) -> None:
-        """Run the generator through backend `name` (`caloforge.generation.backends`).
+    def set_backend(
+        self,
+        name: str,
+        *,
+        seed: int = 0,
+        progress: bool = False,
+        showers: int | None = None,
+    ) -> None:
+        """Run the generator through backend `name` (`caloforge.generation.backends`), or
+        the one `auto` chooses (`caloforge.generation.auto`; then `self.choice` says which
+        and why, and `self.backend` names it).
 
         `int8` quantizes on the CPU with an accuracy guard, calibrated on showers of
         conditions drawn (with `seed`) from the training ranges the checkpoint records, else
         the geometry's defaults; its report is `self.forward.report`. The guard's choice of
-        layers is kept in `caloforge.generation.int8.default_cache()` for the next run.
+        layers and its verdict are kept in `caloforge.generation.int8.default_cache()` for
+        the next run (and for `auto`). `showers`: how many the run will make, where known:
+        `auto` keeps a short run eager.
         """
+        self.choice = None
+        if name == AUTO:
+            choice = choose_backend(self, showers)
+            self.set_backend(
+                choice.backend,
+                seed=seed if choice.seed is None else choice.seed,
+                progress=progress,
+            )
+            self.choice = choice
+            return
         if name == "int8":
             if self.device.type != "cpu":
                 raise CaloforgeError(
                     f"backend 'int8' runs on the CPU; got device '{self.device}' (use "
                     "--device cpu, or --backend bf16 on a GPU)"
                 )
-            from caloforge.generation.int8 import default_cache, quantize_int8
-
-            self.forward = quantize_int8(
-                self.generator,
-                self.transform,
-                self.geometry,
-                self.calibration_conditions(seed=seed),
-                seed=seed,
-                progress=progress,
-                cache=default_cache(),
-                source=self.source,
-            )
+            self.forward = self._int8(seed, progress)
         else:
             self.forward = build_backend(name, self.generator)
         self.backend = name
+
+    def _int8(self, seed: int, progress: bool) -> Backend:
+        """The int8 generator (`quantize_int8` with the default cache), its verdict kept."""
+        from caloforge.generation.int8 import default_cache, quantize_int8
+        from caloforge.generation.int8.cache import Verdict, verdict_key, write_verdict
+
+        cache = default_cache()
+        calibration = self.calibration_conditions(seed=seed)
+        quantized = quantize_int8(
+            self.generator,
+            self.transform,
+            self.geometry,
+            calibration,
+            seed=seed,
+            progress=progress,
+            cache=cache,
+            source=self.source,
+        )
+        key = verdict_key(self.generator, self.transform)
+        if key is not None:
+            report = quantized.report
+            verdict = Verdict(
+                holds=report.holds,
+                int8_layers=len(report.int8_layers),
+                layers=len(report.layers),
+                speedup=quantized.speedup,
+                seed=seed,
+                calibration_showers=len(next(iter(calibration.values()))),
+                library=report.library,
+            )
+            write_verdict(cache, key, verdict, lambda line: None)
+        return quantized
 
     @property
     def engine(self) -> str:
@@ -165,9 +209,9 @@ class ShowerPipeline:
         backend: str = "eager",
     ) -> ShowerPipeline:
         """The pipeline of a checkpoint folder (or a run folder: its best, else latest)."""
-        if backend not in BACKENDS:
+        if backend not in (AUTO, *BACKENDS):
             raise CaloforgeError(
-                f"unknown backend '{backend}'; choose one of {', '.join(BACKENDS)}"
+                f"unknown backend '{backend}'; choose one of {AUTO}, {', '.join(BACKENDS)}"
             )
         target = resolve_device(device)  # before the (slow) load: a bad device fails at once
         checkpoint = load_checkpoint(path, device="cpu")  # only the generator goes to `device`

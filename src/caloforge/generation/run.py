@@ -1,9 +1,10 @@
 """`caloforge generate`: conditions in batches, through the pipeline, streamed to a file.
 
 Conditions come from one of two places:
-  - drawn from ranges (the geometry's defaults for what is not given) exactly as `simulate`
-    draws them: batch `[start, start + size)` uses `numpy.random.default_rng([seed, start])`,
-    so `generate` and `simulate` with the same seed and batch size ask for the same conditions;
+  - drawn from ranges (for what is not given: the checkpoint's training ranges where it
+    records them, else the geometry's defaults) exactly as `simulate` draws them: batch
+    `[start, start + size)` uses `numpy.random.default_rng([seed, start])`, so `generate`
+    and `simulate` with the same seed, batch size and ranges ask for the same conditions;
   - read one to one from a reference shower file (`conditions_from`), to compare a model
     with the showers it imitates condition by condition.
 
@@ -20,10 +21,12 @@ merged file is the file one process would have written.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import sys
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +38,9 @@ from caloforge.data.io import expand_paths, open_showers
 from caloforge.data.source import Batch
 from caloforge.devices import init_distributed
 from caloforge.errors import CaloforgeError, ConditionError, InputFileError
-from caloforge.generation.pipeline import ShowerPipeline
+from caloforge.generation.auto import AUTO
+from caloforge.generation.conditions import training_defaults
+from caloforge.generation.pipeline import GeneratedShowers, ShowerPipeline
 from caloforge.geometry import Geometry
 from caloforge.models.checkpoint import resolve_checkpoint
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
@@ -171,7 +176,7 @@ def generate_to_file(
     batch_size: int = 512,
     seed: int = 0,
     device: str = "cpu",
-    backend: str = "eager",
+    backend: str = AUTO,
     strict: bool = False,
     progress: bool = False,
     merge: bool = True,
@@ -182,13 +187,18 @@ def generate_to_file(
     n: number of showers; required for drawn conditions, defaults to the whole reference
         with `conditions_from` (which may be asked for fewer, its first `n`).
     energy (GeV), theta_deg (degrees), point (mm), spectrum ("uniform" or "inverse"): the
-        ranges to draw conditions from; what is left out takes the geometry's defaults.
+        ranges to draw conditions from; what is left out takes the checkpoint's training
+        range where its config records one (`training.condition_ranges`), else the
+        geometry's default.
     conditions_from: a shower file (any format `open_showers` reads, or several / a glob) of
         the checkpoint's geometry whose conditions are used one to one, in order.
     batch_size, seed: the showers depend only on these (and the checkpoint), not on `device`
         beyond floating-point differences.
     backend: how the generator runs (`caloforge.generation.backends`: eager, compiled, bf16,
-        int8); the same seed gives the same showers up to the backend's precision.
+        int8), or "auto" (`caloforge.generation.auto`: the fastest that holds accuracy here,
+        said on stderr with `progress` and written in the file's `producer`; should it fail
+        on the first batch, eager is used and that said too); the same seed gives the same
+        showers up to the backend's precision.
     strict: refuse conditions outside the training range the checkpoint records, instead
         of warning (`OutsideTrainingRangeWarning`) with the number of such showers.
 
@@ -228,9 +238,8 @@ def generate_to_file(
     check_output(output, inputs=[*references, *checkpoint_files], option="-o")
 
     context = init_distributed(device)  # torchrun: this rank's slice of batches and device
+    say = _status(progress and context.rank == 0)
     pipeline = ShowerPipeline.from_checkpoint(checkpoint, device=context.device)
-    if backend != "eager":
-        pipeline.set_backend(backend, seed=seed, progress=progress)
     geometry = pipeline.geometry
     reference: dict[str, np.ndarray] | None = None
     ranges: ConditionRanges | None = None
@@ -241,8 +250,29 @@ def generate_to_file(
         theta = None
         if theta_deg is not None:
             theta = (math.radians(theta_deg[0]), math.radians(theta_deg[1]))
-        ranges = ConditionRanges.for_geometry(geometry, energy, spectrum, theta, point)
+        trained = training_defaults(geometry, pipeline.training_ranges)
+        given = {"energy": energy, "theta": theta, "point": point}
+        taken = [name for name in trained if given[name] is None]
+        ranges = ConditionRanges.for_geometry(
+            geometry,
+            energy if energy is not None else trained.get("energy"),
+            spectrum,
+            theta if theta is not None else trained.get("theta"),
+            point if point is not None else trained.get("point"),
+        )
+        if taken:
+            say(
+                "conditions not given, drawn in the checkpoint's training range: "
+                + _describe(ranges, taken, geometry)
+            )
     assert n is not None
+    if backend != "eager":
+        if backend == "int8":
+            say("backend int8: quantizing with the accuracy guard (status lines follow)")
+        share = math.ceil(n / context.world_size)  # this rank's showers, about
+        pipeline.set_backend(backend, seed=seed, progress=progress, showers=share)
+        if pipeline.choice is not None:
+            say(f"backend {pipeline.choice.describe()}")
 
     def batches() -> Iterator[tuple[int, dict[str, np.ndarray]]]:
         # Called twice: once to check the ranges before writing, once to generate. Drawing
@@ -262,6 +292,11 @@ def generate_to_file(
                 yield item
 
     target = Path(output) if world == 1 else shard_path(output, rank, world)
+    if pipeline.backend != "eager":
+        say(
+            f"backend {pipeline.backend} ({pipeline.engine}): the first batch compiles its graph "
+            "(seconds; a minute or more for a large generator)"
+        )
     bar = None
     if progress and rank == 0:
         from tqdm import tqdm
@@ -269,14 +304,34 @@ def generate_to_file(
         share = sum(min(batch_size, n - s) for s in range(0, n, batch_size)[rank::world])
         label = f"generate {geometry.name}" + (f" (rank 0 of {world})" if world > 1 else "")
         bar = tqdm(total=share, unit="shower", desc=label, mininterval=0.5)
-    family = pipeline.generator.config.family
-    producer = (
-        f"caloforge generate ({family} checkpoint {Path(pipeline.source).resolve()}, "
-        f"seed {seed}, batch size {batch_size}, backend {backend} ({pipeline.engine}))"
-    )
+
+    def producer() -> str:  # read after the first batch: a fallback to eager is named
+        family = pipeline.generator.config.family
+        used = f"{pipeline.backend} ({pipeline.engine})"
+        if pipeline.choice is not None:
+            used += f", chosen by --backend auto: {pipeline.choice.reason}"
+        return (
+            f"caloforge generate ({family} checkpoint {Path(pipeline.source).resolve()}, "
+            f"seed {seed}, batch size {batch_size}, backend {used})"
+        )
+
     try:
-        with ShowerWriter(target, geometry, producer=producer) as writer:
-            for start, conditions in mine():
+        todo = mine()
+        first = next(todo, None)
+        done = None
+        if first is not None:  # before the file: `auto` may fall back to eager on it
+            start, conditions = first
+            noise = noise_generator(seed, start)
+            if pipeline.choice is not None and pipeline.backend != "eager":
+                done = _first_batch(pipeline, conditions, noise, seed, say)
+            else:
+                done = pipeline(conditions, generator=noise)
+        with ShowerWriter(target, geometry, producer=producer()) as writer:
+            if done is not None:
+                writer.write(Batch(done.showers, done.conditions))
+                if bar is not None:
+                    bar.update(len(done))
+            for start, conditions in todo:
                 out = pipeline(conditions, generator=noise_generator(seed, start))
                 writer.write(Batch(out.showers, out.conditions))
                 if bar is not None:
@@ -289,11 +344,64 @@ def generate_to_file(
     context.barrier("generate: every rank's file written")
     if merge and rank == 0:
         parts = [shard_path(output, r, world) for r in range(world)]
-        merge_shards(parts, output, batch_size, producer=producer)
+        merge_shards(parts, output, batch_size, producer=producer())
         for part in parts:
             part.unlink()
     context.barrier("generate: merged")
     return Path(output) if merge else target
+
+
+def _status(enabled: bool) -> Callable[[str], None]:
+    """A status line on stderr (`caloforge generate: ...`) where `enabled`, else nothing."""
+
+    def say(line: str) -> None:
+        if enabled:
+            print(f"caloforge generate: {line}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _describe(ranges: ConditionRanges, names: Sequence[str], geometry: Geometry) -> str:
+    """The drawn ranges of `names`, in the units the options take (theta in degrees)."""
+    parts = []
+    for name in names:
+        low, high = getattr(ranges, name)
+        unit = geometry.condition(name).unit
+        if name == "theta":
+            low, high, unit = math.degrees(low), math.degrees(high), "degrees"
+        parts.append(f"{name} {low:.4g}:{high:.4g} {unit}".rstrip())
+    return ", ".join(parts)
+
+
+def _first_batch(
+    pipeline: ShowerPipeline,
+    conditions: dict[str, np.ndarray],
+    noise: torch.Generator,
+    seed: int,
+    say: Callable[[str], None],
+) -> GeneratedShowers:
+    """The first batch through the backend `auto` chose; should that backend fail to build
+    or run here (an export the model does not support, a compiler error), eager instead, said
+    on stderr and in the file's producer. Nothing is written before this batch."""
+    state = noise.get_state()
+    try:
+        return pipeline(conditions, generator=noise)
+    except (ConditionError, InputFileError):
+        raise  # the request's fault, not the backend's: eager would refuse it as well
+    except Exception as error:  # any failure of an optional backend
+        choice = pipeline.choice
+        assert choice is not None
+        say(
+            f"backend {pipeline.backend} ({pipeline.engine}) failed here "
+            f"({type(error).__name__}: {str(error)[:300]}); using eager"
+        )
+        pipeline.set_backend("eager", seed=seed)
+        pipeline.choice = dataclasses.replace(
+            choice,
+            backend="eager",
+            reason=f"{choice.backend} failed here ({type(error).__name__}); {choice.reason}",
+        )
+        return pipeline(conditions, generator=noise.set_state(state))
 
 
 def shard_path(output: str | os.PathLike[str], rank: int, world_size: int) -> Path:

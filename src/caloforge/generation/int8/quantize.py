@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -50,15 +51,22 @@ class QuantizedGenerator(OpenVinoGenerator):
     """The int8 generator: `generator(noise, conditions) -> showers` like the fp32 one.
 
     An `OpenVinoGenerator` whose model is the quantized `openvino.Model` (dynamic batch);
-    `report` says what was quantized and how well.
+    `report` says what was quantized and how well; `speedup`, how much faster than the fp32
+    graph it ran on a calibration batch (None where not timed).
     """
 
     def __init__(
-        self, reference: ShowerGenerator, model: Any, runner: Runner, report: Int8Report
+        self,
+        reference: ShowerGenerator,
+        model: Any,
+        runner: Runner,
+        report: Int8Report,
+        speedup: float | None = None,
     ) -> None:
         super().__init__(reference, model, runner)
         self.report = report
         self.engine = report.library
+        self.speedup = speedup
 
 
 class DrawsConditions(Protocol):
@@ -122,8 +130,10 @@ def quantize_int8(
     example = {k: torch.from_numpy(v[:2]) for k, v in feeds[0].items()}
     if len(feeds[0]["noise"]) < 2:
         example = {k: torch.from_numpy(np.concatenate([v, v])) for k, v in feeds[0].items()}
-    log("exporting the generator ...")
+    log("exporting the generator to ONNX ...")
     model = module_to_onnx(module, example, output_name="showers", what=source)
+    n = sum(len(f["noise"]) for f in feeds)
+    log(f"fp32 reference showers for the guard ({2 * n}: two noises of {n}) ...")
     guard = Guard(generator, transform, geometry, feeds, noise_a, energy)
     backend = OpenVinoQuantizer(model, feeds, threads, output_threshold)
     found = None
@@ -131,14 +141,23 @@ def quantize_int8(
     if cache is not None:
         key = cache_key(model, feeds, tolerance, threads, backend.library, output_threshold)
         path = Path(cache) / f"{key}.json"
+        if path.exists():
+            log("quantizing the kept choice of layers and checking the guard on it ...")
         found = cached(backend, transform, feeds, guard, path, log)
     if found is not None:
         quantized, report = found
     else:
+        log(
+            f"searching which of the {len(backend.layers())} layers stay int8 (the guard on "
+            "each choice: minutes for a large generator; the choice is kept for the next run)"
+        )
         quantized, report = search(backend, transform, feeds, guard, tolerance, log, source=source)
         if path is not None:
             store(path, report, log)
-    return QuantizedGenerator(frozen, quantized, backend.runner(quantized), report)
+    log("timing the int8 model against the fp32 graph ...")
+    speedup = backend.speedup(quantized)
+    log(f"int8 runs {speedup:.2f}x the fp32 graph's speed on a calibration batch")
+    return QuantizedGenerator(frozen, quantized, backend.runner(quantized), report, speedup)
 
 
 def held_out_showers(
@@ -215,8 +234,12 @@ def quantize_onnx_model(
 
 
 def _logger(progress: bool) -> Callable[[str], None]:
+    """Status lines on stderr with the seconds since the start, where `progress`."""
+    start = time.perf_counter()
+
     def log(message: str) -> None:
         if progress:
-            print(f"int8: {message}", file=sys.stderr, flush=True)
+            elapsed = time.perf_counter() - start
+            print(f"int8 [{elapsed:4.0f} s]: {message}", file=sys.stderr, flush=True)
 
     return log

@@ -1,0 +1,148 @@
+"""`--backend auto`: the fastest backend that holds accuracy on this machine, chosen before
+any work and said out loud.
+
+- CPU: `int8` where its accuracy guard already passed for this checkpoint on this CPU, with
+  these libraries and thread count, and the int8 model was measured faster than the fp32 one
+  by `INT8_MIN_SPEEDUP` (the verdict `caloforge.generation.int8.cache` keeps when an int8
+  backend is built); else `compiled` (OpenVINO fp32 where installed, else Inductor where a
+  C++ compiler is found); else `eager`. int8 is never tried on the way: its guard search
+  takes minutes, so it runs only when asked for (`--backend int8`), once per checkpoint.
+- GPU: `bf16` where the GPU does bfloat16 natively (compute capability 8.0 or newer),
+  else `compiled` where Triton is installed, else `eager`.
+- Short runs: where the number of showers is known (`generate`) and eager would make them
+  all in less than `SHORT_RUN_SECONDS` (estimated from one timed call on a few showers),
+  `eager`: compiling a graph alone costs about that (seconds for the GANs; an int8 backend
+  tens of seconds more), so a faster graph cannot pay for itself.
+
+`compiled` fp32 gives eager's showers to float rounding (reordered sums, about 1e-6
+relative); `bf16` keeps 8 bits of mantissa per value; `int8` is held by its guard (response,
+profile and projection MSE against fp32). `eager` stays the reference: ask for it by name.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from caloforge.devices import full_fp32
+from caloforge.generation.backends import openvino_available
+
+if TYPE_CHECKING:
+    from caloforge.generation.pipeline import ShowerPipeline
+
+__all__ = ["AUTO", "INT8_MIN_SPEEDUP", "SHORT_RUN_SECONDS", "BackendChoice", "choose_backend"]
+
+AUTO = "auto"
+# Below this many seconds of eager work, compiling cannot pay for itself (an OpenVINO export and
+# compilation of a GAN takes 5-15 s on 2 loaded cores).
+SHORT_RUN_SECONDS = 15.0
+# int8 replaces compiled fp32 only when measured at least this much faster (beyond the timing
+# noise of a shared machine: below it, the exact fp32 path costs next to nothing).
+INT8_MIN_SPEEDUP = 1.10
+
+
+@dataclass(frozen=True)
+class BackendChoice:
+    """What `auto` chose and why.
+
+    backend: a concrete backend name (eager, compiled, bf16, int8).
+    reason: one line for the user and the output file's provenance.
+    seed: for int8, the calibration seed whose guard verdict passed (building it again with
+        that seed reuses the kept choice of layers); None otherwise.
+    """
+
+    backend: str
+    reason: str
+    seed: int | None = None
+
+    def describe(self) -> str:
+        return f"auto -> {self.backend}: {self.reason}"
+
+
+def choose_backend(pipeline: ShowerPipeline, showers: int | None = None) -> BackendChoice:
+    """The backend `auto` runs `pipeline`'s generator with (see the module docstring);
+    `showers`: how many the run makes, where known (a short run stays eager)."""
+    device = pipeline.device
+    if showers is not None:
+        seconds = eager_seconds(pipeline, showers)
+        if seconds < SHORT_RUN_SECONDS:
+            return BackendChoice(
+                "eager",
+                f"{showers} showers take about {seconds:.2g} s in eager, less than compiling "
+                "a faster graph would cost (name a backend to force one)",
+            )
+    if device.type == "cuda":
+        return _gpu_choice(device)
+    if device.type != "cpu":
+        return BackendChoice("eager", f"no compiled backend for device type '{device.type}'")
+    return _cpu_choice(pipeline)
+
+
+def eager_seconds(pipeline: ShowerPipeline, showers: int, probe: int = 8) -> float:
+    """About how long eager takes for `showers` showers: one call on `probe` showers timed
+    after one untimed call, scaled. Batches larger than the probe run faster per shower, so
+    this overestimates, which errs towards compiling."""
+    n = max(1, min(probe, showers))
+    conditions = pipeline.calibration_conditions(n, seed=0)
+    device = pipeline.device
+    reference = next(pipeline.generator.parameters())
+    tensors = {
+        k: torch.as_tensor(v, dtype=reference.dtype, device=device) for k, v in conditions.items()
+    }
+    noise = pipeline.generator.sample_noise(n, torch.Generator().manual_seed(0))
+    with torch.inference_mode(), full_fp32():
+        pipeline.generator(noise, tensors)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        pipeline.generator(noise, tensors)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / n * showers
+
+
+def _gpu_choice(device: torch.device) -> BackendChoice:
+    major, minor = torch.cuda.get_device_capability(device)
+    name = torch.cuda.get_device_name(device)
+    if major >= 8:
+        return BackendChoice(
+            "bf16", f"{name} does bfloat16 natively (compute capability {major}.{minor})"
+        )
+    if importlib.util.find_spec("triton") is not None:
+        return BackendChoice(
+            "compiled", f"{name} has no native bfloat16 (compute capability {major}.{minor})"
+        )
+    return BackendChoice("eager", f"{name}: torch.compile needs Triton, which is not installed")
+
+
+def _cpu_choice(pipeline: ShowerPipeline) -> BackendChoice:
+    from caloforge.generation.int8.cache import int8_verdict
+
+    verdict = int8_verdict(pipeline.generator, pipeline.transform)
+    if verdict is not None and verdict.usable(INT8_MIN_SPEEDUP):
+        return BackendChoice(
+            "int8",
+            f"its accuracy guard passed for this checkpoint on this CPU ({verdict.describe()})",
+            seed=verdict.seed,
+        )
+    if verdict is None:
+        int8_note = (
+            "int8 not checked for this checkpoint here yet: `--backend int8` runs its accuracy "
+            "guard once, and auto uses int8 afterwards where it holds and is faster"
+        )
+    else:
+        int8_note = f"int8 not used: {verdict.describe()}"
+    if openvino_available():
+        return BackendChoice("compiled", f"OpenVINO fp32 on the CPU; {int8_note}")
+    if any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return BackendChoice("compiled", f"torch.compile (Inductor) fp32 on the CPU; {int8_note}")
+    return BackendChoice(
+        "eager",
+        "neither OpenVINO (pip install 'caloforge[int8]') nor a C++ compiler for "
+        "torch.compile is installed",
+    )
