@@ -1,13 +1,20 @@
 """`caloforge bench`: how fast a generator makes showers, per backend and batch size.
 
-For each backend and batch size: warm-up calls (they include compilation), then `repeats` timed
-calls of the backend on inputs already on the device, each closed by a device synchronisation;
-the median, min and max of the per-call times give showers/s and ms/shower. The FLOPs per
+Every backend is built first (`auto`: the one `caloforge generate` would choose). For each
+batch size: warm-up calls of each (they include compilation), then `repeats` rounds of timed
+calls on inputs already on the device, each closed by a device synchronisation, one call of
+every backend per round in an order rotated from round to round: the backends share the
+machine's load alike, so their ratios hold on a loaded machine where absolute rates drift
+(timed one after another, gan3d's compiled/eager ratio read 3.9x and 19x in two runs). The
+median, min and max of the per-call times give showers/s and ms/shower. The FLOPs per
 shower (`torch.utils.flop_counter`, 2 per multiply-add, convolutions and matrix products) of
 the module a backend runs (`backend.module`: the generator for eager, its `frozen()` copy,
 which may fold layers and do fewer, for the others) over the median time give the achieved rate
-and the fraction of the hardware's peak: executed FLOPs, never more than were done; int8 is
-counted against the fp32 peak. Latencies are the per-call times at batch 1 and 100, what one
+and the fraction of the peak: executed FLOPs, never more than were done. The peak is measured,
+not looked up: a dense matrix product in the backend's precision timed once in every round
+beside the backends (`caloforge.bench.machine.PeakProbe`, the median of those calls); int8
+is counted against the fp32 product. The CPU's instruction sets (AVX2, AVX-512, VNNI, BF16,
+AMX) are reported with the results. Latencies are the per-call times at batch 1 and 100, what one
 event asks for. The end-to-end rate at the largest batch adds the noise, the inverse
 preprocessing, the checks and the copy to host memory (`ShowerPipeline.__call__`).
 
@@ -30,8 +37,11 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from caloforge.bench.machine import PeakProbe, cpu_isa
 from caloforge.devices import full_fp32
 from caloforge.errors import CaloforgeError
+from caloforge.generation.auto import AUTO, BackendChoice, choose_backend
+from caloforge.generation.backends import Backend
 from caloforge.generation.pipeline import ShowerPipeline
 from caloforge.models import ShowerGenerator
 from caloforge.simulation.simulator import ShowerSimulator
@@ -43,17 +53,12 @@ __all__ = [
     "Timing",
     "bench_generation",
     "format_table",
-    "peak_gflops",
 ]
 
 DEFAULT_BATCH_SIZES = (1, 8, 64, 128, 512, 2048)
 LATENCY_BATCHES = (1, 100)
 # Published: Geant4 on one CLIC-like ECAL electron shower, Xeon Platinum 8180 (3DGAN paper).
 GEANT4_SECONDS_PER_SHOWER = 17.0
-# fp32 peak of this project's reference CPU (2 cores, AVX2 FMA; systems.md section 7).
-CPU_PEAK_GFLOPS = 215.0
-# Dense peaks from the vendors' data sheets, TFLOP/s: (fp32 without tensor cores, bf16).
-GPU_PEAK_TFLOPS = {"H100": (67.0, 989.0), "H200": (67.0, 989.0), "A100": (19.5, 312.0)}
 
 
 @dataclass
@@ -93,7 +98,7 @@ class BenchResult:
     hardware: str
     threads: int
     gflop_per_shower: float
-    peaks: dict[str, float]  # backend -> GFLOP/s peak used for its fraction
+    peaks: dict[str, float]  # backend -> GFLOP/s peak used for its fraction (measured)
     timings: list[Timing]
     skipped: list[dict[str, Any]]
     end_to_end: dict[str, float]  # backend -> showers/s through the whole pipeline
@@ -103,6 +108,10 @@ class BenchResult:
     engines: dict[str, str] = field(default_factory=dict)  # backend -> what runs it
     # backend -> GFLOP/shower of the module it runs (gflop_per_shower is the eager model's)
     executed_gflop_per_shower: dict[str, float] = field(default_factory=dict)
+    isa: dict[str, Any] = field(default_factory=dict)  # `caloforge.bench.machine.cpu_isa()`
+    # the matrix-product probe's GFLOP/s per precision (median, max, calls), or the given peak
+    peak_probe: dict[str, Any] = field(default_factory=dict)
+    choice: str | None = None  # what `auto` chose and why, where it was asked for
 
     def rows(self) -> list[dict[str, Any]]:
         return [
@@ -146,20 +155,6 @@ class BenchResult:
         }
 
 
-def peak_gflops(device: torch.device, backend: str) -> float:
-    """The hardware's dense peak for the backend's arithmetic, GFLOP/s (CPU: the reference
-    2-core machine's fp32 figure; GPU: the data-sheet figure of a known model)."""
-    if device.type != "cuda":
-        return CPU_PEAK_GFLOPS
-    name = torch.cuda.get_device_name(device)
-    for key, (fp32, bf16) in GPU_PEAK_TFLOPS.items():
-        if key in name:
-            return 1e3 * (bf16 if backend == "bf16" else fp32)
-    raise CaloforgeError(
-        f"no peak known for GPU '{name}'; give it with --peak-gflops (its dense fp32 GFLOP/s)"
-    )
-
-
 def count_gflop_per_shower(
     generator: ShowerGenerator, conditions: Mapping[str, torch.Tensor]
 ) -> float:
@@ -194,6 +189,11 @@ def simulator_rate(pipeline: ShowerPipeline, n: int, seed: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def _precision(backend: str) -> str:
+    """The arithmetic a backend's peak is measured in (int8 is counted against fp32's)."""
+    return "bf16" if backend == "bf16" else "fp32"
+
+
 def bench_generation(
     pipeline: ShowerPipeline,
     backends: Sequence[str],
@@ -206,15 +206,26 @@ def bench_generation(
     peak: float | None = None,
     seed: int = 0,
     model: str = "",
+    progress: bool = False,
     log: Callable[[str], None] = lambda _: None,
 ) -> BenchResult:
-    """Time `pipeline`'s generator through each backend at each batch size.
+    """Time `pipeline`'s generator through each backend at each batch size, interleaved.
 
-    time_budget: seconds a batch size may take for its timed calls; fewer repeats (at
-        least 1) are made where `repeats` would exceed it, and the larger batch sizes of a
-        backend are skipped (and listed as such) once one call alone exceeds it.
+    backends: names (`caloforge.generation.backends.BACKENDS`) or "auto" (the backend
+        `generate` would choose; `BenchResult.choice` says which and why); a backend named
+        twice is timed once.
+    Every backend is built first; then, per batch size, each is warmed up (compilation for
+    that size happens there) and the timed calls go round-robin, one call of each backend
+    (and of the peak probe) per round, the order rotated each round: the backends share the
+    machine's load alike, so their ratios hold even where the absolute rates drift.
+    time_budget: seconds a batch size may take for one backend's timed calls; fewer rounds
+        (at least 1) are made where `repeats` would exceed it for the slowest, and a
+        backend's larger batch sizes are skipped (and listed as such) once one of its calls
+        alone exceeds it.
     simulator_showers: showers the embedded simulator is timed on (0: not timed).
-    peak: the hardware's peak in GFLOP/s for every backend (default `peak_gflops`).
+    peak: the hardware's peak in GFLOP/s for every backend; default: measured, a dense
+        matrix product in the backend's precision timed in every round (`PeakProbe`).
+    progress: the int8 backend's status lines while it quantizes (on stderr).
     """
     device = pipeline.device
     sizes = sorted(set(batch_sizes) | set(LATENCY_BATCHES))
@@ -233,61 +244,71 @@ def bench_generation(
 
     counted = inputs(4)[1]  # conditions of the FLOP counts
     gflop = count_gflop_per_shower(generator, counted)
+    contenders, choice = _build(pipeline, backends, seed, progress, log)
+    names = list(contenders)
     executed: dict[str, float] = {}
+    for name, contender in contenders.items():
+        module = getattr(contender.forward, "module", generator)
+        executed[name] = gflop if module is generator else count_gflop_per_shower(module, counted)
+    probe = PeakProbe(device) if peak is None else None
+    precisions = sorted({_precision(name) for name in names})
+
     timings: list[Timing] = []
     skipped: list[dict[str, Any]] = []
-    end_to_end: dict[str, float] = {}
-    peaks: dict[str, float] = {}
-    reports: dict[str, Any] = {}
-    engines: dict[str, str] = {}
-    for backend in backends:
-        pipeline.set_backend(backend, seed=seed)
-        report = getattr(pipeline.forward, "report", None)
-        if report is not None:
-            reports[backend] = report.to_dict()
-            log(report.summary())
-        engines[backend] = pipeline.engine
-        peaks[backend] = peak if peak is not None else peak_gflops(device, backend)
-        forward = pipeline.forward
-        module = getattr(forward, "module", generator)
-        executed[backend] = (
-            gflop if module is generator else count_gflop_per_shower(module, counted)
-        )
-        too_slow = False
-        for n in sizes:
-            if too_slow:
-                skipped.append({"backend": backend, "batch_size": n, "reason": "time budget"})
-                continue
-            noise, conditions = inputs(n)
-            with torch.inference_mode(), full_fp32():
-                call = functools.partial(forward, noise, conditions)
+    too_slow: set[str] = set()
+    for n in sizes:
+        for name in [b for b in names if b in too_slow]:
+            skipped.append({"backend": name, "batch_size": n, "reason": "time budget"})
+        active = [b for b in names if b not in too_slow]
+        if not active:
+            continue
+        noise, conditions = inputs(n)
+        calls = {b: functools.partial(contenders[b].forward, noise, conditions) for b in active}
+        first: dict[str, float] = {}
+        with torch.inference_mode(), full_fp32():
+            for b in active:
+                if n == sizes[0] and b != "eager":
+                    log(f"{b}: compiling for batch {n} (first calls) ...")
                 for _ in range(warmup):
-                    _time_call(call, device)
-                first = _time_call(call, device)
-                count = max(1, min(repeats, int(time_budget / max(first, 1e-9))))
-                timing = Timing(backend, n, [first])
-                timing.seconds += [_time_call(call, device) for _ in range(count - 1)]
+                    _time_call(calls[b], device)
+                first[b] = _time_call(calls[b], device)
+            rounds = max(1, min(repeats, int(time_budget / max(max(first.values()), 1e-9))))
+            found = {b: Timing(b, n, [first[b]]) for b in active}
+            order = [*active, *(f"peak {p}" for p in precisions if probe is not None)]
+            for r in range(rounds - 1):
+                shift = r % len(order)
+                for item in order[shift:] + order[:shift]:
+                    if item.startswith("peak "):
+                        assert probe is not None
+                        probe.measure(item.removeprefix("peak "))
+                    else:
+                        found[item].seconds.append(_time_call(calls[item], device))
+            if probe is not None and rounds == 1:
+                for precision in precisions:
+                    probe.measure(precision)
+        peaks = _peaks(names, peak, probe)
+        for b in active:
+            timing = found[b]
             timings.append(timing)
-            row = timing.to_dict(executed[backend], peaks[backend])
+            row = timing.to_dict(executed[b], peaks[b])
             log(
-                f"{backend:9s} batch {n:5d}: {row['showers_per_s']:10.1f} showers/s "
+                f"{b:9s} batch {n:5d}: {row['showers_per_s']:10.1f} showers/s "
                 f"({row['showers_per_s_min']:.1f}-{row['showers_per_s_max']:.1f}), "
                 f"{row['ms_per_shower']:.3f} ms/shower, {len(timing.seconds)} calls"
             )
-            too_slow = first > time_budget
-        largest = max(t.batch_size for t in timings if t.backend == backend)
-        drawn = pipeline.calibration_conditions(largest, seed=seed)
-        whole = functools.partial(pipeline, drawn, torch.Generator().manual_seed(seed))
-        _time_call(whole, device)  # warm-up
-        seconds = statistics.median(_time_call(whole, device) for _ in range(3))
-        end_to_end[backend] = largest / seconds
-    pipeline.set_backend("eager")
+            if first[b] > time_budget:
+                too_slow.add(b)
 
+    end_to_end = _end_to_end(pipeline, contenders, timings, seed)
+    pipeline.set_backend("eager")
     sim = simulator_rate(pipeline, simulator_showers, seed) if simulator_showers > 0 else None
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
         hardware = platform.processor() or platform.machine()
+    isa = cpu_isa()
+    if device.type == "cpu":
+        hardware = f"{isa['model']} ({isa['summary']})"
     return BenchResult(
         model=model or pipeline.generator.config.family,
         source=pipeline.source,
@@ -295,16 +316,94 @@ def bench_generation(
         hardware=hardware,
         threads=torch.get_num_threads(),
         gflop_per_shower=gflop,
-        peaks=peaks,
+        peaks=_peaks(names, peak, probe),
         timings=timings,
         skipped=skipped,
         end_to_end=end_to_end,
         simulator_showers_per_s=sim,
         load_average=os.getloadavg(),
-        reports=reports,
-        engines=engines,
+        reports={b: c.report for b, c in contenders.items() if c.report is not None},
+        engines={b: c.engine for b, c in contenders.items()},
         executed_gflop_per_shower=executed,
+        isa=isa,
+        peak_probe=probe.to_dict() if probe is not None else {"given_gflops": peak},
+        choice=None if choice is None else choice.describe(),
     )
+
+
+def _peaks(names: Sequence[str], peak: float | None, probe: PeakProbe | None) -> dict[str, float]:
+    """backend -> the peak its fraction divides by: given, or the probe's in its precision."""
+    if probe is None:
+        assert peak is not None
+        return dict.fromkeys(names, peak)
+    return {b: probe.peak(_precision(b)) for b in names}
+
+
+@dataclass
+class _Contender:
+    forward: Backend
+    engine: str
+    report: dict[str, Any] | None
+
+
+def _build(
+    pipeline: ShowerPipeline,
+    backends: Sequence[str],
+    seed: int,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[dict[str, _Contender], BackendChoice | None]:
+    """Each backend built once (`auto` resolved to the one it chooses), by its name, and
+    what `auto` chose (None where it was not asked for)."""
+    contenders: dict[str, _Contender] = {}
+    choice = None
+    for backend in backends:
+        calibration_seed = seed
+        if backend == AUTO:
+            choice = choose_backend(pipeline)
+            log(choice.describe())
+            backend = choice.backend
+            if choice.seed is not None:  # int8: the seed its guard verdict was made with
+                calibration_seed = choice.seed
+        if backend in contenders:
+            continue
+        if backend == "int8":
+            log("int8: quantizing under the accuracy guard (status lines follow on stderr)")
+        pipeline.set_backend(backend, seed=calibration_seed, progress=progress)
+        report = getattr(pipeline.forward, "report", None)
+        if report is not None:
+            log(report.summary())
+        contenders[backend] = _Contender(
+            pipeline.forward, pipeline.engine, None if report is None else report.to_dict()
+        )
+    return contenders, choice
+
+
+def _end_to_end(
+    pipeline: ShowerPipeline,
+    contenders: Mapping[str, _Contender],
+    timings: Sequence[Timing],
+    seed: int,
+) -> dict[str, float]:
+    """Showers/s through the whole pipeline at each backend's largest timed batch: noise,
+    inverse preprocessing, checks and the copy to host memory; one warm-up call each, then
+    three rounds in turn, medians."""
+    device = pipeline.device
+    seconds: dict[str, list[float]] = {b: [] for b in contenders}
+    largest = {b: max(t.batch_size for t in timings if t.backend == b) for b in contenders}
+
+    def call(backend: str) -> float:
+        pipeline.forward = contenders[backend].forward
+        drawn = pipeline.calibration_conditions(largest[backend], seed=seed)
+        whole = functools.partial(pipeline, drawn, torch.Generator().manual_seed(seed))
+        return _time_call(whole, device)
+
+    for backend in contenders:
+        call(backend)  # warm-up
+    for _ in range(3):
+        for backend in contenders:
+            seconds[backend].append(call(backend))
+    return {b: largest[b] / statistics.median(seconds[b]) for b in contenders}
 
 
 def format_table(result: BenchResult) -> str:
@@ -321,18 +420,45 @@ def format_table(result: BenchResult) -> str:
         f"{result.model} ({result.source}) on {result.device}, {result.hardware}, "
         f"{result.threads} threads; {result.gflop_per_shower:.3f} GFLOP/shower{folded}; "
         "load average " + " ".join(f"{x:.2f}" for x in result.load_average),
-        f"{'backend':9s} {'batch':>6s} {'showers/s':>11s} {'min-max':>21s} {'ms/shower':>10s} "
-        f"{'GFLOP/s':>9s} {'of peak':>8s}",
     ]
-    for r in result.rows():
+    if result.isa:
+        isa = result.isa
+        lines.append(
+            f"CPU instruction sets: {isa['summary']} (torch dispatches {isa['torch_capability']}; "
+            f"flags: {' '.join(isa['flags']) or 'n/a'}; native bf16: "
+            f"{'yes' if isa['native_bf16'] else 'no'})"
+        )
+    if result.choice:
+        lines.append(f"backend {result.choice}")
+    lines.append(
+        f"{'backend':9s} {'batch':>6s} {'showers/s':>11s} {'min-max':>21s} {'ms/shower':>10s} "
+        f"{'GFLOP/s':>9s} {'of peak':>8s} {'x eager':>8s}"
+    )
+    rows = result.rows()
+    eager_rate = {r["batch_size"]: r["showers_per_s"] for r in rows if r["backend"] == "eager"}
+    for r in rows:
+        ratio = (
+            r["showers_per_s"] / eager_rate[r["batch_size"]]
+            if r["batch_size"] in eager_rate
+            else None
+        )
         lines.append(
             f"{r['backend']:9s} {r['batch_size']:6d} {r['showers_per_s']:11.1f} "
             f"{r['showers_per_s_min']:10.1f}-{r['showers_per_s_max']:<10.1f} "
-            f"{r['ms_per_shower']:10.4f} {r['gflops']:9.1f} {r['fraction_of_peak']:8.2%}"
+            f"{r['ms_per_shower']:10.4f} {r['gflops']:9.1f} {r['fraction_of_peak']:8.2%} "
+            + (f"{ratio:7.2f}x" if ratio is not None else f"{'':8s}")
         )
-    peaks = ", ".join(f"{b} {v:g}" for b, v in result.peaks.items())
+    peaks = ", ".join(f"{b} {v:.1f}" for b, v in result.peaks.items())
+    probe = result.peak_probe
+    how = (
+        f"measured: a {probe['size']}^3 matrix product timed once per round beside the "
+        "backends, median"
+        if "size" in probe
+        else "given with --peak-gflops"
+    )
     lines.append(
-        f"peak GFLOP/s used for 'of peak': {peaks} (executed FLOPs; int8 is counted against fp32's)"
+        f"peak GFLOP/s for 'of peak': {peaks} ({how}; executed FLOPs; int8 is counted "
+        "against fp32's); 'x eager': the ratio at the same batch size, timed in turn"
     )
     for s in result.skipped:
         lines.append(f"{s['backend']:9s} {s['batch_size']:6d}  skipped ({s['reason']})")

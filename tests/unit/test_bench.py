@@ -1,0 +1,103 @@
+"""`caloforge bench` times its contenders in turn, divides by a peak it measures, and names
+the machine's instruction sets (no compiled backend needed: a stand-in runs the frozen copy)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from caloforge.bench import bench_generation
+from caloforge.bench import generation as bench_module
+from caloforge.bench.machine import ISA_FLAGS, PeakProbe, cpu_isa
+from caloforge.generation import pipeline as pipeline_module
+from caloforge.generation.backends import EagerBackend
+from caloforge.generation.pipeline import ShowerPipeline
+from caloforge.models import ShowerGenerator
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class _StandIn(EagerBackend):
+    """'compiled' for the test: the frozen copy, run eagerly."""
+
+    name = "compiled"
+    engine = "stand-in"
+
+
+def _stand_in(name: str, generator: ShowerGenerator, **_: object) -> EagerBackend:
+    return _StandIn(generator.frozen()) if name == "compiled" else EagerBackend(generator)
+
+
+def test_contenders_are_timed_round_robin_with_the_peak_probe(monkeypatch):
+    monkeypatch.setattr(pipeline_module, "build_backend", _stand_in)
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
+    calls: list[str] = []
+    timed = bench_module._time_call
+
+    def record(call, device):  # type: ignore[no-untyped-def]
+        forward = getattr(call, "func", None)
+        calls.append(getattr(forward, "name", "pipeline"))
+        return timed(call, device)
+
+    measure = PeakProbe.measure
+
+    def probe(self, precision):  # type: ignore[no-untyped-def]
+        calls.append(f"peak {precision}")
+        return measure(self, precision)
+
+    monkeypatch.setattr(bench_module, "_time_call", record)
+    monkeypatch.setattr(PeakProbe, "measure", probe)
+    result = bench_generation(
+        pipeline, ["eager", "compiled", "eager"], [4], warmup=1, repeats=4, simulator_showers=0
+    )
+    assert result.engines == {"eager": "pytorch", "compiled": "stand-in"}  # eager timed once
+    # Per batch size: a warm-up and a first call of each, then 3 rounds in a rotated order.
+    order = ["eager", "compiled", "peak fp32"]
+    rounds = [name for r in range(3) for name in order[r:] + order[:r]]
+    per_size = ["eager", "eager", "compiled", "compiled", *rounds]
+    assert calls[: 3 * len(per_size)] == per_size * 3  # batch sizes 1, 4 and 100
+    assert all(len(t.seconds) == 4 for t in result.timings)
+    # The fraction of peak divides by the probe's median, in this run.
+    rates = result.peak_probe["fp32"]
+    assert rates["calls"] == 9 and rates["max_gflops"] >= rates["median_gflops"] > 0
+    for row in result.rows():
+        assert row["fraction_of_peak"] == pytest.approx(row["gflops"] / rates["median_gflops"])
+    assert result.to_dict()["peaks"]["compiled"] == rates["median_gflops"]
+
+
+def test_a_given_peak_is_used_and_nothing_is_probed(monkeypatch):
+    monkeypatch.setattr(PeakProbe, "measure", lambda *_: pytest.fail("probed"))
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
+    result = bench_generation(
+        pipeline, ["eager"], [2], warmup=0, repeats=2, simulator_showers=0, peak=50.0
+    )
+    assert result.peaks == {"eager": 50.0} and result.peak_probe == {"given_gflops": 50.0}
+    assert "given with --peak-gflops" in bench_module.format_table(result)
+
+
+def test_the_probe_measures_a_matrix_product():
+    probe = PeakProbe(torch.device("cpu"), size=128)
+    rates = [probe.measure("fp32") for _ in range(3)]
+    assert all(rate > 0 for rate in rates)
+    assert probe.peak("fp32") == statistics.median(rates)
+    assert probe.to_dict()["fp32"]["calls"] == 3 and probe.to_dict()["size"] == 128
+
+
+def test_the_isa_is_read_from_the_cpu_flags():
+    isa = cpu_isa()
+    assert isa["torch_capability"] == torch.backends.cpu.get_cpu_capability()
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo")
+    flags = next(
+        set(line.split(":", 1)[1].split())
+        for line in cpuinfo.read_text().splitlines()
+        if line.startswith("flags")
+    )
+    assert isa["flags"] == [flag for flag in ISA_FLAGS if flag in flags]
+    expected = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    if expected is not None:
+        assert isa["summary"].startswith(expected)
