@@ -4,6 +4,7 @@ they hold."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from caloforge.errors import CaloforgeError
 
@@ -56,11 +57,13 @@ def _convert(args: argparse.Namespace) -> int:
 def add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "inspect",
-        help="summarise shower files",
+        help="summarise shower files, run folders and checkpoints",
         description="Print format, shower count, shapes, units, condition ranges, the mean "
-        "visible/primary energy ratio and the cell occupancy of each file.",
+        "visible/primary energy ratio and the cell occupancy of each file; for a run or "
+        "checkpoint folder: family, geometry, step and epoch, the best physics check, the "
+        "training data and its condition ranges, parameter counts.",
     )
-    p.add_argument("files", nargs="+")
+    p.add_argument("files", nargs="+", help="shower files (or globs), run or checkpoint folders")
     p.add_argument("--format", help="input format (default: detected)")
     p.add_argument("--binning", help="CaloChallenge binning XML")
     p.add_argument(
@@ -79,5 +82,10 @@ def _inspect(args: argparse.Namespace) -> int:
         raise CaloforgeError(f"--max-showers must be >= 0, got {args.max_showers}")
     options = {"binning": args.binning} if args.binning else {}
     for f in args.files:
+        if Path(f).is_dir():  # a run or checkpoint folder
+            from caloforge.models.checkpoint import print_checkpoint_summary, summarize_checkpoint
+
+            print_checkpoint_summary(summarize_checkpoint(f))
+            continue
         print_summary(summarize(f, format=args.format, max_showers=args.max_showers, **options))
     return 0

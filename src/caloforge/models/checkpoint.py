@@ -10,7 +10,8 @@ constructor), loads the weights and returns them with the preprocessing and the 
 all generation needs. A run folder written by `caloforge train` (`caloforge.training`, which
 also keeps the optimizer and RNG state beside these files) names its checkpoints through
 `best.json` and `latest.json`; `resolve_checkpoint` follows them, so a run folder can be
-given wherever a checkpoint can.
+given wherever a checkpoint can. `summarize_checkpoint` says what a run or checkpoint folder
+holds without loading its weights (`caloforge inspect RUN`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ import hashlib
 import json
 import os
 import re
+import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -30,7 +32,7 @@ from caloforge import __version__
 from caloforge.data.transforms import Transform, transform_from_dict
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
-from caloforge.models.base import ModelBundle, build_model
+from caloforge.models.base import ModelBundle, build_model, parameter_counts
 
 __all__ = [
     "BEST",
@@ -39,12 +41,15 @@ __all__ = [
     "WEIGHTS",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointSummary",
     "latest_checkpoint",
     "load_checkpoint",
+    "print_checkpoint_summary",
     "read_pointer",
     "resolve_checkpoint",
     "save_model",
     "step_folders",
+    "summarize_checkpoint",
 ]
 
 CONFIG = "config.json"
@@ -234,3 +239,183 @@ def load_checkpoint(
             ) from None
     bundle.to(device)
     return Checkpoint(folder, config, bundle, transform, geometry)
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """What a run or checkpoint folder holds (`summarize_checkpoint`).
+
+    checkpoint: the folder summarised (a run's best, else its latest); run: the run folder,
+        None for a checkpoint given alone; steps: the run's kept checkpoints, by step.
+    planned: the training's length and batch (`max_steps`, `epochs`, `batch_size`) as its
+        config records them; best: `best.json` (the step and the physics check's numbers).
+    data: the training files the config records (absolute paths; empty where it names none);
+    condition_ranges: name -> `(min, max)` pairs of the training data, in `units`.
+    parameters: trainable parameters per role (generator, discriminator, ...).
+    """
+
+    path: str
+    checkpoint: Path
+    run: Path | None
+    family: str
+    geometry: str
+    shower_shape: tuple[int, ...]
+    units: Mapping[str, str]
+    step: int
+    epoch: int
+    steps: tuple[int, ...]
+    planned: Mapping[str, Any]
+    best: Mapping[str, Any] | None
+    data: tuple[str, ...]
+    condition_ranges: Mapping[str, tuple[tuple[float, float], ...]]
+    parameters: Mapping[str, int]
+    transform: Mapping[str, Any]
+    version: str = ""
+    latest_step: int | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def _ranges(value: Any) -> tuple[tuple[float, float], ...]:
+    """`[min, max]` or `[[min, max], ...]` as pairs (what the trainer records); () if neither."""
+    try:
+        flat = [float(v) for v in _flatten(value)]
+    except (TypeError, ValueError):
+        return ()
+    if not flat or len(flat) % 2:
+        return ()
+    return tuple((flat[i], flat[i + 1]) for i in range(0, len(flat), 2))
+
+
+def _flatten(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return [v for item in value for v in _flatten(item)]
+    return [value]
+
+
+def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
+    """Summarise a run folder (its best checkpoint, else its latest) or a checkpoint folder:
+    family, geometry, step and epoch, the run's checkpoints and planned length, the best
+    physics check, the training data and its condition ranges, parameter counts. Reads the
+    config and pointers; the weights are not loaded (parameters are counted on the model the
+    config builds). Raises `CheckpointError` for a folder that is neither."""
+    given = Path(path)
+    folder = resolve_checkpoint(given)
+    config_path = folder / CONFIG
+    try:
+        config = json.loads(config_path.read_text())
+        model_config = dict(config["model"])
+        geometry = Geometry.from_dict(config["geometry"], source=str(config_path))
+        family = str(model_config["family"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{config_path}: unreadable checkpoint config ({exc!r})") from None
+    training = config.get("training") if isinstance(config.get("training"), Mapping) else {}
+    # A run folder given, or the run folder a checkpoint given alone lies in.
+    run = None if (given / CONFIG).is_file() else given
+    if run is None and folder.parent.name == "checkpoints":
+        parent = folder.parent.parent
+        if (parent / LATEST).is_file() or (parent / BEST).is_file():
+            run = parent
+    notes = []
+    best = None
+    steps: tuple[int, ...] = ()
+    latest_step = None
+    if run is not None:
+        steps = tuple(step_of(f) for f in step_folders(run))
+        latest = latest_checkpoint(run)
+        latest_step = step_of(latest) if latest is not None else None
+        try:
+            best = json.loads((run / BEST).read_text()) if (run / BEST).is_file() else None
+        except (OSError, ValueError):
+            notes.append(f"{run / BEST} is unreadable")
+    data = training.get("data")
+    data_paths = tuple(str(d) for d in (data if isinstance(data, list) else [data] if data else []))
+    parameters: dict[str, int] = {}
+    try:
+        parameters = parameter_counts(build_model(family, model_config))
+    except CaloforgeError as exc:
+        notes.append(f"parameters not counted ({exc})")
+    return CheckpointSummary(
+        path=str(given),
+        checkpoint=folder,
+        run=run,
+        family=family,
+        geometry=geometry.name,
+        shower_shape=tuple(geometry.shape),
+        units={c.name: c.unit for c in geometry.conditions},
+        step=int(config.get("step", 0)),
+        epoch=int(config.get("epoch", 0)),
+        steps=steps,
+        planned={
+            k: training.get(k) for k in ("max_steps", "epochs", "batch_size") if k in training
+        },
+        best=best,
+        data=data_paths,
+        condition_ranges={
+            str(name): _ranges(value)
+            for name, value in (training.get("condition_ranges") or {}).items()
+        },
+        parameters=parameters,
+        transform=dict(config.get("transform") or {}),
+        version=str(config.get("caloforge_version", "")),
+        latest_step=latest_step,
+        notes=tuple(notes),
+    )
+
+
+def print_checkpoint_summary(summary: CheckpointSummary, file: TextIO | None = None) -> None:
+    """Print `summary` as a readable block (`caloforge inspect RUN`)."""
+    out = sys.stdout if file is None else file
+    given_checkpoint = Path(summary.path) == summary.checkpoint
+    kind = "run folder"
+    if given_checkpoint:
+        kind = "checkpoint" + (f" of the run {summary.run}" if summary.run is not None else "")
+    shape = " x ".join(str(s) for s in summary.shower_shape)
+    where = summary.checkpoint.name
+    if summary.run is not None:
+        where = str(summary.checkpoint.relative_to(summary.run))
+        best_step = summary.best.get("step") if summary.best is not None else None
+        if best_step == summary.step:
+            where += " (the run's best)" if given_checkpoint else " (the best)"
+        elif given_checkpoint and best_step is not None:
+            where += f" (the run's best is step {best_step})"
+        elif not given_checkpoint:
+            where += " (the latest; no best.json)"
+    lines = [
+        f"{summary.path} ({kind})",
+        f"  family        {summary.family}",
+        f"  geometry      {summary.geometry}, showers {shape}, conditions "
+        + ", ".join(summary.units),
+        f"  checkpoint    {where}: step {summary.step}, epoch {summary.epoch}",
+    ]
+    if summary.run is not None:
+        kept = ", ".join(str(s) for s in summary.steps) or "none"
+        lines.append(f"  steps         latest {summary.latest_step}; checkpoints kept at {kept}")
+    if summary.planned:
+        planned = ", ".join(f"{k} {v}" for k, v in summary.planned.items() if v is not None)
+        lines.append(f"  training      {planned}")
+    if summary.best is not None:
+        check = summary.best.get("check") or {}
+        numbers = ", ".join(
+            f"{key.replace('_', ' ')} {check[key]:.4g}"
+            for key in ("score", "response_error", "profile_error", "empty_fraction")
+            if isinstance(check.get(key), (int, float))
+        )
+        lines.append(f"  best check    step {summary.best.get('step')}: {numbers or 'n/a'}")
+    elif summary.run is not None:
+        lines.append("  best check    none yet (no best.json)")
+    lines.append("  data          " + ("; ".join(summary.data) if summary.data else "not recorded"))
+    for name, pairs in summary.condition_ranges.items():
+        text = ", ".join(f"{lo:.5g} : {hi:.5g}" for lo, hi in pairs) or "n/a"
+        unit = summary.units.get(name, "")
+        lines.append(f"  {name:<13} {text} {unit} (training data)".rstrip())
+    if not summary.condition_ranges:
+        lines.append("  conditions    training ranges not recorded")
+    if summary.parameters:
+        counts = ", ".join(f"{role} {count:,}" for role, count in summary.parameters.items())
+        lines.append(f"  parameters    {counts}")
+    transform = ", ".join(f"{k}={v}" for k, v in summary.transform.items() if k != "name")
+    lines.append(f"  transform     {summary.transform.get('name', '?')}({transform})")
+    if summary.version:
+        lines.append(f"  written by    caloforge {summary.version}")
+    lines += [f"  note          {note}" for note in summary.notes]
+    print("\n".join(lines), file=out)
