@@ -8,15 +8,49 @@ import argparse
 from caloforge.cli.common import parse_range
 from caloforge.errors import CaloforgeError
 
+# The backends `generate` and `bench` take (caloforge.generation.backends.BACKENDS, and auto);
+# spelled here so that building the parser imports no torch.
+BACKEND_CHOICES = ("auto", "eager", "compiled", "bf16", "int8")
+BACKEND_HELP = (
+    "auto: the fastest that holds accuracy here, printed and written in the output's "
+    "provenance (CPU: int8 where its accuracy guard already passed for this checkpoint and "
+    "it ran faster, else compiled; GPU: bf16 where native, else compiled); eager: the "
+    "PyTorch module, fp32, the reference; compiled: fp32, OpenVINO on the CPU where "
+    "installed, else torch.compile; bf16: compiled in bfloat16 (GPUs, CPUs with native "
+    "bf16); int8: CPU, quantized under an accuracy guard whose choice and verdict are kept "
+    "in $CALOFORGE_CACHE_DIR or ~/.cache/caloforge"
+)
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each option's default, where it has one worth showing (not None or off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS:
+            return action.help
+        if "default" in (action.help or ""):  # said in the help's own words
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _families() -> str:
+    from caloforge.training.config import preset_names
+
+    return ", ".join(preset_names())
+
 
 # generate ---------------------------------------------------------------------------
 def add_generate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="generate showers from a trained checkpoint",
+        formatter_class=DefaultsFormatter,
         description=(
             "Generate showers with a trained model into a canonical file. Conditions are drawn "
-            "from ranges (LOW:HIGH or VALUE) or taken one to one from a reference file."
+            "from ranges (LOW:HIGH or VALUE; what is not given: the checkpoint's training range) "
+            "or taken one to one from a reference file. Model families: "
+            f"{_families()} (the checkpoint says which)."
         ),
     )
     p.add_argument(
@@ -30,22 +64,43 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
         help="number of showers (default with --conditions-from: all); under torchrun spell it "
         "--num-showers, as torchrun claims options starting with --n",
     )
-    p.add_argument("--energy", type=parse_range, help="primary energy range, GeV")
-    p.add_argument("--spectrum", choices=("uniform", "inverse"))
-    p.add_argument("--theta", type=parse_range, help="polar angle range, degrees")
-    p.add_argument("--point", type=parse_range, help="entry point range for x and y, mm")
-    p.add_argument("--conditions-from", help="reuse this file's conditions, one to one")
-    p.add_argument("--batch-size", type=int, default=512)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     p.add_argument(
-        "--backend",
-        default="eager",
-        choices=("eager", "compiled", "bf16", "int8"),
-        help="eager (fp32 reference), compiled (fastest fp32: OpenVINO on the CPU where "
-        "installed, else torch.compile), bf16, int8 (CPU, guarded; the guard's choice of "
-        "layers is kept in $CALOFORGE_CACHE_DIR or ~/.cache/caloforge for the next run)",
+        "--energy",
+        type=parse_range,
+        help="primary energy range, GeV (default: the checkpoint's training range, else the "
+        "geometry's)",
     )
+    p.add_argument(
+        "--spectrum",
+        choices=("uniform", "inverse"),
+        help="energy spectrum (default: inverse, 1/E, for lhcb-30; uniform otherwise)",
+    )
+    p.add_argument(
+        "--theta",
+        type=parse_range,
+        help="polar angle range, degrees (default: the training range, else the geometry's)",
+    )
+    p.add_argument(
+        "--point",
+        type=parse_range,
+        help="entry point range for x and y, mm (default: the training range, else the geometry's)",
+    )
+    p.add_argument("--conditions-from", help="reuse this file's conditions, one to one")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=512,
+        help="showers per batch: memory and speed (the file depends on it with --seed)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the drawn conditions and the noise: the same seed and batch size give "
+        "the same file",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--backend", default="auto", choices=BACKEND_CHOICES, help=BACKEND_HELP)
     p.add_argument(
         "--strict", action="store_true", help="refuse conditions outside the model's training range"
     )
@@ -54,7 +109,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="under torchrun: keep one file per rank (OUT.rankR-of-N.h5) instead of merging",
     )
-    p.add_argument("-o", "--output", required=True)
+    p.add_argument("-o", "--output", required=True, help="canonical shower file to write")
     p.set_defaults(handler=_generate)
 
 
@@ -91,6 +146,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "export",
         help="export a trained generator to ONNX (showers in GeV) for other runtimes",
+        formatter_class=DefaultsFormatter,
         description=(
             "Export a checkpoint's generator to one ONNX file: inputs 'noise' and one per "
             "condition (any batch size), output 'showers' in GeV (the preprocessing inverse is "
@@ -108,9 +164,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         help="int8 model (ONNX Runtime static quantization with the accuracy guard)",
     )
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.add_argument(
-        "--calibration-size", type=int, default=512, help="showers calibrating --int8 (default 512)"
-    )
+    p.add_argument("--calibration-size", type=int, default=512, help="showers calibrating --int8")
     p.add_argument("--seed", type=int, default=0, help="seed of the --int8 calibration set")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
     p.set_defaults(handler=_export)
@@ -141,22 +195,29 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="measure generation speed per backend and batch size",
+        formatter_class=DefaultsFormatter,
         description=(
             "Time a generator (a checkpoint, or a model family with random weights for speed "
-            "alone) per backend over a batch-size scan: showers/s, ms/shower, latency at batch "
-            "1 and 100, FLOPs and the fraction of peak, and the speed-up over the embedded "
-            "simulator (timed in the same run) and over Geant4's published 17 s/shower."
+            "alone) per backend over a batch-size scan, the backends' calls interleaved round "
+            "by round (their ratios come from one run, under one load): showers/s, ms/shower, "
+            "latency at batch 1 and 100, FLOPs and the fraction of a peak measured in the same "
+            "rounds (a dense matrix product), the CPU's instruction sets, and the speed-up over "
+            "the embedded simulator (timed in the same run) and over Geant4's published "
+            f"17 s/shower. Model families: {_families()}."
         ),
     )
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", help="checkpoint or run folder")
-    source.add_argument("--model", help="a model family with random weights (speed only)")
+    source.add_argument(
+        "--model", help=f"a model family with random weights (speed only): {_families()}"
+    )
     p.add_argument(
         "--backend",
         nargs="+",
-        default=["eager"],
-        choices=("eager", "compiled", "bf16", "int8"),
-        help="backends to time, side by side (default eager)",
+        default=["eager", "auto"],
+        choices=BACKEND_CHOICES,
+        help="backends to time side by side (default: the reference and what generate would "
+        "run); " + BACKEND_HELP,
     )
     p.add_argument(
         "--batch-sizes",
@@ -175,9 +236,25 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         default=60.0,
         help="seconds of timed calls per batch size; beyond, fewer repeats or larger sizes skipped",
     )
-    p.add_argument("--simulator-showers", type=int, default=64, help="0: do not time it")
-    p.add_argument("--peak-gflops", type=float, help="the hardware's peak (default: known)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--simulator-showers",
+        type=int,
+        default=64,
+        help="showers the embedded simulator is timed on; 0: not timed",
+    )
+    p.add_argument(
+        "--peak-gflops",
+        type=float,
+        help="the peak the fraction of peak divides by, GFLOP/s (default: measured, a dense "
+        "matrix product timed in every round)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the random weights (--model), the timed conditions and noise, and the "
+        "int8 calibration",
+    )
     p.add_argument("--json", help="also write the results here")
     p.set_defaults(handler=_bench)
 
@@ -225,6 +302,7 @@ def _bench(args: argparse.Namespace) -> int:
         simulator_showers=args.simulator_showers,
         peak=args.peak_gflops,
         seed=args.seed,
+        progress=True,
         log=lambda line: print(line, flush=True),
     )
     print(format_table(result))

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+import sys
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,6 +207,19 @@ def check_parity(path: Path, pipeline: ShowerPipeline, *, tolerance: float = _FP
     return error
 
 
+def _status(enabled: bool) -> Callable[[str], None]:
+    """Status lines on stderr with the seconds since the start (`caloforge export [12 s]: ...`)
+    where `enabled`: the export's phases take seconds to minutes each, with no bar."""
+    start = time.perf_counter()
+
+    def say(line: str) -> None:
+        if enabled:
+            elapsed = time.perf_counter() - start
+            print(f"caloforge export [{elapsed:4.0f} s]: {line}", file=sys.stderr, flush=True)
+
+    return say
+
+
 def _check_output(output: Path) -> None:
     """Fail before the (slow) export for an output path that cannot be written."""
     if output.is_dir():
@@ -234,6 +249,7 @@ def export_onnx(
         conditions drawn from the geometry's default ranges and noise from `seed`); the
         guard's report is stored in the metadata key `int8_report`.
     opset: ONNX opset (default: the exporter's).
+    progress: a status line on stderr as each phase starts (and the int8 search's lines).
 
     Raises `CheckpointError` for a missing or corrupt checkpoint, `MissingDependencyError`
     without onnx / onnxscript / onnxruntime, `OnnxExportError` if the export fails or the
@@ -243,9 +259,15 @@ def export_onnx(
     onnx_module, _ = require_onnx("caloforge export --format onnx")
     output = Path(output)
     _check_output(output)
+    say = _status(progress)
     pipeline = ShowerPipeline.from_checkpoint(checkpoint, device="cpu")
+    say(
+        f"tracing the {pipeline.generator.config.family} generator to ONNX (torch.export; "
+        "seconds, minutes for a large generator) ..."
+    )
     model = pipeline_to_onnx(pipeline, opset=opset)
     if int8:
+        say(f"quantizing to int8 under the accuracy guard ({calibration_size} showers) ...")
         from caloforge.generation.int8 import calibration_conditions, quantize_onnx_model
 
         calibration = calibration_conditions(pipeline, calibration_size, seed=seed)
@@ -266,8 +288,10 @@ def export_onnx(
         )
     try:
         with atomic_output(output) as partial:
+            say(f"writing {output} ...")
             onnx_module.save_model(model, str(partial), save_as_external_data=False)
             if not int8:
+                say("checking the written graph in ONNX Runtime against PyTorch ...")
                 check_parity(partial, pipeline)
     except OSError as exc:
         raise CaloforgeError(f"{output}: cannot write the ONNX file ({exc})") from None
