@@ -4,6 +4,9 @@ the choice of a trial, and the pruning rule on physics checks."""
 from __future__ import annotations
 
 import math
+import re
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -87,3 +90,39 @@ def test_the_budget_sets_the_recipe_entries_it_owns() -> None:
         "training.epochs": 1_000_000,
     }
     assert "training.max_steps" not in Budget(minutes=5.0).overrides()
+
+
+def test_without_optuna_the_message_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from caloforge._optional import MissingDependencyError
+    from caloforge.tune.study import optuna_module
+
+    monkeypatch.setitem(sys.modules, "optuna", None)  # import optuna raises ImportError
+    with pytest.raises(MissingDependencyError, match=re.escape("pip install 'caloforge[tune]'")):
+        optuna_module()
+
+
+def test_storages_are_told_apart_and_a_changed_study_is_named(tmp_path: Path) -> None:
+    from caloforge.tune.study import StorageSpec, StudySpec
+
+    assert StorageSpec.parse(None, tmp_path).url == f"sqlite:///{tmp_path.resolve()}/study.db"
+    assert StorageSpec.parse("postgresql://host/db", tmp_path).url == "postgresql://host/db"
+    journal = StorageSpec.parse(str(tmp_path / "s.journal"), tmp_path)
+    assert journal.journal == str(tmp_path / "s.journal") and journal.url is None
+    spec = StudySpec(
+        config="flow-match",
+        base={"model": {"family": "flow-match"}},
+        space={"parameters": {"model.shape_steps": {"type": "int", "low": 1, "high": 4}}},
+        data=["a.h5"],
+        cost="flops",
+        sampler="auto",
+        population=8,
+        seed=0,
+        budget={"steps": 10, "minutes": None, "check_every": 2},
+        fidelity_keys=None,
+        heldout_showers=None,
+    )
+    assert spec.objectives == ["fidelity", "gflop_per_shower"]
+    assert spec.directions == ["minimize", "minimize"]
+    assert spec.differences(spec.to_dict()) == []
+    stored = {**spec.to_dict(), "cost": "speed", "data": ["b.h5"]}
+    assert spec.differences(stored) == ["the data (--data)", "the cost objective (--cost)"]
