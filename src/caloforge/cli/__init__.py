@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = _parse(parser, argv)
     handler: Handler = args.handler
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that start ranks
     # SIGTERM (a batch system ending the job, `kill`) is handled as Ctrl-C: outputs in
     # progress are removed and workers ended.
     previous = signal.signal(signal.SIGTERM, _terminated)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from typing import TYPE_CHECKING
 
 from caloforge.errors import CaloforgeError
@@ -43,15 +44,27 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its latest checkpoint"
     )
+    p.add_argument(
+        "--processes",
+        default="1",
+        metavar="N",
+        help="data-parallel ranks to start on this machine, as torchrun would, each on its "
+        "share of the cores; 'auto': one per core (at most 8). On a CPU several ranks "
+        "use the cores better than one process (default: 1)",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(handler=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
     from caloforge.devices import shutdown_distributed
+    from caloforge.training.launch import launch_ranks, resolve_processes
     from caloforge.training.trainer import Trainer
 
     config, data = _resume_settings(args) if args.resume else _new_settings(args)
+    processes = resolve_processes(args.processes)
+    if processes > 1:  # the settings are checked above, once, before any rank starts
+        return launch_ranks(_without_processes(args.argv), processes)
     try:
         trainer = Trainer(
             config, data, args.out, resume=args.resume, progress=True, data_format=args.format
@@ -70,6 +83,21 @@ def _train(args: argparse.Namespace) -> int:
         print(f"trained {result.steps} steps, {result.epochs_completed} epoch(s){summary}")
         print(f"run folder: {result.run_dir}; best checkpoint: {result.best_checkpoint}")
     return 0
+
+
+def _without_processes(argv: list[str]) -> list[str]:
+    """The `train` arguments for each rank: the same, less --processes."""
+    words = argv[argv.index("train") + 1 :]
+    kept: list[str] = []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--processes":
+            skip = True
+        elif not word.startswith("--processes="):
+            kept.append(word)
+    return kept
 
 
 def _new_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
@@ -110,5 +138,6 @@ def _resume_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     changed = f", changed: {' '.join(args.overrides)}" if args.overrides else ""
     if args.config is not None:
         changed += f" (--config {args.config} is not read again)"
-    print(f"caloforge train: resuming {args.out} from {folder.name} with its saved config{changed}")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"caloforge train: resuming {args.out} from {folder.name}, as configured{changed}")
     return config, data

@@ -1,0 +1,65 @@
+"""`caloforge train --processes N`: the ranks started by the CLI itself, as torchrun would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from caloforge.cli import main
+from caloforge.simulation.run import simulate_to_file
+
+pytestmark = pytest.mark.distributed
+
+TINY = [
+    "training.batch_size=8",
+    "training.max_steps=2",
+    "training.optimizer.name=sgd",
+    "training.check_showers=4",
+    "training.window=8",
+    "model.dropout=0",
+]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("data") / "clic.h5"
+    simulate_to_file(path, geometry="clic-25", n=32, energy=(10.0, 100.0), seed=4, workers=1)
+    return path
+
+
+def weights(run: Path) -> dict:
+    return load_file(str(run / "checkpoints" / "step-00000002" / "model.safetensors"))
+
+
+def test_two_ranks_train_the_run_and_agree_with_one_process(data, tmp_path, capfd):
+    args = ["train", "--config", "conv2d-g1", "--data", str(data)]
+    assert main([*args, "--processes", "2", "--out", str(tmp_path / "two"), *TINY]) == 0
+    out = capfd.readouterr().out
+    assert "on 2 rank(s)" in out and "trained 2 steps" in out
+    assert main([*args, "--out", str(tmp_path / "one"), *TINY]) == 0
+    two, one = weights(tmp_path / "two"), weights(tmp_path / "one")
+    assert two.keys() == one.keys()
+    # same global batch: DDP's average of two half batches is the one batch's gradient (up to
+    # float32 rounding through BatchNorm, see test_distributed.py)
+    worst = max(float((two[k] - one[k]).abs().max()) for k in one)
+    assert worst < 1e-3
+
+
+def test_a_mistake_in_the_ranks_is_reported_once_and_ends_them_all(data, tmp_path, capfd):
+    missing = tmp_path / "missing.h5"
+    argv = ["train", "--config", "conv2d-g1", "--data", str(missing), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--processes", "2", *TINY]) == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and str(missing) in errors[0]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_a_bad_process_count_is_refused(data, tmp_path, capsys, value):
+    argv = ["train", "--config", "gan3d", "--data", str(data), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--processes", value]) == 2
+    assert (
+        f"--processes must be a positive integer or 'auto', got '{value}'"
+        in capsys.readouterr().err
+    )
