@@ -86,6 +86,7 @@ def test_pruning_compares_the_best_check_with_the_finished_trials() -> None:
 def test_the_budget_sets_the_recipe_entries_it_owns() -> None:
     assert Budget(steps=200, check_every=40).overrides() == {
         "training.check_every": 40,
+        "training.keep_checkpoints": 1,
         "training.max_steps": 200,
         "training.epochs": 1_000_000,
     }

@@ -39,8 +39,10 @@ class TrialRow:
 
     number: int
     state: str
-    values: dict[str, Any]
+    values: dict[str, Any]  # as shown
+    raw_values: dict[str, Any]  # the recipe's values
     objectives: list[tuple[str, str]]  # (label, formatted value)
+    objective_values: list[float]
     headline: list[dict[str, Any]]
     steps: int | None
     minutes: float | None
@@ -244,8 +246,9 @@ def trial_rows(
     everyone = [t for t in counted_trials(study)]
     rows = []
     for t in everyone:
-        objectives = []
+        objectives, objective_values = [], []
         if t.state == optuna.trial.TrialState.COMPLETE and t.values:
+            objective_values = [float(v) for v in t.values]
             objectives = [
                 (objective_label(n), _fmt(v))
                 for n, v in zip(spec.objectives, t.values, strict=True)
@@ -253,12 +256,15 @@ def trial_rows(
         attrs = t.user_attrs
         seconds = attrs.get("train_seconds")
         report = out / "trials" / f"{t.number:04d}" / "validation" / "index.html"
+        values = trial_values(t, space.parameters)
         rows.append(
             TrialRow(
                 number=t.number,
                 state=t.state.name.lower(),
-                values={k: _fmt(v) for k, v in trial_values(t, space.parameters).items()},
+                values={k: _fmt(v) for k, v in values.items()},
+                raw_values=values,
                 objectives=objectives,
+                objective_values=objective_values,
                 headline=list(attrs.get("headline") or []),
                 steps=attrs.get("steps"),
                 minutes=None if seconds is None else seconds / 60.0,
@@ -332,8 +338,8 @@ def summary_json(page: Page) -> str:
             {
                 "number": r.number,
                 "state": r.state,
-                "values": r.values,
-                "objectives": dict(r.objectives),
+                "values": r.raw_values,
+                "objectives": dict(zip(page.spec.objectives, r.objective_values, strict=False)),
                 "steps": r.steps,
                 "minutes": r.minutes,
                 "showers_per_s": r.showers_per_s,

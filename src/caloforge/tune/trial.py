@@ -53,7 +53,9 @@ class Budget:
 
     def overrides(self) -> dict[str, Any]:
         """The recipe entries the budget sets (left out of the chosen preset)."""
+        # keep_checkpoints 1: the latest and the best (always kept) are all a trial needs
         out: dict[str, Any] = {"training.check_every": self.check_every}
+        out["training.keep_checkpoints"] = 1
         if self.steps is not None:
             out["training.max_steps"] = self.steps
         out["training.epochs"] = _UNBOUNDED_EPOCHS
