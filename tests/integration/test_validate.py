@@ -339,7 +339,7 @@ def test_a_deviation_without_an_error_is_shown_without_one():
     # A bin whose bootstrap gives no error (NaN, null in metrics.json): the value alone.
     from caloforge.validation.report import signed_percent
 
-    assert signed_percent(-0.5, None) == "-50.00 %"
-    assert signed_percent(0.01, float("nan")) == "+1.00 %"
-    assert signed_percent(0.01, 0.002) == "+1.00 &plusmn; 0.20 %"
+    assert signed_percent(-0.5, None) == "-50.00&nbsp;%"
+    assert signed_percent(0.01, float("nan")) == "+1.00&nbsp;%"
+    assert signed_percent(0.01, 0.002) == "+1.00 &plusmn;&nbsp;0.20&nbsp;%"
     assert signed_percent(None, 0.1) == "&ndash;"

@@ -22,11 +22,20 @@ from caloforge.validation.plots import (
     Comparison,
     NotApplicableError,
     fixed_energy_windows,
+    plot_feature_distributions,
     plot_lhcb_features,
     plot_projections_mean,
+    plot_radial_profile,
     plot_response_resolution_theta,
+    plot_shower_shapes,
     plot_ssim_scan,
     png_bytes,
+)
+from caloforge.validation.plots.base import ratio_panel, ratio_range
+from caloforge.validation.plots.shapes import (
+    layer_edges_X0,
+    radial_profile,
+    stack_moliere_radius_mm,
 )
 from caloforge.validation.verdicts import response_bins
 
@@ -130,7 +139,7 @@ def test_plot_names_are_unique_files_and_each_has_a_caption():
 
 def test_cell_level_plots_need_the_subsample():
     bare = comparison("clic-25", n=60, cells=False)
-    for draw in (plot_projections_mean, plot_ssim_scan):
+    for draw in (plot_projections_mean, plot_ssim_scan, plot_radial_profile):
         with pytest.raises(NotApplicableError, match=r"subsample|SSIM"):
             draw(bare)
 
@@ -167,7 +176,7 @@ def test_voxel_sets_get_the_plots_that_need_no_cell_grid():
         except NotApplicableError:
             skipped.append(spec.name)
     assert {"cell_spectrum", "features", "hits_and_energy", "correlations"} <= set(drawn)
-    assert {"shower_shapes", "projections_mean", "ssim", "lhcb"} <= set(skipped)
+    assert {"shower_shapes", "radial_profile", "projections_mean", "ssim", "lhcb"} <= set(skipped)
 
 
 def test_the_angle_plot_is_drawn_for_clic_angle_51():
@@ -204,3 +213,101 @@ def test_the_report_imports_matplotlib_only_to_draw():
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- what is off scale is shown ---------------------------------------------------------------
+def test_a_ratio_panel_widens_its_range_to_show_nearby_points():
+    assert ratio_range(np.array([0.95, 1.05]), (0.9, 1.1)) == (0.9, 1.1)
+    low, high = ratio_range(np.array([1.0, 1.32]), (0.9, 1.1))
+    assert low == 0.9 and 1.32 < high <= 1.4
+    # Beyond four half-widths a point does not widen the range: it gets an arrow instead.
+    assert ratio_range(np.array([1.0, 8.35]), (0.9, 1.1)) == (0.9, 1.1)
+    assert ratio_range(np.array([-3.0, 0.02]), (0.5, 1.5))[0] == 0.0  # never below 0
+
+
+def test_a_ratio_panel_marks_every_point_beyond_its_range():
+    figure = Figure()
+    ax = figure.add_subplot()
+    x = np.arange(5.0)
+    ref = np.array([1.0, 1.0, 1.0, 1.0, 0.0])
+    gen = np.array([1.02, 1.3, 8.35, 0.01, 0.5])  # in, widened to, above, below, no reference
+    ratio_panel(ax, x, ref, ref * 0.01, gen, gen * 0.01, ylim=(0.9, 1.1))
+    low, high = ax.get_ylim()
+    assert low <= 0.9 and 1.3 < high <= 1.4
+    arrows = [line.get_marker() for line in ax.lines if line.get_marker() in ("^", "v")]
+    assert sorted(arrows) == ["^", "v"]
+    texts = [t.get_text() for t in ax.texts]
+    assert "8.35" in texts and "0.0100" in texts  # each arrow says its value
+    assert any("2 off scale" in t and "1 with an empty reference" in t for t in texts)
+    # The points inside the range are drawn as points: the two in range.
+    points = ax.containers[0].lines[0].get_xdata()
+    assert sorted(points) == [0.0, 1.0]
+
+
+def test_a_projection_ratio_colour_bar_shows_that_it_is_clipped(clic):
+    figure = plot_projections_mean(clic)
+    extends = {getattr(ax, "_colorbar", None) and ax._colorbar.extend for ax in figure.axes}
+    assert "both" in extends  # the ratio maps' bars end in triangles
+
+
+# --- physical axes ------------------------------------------------------------------------------
+def test_the_moliere_radius_of_a_stack_of_one_layer_kind_is_that_layers():
+    uniform = PRESETS["lhcb-30"]  # 66 identical Pb/scintillator layers
+    assert stack_moliere_radius_mm(uniform) == pytest.approx(
+        10.0 * uniform.layers[0].properties.RM_cm, rel=1e-12
+    )
+    clic = PRESETS["clic-25"]  # thin and thick W layers: between the two
+    rms = sorted({10.0 * layer.properties.RM_cm for layer in clic.layers})
+    assert len(rms) == 2 and rms[0] < stack_moliere_radius_mm(clic) < rms[1]
+
+
+def test_a_radial_profile_is_measured_about_the_showers_own_axis():
+    g = PRESETS["clic-25"]
+    edges = np.arange(0.0, 60.0, g.cell_size_mm[0])
+    point = np.zeros(g.shape)
+    point[12, 12, :] = 1.0
+    density, energy = radial_profile(point, g, edges)
+    assert energy[0] == pytest.approx(25.0) and energy[1:].sum() == 0.0
+    assert density[0] == pytest.approx(25.0 / (25 * g.cell_size_mm[0] * g.cell_size_mm[1]))
+    # A spread shower moved by three cells, and tilted layer by layer, has the same profile.
+    rng = np.random.default_rng(0)
+    core = rng.uniform(0.0, 1.0, (7, 7, g.shape[2]))
+    centred, tilted = np.zeros(g.shape), np.zeros(g.shape)
+    centred[9:16, 9:16] = core
+    for k in range(g.shape[2]):
+        tilted[12:19, 6 + k // 5 : 13 + k // 5, k] = core[:, :, k]
+    assert np.allclose(radial_profile(centred, g, edges)[1], radial_profile(tilted, g, edges)[1])
+
+
+def test_shower_shapes_are_drawn_in_mm_and_radiation_lengths(clic):
+    g = clic.geometry
+    figure = plot_shower_shapes(clic)
+    labels = {ax.get_xlabel(): ax for ax in figure.axes}
+    half = 0.5 * g.shape[0] * g.cell_size_mm[0]
+    assert labels["x [mm]"].get_xlim() == pytest.approx((-half, half))
+    depth = labels["depth [X0] (at normal incidence)"].get_xlim()
+    assert depth == pytest.approx((0.0, g.depth_X0))
+    assert layer_edges_X0(g)[-1] == pytest.approx(g.depth_X0)
+    # The cell index and the layer beside them, on secondary axes on top.
+    tops = [
+        child.get_xlabel() for ax in figure.axes for child in ax.child_axes if child.get_xlabel()
+    ]
+    assert sorted(tops) == ["layer", "x [cell index]", "y [cell index]"]
+
+
+def test_the_radial_profile_is_in_mm_and_moliere_radii(clic):
+    figure = plot_radial_profile(clic)
+    xlabels = {ax.get_xlabel() for ax in figure.axes}
+    assert "distance from the shower axis r [mm]" in xlabels
+    tops = [child.get_xlabel() for ax in figure.axes for child in ax.child_axes]
+    assert tops.count("r [Moliere radii]") == 2
+
+
+def test_every_feature_histogram_has_a_y_label(clic):
+    figure = plot_feature_distributions(clic)
+    shown = [ax for ax in figure.axes if ax.axison]
+    assert len(shown) >= 6
+    for ax in shown:
+        assert ax.get_ylabel().startswith("normalised"), ax.get_xlabel()
+        assert ax.get_yticks().size > 0
+    assert any(ax.get_ylabel() == "normalised [1/mm]" for ax in shown)

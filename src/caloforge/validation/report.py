@@ -24,7 +24,8 @@ import numpy as np
 from caloforge.errors import CaloforgeError
 from caloforge.validation.comparison import compare
 from caloforge.validation.config import ValidationConfig
-from caloforge.validation.results import ValidationResult
+from caloforge.validation.formatting import measured
+from caloforge.validation.results import Headline, ValidationResult
 from caloforge.validation.sources import source_spec
 from caloforge.validation.verdicts import bin_label
 
@@ -227,29 +228,43 @@ def _markup(text: str) -> Markup:
 
 
 def num(x: Any, digits: int = 3) -> Markup:
-    """A number to `digits` significant digits; a dash where there is none."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return _markup("&ndash;")
-    return _markup(f"{x:.{digits}g}")
+    """A number to `digits` significant digits (a power of ten for very large or small
+    ones); a dash where there is none."""
+    rounded = measured(x, digits=digits)
+    return _markup("&ndash;" if rounded is None else rounded.html())
 
 
 def pm(value: Any, error: Any, scale: float = 1.0, digits: int = 3) -> Markup:
-    """`value ± error` (scaled); the error is left out where there is none."""
+    """`value ± error` (scaled), the value rounded to the error's precision
+    (`formatting.measured`); `digits` significant digits where there is no error."""
     if value is None or not math.isfinite(value):
         return _markup("&ndash;")
-    text = f"{value * scale:.{digits}g}"
-    if error is not None and math.isfinite(error):
-        text += f" &plusmn; {error * scale:.2g}"
-    return _markup(text)
+    has_error = error is not None and math.isfinite(error)
+    rounded = measured(value * scale, error * scale if has_error else None, digits=digits)
+    return _markup("&ndash;" if rounded is None else rounded.html())
 
 
 def signed_percent(value: float | None, error: float | None) -> Markup:
-    """`+1.23 ± 0.45 %`; the error is left out where there is none (JSON null: NaN)."""
+    """`+1.23 ± 0.45 %`, the value rounded to the error's precision; two decimals where
+    there is no error (JSON null: NaN)."""
     if value is None or not math.isfinite(value):
         return _markup("&ndash;")
     if error is None or not math.isfinite(error):
-        return _markup(f"{100 * value:+.2f} %")
-    return _markup(f"{100 * value:+.2f} &plusmn; {100 * error:.2f} %")
+        return _markup(f"{100 * value:+.2f}&nbsp;%")
+    rounded = measured(100 * value, 100 * error, sign=True, unit="%")
+    return _markup("&ndash;" if rounded is None else rounded.html())
+
+
+def headline_value(h: Headline) -> Markup:
+    """A headline row's value as shown: `+1.2 ± 0.4 %` for deviations, `0.512 ± 0.010`,
+    FPD and KPD x 1e3; "n/a" without a value."""
+    if h.value is None:
+        return _markup("n/a")
+    error = None if h.error is None else h.error * h.scale
+    rounded = measured(
+        h.value * h.scale, error, sign=h.is_percent, unit="%" if h.is_percent else ""
+    )
+    return _markup("n/a" if rounded is None else rounded.html())
 
 
 def _stable_index(scan: SSIMScan) -> int:
@@ -274,6 +289,7 @@ def render_html(result: ValidationResult, plots: Sequence[DrawnPlot] = ()) -> st
         num=num,
         pm=pm,
         signed_percent=signed_percent,
+        headline_value=headline_value,
         stable_index=_stable_index,
         verdict_text=VERDICT_TEXT,
         response_titles=RESPONSE_TITLES,

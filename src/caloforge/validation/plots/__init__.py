@@ -11,8 +11,9 @@ per figure with `matplotlib.rc_context`: importing this package changes no globa
 and no pyplot state machine is used (figures are plain `Figure` objects, freed when dropped).
 
 - `base`: `Comparison`, `PlotSpec`, the style and the shared helpers;
-- `distributions`: conditions, response and resolution, cell spectrum, shower shapes, hits
-  and energy, features, correlations;
+- `distributions`: conditions, response and resolution, cell spectrum, hits and energy,
+  features, correlations;
+- `shapes`: shower shapes in mm and X0, the radial profile in mm and Moliere radii;
 - `images`: SSIM scan, 2D projections, the LHCb challenge's metrics.
 """
 
@@ -33,7 +34,6 @@ from caloforge.validation.plots.distributions import (
     plot_response_resolution_energy,
     plot_response_resolution_theta,
     plot_response_vs_energy,
-    plot_shower_shapes,
 )
 from caloforge.validation.plots.images import (
     plot_lhcb_features,
@@ -41,6 +41,7 @@ from caloforge.validation.plots.images import (
     plot_projections_single,
     plot_ssim_scan,
 )
+from caloforge.validation.plots.shapes import plot_radial_profile, plot_shower_shapes
 
 PLOTS: tuple[PlotSpec, ...] = (
     PlotSpec(
@@ -79,10 +80,20 @@ PLOTS: tuple[PlotSpec, ...] = (
     ),
     PlotSpec(
         "shower_shapes",
-        "Shower shapes along x, y and z",
-        "Mean energy per cell column, row and layer, linear and log; ratio row generated "
-        "/ reference.",
+        "Shower shapes along x, y and depth",
+        "Mean energy per cell column and row against x and y in mm (cell index on the top "
+        "axis), and per layer against the depth in radiation lengths X0 at normal incidence "
+        "(layer on the top axis); linear and log, ratio row generated / reference.",
         plot_shower_shapes,
+    ),
+    PlotSpec(
+        "radial_profile",
+        "Radial profile",
+        "Energy per mm² in rings about the shower axis (the energy-weighted centre of each "
+        "layer) and the fraction of the energy within r, in mm and in Moliere radii of the "
+        "layer stack (dotted: 1 R_M and 90 %), of the cell-level subsample's mean showers "
+        "(no error bars: only the mean images are kept).",
+        plot_radial_profile,
     ),
     PlotSpec(
         "hits_and_energy",
@@ -148,6 +159,7 @@ __all__ = [
     "plot_lhcb_features",
     "plot_projections_mean",
     "plot_projections_single",
+    "plot_radial_profile",
     "plot_response_resolution_energy",
     "plot_response_resolution_theta",
     "plot_response_vs_energy",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -17,6 +18,7 @@ from matplotlib.figure import Figure
 
 from caloforge.geometry import Geometry
 from caloforge.validation.features import scalar_features
+from caloforge.validation.formatting import measured_text
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -199,6 +201,30 @@ def pair_hist(
     return hr, er, hg, eg
 
 
+# How far a ratio panel may widen its nominal range to show every point, as a multiple of
+# the nominal half-width: 0.9-1.1 widens to at most 0.6-1.4, 0.5-1.5 to 0-3.
+RATIO_WIDEN = 4.0
+# Off-scale points are labelled with their value up to this many per panel.
+MAX_OFF_SCALE_LABELS = 6
+
+
+def ratio_range(
+    ratios: np.ndarray, nominal: tuple[float, float], widen: float = RATIO_WIDEN
+) -> tuple[float, float]:
+    """The y range of a ratio panel: `nominal` widened (in steps of 0.05) to hold the
+    finite ratios that lie within `widen` times its half-widths around 1 (and above 0);
+    ratios beyond that do not widen it (they are marked at the edge instead)."""
+    low, high = nominal
+    cap_low = max(0.0, 1.0 - widen * (1.0 - low))
+    cap_high = 1.0 + widen * (high - 1.0)
+    shown = ratios[np.isfinite(ratios) & (ratios >= cap_low) & (ratios <= cap_high)]
+    if shown.size:
+        pad = 0.05 * (high - low)
+        low = min(low, max(cap_low, math.floor((shown.min() - pad) * 20.0) / 20.0))
+        high = max(high, min(cap_high, math.ceil((shown.max() + pad) * 20.0) / 20.0))
+    return low, high
+
+
 def ratio_panel(
     ax: Axes,
     x: np.ndarray,
@@ -212,26 +238,90 @@ def ratio_panel(
     ylim: tuple[float, float] = (0.8, 1.2),
     label: str = "Gen./Ref.",
 ) -> None:
-    """Generated over reference with propagated errors; a grey band of +-`band`."""
+    """Generated over reference with propagated errors; a grey band of +-`band`.
+
+    The y range starts at `ylim` and widens to show every point (`ratio_range`); a point
+    still beyond it is drawn as an arrow head at the edge, labelled with its value, and
+    points with generated entries where the reference has none are counted in a note:
+    nothing is dropped without a mark."""
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = gen / ref
         err = np.abs(ratio) * np.hypot(ref_err / ref, gen_err / gen)
-    ok = np.isfinite(ratio) & (ref > 0)
+    defined = np.isfinite(ratio) & (ref > 0)
+    low, high = ratio_range(ratio[defined], ylim)
+    inside = defined & (ratio >= low) & (ratio <= high)
     if band is not None:
         ax.axhspan(1 - band, 1 + band, color="#e8eaef", zorder=0)
     ax.axhline(1.0, color=REFERENCE_COLOR, linewidth=0.8)
     ax.errorbar(
-        x[ok],
-        ratio[ok],
-        yerr=np.where(np.isfinite(err), err, 0)[ok],
-        xerr=None if xerr is None else xerr[ok],
+        x[inside],
+        ratio[inside],
+        yerr=np.where(np.isfinite(err), err, 0)[inside],
+        xerr=None if xerr is None else xerr[inside],
         fmt="o",
         markersize=3.5,
         color=GENERATED_COLOR,
         linewidth=1.0,
     )
-    ax.set_ylim(*ylim)
+    ax.set_ylim(low, high)
     ax.set_ylabel(label)
+    off = np.flatnonzero(defined & ~inside)
+    _mark_off_scale(ax, x[off], ratio[off], high)
+    notes = []
+    if len(off):
+        notes.append(f"{len(off)} off scale (arrows)")
+    no_reference = int(np.sum((ref <= 0) & (gen > 0)))
+    if no_reference:
+        notes.append(f"{no_reference} with an empty reference, not drawn")
+    if notes:
+        ax.text(
+            0.01,
+            0.04,
+            "; ".join(notes),
+            transform=ax.transAxes,
+            ha="left",
+            va="bottom",
+            fontsize=7.5,
+            color="#444",
+            zorder=5,
+            bbox={
+                "boxstyle": "square,pad=0.15",
+                "facecolor": "white",
+                "alpha": 0.8,
+                "linewidth": 0,
+            },
+        )
+
+
+def _mark_off_scale(ax: Axes, x: np.ndarray, ratio: np.ndarray, high: float) -> None:
+    """Arrow heads at the top or bottom edge where ratios lie beyond the panel, each
+    labelled with its value (up to MAX_OFF_SCALE_LABELS; neighbours on alternate rows)."""
+    transform = ax.get_xaxis_transform()  # x in data, y in axes coordinates
+    for k, (xi, value) in enumerate(zip(x, ratio, strict=True)):
+        above = value > high
+        edge = 0.92 if above else 0.08
+        ax.plot(
+            xi,
+            edge,
+            marker="^" if above else "v",
+            markersize=7,
+            color=GENERATED_COLOR,
+            transform=transform,
+            clip_on=False,
+        )
+        if len(x) > MAX_OFF_SCALE_LABELS:
+            continue
+        row = 0.1 + 0.13 * (k % 2)
+        ax.text(
+            xi,
+            edge - row if above else edge + row,
+            measured_text(float(value), digits=3),
+            transform=transform,
+            ha="center",
+            va="top" if above else "bottom",
+            fontsize=7.5,
+            color=GENERATED_COLOR,
+        )
 
 
 def energy_label(c: Comparison) -> str:
@@ -266,3 +356,9 @@ FEATURE_LABELS = {
 def feature_label(key: str) -> str:
     label, unit = FEATURE_LABELS.get(key, (key, ""))
     return f"{label} [{unit}]" if unit else label
+
+
+def density_label(key: str) -> str:
+    """The y label of a histogram of a feature normalised to unit area: per unit of it."""
+    unit = FEATURE_LABELS.get(key, (key, ""))[1]
+    return f"normalised [1/{unit}]" if unit else "normalised"

@@ -1,5 +1,5 @@
 """Plots of distributions: the conditions, the response and resolution, the cell spectrum,
-the shower shapes, hits and visible energy, the scalar features and their correlations."""
+hits and visible energy, the scalar features and their correlations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import math
 import numpy as np
 from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
 
 from caloforge.validation.features import CELL_SPECTRUM_EDGES, HIT_THRESHOLD, response_of_total
+from caloforge.validation.formatting import measured_text
 from caloforge.validation.metrics import correlation_matrix
 from caloforge.validation.plots.base import (
     FEATURE_LABELS,
@@ -19,6 +19,7 @@ from caloforge.validation.plots.base import (
     REFERENCE_FILL,
     Comparison,
     NotApplicableError,
+    density_label,
     energy_label,
     feature_label,
     is_wide,
@@ -243,46 +244,6 @@ def plot_cell_spectrum(c: Comparison) -> Figure:
     return fig
 
 
-@styled
-def plot_shower_shapes(c: Comparison) -> Figure:
-    """Mean energy per cell column (x), row (y) and layer (z) per shower, on linear and log
-    scales, with a ratio row."""
-    keys = [("x_profile", "x (cell index)"), ("y_profile", "y (cell index)")]
-    if "longitudinal_profile" in c.reference and c.geometry.readout == "layers":
-        keys.append(("longitudinal_profile", "z (layer)"))
-    if any(k not in c.reference for k, _ in keys):
-        raise NotApplicableError("needs a cell grid (x, y profiles)")
-    fig = new_figure("Shower shapes: mean energy deposit along x, y and z", c, 4.1 * len(keys), 8.4)
-    grid = fig.add_gridspec(3, len(keys), height_ratios=(3, 3, 1.3))
-    for col, (key, xlabel) in enumerate(keys):
-        stats = []
-        for f in (c.reference, c.generated):
-            p = np.asarray(f[key], dtype=np.float64)
-            stats.append((p.mean(axis=0), p.std(axis=0, ddof=1) / np.sqrt(max(len(p), 1))))
-        (mr, sr), (mg, sg) = stats
-        index = np.arange(len(mr))
-        edges = np.arange(len(mr) + 1) - 0.5
-        ratio_ax = fig.add_subplot(grid[2, col])
-        for row, log in enumerate((False, True)):
-            ax = fig.add_subplot(grid[row, col], sharex=ratio_ax)
-            ax.stairs(mr, edges, fill=True, color=REFERENCE_FILL, label=c.labels[0])
-            ax.stairs(mr, edges, color=REFERENCE_COLOR, linewidth=1.0)
-            ax.stairs(mg, edges, color=GENERATED_COLOR, linewidth=1.6, label=c.labels[1])
-            ax.errorbar(index, mg, yerr=sg, fmt="none", ecolor=GENERATED_COLOR, linewidth=1.0)
-            if log:
-                ax.set_yscale("log")
-                positive = np.concatenate([mr[mr > 0], mg[mg > 0]])
-                if positive.size:
-                    ax.set_ylim(positive.min() * 0.5, positive.max() * 3)
-            ax.set_ylabel("mean energy [GeV]" + (" (log)" if log else ""))
-            ax.tick_params(labelbottom=False)
-            if col == 0 and row == 0:
-                ax.legend(loc="upper right")
-        ratio_panel(ratio_ax, index.astype(float), mr, sr, mg, sg, ylim=(0.5, 1.5))
-        ratio_ax.set_xlabel(xlabel)
-    return fig
-
-
 def fixed_energy_windows(energy: np.ndarray) -> list[tuple[float, float, float]]:
     """Three primary energies to look at, as (centre, low, high) windows in GeV.
 
@@ -374,10 +335,9 @@ def plot_feature_distributions(c: Comparison) -> Figure:
         r, g = c.scalar(key)
         pair_hist(ax, c, r, g, shared_edges(r, g, 40))
         ax.set_xlabel(feature_label(key))
-        ax.yaxis.set_major_locator(NullLocator())  # shapes matter here, not the densities
-        ax.yaxis.set_minor_locator(NullLocator())
+        ax.set_ylabel(density_label(key))
         sep = c.separation.get(key)
-        title = f"sep. power {sep[0]:.3f} ± {sep[1]:.3f}" if sep else None
+        title = f"sep. power {measured_text(*sep)}" if sep else None
         ax.legend(loc="upper right", title=title, title_fontsize=8, fontsize=7.5)
     for ax in axes[len(keys) :]:
         ax.set_axis_off()

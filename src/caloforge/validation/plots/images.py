@@ -13,12 +13,14 @@ from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
 from caloforge.validation.features import SPARSITY_ALPHAS
+from caloforge.validation.formatting import measured_text
 from caloforge.validation.plots.base import (
     GENERATED_COLOR,
     REFERENCE_COLOR,
     REFERENCE_FILL,
     Comparison,
     NotApplicableError,
+    density_label,
     feature_label,
     new_figure,
     pair_hist,
@@ -115,7 +117,10 @@ def _image(
     ax.set_xlabel(labels[0])
     ax.set_ylabel(labels[1])
     ax.minorticks_off()
-    fig.colorbar(image, ax=ax, label=bar).ax.minorticks_off()
+    # A ratio map's colour scale is fixed: triangles at the bar's ends mark that values
+    # beyond it are drawn in the end colours.
+    extend = "neither" if cmap is None else "both"
+    fig.colorbar(image, ax=ax, label=bar, extend=extend).ax.minorticks_off()
 
 
 def _ratio_image(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -241,11 +246,11 @@ def plot_lhcb_features(c: Comparison) -> Figure:
         r, g = c.scalar(key)
         pair_hist(ax, c, r, g, shared_edges(r, g, 40))
         ax.set_xlabel(feature_label(key))
-        ax.set_ylabel("normalised")
+        ax.set_ylabel(density_label(key))
         sep = c.separation.get(key)
         ax.legend(
             loc="upper right",
-            title=f"sep. power {sep[0]:.3f}" if sep else None,
+            title=f"sep. power {measured_text(*sep)}" if sep else None,
             title_fontsize=8,
             fontsize=8,
         )

@@ -1,0 +1,267 @@
+"""Shower shapes in the detector's own units: the mean energy along x and y (mm, cell index
+on the top axis) and along the depth (radiation lengths, layer on the top axis), and the
+radial profile about the shower axis (mm, Moliere radii on the top axis).
+
+The geometry gives the units: cell sizes (`cell_size_mm`), the layers' thicknesses in X0
+(`Layer.thickness_X0`) and their materials, from which the stack's effective Moliere
+radius follows (`stack_moliere_radius_mm`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from caloforge.geometry import ES_MEV, Geometry
+from caloforge.validation.plots.base import (
+    GENERATED_COLOR,
+    REFERENCE_COLOR,
+    REFERENCE_FILL,
+    Comparison,
+    NotApplicableError,
+    new_figure,
+    ratio_panel,
+    styled,
+    with_ratio,
+)
+
+Mapping = tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]
+
+
+# --- the geometry's units ---------------------------------------------------------------------
+def cell_edges_mm(geometry: Geometry, axis: int) -> np.ndarray:
+    """Edges of the cells along `axis` (0 = x, 1 = y) in mm, 0 at the centre of the grid."""
+    if geometry.cell_size_mm is None or geometry.readout == "voxels":
+        raise NotApplicableError("needs a cell grid with a cell size")
+    n = geometry.shape[axis]
+    return (np.arange(n + 1) - n / 2.0) * geometry.cell_size_mm[axis]
+
+
+def layer_edges_X0(geometry: Geometry) -> np.ndarray:
+    """Depths of the layer boundaries from the front face in radiation lengths (at
+    perpendicular incidence), n_layers + 1 values."""
+    return np.concatenate([[0.0], np.cumsum([layer.thickness_X0 for layer in geometry.layers])])
+
+
+def stack_moliere_radius_mm(geometry: Geometry) -> float:
+    """The effective Moliere radius of the whole layer stack, mm: the layers mixed by mass
+    (1/R_M = sum of w_i E_c,i / (E_s X0,i) over the mass fractions w_i, as for one layer),
+    over the stack's mean density."""
+    if not geometry.layers:
+        raise NotApplicableError("the geometry has no layer structure")
+    mass, ec_over_x0, thickness_cm = 0.0, 0.0, 0.0
+    for layer in geometry.layers:
+        p = layer.properties
+        d = layer.thickness_mm / 10.0
+        m = p.density * d  # g/cm2
+        # ES / (RM in g/cm2) is the layer's mass-weighted E_c / X0.
+        ec_over_x0 += m * ES_MEV / (p.RM_cm * p.density)
+        mass += m
+        thickness_cm += d
+    rm_g = ES_MEV / (ec_over_x0 / mass)
+    return 10.0 * rm_g / (mass / thickness_cm)
+
+
+def _piecewise(edges: np.ndarray) -> Mapping:
+    """Forward and inverse maps between a coordinate with bin `edges` and the bin index
+    (bin i spans i - 0.5 .. i + 0.5), linear inside and extrapolated beyond the edges."""
+    index = np.arange(len(edges)) - 0.5
+    slope_low = 1.0 / (edges[1] - edges[0])
+    slope_high = 1.0 / (edges[-1] - edges[-2])
+    far = 1e6 * (edges[-1] - edges[0] + 1.0)
+    xs = np.concatenate([[edges[0] - far], edges, [edges[-1] + far]])
+    ys = np.concatenate([[index[0] - far * slope_low], index, [index[-1] + far * slope_high]])
+
+    def forward(v: np.ndarray) -> np.ndarray:
+        return np.interp(v, xs, ys)
+
+    def inverse(v: np.ndarray) -> np.ndarray:
+        return np.interp(v, ys, xs)
+
+    return forward, inverse
+
+
+def _top_axis(ax: Axes, mapping: Mapping, label: str) -> None:
+    """A second x axis on top of `ax`, in the units `mapping` converts to."""
+    top = ax.secondary_xaxis("top", functions=cast(Any, mapping))
+    top.set_xlabel(label, fontsize=9)
+    top.tick_params(labelsize=8)
+    ax.tick_params(top=False)
+
+
+def _mean_and_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    v = np.asarray(values, dtype=np.float64)
+    return v.mean(axis=0), v.std(axis=0, ddof=1) / np.sqrt(max(len(v), 1))
+
+
+def _pair_stairs(
+    ax: Axes, c: Comparison, edges: np.ndarray, ref: np.ndarray, gen: np.ndarray
+) -> None:
+    ax.stairs(ref, edges, fill=True, color=REFERENCE_FILL, label=c.labels[0])
+    ax.stairs(ref, edges, color=REFERENCE_COLOR, linewidth=1.0)
+    ax.stairs(gen, edges, color=GENERATED_COLOR, linewidth=1.6, label=c.labels[1])
+
+
+def _log_limits(ax: Axes, *curves: np.ndarray) -> None:
+    ax.set_yscale("log")
+    positive = np.concatenate([v[v > 0] for v in curves])
+    if positive.size:
+        ax.set_ylim(positive.min() * 0.5, positive.max() * 3)
+
+
+# --- shower shapes ----------------------------------------------------------------------------
+@styled
+def plot_shower_shapes(c: Comparison) -> Figure:
+    """Mean energy per cell column (x), row (y) and layer (z) per shower, on linear and log
+    scales with a ratio row; x and y in mm (cell index on top), z in X0 (layer on top)."""
+    g = c.geometry
+    if any(key not in c.reference for key in ("x_profile", "y_profile")):
+        raise NotApplicableError("needs a cell grid (x, y profiles)")
+    axes_spec: list[tuple[str, np.ndarray, str, Mapping, str, str]] = []
+    for axis, name in ((0, "x"), (1, "y")):
+        edges = cell_edges_mm(g, axis)
+        axes_spec.append(
+            (
+                f"{name}_profile",
+                edges,
+                f"{name} [mm]",
+                _piecewise(edges),
+                f"{name} [cell index]",
+                "mean energy per cell " + ("column" if name == "x" else "row"),
+            )
+        )
+    if "longitudinal_profile" in c.reference and g.readout == "layers":
+        edges = layer_edges_X0(g)
+        axes_spec.append(
+            (
+                "longitudinal_profile",
+                edges,
+                "depth [X0] (at normal incidence)",
+                _piecewise(edges),
+                "layer",
+                "mean energy per layer",
+            )
+        )
+    fig = new_figure(
+        "Shower shapes: mean energy deposit along x, y and depth", c, 4.2 * len(axes_spec), 8.8
+    )
+    grid = fig.add_gridspec(3, len(axes_spec), height_ratios=(3, 3, 1.4))
+    for col, (key, edges, xlabel, mapping, top_label, ylabel) in enumerate(axes_spec):
+        (mr, sr), (mg, sg) = (_mean_and_error(f[key]) for f in (c.reference, c.generated))
+        centre = 0.5 * (edges[1:] + edges[:-1])
+        ratio_ax = fig.add_subplot(grid[2, col])
+        for row, log in enumerate((False, True)):
+            ax = fig.add_subplot(grid[row, col], sharex=ratio_ax)
+            _pair_stairs(ax, c, edges, mr, mg)
+            ax.errorbar(centre, mg, yerr=sg, fmt="none", ecolor=GENERATED_COLOR, linewidth=1.0)
+            if log:
+                _log_limits(ax, mr, mg)
+            else:
+                _top_axis(ax, mapping, top_label)
+            ax.set_ylabel(f"{ylabel} [GeV]" + (" (log)" if log else ""))
+            ax.tick_params(labelbottom=False)
+            if col == 0 and row == 0:
+                ax.legend(loc="upper right")
+        ratio_panel(ratio_ax, centre, mr, sr, mg, sg, ylim=(0.5, 1.5))
+        ratio_ax.set_xlabel(xlabel)
+        ratio_ax.set_xlim(edges[0], edges[-1])
+    return fig
+
+
+# --- radial profile ---------------------------------------------------------------------------
+def radial_profile(
+    image: np.ndarray, geometry: Geometry, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energy of a mean shower `image` ((nx, ny) or (nx, ny, layers), GeV) in rings about
+    its axis: per ring, the energy per mm2 of the cells whose centres lie in it, and the
+    energy summed in it. The axis is the energy-weighted centre of each layer (of the
+    image for a depth-summed one), so an inclined shower is measured about its own axis."""
+    if geometry.cell_size_mm is None:
+        raise NotApplicableError("the geometry has no cell size")
+    layers = image if image.ndim == 3 else image[:, :, None]
+    x = 0.5 * (cell_edges_mm(geometry, 0)[1:] + cell_edges_mm(geometry, 0)[:-1])
+    y = 0.5 * (cell_edges_mm(geometry, 1)[1:] + cell_edges_mm(geometry, 1)[:-1])
+    energy = np.zeros(len(edges) - 1)
+    cells = np.zeros(len(edges) - 1)
+    for k in range(layers.shape[2]):
+        e = np.asarray(layers[:, :, k], dtype=np.float64)
+        total = e.sum()
+        if total <= 0:
+            continue
+        cx = (e.sum(axis=1) * x).sum() / total
+        cy = (e.sum(axis=0) * y).sum() / total
+        r = np.hypot(x[:, None] - cx, y[None, :] - cy)
+        energy += np.histogram(r, bins=edges, weights=e)[0]
+        cells += np.histogram(r, bins=edges)[0]
+    area = cells * geometry.cell_size_mm[0] * geometry.cell_size_mm[1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_area = np.where(area > 0, energy / area, np.nan)
+    return per_area, energy
+
+
+@styled
+def plot_radial_profile(c: Comparison) -> Figure:
+    """Energy density vs distance from the shower axis, and the fraction of the energy
+    contained within it, in mm and in Moliere radii, of the subsample's mean showers."""
+    if c.mean_images is None:
+        raise NotApplicableError("no cell-level subsample (needs a cell grid and subsample > 0)")
+    g = c.geometry
+    if g.cell_size_mm is None or not g.layers:
+        raise NotApplicableError("needs a cell grid with a layer structure")
+    rm = stack_moliere_radius_mm(g)
+    half = 0.5 * min(g.shape[0] * g.cell_size_mm[0], g.shape[1] * g.cell_size_mm[1])
+    step = min(g.cell_size_mm)
+    edges = np.arange(0.0, half + step, step)
+    (dr, er), (dg, eg) = (radial_profile(image, g, edges) for image in c.mean_images)
+    fr, fg = (np.cumsum(e) / max(e.sum(), 1e-300) for e in (er, eg))
+    fig = new_figure("Radial profile about the shower axis", c, 12.4, 5.6)
+    grid = fig.add_gridspec(1, 2)
+    to_rm: Mapping = (lambda r: r / rm, lambda u: u * rm)
+    zeros = np.zeros(len(edges) - 1)
+    panels = (
+        (dr, dg, edges, "mean energy density [GeV/mm²] (log)", True),
+        (fr, fg, edges, "fraction of the energy within r", False),
+    )
+    for k, (ref, gen, e, ylabel, log) in enumerate(panels):
+        top, bottom = with_ratio(fig, grid[k])
+        if log:
+            _pair_stairs(top, c, e, np.nan_to_num(ref), np.nan_to_num(gen))
+            _log_limits(top, np.nan_to_num(ref), np.nan_to_num(gen))
+            centre = 0.5 * (e[1:] + e[:-1])
+        else:
+            centre = e[1:]  # contained within the ring's outer edge
+            top.plot(
+                centre, ref, color=REFERENCE_COLOR, marker="o", markersize=3.5, label=c.labels[0]
+            )
+            top.plot(
+                centre,
+                gen,
+                color=GENERATED_COLOR,
+                marker="s",
+                mfc="none",
+                markersize=3.5,
+                linestyle="--",
+                label=c.labels[1],
+            )
+            top.axhline(0.9, color="#888", linestyle=":", linewidth=1.0)
+            top.axvline(rm, color="#888", linestyle=":", linewidth=1.0)
+            top.set_ylim(0.0, 1.05)
+        top.set_ylabel(ylabel)
+        top.legend(loc="upper right" if log else "lower right")
+        _top_axis(top, to_rm, "r [Moliere radii]")
+        ratio_panel(
+            bottom,
+            centre,
+            np.nan_to_num(ref),
+            zeros,
+            np.nan_to_num(gen),
+            zeros,
+            ylim=(0.5, 1.5) if log else (0.9, 1.1),
+        )
+        bottom.set_xlabel("distance from the shower axis r [mm]")
+        bottom.set_xlim(0.0, e[-1])
+    return fig
