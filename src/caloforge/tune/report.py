@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -81,9 +82,10 @@ class Page:
 
 
 def _png(figure: Any) -> str:
-    from caloforge.validation.plots.base import png_bytes
-
-    return base64.b64encode(png_bytes(figure, dpi=90)).decode("ascii")
+    """A matplotlib figure as base64 PNG, for an inline image."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _figure(width: float, height: float, columns: int = 1) -> tuple[Any, Any]:
