@@ -190,7 +190,7 @@ def prepare(options: TuneOptions) -> tuple[WorkerJob, StudySpec]:
             enabled=options.prune,
             percentile=options.prune_percentile,
             startup=options.prune_startup,
-            warmup=check_every,
+            warmup=2 * check_every,  # from the second check on: the first is noisy
         ),
         cost=options.cost,
         fidelity_keys=None if options.fidelity is None else tuple(options.fidelity),
