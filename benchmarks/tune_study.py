@@ -91,7 +91,7 @@ def judge(
     """Headline metrics and fidelity of a checkpoint's showers for the final set's conditions."""
     generated = out / "final-generated.h5"
     generated.unlink(missing_ok=True)
-    generate_to_file(checkpoint, generated, conditions_from=final, seed=seed)
+    generate_to_file(checkpoint, generated, conditions_from=final, seed=seed, backend="eager")
     try:
         with contextlib.ExitStack() as stack:
             reference = stack.enter_context(contextlib.closing(open_showers(final)))

@@ -254,6 +254,7 @@ def _regenerate_and_validate(job: WorkerJob, number: int, values: dict[str, Any]
             seed=seed,
             device=job.settings.device,
             batch_size=job.settings.timing_batch,
+            backend="eager",  # the reference: the fidelity of the model itself
         )
         config = ValidationConfig(
             **{

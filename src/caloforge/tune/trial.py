@@ -283,6 +283,7 @@ def run_trial(
         seed=seed,
         device=settings.device,
         batch_size=settings.timing_batch,
+        backend="eager",  # the reference: the fidelity of the model itself
     )
     lap("generate")
     try:
