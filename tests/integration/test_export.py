@@ -144,7 +144,12 @@ def test_cli_exports_a_run_folder(exported, tmp_path, capsys):
     run, _ = exported["gan3d"]
     out = tmp_path / "sub" / "gen.onnx"
     assert main(["export", "--checkpoint", str(run), "--format", "onnx", "-o", str(out)]) == 0
-    assert f"wrote {out}" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"wrote {out}" in printed.out
+    # A status line as each phase starts, with the seconds since the start (no silent minutes)
+    phases = ["tracing the gan3d generator to ONNX", f"writing {out}", "checking the written"]
+    lines = [line for line in printed.err.splitlines() if line.startswith("caloforge export [")]
+    assert [next(i for i, line in enumerate(lines) if p in line) for p in phases] == [0, 1, 2]
     assert sorted(p.name for p in out.parent.iterdir()) == ["gen.onnx"]  # nothing partial
     (showers,) = session(out).run(
         None, {"noise": np.zeros((2, 200), np.float32), "energy": np.full(2, 50.0, np.float32)}
