@@ -179,6 +179,7 @@ def prepare(options: TuneOptions) -> tuple[WorkerJob, StudySpec]:
         budget=dataclasses.asdict(budget),
         fidelity_keys=None if options.fidelity is None else list(options.fidelity),
         heldout_showers=options.heldout,
+        validation=validation,
     )
     settings = TrialSettings(
         base=base,

@@ -17,6 +17,7 @@ SIGTERM, at the next `--resume` on the same machine after SIGKILL or a power cut
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import socket
@@ -64,6 +65,7 @@ class StudySpec:
     budget: dict[str, Any]
     fidelity_keys: list[str] | None
     heldout_showers: int | None
+    validation: dict[str, Any] | None = None  # the ValidationConfig of every trial
 
     @property
     def objectives(self) -> list[str]:
@@ -74,7 +76,9 @@ class StudySpec:
         return directions(self.cost)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As stored (JSON: tuples become lists), so that a stored study compares equal."""
+        out: dict[str, Any] = json.loads(json.dumps(asdict(self)))
+        return out
 
     def differences(self, stored: dict[str, Any]) -> list[str]:
         """The settings that differ from the stored study's, in words."""
@@ -90,6 +94,7 @@ class StudySpec:
             "budget": "the budget (--budget-steps, --budget-minutes, --check-every)",
             "fidelity_keys": "the fidelity's metrics (--fidelity)",
             "heldout_showers": "the held-out showers (--heldout)",
+            "validation": "the validation settings (--validation)",
         }
         return [words for key, words in names.items() if stored.get(key) != mine[key]]
 
