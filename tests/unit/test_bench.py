@@ -101,3 +101,30 @@ def test_the_isa_is_read_from_the_cpu_flags():
     expected = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
     if expected is not None:
         assert isa["summary"].startswith(expected)
+
+
+def test_auto_without_openvino_or_a_compiler_runs_eager_and_says_why(monkeypatch):
+    from caloforge.generation import auto
+
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
+    monkeypatch.setattr(auto, "openvino_available", lambda: False)
+    monkeypatch.setattr(auto.shutil, "which", lambda name: "/usr/bin/g++")
+    choice = auto.choose_backend(pipeline)
+    assert choice.backend == "compiled" and "Inductor" in choice.reason
+    assert "OpenVINO, which runs the fastest fp32 and the int8 backend here" in choice.reason
+    monkeypatch.setattr(auto.shutil, "which", lambda name: None)
+    choice = auto.choose_backend(pipeline)
+    assert choice.backend == "eager" and "neither OpenVINO" in choice.reason
+    # A run shorter than a compilation is eager whatever is installed.
+    monkeypatch.setattr(auto, "eager_seconds", lambda pipeline, showers: 0.01 * showers)
+    assert auto.choose_backend(pipeline, showers=100).backend == "eager"
+    monkeypatch.setattr(auto.shutil, "which", lambda name: "/usr/bin/g++")
+    assert auto.choose_backend(pipeline, showers=10_000).backend == "compiled"
+
+
+def test_the_eager_estimate_scales_with_the_showers():
+    from caloforge.generation.auto import eager_seconds
+
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
+    small, large = eager_seconds(pipeline, 8), eager_seconds(pipeline, 8_000)
+    assert 0 < small < large and large / small > 100  # noisy timings, same order as 1000x
