@@ -106,7 +106,11 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--resume", action="store_true", help="continue the study (or join it from another machine)"
     )
-    run.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    run.add_argument(
+        "--device",
+        help="cpu | cuda | cuda:N | auto: where trials train, generate and are timed "
+        "(default: the recipe's training.device)",
+    )
     run.add_argument(
         "--timing-batch", type=int, default=128, help="batch size of generation and timing"
     )

@@ -24,6 +24,7 @@ from typing import Any
 
 from caloforge._files import check_output
 from caloforge.errors import CaloforgeError
+from caloforge.training.config import parse_config
 from caloforge.tune import report as pages
 from caloforge.tune.objectives import COSTS, objective_label
 from caloforge.tune.runner import WorkerJob, load, run_workers
@@ -85,7 +86,7 @@ class TuneOptions:
     prune_startup: int = 2
     choose: str = "fidelity"
     reports: str = "chosen"
-    device: str = "cpu"
+    device: str | None = None  # None: the recipe's training.device
     data_format: str | None = None
     timing_batch: int = 128
     progress: bool = True
@@ -167,6 +168,7 @@ def prepare(options: TuneOptions) -> tuple[WorkerJob, StudySpec]:
         check_every = max(1, options.budget_steps // 5) if options.budget_steps else 50
     budget = Budget(options.budget_steps, options.budget_minutes, check_every)
     validation = _validation_settings(options.validation)
+    device = options.device or parse_config(base).training.device
     spec = StudySpec(
         config=options.config,
         base=base,
@@ -197,7 +199,7 @@ def prepare(options: TuneOptions) -> tuple[WorkerJob, StudySpec]:
         fidelity_keys=None if options.fidelity is None else tuple(options.fidelity),
         validation=validation,
         data_format=options.data_format,
-        device=options.device,
+        device=device,
         timing_batch=options.timing_batch,
         progress=options.progress and options.workers == 1,
     )

@@ -88,7 +88,7 @@ class TrialSettings:
     fidelity_keys: tuple[str, ...] | None = None
     validation: dict[str, Any] = field(default_factory=dict)  # ValidationConfig settings
     data_format: str | None = None
-    device: str = "cpu"
+    device: str = "auto"  # where trials train, generate and are timed
     timing_batch: int = 128
     progress: bool = False
 
@@ -117,8 +117,10 @@ def read_recipe(config: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def trial_recipe(settings: TrialSettings, values: Mapping[str, Any]) -> RunConfig:
-    """The checked run config of a trial: the base recipe, the trial's values, the budget."""
-    raw = with_values(with_values(settings.base, values), settings.budget.overrides())
+    """The checked run config of a trial: the base recipe, the trial's values, the budget
+    and the study's device."""
+    overrides = {**settings.budget.overrides(), "training.device": settings.device}
+    raw = with_values(with_values(settings.base, values), overrides)
     return parse_config(raw, source="trial recipe")
 
 
