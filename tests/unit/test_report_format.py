@@ -1,6 +1,6 @@
-"""The report's numbers: a value rounded to its error's precision, tiny errors said plainly,
-powers of ten for very large and small magnitudes; and the page's CSS that keeps its tables
-inside the page where no browser can check it."""
+"""The report's numbers: a value rounded to its error's precision (the Particle Data Group's
+rule), tiny errors said plainly, powers of ten for very large and small magnitudes; and the
+page's CSS that keeps its tables inside the page where no browser can check it."""
 
 from __future__ import annotations
 
@@ -23,13 +23,14 @@ TEMPLATES = Path(__file__).resolve().parents[2] / "src/caloforge/validation/temp
         (0.575, 0.017, "0.575 ± 0.017"),
         (0.02279, 0.00024, "0.02279 ± 0.00024"),  # the value to the error's last digit
         (0.5751234, 0.0173, "0.575 ± 0.017"),
-        (42.72, 4.34, "42.7 ± 4.3"),
+        (42.72, 4.34, "43 ± 4"),  # one digit for an error of 355-949
         (620.62, 25.52, "621 ± 26"),
-        (12_345.0, 450.0, "12340 ± 450"),
+        (12_345.0, 450.0, "12300 ± 500"),  # halves round up, as printed
         (1.0, 6.2e-17, "1.00 ± 0"),  # floating-point noise, as a bootstrap of equal values
         (1.0, 0.0, "1.00 ± 0"),
         (1.0, 1e-7, "1.0000 ± <0.0001"),  # real but below the last digit worth printing
-        (1.54e6, 4.5e4, "(1.540 ± 0.045) ×10^6"),
+        (1.54e6, 4.5e4, "(1.54 ± 0.05) ×10^6"),
+        (1.0, 0.0996, "1.00 ± 0.10"),  # 950-999: up to the next power, two digits
         (3e-5, 1e-6, "(3.00 ± 0.10) ×10^-5"),
         (-0.0001, 0.3, "0.00 ± 0.30"),  # no "-0.00"
         (0.5, None, "0.500"),
@@ -53,11 +54,11 @@ def test_deviations_carry_their_sign_and_no_value_is_a_dash():
 def test_html_escapes_and_wraps_only_before_the_plus_minus():
     assert measured(1.0, 1e-7).html() == "1.0000 &plusmn;&nbsp;&lt;0.0001"
     assert measured(1.54e6, 4.5e4).html() == (
-        "(1.540 &plusmn;&nbsp;0.045)&nbsp;&times;10<sup>6</sup>"
+        "(1.54 &plusmn;&nbsp;0.05)&nbsp;&times;10<sup>6</sup>"
     )
     assert num(7.2e-117, 2) == "7.2&times;10<sup>&minus;117</sup>"
     text = signed_percent(4.272, 0.434)
-    assert text == "+427 &plusmn;&nbsp;43&nbsp;%"
+    assert text == "+430 &plusmn;&nbsp;40&nbsp;%"
     assert text.count(" ") == 1  # the one place a narrow cell may break
 
 
@@ -66,9 +67,9 @@ def test_headline_values_are_scaled_and_rounded():
         return Headline("k", "t", value, error, None, "pass", "", scale)
 
     assert headline_value(row(1.0, 6.2e-17, 1.0)) == "1.00 &plusmn;&nbsp;0"
-    assert headline_value(row(0.4272, 0.0434, 100.0)) == "+42.7 &plusmn;&nbsp;4.3&nbsp;%"
+    assert headline_value(row(0.4272, 0.0434, 100.0)) == "+43 &plusmn;&nbsp;4&nbsp;%"
     assert headline_value(row(1540.0, 45.0, 1e3)) == (
-        "(1.540 &plusmn;&nbsp;0.045)&nbsp;&times;10<sup>6</sup>"
+        "(1.54 &plusmn;&nbsp;0.05)&nbsp;&times;10<sup>6</sup>"
     )
     assert headline_value(row(None, None, 1.0)) == "n/a"
 

@@ -1,11 +1,13 @@
 """Numbers as the report shows them: a value rounded to the precision its error allows.
 
-`measured(value, error)` rounds the error to two significant digits and the value to the
-same decimal place (`0.02279 ± 0.00024`, `+42.7 ± 4.3`), factors out a power of ten for
-very large or very small magnitudes (`(1.540 ± 0.045) x 10^6`), and says plainly when an
-error is negligible: `± 0` for an error at floating-point noise (a bootstrap of identical
-values), `± <0.0001` when it lies below the last digit worth printing. The result is a
-`Rounded` that renders as plain text (plot labels, the terminal) or HTML (the page).
+`measured(value, error)` rounds the error to one or two significant digits by the Particle
+Data Group's rule (two when its three leading digits are 100-354, one for 355-949, and
+950-999 round up to two digits of the next power) and the value to the same decimal place
+(`0.02279 ± 0.00024`, `+43 ± 4`), factors out a power of ten for very large or very small
+magnitudes (`(1.54 ± 0.05) x 10^6`), and says plainly when an error is negligible: `± 0`
+for an error at floating-point noise (a bootstrap of identical values), `± <0.0001` when it
+lies below the last digit worth printing. The result is a `Rounded` that renders as plain
+text (plot labels, the terminal) or HTML (the page).
 
 Pure string work: no numpy, no matplotlib, so the report's page can use it without either.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from decimal import ROUND_HALF_UP, Decimal
 
 # Fixed notation for magnitudes in [FIXED_LOW, FIXED_HIGH); a power of ten outside.
 FIXED_LOW = 1e-3
@@ -23,7 +26,6 @@ NOISE = 1e-9
 # At most this many significant digits of a value are printed; an error below the last of
 # them is shown as "<" that digit.
 MAX_DIGITS = 5
-ERROR_DIGITS = 2
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Rounded:
     unit: str = ""
 
     def text(self) -> str:
-        """Plain text: `0.575 ± 0.017`, `(1.540 ± 0.045) ×10^6`."""
+        """Plain text: `0.575 ± 0.017`, `(1.54 ± 0.05) ×10^6`."""
         return self._join("±", "×10^{}", "")
 
     def mathtext(self) -> str:
@@ -72,11 +74,24 @@ def _decimals_for(x: float, digits: int) -> int:
     return digits - 1 - math.floor(math.log10(abs(x)))
 
 
+def error_decimals(error: float) -> int:
+    """Decimal places to print a (positive) error to, by the Particle Data Group's rule: two
+    significant digits when its three leading digits are 100-354, one for 355-949, and
+    950-999 rounded up to the next power of ten with two (0.0996 -> 0.10)."""
+    power = math.floor(math.log10(error))
+    lead = round(error / 10.0 ** (power - 2))
+    if lead >= 950:
+        return -power
+    return (0 if lead >= 355 else 1) - power
+
+
 def _fixed(x: float, decimals: int, sign: bool) -> str:
-    if decimals < 0:
-        x = round(x, decimals)
-        decimals = 0
-    text = f"{x:+.{decimals}f}" if sign else f"{x:.{decimals}f}"
+    """`x` to `decimals` places (tens, hundreds for negative ones), halves rounded away from
+    zero on the number as printed (0.045 -> 0.05, where binary floats give 0.04)."""
+    step = Decimal(1).scaleb(-decimals)
+    rounded = Decimal(repr(float(x))).quantize(step, rounding=ROUND_HALF_UP)
+    places = max(decimals, 0)
+    text = f"{rounded:+.{places}f}" if sign else f"{rounded:.{places}f}"
     # No "-0.00": a value that rounds to zero has no sign worth showing.
     if float(text) == 0.0:
         text = text.replace("-", "+" if sign else "")
@@ -103,7 +118,8 @@ def measured(
     """`value ± error` rounded for reading; None when there is no finite value.
 
     Without a (finite) error the value gets `digits` significant digits. With one, the
-    error gets two significant digits and the value the same decimal place, up to
+    error gets one or two significant digits (`error_decimals`) and the value the same
+    decimal place, up to
     MAX_DIGITS significant digits of the value: a smaller error is shown as "<" the last
     printed digit, and one at floating-point noise (below NOISE of the value) as 0.
     `sign` prints a "+" on positive values (deviations)."""
@@ -122,7 +138,7 @@ def measured(
     if e <= NOISE * abs(v) or e == 0:
         decimals = _decimals_for(v, digits) if v != 0 else digits - 1
         return Rounded(_fixed(v, max(decimals, 0), sign), "0", exponent, unit)
-    decimals = _decimals_for(e, ERROR_DIGITS)
+    decimals = error_decimals(e)
     if v != 0 and decimals > _decimals_for(v, MAX_DIGITS):
         decimals = max(_decimals_for(v, MAX_DIGITS), 0)
         below = "<" + _fixed(10.0**-decimals, decimals, False)

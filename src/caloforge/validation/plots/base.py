@@ -274,13 +274,15 @@ def ratio_panel(
     if no_reference:
         notes.append(f"{no_reference} with an empty reference, not drawn")
     if notes:
+        # At the bottom unless arrows point down there.
+        top = bool(np.any(ratio[off] < low))
         ax.text(
             0.01,
-            0.04,
+            0.96 if top else 0.04,
             "; ".join(notes),
             transform=ax.transAxes,
             ha="left",
-            va="bottom",
+            va="top" if top else "bottom",
             fontsize=7.5,
             color="#444",
             zorder=5,
@@ -308,6 +310,7 @@ def _mark_off_scale(ax: Axes, x: np.ndarray, ratio: np.ndarray, high: float) -> 
             color=GENERATED_COLOR,
             transform=transform,
             clip_on=False,
+            zorder=6,
         )
         if len(x) > MAX_OFF_SCALE_LABELS:
             continue

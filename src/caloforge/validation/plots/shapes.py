@@ -146,8 +146,9 @@ def plot_shower_shapes(c: Comparison) -> Figure:
                 "mean energy per layer",
             )
         )
+    along = "x, y and depth" if len(axes_spec) == 3 else "x and y (summed over depth)"
     fig = new_figure(
-        "Shower shapes: mean energy deposit along x, y and depth", c, 4.2 * len(axes_spec), 8.8
+        f"Shower shapes: mean energy deposit along {along}", c, 4.2 * len(axes_spec), 8.8
     )
     grid = fig.add_gridspec(3, len(axes_spec), height_ratios=(3, 3, 1.4))
     for col, (key, edges, xlabel, mapping, top_label, ylabel) in enumerate(axes_spec):
