@@ -41,7 +41,14 @@ from caloforge.tune.study import (
     trial_values,
     write_heldout,
 )
-from caloforge.tune.trial import Budget, Pruning, TrialSettings, read_recipe, trial_recipe
+from caloforge.tune.trial import (
+    Budget,
+    Pruning,
+    TrialSettings,
+    generate_heldout,
+    read_recipe,
+    trial_recipe,
+)
 
 SAMPLERS = ("auto", "nsga2", "tpe", "random")
 CHOICE_RULES = ("fidelity", "balanced")
@@ -239,7 +246,6 @@ def run_tune(options: TuneOptions) -> TuneOutcome:
 
 def _regenerate_and_validate(job: WorkerJob, number: int, values: dict[str, Any]) -> None:
     """The full `caloforge validate` report (with plots) of one trial, in its run folder."""
-    from caloforge.generation.run import generate_to_file
     from caloforge.models.checkpoint import resolve_checkpoint
     from caloforge.validation import ValidationConfig, validate
 
@@ -250,15 +256,7 @@ def _regenerate_and_validate(job: WorkerJob, number: int, values: dict[str, Any]
     generated = run_dir / "heldout-generated.h5"
     seed = trial_recipe(job.settings, values).training.seed
     try:
-        generate_to_file(
-            resolve_checkpoint(run_dir),
-            generated,
-            conditions_from=job.settings.heldout,
-            seed=seed,
-            device=job.settings.device,
-            batch_size=job.settings.timing_batch,
-            backend="eager",  # the reference: the fidelity of the model itself
-        )
+        generate_heldout(resolve_checkpoint(run_dir), generated, job.settings, seed)
         config = ValidationConfig(
             **{
                 **job.settings.validation,
