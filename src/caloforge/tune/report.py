@@ -289,7 +289,7 @@ def preset_text(spec: StudySpec, values: Mapping[str, Any], header: str) -> str:
 
     raw = with_values(spec.base, values)
     lines = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
-    return lines + yaml.safe_dump(raw, sort_keys=False, default_flow_style=None)
+    return lines + yaml.safe_dump(raw, sort_keys=False, default_flow_style=False)
 
 
 def write_preset(path: Path, text: str) -> Path:
