@@ -132,3 +132,80 @@ def test_voxel_geometries_cannot_be_simulated():
     )
     with pytest.raises(CaloforgeError, match="readout 'voxels'"):
         ShowerSimulator(voxels)
+
+
+@pytest.mark.parametrize("name", ["clic-25", "lhcb-30"])
+def test_the_layer_table_agrees_with_a_binary_search(name):
+    sim = ShowerSimulator(PRESETS[name])
+    rng = np.random.default_rng(4)
+    for depth_map, bounds in ((sim._x0_map, sim._z_X0), (sim._mm_map, sim._z_mm)):
+        edges = bounds.astype(np.float32)
+        depth = np.concatenate(
+            [
+                rng.uniform(0.0, 1.2 * bounds[-1], 100_000).astype(np.float32),
+                edges,
+                np.nextafter(edges[1:], np.float32(0.0)),  # just before each boundary
+            ]
+        )
+        expected = np.searchsorted(edges, depth, side="right") - 1
+        np.testing.assert_array_equal(depth_map.layer(depth), np.minimum(expected, len(bounds) - 1))
+
+
+def response_and_hits(showers: np.ndarray, energy: float) -> tuple[np.ndarray, np.ndarray]:
+    flat = showers.reshape(len(showers), -1)
+    return flat.sum(axis=1, dtype=np.float64) / energy, (flat > 0).sum(axis=1)
+
+
+def assert_same_mean(a: np.ndarray, b: np.ndarray, sigmas: float = 4.0) -> None:
+    error = np.hypot(a.std() / np.sqrt(len(a)), b.std() / np.sqrt(len(b)))
+    assert abs(a.mean() - b.mean()) < sigmas * error, (a.mean(), b.mean(), error)
+
+
+def test_one_gamma_draw_per_cell_matches_one_per_spot():
+    # simulate() draws the sampling fluctuations per cell (a shower's total, split among its
+    # cells); deposit(spots()) draws every spot's own. Same distribution of the cells.
+    geometry = PRESETS["clic-25"]
+    sim = ShowerSimulator(geometry, calibration=Calibration())
+    n, energy = 300, 20.0
+    conditions = {"energy": np.full(n, energy)}
+    per_cell = sim.simulate(conditions, np.random.default_rng(1))
+    spots = sim.spots(conditions, np.random.default_rng(2))
+    per_spot = sim.deposit(spots, n, np.random.default_rng(3))
+    (ra, hits_a), (rb, hits_b) = (
+        response_and_hits(per_cell, energy),
+        response_and_hits(per_spot, energy),
+    )
+    assert_same_mean(ra, rb)
+    assert_same_mean(hits_a, hits_b)
+    assert ra.std() == pytest.approx(rb.std(), rel=0.15)  # 300 showers: 4 % errors
+    hottest_a = per_cell.reshape(n, -1).max(axis=1)
+    hottest_b = per_spot.reshape(n, -1).max(axis=1)
+    assert_same_mean(hottest_a, hottest_b)
+
+
+def test_summed_readout_of_layers_with_two_sampling_fractions():
+    # clic-25's thin and thick layers differ in f_e: summed readout draws them apart.
+    layered = PRESETS["clic-25"]
+    summed = Geometry.from_dict(
+        {**layered.to_dict(), "name": "s", "shape": [25, 25], "readout": "summed"}
+    )
+    n, energy = 300, 30.0
+    conditions = {"energy": np.full(n, energy)}
+    a = ShowerSimulator(layered).simulate(conditions, np.random.default_rng(5)).sum(axis=3)
+    b = ShowerSimulator(summed).simulate(conditions, np.random.default_rng(6))
+    assert b.shape == (n, 25, 25)
+    ra, rb = response_and_hits(a, energy)[0], response_and_hits(b, energy)[0]
+    assert_same_mean(ra, rb)
+    assert ra.std() == pytest.approx(rb.std(), rel=0.15)
+    assert_same_mean(a.reshape(n, -1).max(axis=1), b.reshape(n, -1).max(axis=1))
+
+
+def test_workers_give_the_showers_of_one_process():
+    geometry = PRESETS["clic-25"]
+    ranges = ConditionRanges.for_geometry(geometry, energy=(5.0, 10.0))
+    one = list(simulate_batches(geometry, ranges, 60, seed=8, batch_size=8, workers=1))
+    two = list(simulate_batches(geometry, ranges, 60, seed=8, batch_size=8, workers=2))
+    assert [len(b) for b in two] == [8] * 7 + [4]
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a.showers, b.showers)
+        np.testing.assert_array_equal(a.conditions["energy"], b.conditions["energy"])

@@ -9,7 +9,8 @@ How one batch of showers is made (physics.md, sections 1-4):
    follows the spots' own (deeper, wider) Gamma profile; each spot carries dE / n.
 3. Each spot lies uniformly in depth inside its step and at a radius drawn from the
    two-component radial profile evaluated at the step's middle (scaled depth tau), in
-   Moliere radii of the layer it falls in, at a uniform azimuth around the track.
+   Moliere radii of the layer it falls in, at a uniform azimuth around the track. The spots
+   of a step are exchangeable, so the number in the core is one binomial draw per step.
 4. The track may be inclined (angle theta in the (y, depth) plane, or an LHCb momentum): the
    material crossed per layer grows as 1/cos(angle to the normal), so the profile runs along
    the track and each spot is projected into the grid by its own position.
@@ -18,11 +19,18 @@ How one batch of showers is made (physics.md, sections 1-4):
    adds the constant term. The visible energy is the deposit times the electron sampling
    fraction f_e of the layer the spot falls in; energy behind the last layer or outside the
    grid is lost (leakage).
+
+Gamma variates of one scale add up to a Gamma variate of the summed shapes, so the spots that
+share a cell (one layer, one sampling fraction) need one draw per cell, not one per spot;
+only the images centred on their barycentre (inclined `theta` showers), whose centre depends
+on every spot's fluctuated energy, draw per spot. Spots are placed about 65 000 at a
+time (`CHUNK_SPOTS`), in float32 (positions to 0.1 um at a metre), so that the arrays of a
+chunk stay in the processor's cache.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +48,10 @@ PHOTON_CONVERSION_X0 = 9.0 / 7.0
 # pairs in silicon, below anything a sensor reads. Without it, Gamma draws of tiny shape
 # leave cells of 1e-40 GeV that mean nothing and break log transforms and low precision.
 MIN_CELL_ENERGY = 1e-8
+# Spots placed per pass: 256 kB per float32 array, which a core's cache holds.
+CHUNK_SPOTS = 1 << 16
+
+_F32 = np.float32
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,81 @@ class Spots:
     z: np.ndarray
     energy: np.ndarray
     layer: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A batch before its spots are placed: per shower, and per (shower, step) group."""
+
+    counts: np.ndarray  # (n, S) spots per step
+    core: np.ndarray  # (n, S) how many of them in the radial core
+    e_spot: np.ndarray  # (n, S) mean deposited energy of each spot, GeV
+    depth0: np.ndarray  # (n, S) perpendicular depth of the step's start, X0 (float32)
+    depth_step: np.ndarray  # (n,) perpendicular X0 of one step (float32)
+    Rc: np.ndarray  # (n, S) core radius, RM (float32)
+    Rt: np.ndarray  # (n, S) tail radius, RM (float32)
+    direction: np.ndarray  # (n, 3)
+    entry: np.ndarray  # (n, 3) mm
+    scale: np.ndarray  # (n,) factor on the deposits: constant term and response
+    spot_rng: np.random.Generator  # the spots' own random stream
+
+    @property
+    def n(self) -> int:
+        return len(self.scale)
+
+    @property
+    def perpendicular(self) -> bool:
+        return not self.direction[:, :2].any()
+
+
+@dataclass(frozen=True)
+class _Cloud:
+    """The spots of showers [a, b) of a batch: float32 positions (mm), layer (n_layers
+    behind the calorimeter) and the mean deposited energy of each spot (GeV)."""
+
+    shower: np.ndarray  # index within the chunk
+    x: np.ndarray
+    y: np.ndarray
+    z: np.ndarray | None  # only where asked for
+    layer: np.ndarray
+    e_mean: np.ndarray
+
+
+class _DepthMap:
+    """Layer of a depth, by a table on a grid finer than the thinnest layer and one
+    comparison (a binary search per spot costs several times more); the depth in another
+    unit by the layer's linear map. Depths past the last boundary give `n_layers`."""
+
+    def __init__(self, bounds: np.ndarray, other: np.ndarray) -> None:
+        n_layers = len(bounds) - 1
+        self._h = float(np.diff(bounds).min()) / 2.0
+        n_bins = int(np.ceil(bounds[-1] / self._h)) + 2
+        # Each bin's layer at (just before) its start: one comparison moves to the next.
+        starts = np.arange(n_bins) * self._h * (1.0 - 1e-6)
+        self._table = np.minimum(np.searchsorted(bounds, starts, side="right") - 1, n_layers)
+        self._table = self._table.astype(np.intp)
+        self._upper = np.append(bounds[1:], np.inf).astype(_F32)
+        # Behind the back face the map goes on with the last layer's material.
+        slope = np.diff(other) / np.diff(bounds)
+        self._start = bounds.astype(_F32)
+        self._other0 = other.astype(_F32)
+        self._slope = np.append(slope, slope[-1]).astype(_F32)
+        self._last = n_bins - 1
+
+    def layer(self, depth: np.ndarray) -> np.ndarray:
+        """Layer index of each depth (>= 0, float32)."""
+        i = (depth * _F32(1.0 / self._h)).astype(np.intp)
+        np.minimum(i, self._last, out=i)
+        layer = self._table[i]
+        layer += depth >= self._upper[layer]
+        return layer
+
+    def convert(self, depth: np.ndarray, layer: np.ndarray) -> np.ndarray:
+        """The depths in the other unit, given their layers."""
+        out = depth - self._start[layer]
+        out *= self._slope[layer]
+        out += self._other0[layer]
+        return out
 
 
 class ShowerSimulator:
@@ -98,34 +185,99 @@ class ShowerSimulator:
         self.min_cell_energy = min_cell_energy
         self.material = geometry.front
         layers = geometry.layers
+        self._n_layers = len(layers)
         # Perpendicular depth of every layer boundary, in mm and in X0 (piecewise linear map).
         self._z_mm = np.array(geometry.layer_boundaries_mm)
         self._z_X0 = np.concatenate([[0.0], np.cumsum([lay.thickness_X0 for lay in layers])])
-        # The same map extended far behind the back face with the last layer's material, so
-        # that spots which leak out keep finite positions (and fall in no layer).
-        mm_per_X0 = layers[-1].thickness_mm / layers[-1].thickness_X0
-        self._z_X0_ext = np.append(self._z_X0, self._z_X0[-1] + 1e3)
-        self._z_mm_ext = np.append(self._z_mm, self._z_mm[-1] + 1e3 * mm_per_X0)
-        self._rm_mm = np.array([lay.properties.RM_cm * 10.0 for lay in layers])
-        self._f_e = np.array([lay.properties.f_e for lay in layers])
+        self._x0_map = _DepthMap(self._z_X0, self._z_mm)
+        self._mm_map = _DepthMap(self._z_mm, self._z_X0)
+        # Per layer, and one more entry for "behind the last layer".
+        rm_mm = np.array([lay.properties.RM_cm * 10.0 for lay in layers])
+        self._rm_mm = np.append(rm_mm, rm_mm[-1]).astype(_F32)
+        self._f_e = np.append([lay.properties.f_e for lay in layers], 0.0)
         assert geometry.cell_size_mm is not None
         self._cell = np.array(geometry.cell_size_mm, dtype=np.float64)
-        self._nxy = np.array(geometry.shape[:2])
+        self._nxy = (int(geometry.shape[0]), int(geometry.shape[1]))
+        # Cells of one shower as drawn: (x, y, layer) for per-layer readout; for summed
+        # readout (x, y, class of the layers' sampling fraction), summed over classes after
+        # the fluctuations, as layers of different f_e cannot share a Gamma draw.
+        self._per_layer = geometry.readout == "layers"
+        classes, self._f_class = np.unique(self._f_e[:-1], return_inverse=True)
+        self._n_classes = len(classes)
+        self._f_class = np.append(self._f_class, 0).astype(np.intp)
+        self._class_f_e = classes
+        depth_keys = self._n_layers if self._per_layer else self._n_classes
+        self._keys_per_shower = self._nxy[0] * self._nxy[1] * depth_keys
 
     # --- public API -----------------------------------------------------------------------
     def simulate(
         self, conditions: Mapping[str, np.ndarray], rng: np.random.Generator
     ) -> np.ndarray:
         """Visible cell energies (GeV), shape (n, *geometry.shape), float32."""
-        spots = self.spots(conditions, rng)
-        return self.deposit(spots, len(conditions["energy"]), rng)
+        plan = self._plan(conditions, rng)
+        n = plan.n
+        per_shower = self.geometry.n_cells
+        out = np.zeros((n, per_shower), dtype=_F32)
+        offset = np.zeros((n, 2), dtype=_F32)
+        if not self.geometry.has_condition("point"):
+            # Centre each image on its shower (the entry point, or for inclined showers the
+            # barycentre, as the LCD angle images); a uniform sub-cell offset stands for where
+            # in its cell the particle hit.
+            offset = ((rng.random((n, 2)) - 0.5) * self._cell).astype(_F32)
+        per_spot = self.geometry.has_condition("theta")
+        for a, b in self._chunks(plan):
+            cloud = self._place(plan, a, b)
+            if per_spot:
+                cells = self._deposit_per_spot(cloud, plan, a, b, offset[a:b], rng)
+                hit = np.flatnonzero(cells != 0)  # on a mask: several times faster
+                energy = cells[hit]
+            else:
+                hit, energy = self._deposit_per_cell(cloud, plan, a, b, offset[a:b], rng)
+            keep = energy >= self.min_cell_energy
+            out[a:b].reshape(-1)[hit[keep]] = energy[keep]
+        return out.reshape((n, *self.geometry.shape))
 
     def spots(self, conditions: Mapping[str, np.ndarray], rng: np.random.Generator) -> Spots:
-        """The energy spots of a batch, before projection into cells (for tests and studies)."""
+        """The energy spots of a batch, before projection into cells (for tests and studies);
+        each spot's energy is its own Gamma draw."""
+        plan = self._plan(conditions, rng)
+        cloud = self._place(plan, 0, plan.n, with_z=True)
+        assert cloud.z is not None
+        c2 = self.stochastic_term**2
+        energy = plan.spot_rng.standard_gamma(cloud.e_mean / c2) * c2 * plan.scale[cloud.shower]
+        layer = np.where(cloud.layer >= self._n_layers, -1, cloud.layer)
+        x, y, z = (v.astype(np.float64) for v in (cloud.x, cloud.y, cloud.z))
+        return Spots(cloud.shower, x, y, z, energy, layer)
+
+    def deposit(self, spots: Spots, n: int, rng: np.random.Generator) -> np.ndarray:
+        """Bin spots into visible cell energies (GeV), shape (n, *geometry.shape)."""
+        inside = spots.layer >= 0
+        visible = np.where(inside, spots.energy * self._f_e[np.maximum(spots.layer, 0)], 0.0)
+        x, y = spots.x.copy(), spots.y.copy()
+        if not self.geometry.has_condition("point"):
+            if self.geometry.has_condition("theta"):
+                x, y = _centred(spots.shower, visible, x, y, n)
+            jitter = (rng.random((n, 2)) - 0.5) * self._cell
+            x += jitter[spots.shower, 0]
+            y += jitter[spots.shower, 1]
+        layer = np.where(inside, spots.layer, self._n_layers)
+        key = self._cell_keys(spots.shower, x, y, layer, n, self.geometry.n_cells)
+        out = np.bincount(key, visible, minlength=n * self.geometry.n_cells + 1)[:-1]
+        out[out < self.min_cell_energy] = 0.0
+        return out.astype(_F32).reshape((n, *self.geometry.shape))
+
+    # --- one batch, step by step ----------------------------------------------------------
+    def _plan(self, conditions: Mapping[str, np.ndarray], rng: np.random.Generator) -> _Plan:
+        """Profiles, steps, spot counts and radial parameters of every shower (steps 1-2)."""
         energy = np.asarray(conditions["energy"], dtype=np.float64)
         n = len(energy)
         direction = track_direction(conditions, n)
         entry = entry_point(conditions, n)
+        # Two random streams: each shower's own draws (profile, conversion depth, constant
+        # term, then image offset and total deposit) from `rng` in a fixed order, the spots'
+        # from a stream of their own. A change that moves the number of spots (a step of a
+        # calibration fit) then redraws the spots but keeps every shower's fluctuations.
+        spot_rng = np.random.default_rng(rng.integers(0, 2**63, size=2))
 
         # 1. Longitudinal profile per shower (energy and spot densities).
         fluct = self.calibration.profile(gflash.profile_fluctuation(energy, self.material), energy)
@@ -138,8 +290,12 @@ class ShowerSimulator:
         t_start = np.zeros(n)
         if self.particle == "photon":
             t_start = rng.exponential(PHOTON_CONVERSION_X0, n)
+        # 5. (per shower) The constant term and the response.
+        constant = self.geometry.constant_term * self.calibration.constant_scale
+        scale = np.maximum(1.0 + constant * rng.standard_normal(n), 0.0)
+        scale *= self.calibration.response(energy)
         t_end = t_start + self._z_X0[-1] / cos_normal
-        n_steps = int(np.ceil((t_end - t_start).max() / self.step_X0))
+        n_steps = int(np.ceil((t_end - t_start).max() / self.step_X0)) if n else 0
         rel = np.arange(n_steps + 1) * self.step_X0  # (S+1,) depth after the shower start
         edges = rel[None, :]
         e_cdf = gflash.gamma_cdf(edges, T[:, None], alpha[:, None])
@@ -147,7 +303,7 @@ class ShowerSimulator:
         dE = energy[:, None] * np.diff(e_cdf, axis=1)  # (n, S) GeV
         dN = gflash.n_spots(energy, self.stochastic_term)[:, None] * np.diff(n_cdf, axis=1)
         # Stochastic rounding keeps the mean number of spots; every step with energy gets one.
-        counts = np.floor(dN + rng.random(dN.shape)).astype(np.int64)
+        counts = np.floor(dN + spot_rng.random(dN.shape)).astype(np.int64)
         counts = np.where(dE > 0, np.maximum(counts, 1), 0)
 
         # Radial profile per (shower, step), at the step's middle.
@@ -160,83 +316,236 @@ class ShowerSimulator:
         radial = self.calibration.radial(
             gflash.radial_parameters(energy[:, None], tau, self.material), tau
         )
-
-        # 3. Expand to spots.
-        flat_counts = counts.ravel()
-        cell_of_spot = np.repeat(np.arange(flat_counts.size), flat_counts)
-        shower = cell_of_spot // n_steps
-        step = cell_of_spot % n_steps
-        e_spot = (dE.ravel() / np.maximum(flat_counts, 1))[cell_of_spot]
-        t = t_start[shower] + rel[step] + rng.random(len(step)) * self.step_X0
-        r_RM = gflash.sample_radius(
-            gflash.RadialParameters(
-                radial.Rc.ravel()[cell_of_spot],
-                radial.Rt.ravel()[cell_of_spot],
-                radial.p.ravel()[cell_of_spot],
-            ),
-            rng,
+        core = spot_rng.binomial(counts, radial.p)
+        return _Plan(
+            counts=counts,
+            core=core,
+            e_spot=dE / np.maximum(counts, 1),
+            depth0=((t_start[:, None] + rel[None, :-1]) * cos_normal[:, None]).astype(_F32),
+            depth_step=(self.step_X0 * cos_normal).astype(_F32),
+            Rc=radial.Rc.astype(_F32),
+            Rt=radial.Rt.astype(_F32),
+            direction=direction,
+            entry=entry,
+            scale=scale,
+            spot_rng=spot_rng,
         )
-        phi = rng.random(len(step)) * (2.0 * np.pi)
 
-        # 4. Position: along the axis to perpendicular depth z, then the lateral offset.
-        d = direction[shower]
-        z_axis = np.interp(t * cos_normal[shower], self._z_X0_ext, self._z_mm_ext)
-        s = z_axis / cos_normal[shower]  # path length along the track, mm
-        layer_axis = self._layer_of(z_axis)
-        r_mm = r_RM * self._rm_mm[layer_axis]  # behind the back (-1): the last layer's
-        e1, e2 = _transverse_basis(direction)
-        off1, off2 = r_mm * np.cos(phi), r_mm * np.sin(phi)
-        pos = (
-            entry[shower] + s[:, None] * d + off1[:, None] * e1[shower] + off2[:, None] * e2[shower]
-        )
-        z = np.maximum(pos[:, 2], 0.0)  # lateral spread in front of the face: first layer
-        layer = self._layer_of(z)
+    def _chunks(self, plan: _Plan) -> Iterator[tuple[int, int]]:
+        """Consecutive ranges of showers of about CHUNK_SPOTS spots (at least one shower)."""
+        ends = np.cumsum(plan.counts.sum(axis=1))
+        a = 0
+        while a < plan.n:
+            base = ends[a - 1] if a else 0
+            b = max(int(np.searchsorted(ends, base + CHUNK_SPOTS, side="right")), a + 1)
+            yield a, b
+            a = b
 
-        # 5. Sampling fluctuations on the deposit (GeV), and the constant term per shower.
-        c2 = self.stochastic_term**2
-        e_dep = rng.gamma(np.maximum(e_spot / c2, 1e-12), c2)
-        constant = self.geometry.constant_term * self.calibration.constant_scale
-        scale = np.maximum(1.0 + constant * rng.standard_normal(n), 0.0)
-        scale *= self.calibration.response(energy)
-        return Spots(shower, pos[:, 0], pos[:, 1], z, e_dep * scale[shower], layer)
+    def _place(self, plan: _Plan, a: int, b: int, *, with_z: bool = False) -> _Cloud:
+        """Positions of the spots of showers [a, b) (steps 3-4)."""
+        rng = plan.spot_rng
+        counts = plan.counts[a:b].ravel()
+        per_shower = plan.counts[a:b].sum(axis=1)
+        m = int(per_shower.sum())
+        shower = np.repeat(np.arange(b - a), per_shower)
 
-    def deposit(self, spots: Spots, n: int, rng: np.random.Generator) -> np.ndarray:
-        """Bin spots into visible cell energies (GeV), shape (n, *geometry.shape)."""
-        inside = spots.layer >= 0
-        visible = np.where(inside, spots.energy * self._f_e[np.maximum(spots.layer, 0)], 0.0)
-        x, y = spots.x.copy(), spots.y.copy()
-        if not self.geometry.has_condition("point"):
-            # Centre each image on its shower: the barycentre for inclined showers (as the
-            # LCD angle images), the entry point otherwise; a uniform sub-cell offset stands
-            # for where in its cell the particle hit.
-            if self.geometry.has_condition("theta"):
-                w = np.bincount(spots.shower, visible, minlength=n)
-                w = np.where(w > 0, w, 1.0)
-                x -= (np.bincount(spots.shower, visible * x, minlength=n) / w)[spots.shower]
-                y -= (np.bincount(spots.shower, visible * y, minlength=n) / w)[spots.shower]
-            jitter = (rng.random((n, 2)) - 0.5) * self._cell
-            x += jitter[spots.shower, 0]
-            y += jitter[spots.shower, 1]
-        nx, ny = int(self._nxy[0]), int(self._nxy[1])
-        ix = np.floor(x / self._cell[0] + nx / 2.0).astype(np.int64)
-        iy = np.floor(y / self._cell[1] + ny / 2.0).astype(np.int64)
-        keep = inside & (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
-        if self.geometry.readout == "layers":
-            n_layers = len(self.geometry.layers)
-            cell = (ix * ny + iy) * n_layers + spots.layer
-            per_shower = nx * ny * n_layers
+        def each(values: np.ndarray) -> np.ndarray:  # a value per shower, per spot
+            return np.repeat(values[a:b].astype(_F32), per_shower)
+
+        # Depth of the axis point, perpendicular X0, uniform within the step.
+        depth = rng.random(m, dtype=_F32)
+        if plan.perpendicular:
+            depth *= _F32(self.step_X0)
         else:
-            cell = ix * ny + iy
-            per_shower = nx * ny
-        flat = spots.shower[keep] * per_shower + cell[keep]
-        out = np.bincount(flat, visible[keep], minlength=n * per_shower)
-        out[out < self.min_cell_energy] = 0.0
-        return out.astype(np.float32).reshape((n, *self.geometry.shape))
+            depth *= each(plan.depth_step)
+        depth += np.repeat(plan.depth0[a:b].ravel(), counts)
+        axis_layer = self._x0_map.layer(depth)
 
-    def _layer_of(self, z: np.ndarray) -> np.ndarray:
-        """Index of the layer containing perpendicular depth z (mm); -1 behind the last."""
-        layer = np.searchsorted(self._z_mm, z, side="right") - 1
-        return np.where(layer >= len(self._f_e), -1, layer)
+        # Radius (Moliere radii of the layer at the axis point) and azimuth: core or tail
+        # radius by the step's binomial split; r = R sqrt(u / (1 - u)).
+        core = plan.core[a:b].ravel()
+        radius = np.repeat(
+            np.stack([plan.Rc[a:b].ravel(), plan.Rt[a:b].ravel()], axis=1).ravel(),
+            np.stack([core, counts - core], axis=1).ravel(),
+        )
+        radius *= self._rm_mm[axis_layer]
+        u = rng.random(m, dtype=_F32)
+        radius *= np.sqrt(u / (_F32(1.0) - u))
+        phi = rng.random(m, dtype=_F32)
+        phi *= _F32(2.0 * np.pi)
+        off1 = radius * np.cos(phi)
+        off2 = radius * np.sin(phi)
+        e_mean = np.repeat(plan.e_spot[a:b].ravel(), counts)
+
+        z_axis = None
+        if with_z or not plan.perpendicular:
+            z_axis = self._x0_map.convert(depth, axis_layer)
+        if plan.perpendicular:
+            # Along the depth axis the lateral offsets are x and y themselves.
+            x, y = off1, off2
+            if plan.entry.any():
+                x += each(plan.entry[:, 0])
+                y += each(plan.entry[:, 1])
+            return _Cloud(shower, x, y, z_axis, axis_layer, e_mean)
+
+        # Along the axis to perpendicular depth z, then the lateral offsets along two unit
+        # vectors orthogonal to the track; terms whose coefficient is zero for the whole
+        # batch (theta tracks lie in the (y, depth) plane) are skipped.
+        assert z_axis is not None
+        d = plan.direction
+        e1, e2 = _transverse_basis(d)
+        path = z_axis / each(d[:, 2])  # mm along the track
+
+        def coordinate(
+            start: np.ndarray, terms: tuple[tuple[np.ndarray, np.ndarray], ...]
+        ) -> np.ndarray:
+            for coefficient, factor in terms:
+                if coefficient[a:b].any():
+                    start += each(coefficient) * factor
+            return start
+
+        lateral = ((e1[:, 0], off1), (e2[:, 0], off2))
+        x = coordinate(each(plan.entry[:, 0]), ((d[:, 0], path), *lateral))
+        lateral = ((e1[:, 1], off1), (e2[:, 1], off2))
+        y = coordinate(each(plan.entry[:, 1]), ((d[:, 1], path), *lateral))
+        z = coordinate(z_axis, ((e1[:, 2], off1), (e2[:, 2], off2)))  # z_axis = path * cos
+        np.maximum(z, 0.0, out=z)  # lateral spread in front of the face: first layer
+        return _Cloud(shower, x, y, z, self._mm_map.layer(z), e_mean)
+
+    def _cell_keys(
+        self,
+        shower: np.ndarray,
+        x: np.ndarray,
+        y: np.ndarray,
+        layer: np.ndarray,
+        n: int,
+        per_shower: int,
+    ) -> np.ndarray:
+        """Flat index of each spot's cell over `n` showers of `per_shower` keys; spots
+        outside the grid or behind the calorimeter get the index n * per_shower."""
+        nx, ny = self._nxy
+        fx = x * _F32(1.0 / self._cell[0])
+        fx += _F32(nx / 2.0)
+        fy = y * _F32(1.0 / self._cell[1])
+        fy += _F32(ny / 2.0)
+        inside = (fx >= 0) & (fx < nx) & (fy >= 0) & (fy < ny) & (layer < self._n_layers)
+        key = fx.astype(np.intp)  # truncation is floor where inside
+        key *= ny
+        key += fy.astype(np.intp)
+        depth_keys = per_shower // (nx * ny)
+        if self._per_layer:
+            key *= depth_keys
+            key += layer
+        elif depth_keys > 1:
+            key *= depth_keys
+            key += self._f_class[layer]
+        key += shower * per_shower
+        return np.where(inside, key, n * per_shower)
+
+    def _deposit_per_cell(
+        self,
+        cloud: _Cloud,
+        plan: _Plan,
+        a: int,
+        b: int,
+        offset: np.ndarray,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The cells hit in showers [a, b) (flat index from shower a, ascending) and their
+        visible energies (GeV): the spots' mean energies summed per cell, then one Gamma draw
+        per cell (step 5)."""
+        n = b - a
+        x, y = cloud.x, cloud.y
+        if offset.any():
+            per_shower = np.bincount(cloud.shower, minlength=n)
+            x = x + np.repeat(offset[:, 0], per_shower)
+            y = y + np.repeat(offset[:, 1], per_shower)
+        keys = self._keys_per_shower
+        key = self._cell_keys(cloud.shower, x, y, cloud.layer, n, keys)
+        mean = np.bincount(key, cloud.e_mean, minlength=n * keys + 1)[:-1]
+        hit = np.flatnonzero(mean != 0)  # on a mask: several times faster
+        c2 = self.stochastic_term**2
+        if self._per_layer:
+            layer = hit % self._n_layers
+            f_class = self._f_class[layer]
+        else:
+            f_class = hit % self._n_classes
+        group = (hit // keys) * self._n_classes + f_class
+        deposit = self._fluctuate(mean[hit] / c2, group, n * self._n_classes, plan, rng) * c2
+        if self._per_layer:
+            deposit *= self._f_e[layer]
+        else:
+            deposit *= self._class_f_e[f_class]
+            hit //= self._n_classes
+        deposit *= plan.scale[a:b][hit // self.geometry.n_cells]
+        if not self._per_layer and self._n_classes > 1:
+            # Summed readout: the classes of one cell are neighbours; add them up.
+            first = np.flatnonzero(np.diff(hit, prepend=-1))
+            hit, deposit = hit[first], np.add.reduceat(deposit, first)
+        return hit, deposit
+
+    def _fluctuate(
+        self,
+        shape: np.ndarray,
+        group: np.ndarray,
+        n_groups: int,
+        plan: _Plan,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Independent Gamma(shape) draws (unit scale), the entries labelled by group
+        (shower and sampling-fraction class).
+
+        Drawn as each group's total, Gamma(sum of its shapes), from the showers' stream
+        `rng`, split by Gamma draws from the spots' stream normalised to one (a Dirichlet
+        split): the same joint distribution, and a shower's visible energy keeps its
+        fluctuation when the spots are redrawn."""
+        draws = plan.spot_rng.standard_gamma(shape)
+        total_shape = np.bincount(group, shape, minlength=n_groups)
+        drawn = np.bincount(group, draws, minlength=n_groups)
+        total = rng.standard_gamma(total_shape)
+        factor = np.divide(total, drawn, out=np.zeros(n_groups), where=drawn > 0)
+        draws *= factor[group]
+        return draws
+
+    def _deposit_per_spot(
+        self,
+        cloud: _Cloud,
+        plan: _Plan,
+        a: int,
+        b: int,
+        offset: np.ndarray,
+        rng: np.random.Generator,
+    ) -> np.ndarray:
+        """Visible cell energies (n, n_cells) float64 of images centred on their barycentre:
+        every spot its own Gamma draw (step 5)."""
+        n = b - a
+        c2 = self.stochastic_term**2
+        inside = cloud.layer < self._n_layers
+        visible = np.zeros(len(inside))
+        group = cloud.shower[inside] * self._n_classes + self._f_class[cloud.layer[inside]]
+        shape = cloud.e_mean[inside] / c2
+        visible[inside] = self._fluctuate(shape, group, n * self._n_classes, plan, rng)
+        visible *= c2
+        visible *= self._f_e[cloud.layer]
+        visible *= plan.scale[a:b][cloud.shower]
+        x, y = _centred(cloud.shower, visible, cloud.x, cloud.y, n)
+        per_shower = np.bincount(cloud.shower, minlength=n)
+        x += np.repeat(offset[:, 0], per_shower)
+        y += np.repeat(offset[:, 1], per_shower)
+        cells = self.geometry.n_cells
+        key = self._cell_keys(cloud.shower, x, y, cloud.layer, n, cells)
+        return np.bincount(key, visible, minlength=n * cells + 1)[:-1]
+
+
+def _centred(
+    shower: np.ndarray, visible: np.ndarray, x: np.ndarray, y: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """x and y less their shower's barycentre, weighted by the visible energy."""
+    w = np.bincount(shower, visible, minlength=n)
+    w = np.where(w > 0, w, 1.0)
+    bx = np.bincount(shower, visible * x, minlength=n) / w
+    by = np.bincount(shower, visible * y, minlength=n) / w
+    return x - bx[shower].astype(x.dtype), y - by[shower].astype(y.dtype)
 
 
 def _transverse_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
