@@ -8,7 +8,8 @@ import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ def _simulate_sparse(
     of a clic-angle-51 image), which keeps the inter-process copy small."""
     batch = _simulate_batch(geometry, ranges, particle, seed, start, size, calibration)
     flat = batch.showers.reshape(-1)
-    index = np.flatnonzero(flat)
+    index = np.flatnonzero(flat != 0)
+    if flat.size < 2**31:
+        index = index.astype(np.int32)
     return index, flat[index], dict(batch.conditions)
 
 
@@ -65,6 +68,25 @@ def _densify(
     showers = np.zeros(len(conditions["energy"]) * geometry.n_cells, dtype=np.float32)
     showers[index] = values
     return Batch(showers.reshape((-1, *geometry.shape)), conditions)
+
+
+class _Job:
+    """One batch to make: its arguments, the worker's future, or the batch once made here."""
+
+    def __init__(self, args: tuple[Any, ...], future: Future[Any]) -> None:
+        self.args = args
+        self.future = future
+        self.batch: Batch | None = None
+
+    def take_over(self) -> bool:
+        """Make the batch in this process if no worker has started it."""
+        if self.batch is None and self.future.cancel():
+            self.batch = _simulate_batch(*self.args)
+            return True
+        return False
+
+    def result(self, geometry: Geometry) -> Batch:
+        return self.batch if self.batch is not None else _densify(geometry, self.future.result())
 
 
 def simulate_batches(
@@ -85,7 +107,9 @@ def simulate_batches(
     from `first_index`), so the showers do not depend on `workers`, and appending 1000 showers
     to a file of 1000 gives the same file as simulating 2000 at once. With `workers > 1` the
     batches are simulated in that many processes, at most two per worker in flight, so memory
-    stays bounded however many showers are made.
+    stays bounded however many showers are made. This process makes the first batch while
+    the workers start, and later ones that no worker has started whenever the next batch in
+    order is not ready, rather than wait.
     """
     if n < 0 or batch_size <= 0 or workers < 1:
         raise CaloforgeError(
@@ -101,6 +125,13 @@ def simulate_batches(
             yield _simulate_batch(*job)
         return
     context = multiprocessing.get_context("forkserver")
+    # Workers are forked from a server that has imported this module (numpy, scipy, h5py:
+    # about half a second of CPU) once, rather than each importing it; the server imports
+    # while this process makes the first batch.
+    context.set_forkserver_preload(["__main__", __name__])
+    with signals_held():
+        forkserver.ensure_running()
+    first = _simulate_batch(*jobs[0])
     # The workers end with this process, even when it is killed by SIGKILL.
     with ProcessPoolExecutor(
         max_workers=workers,
@@ -108,14 +139,26 @@ def simulate_batches(
         initializer=die_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
-        pending: deque[Future[tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]] = deque()
-        for job in jobs:
-            with signals_held():  # a submit may start a worker
-                pending.append(pool.submit(_simulate_sparse, *job))
-            if len(pending) >= 2 * workers:
-                yield _densify(geometry, pending.popleft().result())
+        todo = deque(jobs[1:])
+        pending: deque[_Job] = deque()
+
+        def submit() -> None:
+            while todo and len(pending) < 2 * workers:
+                args = todo.popleft()
+                with signals_held():  # a submit may start a worker
+                    pending.append(_Job(args, pool.submit(_simulate_sparse, *args)))
+
+        submit()
+        yield first
         while pending:
-            yield _densify(geometry, pending.popleft().result())
+            head = pending[0]
+            if head.batch is None and not head.future.done():
+                # Rather than wait, make a batch that no worker has started.
+                if not any(job.take_over() for job in pending):
+                    wait([head.future], return_when=FIRST_COMPLETED)
+                continue
+            yield pending.popleft().result(geometry)
+            submit()
 
 
 ENGINES = ("gflash", "geant4")
