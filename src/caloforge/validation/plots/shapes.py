@@ -218,7 +218,11 @@ def plot_radial_profile(c: Comparison) -> Figure:
     step = min(g.cell_size_mm)
     edges = np.arange(0.0, half + step, step)
     (dr, er), (dg, eg) = (radial_profile(image, g, edges) for image in c.mean_images)
-    fr, fg = (np.cumsum(e) / max(e.sum(), 1e-300) for e in (er, eg))
+    # Of the whole shower's energy, the grid's corners beyond the last ring included.
+    fr, fg = (
+        np.cumsum(e) / max(float(np.sum(image)), 1e-300)
+        for e, image in zip((er, eg), c.mean_images, strict=True)
+    )
     fig = new_figure("Radial profile about the shower axis", c, 12.4, 5.6)
     grid = fig.add_gridspec(1, 2)
     to_rm: Mapping = (lambda r: r / rm, lambda u: u * rm)
