@@ -225,16 +225,10 @@ class ShowerSimulator:
             # in its cell the particle hit.
             offset = ((rng.random((n, 2)) - 0.5) * self._cell).astype(_F32)
         per_spot = self.geometry.has_condition("theta")
+        deposit = self._deposit_per_spot if per_spot else self._deposit_per_cell
         for a, b in self._chunks(plan):
             cloud = self._place(plan, a, b)
-            if per_spot:
-                cells = self._deposit_per_spot(cloud, plan, a, b, offset[a:b], rng)
-                hit = np.flatnonzero(cells != 0)  # on a mask: several times faster
-                energy = cells[hit]
-            else:
-                hit, energy = self._deposit_per_cell(cloud, plan, a, b, offset[a:b], rng)
-            keep = energy >= self.min_cell_energy
-            out[a:b].reshape(-1)[hit[keep]] = energy[keep]
+            deposit(cloud, plan, a, b, offset[a:b], rng, out[a:b].reshape(-1))
         return out.reshape((n, *self.geometry.shape))
 
     def spots(self, conditions: Mapping[str, np.ndarray], rng: np.random.Generator) -> Spots:
@@ -450,10 +444,10 @@ class ShowerSimulator:
         b: int,
         offset: np.ndarray,
         rng: np.random.Generator,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The cells hit in showers [a, b) (flat index from shower a, ascending) and their
-        visible energies (GeV): the spots' mean energies summed per cell, then one Gamma draw
-        per cell (step 5)."""
+        out: np.ndarray,
+    ) -> None:
+        """Write the visible cell energies (GeV) of showers [a, b) into `out` (flat, zeros):
+        the spots' mean energies summed per cell, then one Gamma draw per cell (step 5)."""
         n = b - a
         x, y = cloud.x, cloud.y
         if offset.any():
@@ -482,7 +476,8 @@ class ShowerSimulator:
             # Summed readout: the classes of one cell are neighbours; add them up.
             first = np.flatnonzero(np.diff(hit, prepend=-1))
             hit, deposit = hit[first], np.add.reduceat(deposit, first)
-        return hit, deposit
+        keep = deposit >= self.min_cell_energy
+        out[hit[keep]] = deposit[keep]
 
     def _fluctuate(
         self,
@@ -499,7 +494,7 @@ class ShowerSimulator:
         `rng`, split by Gamma draws from the spots' stream normalised to one (a Dirichlet
         split): the same joint distribution, and a shower's visible energy keeps its
         fluctuation when the spots are redrawn."""
-        draws = plan.spot_rng.standard_gamma(shape)
+        draws = plan.spot_rng.standard_gamma(shape.astype(_F32), dtype=_F32).astype(np.float64)
         total_shape = np.bincount(group, shape, minlength=n_groups)
         drawn = np.bincount(group, draws, minlength=n_groups)
         total = rng.standard_gamma(total_shape)
@@ -515,9 +510,10 @@ class ShowerSimulator:
         b: int,
         offset: np.ndarray,
         rng: np.random.Generator,
-    ) -> np.ndarray:
-        """Visible cell energies (n, n_cells) float64 of images centred on their barycentre:
-        every spot its own Gamma draw (step 5)."""
+        out: np.ndarray,
+    ) -> None:
+        """Write the visible cell energies (GeV) of showers [a, b) into `out` (flat, zeros),
+        images centred on their barycentre: every spot its own Gamma draw (step 5)."""
         n = b - a
         c2 = self.stochastic_term**2
         inside = cloud.layer < self._n_layers
@@ -532,9 +528,13 @@ class ShowerSimulator:
         per_shower = np.bincount(cloud.shower, minlength=n)
         x += np.repeat(offset[:, 0], per_shower)
         y += np.repeat(offset[:, 1], per_shower)
-        cells = self.geometry.n_cells
-        key = self._cell_keys(cloud.shower, x, y, cloud.layer, n, cells)
-        return np.bincount(key, visible, minlength=n * cells + 1)[:-1]
+        outside = n * self.geometry.n_cells
+        key = self._cell_keys(cloud.shower, x, y, cloud.layer, n, outside // n)
+        inside = key < outside
+        # Adding in place, the spots outside add nothing to the first cell.
+        np.add.at(out, np.where(inside, key, 0), np.where(inside, visible, 0.0).astype(_F32))
+        low = out[key[inside]] < self.min_cell_energy
+        out[key[inside][low]] = 0.0
 
 
 def _centred(
