@@ -3,6 +3,7 @@ the machine's instruction sets (no compiled backend needed: a stand-in runs the 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 from pathlib import Path
 
@@ -128,3 +129,34 @@ def test_the_eager_estimate_scales_with_the_showers():
     pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
     small, large = eager_seconds(pipeline, 8), eager_seconds(pipeline, 8_000)
     assert 0 < small < large and large / small > 100  # noisy timings, same order as 1000x
+
+
+def test_auto_takes_int8_where_its_verdict_allows_and_the_run_repays_its_set_up(monkeypatch):
+    from caloforge.generation import auto
+    from caloforge.generation.int8 import cache
+
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
+    verdict = cache.Verdict(
+        holds=True,
+        int8_layers=3,
+        layers=4,
+        speedup=2.0,
+        seed=7,
+        calibration_showers=512,
+        library="openvino + nncf",
+        fp32_seconds_per_shower=0.01,  # int8 saves 5 ms a shower
+        setup_seconds=50.0,  # repaid from 10 000 showers on
+    )
+    found = {"verdict": verdict}
+    monkeypatch.setattr(cache, "int8_verdict", lambda *a, **k: found["verdict"])
+    monkeypatch.setattr(auto, "openvino_available", lambda: True)
+    monkeypatch.setattr(auto, "eager_seconds", lambda pipeline, showers: 1e3)  # not short
+    choice = auto.choose_backend(pipeline)  # bench: no run length, steady speed decides
+    assert (choice.backend, choice.seed) == ("int8", 7) and "guard held" in choice.reason
+    assert auto.choose_backend(pipeline, showers=20_000).backend == "int8"
+    choice = auto.choose_backend(pipeline, showers=5_000)
+    assert choice.backend == "compiled"
+    assert "would save about 25 s on 5000 showers, less than the 50 s" in choice.reason
+    for change in ({"holds": False}, {"int8_layers": 0}, {"speedup": 1.05}):
+        found["verdict"] = dataclasses.replace(verdict, **change)
+        assert auto.choose_backend(pipeline, showers=10**6).backend == "compiled", change

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -648,6 +649,7 @@ def test_building_int8_keeps_a_verdict_that_auto_reads(monkeypatch, capsys):
         next(other.generator.parameters()).add_(1e-3)  # other weights: another checkpoint
     assert int8_verdict(pipeline.generator, pipeline.transform) is None
     assert auto.choose_backend(pipeline).backend == "compiled"  # int8 never tried here
+    started = time.perf_counter()
     pipeline.set_backend("int8", seed=5, progress=True)
     err = capsys.readouterr().err
     for phase in ("exporting the generator", "fp32 reference showers", "searching which of"):
@@ -658,6 +660,9 @@ def test_building_int8_keeps_a_verdict_that_auto_reads(monkeypatch, capsys):
     report = pipeline.forward.report
     assert verdict.holds == report.holds and verdict.int8_layers == len(report.int8_layers)
     assert verdict.speedup == pipeline.forward.speedup and verdict.speedup > 0
+    assert verdict.fp32_seconds_per_shower > 0 and verdict.setup_seconds > 0
+    searched = pipeline.forward.report.seconds  # not in the set-up a later run pays
+    assert verdict.setup_seconds < time.perf_counter() - started - searched
     assert int8_verdict(other.generator, other.transform) is None
     assert int8_verdict(pipeline.generator, pipeline.transform, threads=7) is None
 

@@ -2,9 +2,11 @@
 any work and said out loud.
 
 - CPU: `int8` where its accuracy guard already passed for this checkpoint on this CPU, with
-  these libraries and thread count, and the int8 model was measured faster than the fp32 one
-  by `INT8_MIN_SPEEDUP` (the verdict `caloforge.generation.int8.cache` keeps when an int8
-  backend is built); else `compiled` (OpenVINO fp32 where installed, else Inductor where a
+  these libraries and thread count, the int8 model was measured faster than the fp32 one by
+  `INT8_MIN_SPEEDUP`, and, where the number of showers is known, the time it saves on them
+  exceeds its set-up (export, guard, quantization: tens of seconds to minutes), all as
+  measured when int8 was last built (the verdict `caloforge.generation.int8.cache` keeps);
+  else `compiled` (OpenVINO fp32 where installed, else Inductor where a
   C++ compiler is found); else `eager`. int8 is never tried on the way: its guard search
   takes minutes, so it runs only when asked for (`--backend int8`), once per checkpoint.
 - GPU: `bf16` where the GPU does bfloat16 natively (compute capability 8.0 or newer),
@@ -80,7 +82,7 @@ def choose_backend(pipeline: ShowerPipeline, showers: int | None = None) -> Back
         return _gpu_choice(device)
     if device.type != "cpu":
         return BackendChoice("eager", f"no compiled backend for device type '{device.type}'")
-    return _cpu_choice(pipeline)
+    return _cpu_choice(pipeline, showers)
 
 
 def eager_seconds(pipeline: ShowerPipeline, showers: int, probe: int = 8) -> float:
@@ -120,22 +122,27 @@ def _gpu_choice(device: torch.device) -> BackendChoice:
     return BackendChoice("eager", f"{name}: torch.compile needs Triton, which is not installed")
 
 
-def _cpu_choice(pipeline: ShowerPipeline) -> BackendChoice:
+def _cpu_choice(pipeline: ShowerPipeline, showers: int | None) -> BackendChoice:
     from caloforge.generation.int8.cache import int8_verdict
 
     verdict = int8_verdict(pipeline.generator, pipeline.transform)
+    int8_note = (
+        "int8 not checked for this checkpoint here yet: `--backend int8` runs its accuracy "
+        "guard once, and auto uses int8 afterwards where it holds and is faster"
+    )
     if verdict is not None and verdict.usable(INT8_MIN_SPEEDUP):
-        return BackendChoice(
-            "int8",
-            f"its accuracy guard passed for this checkpoint on this CPU ({verdict.describe()})",
-            seed=verdict.seed,
-        )
-    if verdict is None:
+        saving = verdict.saving(showers) if showers is not None else None
+        if saving is None or verdict.setup_seconds is None or saving > verdict.setup_seconds:
+            return BackendChoice(
+                "int8",
+                f"its accuracy guard passed for this checkpoint on this CPU ({verdict.describe()})",
+                seed=verdict.seed,
+            )
         int8_note = (
-            "int8 not checked for this checkpoint here yet: `--backend int8` runs its accuracy "
-            "guard once, and auto uses int8 afterwards where it holds and is faster"
+            f"int8 not used: it would save about {saving:.0f} s on {showers} showers, less "
+            f"than the {verdict.setup_seconds:.0f} s its set-up took here ({verdict.describe()})"
         )
-    else:
+    elif verdict is not None:
         int8_note = f"int8 not used: {verdict.describe()}"
     if openvino_available():
         return BackendChoice("compiled", f"OpenVINO fp32 on the CPU; {int8_note}")

@@ -185,6 +185,8 @@ class ShowerPipeline:
                 seed=seed,
                 calibration_showers=len(next(iter(calibration.values()))),
                 library=report.library,
+                fp32_seconds_per_shower=quantized.fp32_seconds_per_shower,
+                setup_seconds=quantized.setup_seconds,
             )
             write_verdict(cache, key, verdict, lambda line: None)
         return quantized

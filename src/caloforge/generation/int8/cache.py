@@ -167,7 +167,9 @@ class Verdict:
     holds: the guard held with the choice made; int8_layers / layers: how many layers run
     int8 of those that could; speedup: time of the fp32 graph over that of the int8 model on
     a calibration batch (None where not timed); seed, calibration_showers: the calibration set
-    it was judged on (building int8 again with them reuses the kept choice).
+    it was judged on (building int8 again with them reuses the kept choice);
+    fp32_seconds_per_shower: the fp32 graph's time there; setup_seconds: what building int8
+    took besides the search (what a later run pays before its first batch).
     """
 
     holds: bool
@@ -177,6 +179,15 @@ class Verdict:
     seed: int
     calibration_showers: int
     library: str
+    fp32_seconds_per_shower: float | None = None
+    setup_seconds: float | None = None
+
+    def saving(self, showers: int) -> float | None:
+        """Seconds int8 saves over the fp32 graph on `showers` showers, as timed when it was
+        built (None where not timed)."""
+        if not self.speedup or self.fp32_seconds_per_shower is None:
+            return None
+        return showers * self.fp32_seconds_per_shower * (1.0 - 1.0 / self.speedup)
 
     def usable(self, min_speedup: float) -> bool:
         """Whether `auto` may run int8: the guard held, some layer is int8, and the int8 model
