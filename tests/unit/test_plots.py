@@ -311,3 +311,14 @@ def test_every_feature_histogram_has_a_y_label(clic):
         assert ax.get_ylabel().startswith("normalised"), ax.get_xlabel()
         assert ax.get_yticks().size > 0
     assert any(ax.get_ylabel() == "normalised [1/mm]" for ax in shown)
+
+
+def test_projections_are_drawn_in_mm_and_radiation_lengths(clic):
+    g = clic.geometry
+    figure = plot_projections_mean(clic)
+    images = [ax for ax in figure.axes if ax.get_xlabel()]
+    assert {ax.get_xlabel() for ax in images} == {"x [mm]", "depth [X0]"}
+    depth = next(ax for ax in images if ax.get_xlabel() == "depth [X0]")
+    assert depth.get_xlim() == pytest.approx((0.0, g.depth_X0))
+    half = 0.5 * g.shape[0] * g.cell_size_mm[0]  # the xz panel: x along its vertical axis
+    assert depth.get_ylim() == pytest.approx((-half, half))

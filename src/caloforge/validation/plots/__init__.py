@@ -126,7 +126,8 @@ PLOTS: tuple[PlotSpec, ...] = (
         "projections_mean",
         "Averaged 2D projections",
         "Mean shower of the subsample (projected on xy, xz and yz where it has depth; log "
-        "colour scale), and generated / reference.",
+        "colour scale; x and y in mm, the depth in radiation lengths X0), and generated / "
+        "reference (values beyond 0.5-1.5 in the end colours).",
         plot_projections_mean,
     ),
     PlotSpec(

@@ -12,6 +12,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
 
+from caloforge.geometry import Geometry
 from caloforge.validation.features import SPARSITY_ALPHAS
 from caloforge.validation.formatting import measured_text
 from caloforge.validation.plots.base import (
@@ -27,6 +28,7 @@ from caloforge.validation.plots.base import (
     shared_edges,
     styled,
 )
+from caloforge.validation.plots.shapes import cell_edges_mm, layer_edges_X0
 
 
 # --- cell-level: SSIM and projections ------------------------------------------------------------
@@ -79,14 +81,20 @@ def plot_ssim_scan(c: Comparison) -> Figure:
     return fig
 
 
-def _projections(image: np.ndarray) -> list[tuple[str, np.ndarray, str, str]]:
-    """(name, 2D array with rows on the vertical axis, x label, y label) per projection."""
+Projection = tuple[str, np.ndarray, np.ndarray, np.ndarray, str, str]
+
+
+def _projections(image: np.ndarray, geometry: Geometry) -> list[Projection]:
+    """(name, 2D array with rows on the vertical axis, x edges, y edges, x label, y label)
+    per projection: x and y in mm, the depth in radiation lengths."""
+    x, y = cell_edges_mm(geometry, 0), cell_edges_mm(geometry, 1)
     if image.ndim == 2:
-        return [("xy", image.T, "x (cell)", "y (cell)")]
+        return [("xy", image.T, x, y, "x [mm]", "y [mm]")]
+    z = layer_edges_X0(geometry)
     return [
-        ("xy (summed over z)", image.sum(axis=2).T, "x (cell)", "y (cell)"),
-        ("xz (summed over y)", image.sum(axis=1), "z (layer)", "x (cell)"),
-        ("yz (summed over x)", image.sum(axis=0), "z (layer)", "y (cell)"),
+        ("xy (summed over z)", image.sum(axis=2).T, x, y, "x [mm]", "y [mm]"),
+        ("xz (summed over y)", image.sum(axis=1), z, x, "depth [X0]", "x [mm]"),
+        ("yz (summed over x)", image.sum(axis=0), z, y, "depth [X0]", "y [mm]"),
     ]
 
 
@@ -104,18 +112,18 @@ def _image(
     data: np.ndarray,
     norm: Normalize,
     title: str,
-    labels: tuple[str, str],
+    projection: Projection,
     *,
     cmap: str | None = None,
     bar: str = "energy [GeV]",
 ) -> None:
+    """`data` drawn on the cells of `projection` (its edges and labels)."""
+    _, _, x_edges, y_edges, x_label, y_label = projection
     shown = np.where(data > 0, data, np.nan) if cmap is None else data
-    image = ax.imshow(
-        shown, origin="lower", norm=norm, cmap=cmap, aspect="auto", interpolation="nearest"
-    )
+    image = ax.pcolormesh(x_edges, y_edges, np.ma.masked_invalid(shown), norm=norm, cmap=cmap)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel(labels[0])
-    ax.set_ylabel(labels[1])
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     ax.minorticks_off()
     # A ratio map's colour scale is fixed: triangles at the bar's ends mark that values
     # beyond it are drawn in the end colours.
@@ -142,15 +150,15 @@ def _projection_figure(
 ) -> Figure:
     """Reference, generated (and their ratio) side by side: one row each for showers with
     depth (xy, xz, yz in columns), one row of panels for depth-summed images."""
-    pr, pg = _projections(images[0]), _projections(images[1])
+    pr, pg = (_projections(image, c.geometry) for image in images)
     ratio_title = f"{c.labels[1]} / {c.labels[0]}"
     if len(pr) == 1:
-        (name, a, xl, yl), (_, b, _, _) = pr[0], pg[0]
+        a, b = pr[0][1], pg[0][1]
         fig = new_figure(title, c, 12.4 if ratio else 8.6, 4.3)
         axes = fig.subplots(1, 3 if ratio else 2)
         norm = _log_norm(a, b)
         for ax, data, label in zip(axes, (a, b), titles, strict=False):
-            _image(fig, ax, data, norm, f"{label}: {name}", (xl, yl))
+            _image(fig, ax, data, norm, f"{label}: {pr[0][0]}", pr[0])
         if ratio:
             _image(
                 fig,
@@ -158,7 +166,7 @@ def _projection_figure(
                 _ratio_image(a, b),
                 Normalize(0.5, 1.5),
                 ratio_title,
-                (xl, yl),
+                pr[0],
                 cmap="RdBu_r",
                 bar=_RATIO_BAR,
             )
@@ -171,17 +179,17 @@ def _projection_figure(
     ):
         subfig.suptitle(label, x=0.01, ha="left", fontsize=11)
         axes = subfig.subplots(1, len(pr))
-        for col, (ax, (name, a, xl, yl), (_, b, _, _)) in enumerate(zip(axes, pr, pg, strict=True)):
+        for col, (ax, p, q) in enumerate(zip(axes, pr, pg, strict=True)):
             if row < 2:
-                _image(subfig, ax, (a, b)[row], norms[col], name, (xl, yl))
+                _image(subfig, ax, (p[1], q[1])[row], norms[col], p[0], p)
             else:
                 _image(
                     subfig,
                     ax,
-                    _ratio_image(a, b),
+                    _ratio_image(p[1], q[1]),
                     Normalize(0.5, 1.5),
-                    name,
-                    (xl, yl),
+                    p[0],
+                    p,
                     cmap="RdBu_r",
                     bar=_RATIO_BAR,
                 )
