@@ -200,7 +200,8 @@ def test_summed_readout_of_layers_with_two_sampling_fractions():
     assert_same_mean(a.reshape(n, -1).max(axis=1), b.reshape(n, -1).max(axis=1))
 
 
-def test_workers_give_the_showers_of_one_process():
+def test_workers_give_the_showers_of_one_process(monkeypatch):
+    monkeypatch.setattr("caloforge.simulation.run.POOL_MIN_CPU_S", 0.0)  # a pool for 60 showers
     geometry = PRESETS["clic-25"]
     ranges = ConditionRanges.for_geometry(geometry, energy=(5.0, 10.0))
     one = list(simulate_batches(geometry, ranges, 60, seed=8, batch_size=8, workers=1))

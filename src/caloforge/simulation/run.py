@@ -6,6 +6,7 @@ import contextlib
 import math
 import multiprocessing
 import os
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -89,6 +90,12 @@ class _Job:
         return self.batch if self.batch is not None else _densify(geometry, self.future.result())
 
 
+# Workers are started only for runs that would take at least this much CPU (seconds) after
+# their first batch: the pool's start costs about one (a server process that imports the
+# simulator, a resource tracker) and about as long before the first result.
+POOL_MIN_CPU_S = 4.0
+
+
 def simulate_batches(
     geometry: Geometry,
     ranges: ConditionRanges,
@@ -107,9 +114,10 @@ def simulate_batches(
     from `first_index`), so the showers do not depend on `workers`, and appending 1000 showers
     to a file of 1000 gives the same file as simulating 2000 at once. With `workers > 1` the
     batches are simulated in that many processes, at most two per worker in flight, so memory
-    stays bounded however many showers are made. This process makes the first batch while
-    the workers start, and later ones that no worker has started whenever the next batch in
-    order is not ready, rather than wait.
+    stays bounded however many showers are made; this process makes batches that no worker
+    has started whenever the next one in order is not ready, rather than wait. Starting the
+    workers costs about a second of CPU: a run whose batches after the first would take
+    less than `POOL_MIN_CPU_S` of CPU here is made in this process alone.
     """
     if n < 0 or batch_size <= 0 or workers < 1:
         raise CaloforgeError(
@@ -120,18 +128,23 @@ def simulate_batches(
         (geometry, ranges, particle, seed, first_index + lo, min(batch_size, n - lo), calibration)
         for lo in range(0, n, batch_size)
     ]
-    if workers == 1 or len(jobs) <= 1:
-        for job in jobs:
+    if not jobs:
+        return
+    start = time.process_time()
+    first = _simulate_batch(*jobs[0])
+    if workers == 1 or (time.process_time() - start) * (len(jobs) - 1) < POOL_MIN_CPU_S:
+        yield first
+        for job in jobs[1:]:
             yield _simulate_batch(*job)
         return
     context = multiprocessing.get_context("forkserver")
     # Workers are forked from a server that has imported this module (numpy, scipy, h5py:
-    # about half a second of CPU) once, rather than each importing it; the server imports
-    # while this process makes the first batch.
+    # more than half a second of CPU) once, rather than each importing it; the server
+    # imports while the caller writes the first batch.
     context.set_forkserver_preload(["__main__", __name__])
     with signals_held():
         forkserver.ensure_running()
-    first = _simulate_batch(*jobs[0])
+    yield first
     # The workers end with this process, even when it is killed by SIGKILL.
     with ProcessPoolExecutor(
         max_workers=workers,
@@ -149,7 +162,6 @@ def simulate_batches(
                     pending.append(_Job(args, pool.submit(_simulate_sparse, *args)))
 
         submit()
-        yield first
         while pending:
             head = pending[0]
             if head.batch is None and not head.future.done():
