@@ -96,14 +96,21 @@ def test_an_independent_sample_passes_and_the_report_is_self_contained(files, tm
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "verdict: PASS" in printed
     doc = json.loads((out / "metrics.json").read_text())
-    assert doc["verdict"] == "pass"
+    # Two samples of one distribution: no verdict may fail, and each figure lies within three
+    # of its errors of its ideal. Not every verdict need be PASS: with 200 showers per set
+    # (tested on 40) the cell classifier's AUC scatters by about 0.07 around 0.5 (0.34, 0.56,
+    # 0.59 and 0.61 for four pairs of seeds), so a draw above the 0.6 tolerance is UNCLEAR,
+    # as it should be; and one seed's resolution 1.4 errors low made all its pairs UNCLEAR.
+    assert doc["verdict"] in ("pass", "unclear") and "verdict: FAIL" not in printed
     assert set(HEADLINE) <= set(doc["headline"])
+    ideal = {"classifier_auc_low_level": 0.5, "classifier_auc_high_level": 0.5}
     for key in HEADLINE:
         entry = doc["headline"][key]
-        assert entry["verdict"] == "pass", (key, entry)
+        assert entry["verdict"] in ("pass", "unclear"), (key, entry)
         assert entry["value"] is not None and entry["error"] is not None, key
+        if key in ideal or key.endswith("_deviation"):
+            assert abs(entry["value"] - ideal.get(key, 0.0)) < 3 * entry["error"], (key, entry)
     assert abs(doc["headline"]["classifier_auc_high_level"]["value"] - 0.5) < 0.1
     assert doc["cell_level"]["subsample"] == 200
     assert doc["reference"]["n_showers"] == N
