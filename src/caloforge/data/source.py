@@ -8,7 +8,9 @@ whatever the file stores.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,15 +90,40 @@ def iter_batches(
 
 
 def require_file(path: str | os.PathLike[str]) -> Path:
-    """`path` as a Path, or an `InputFileError` if it is missing, a folder or empty."""
+    """`path` as a Path, or an `InputFileError` if it is missing (a broken link too), a
+    folder, not a regular file (a pipe or a device, which would block or never end), not
+    readable or empty."""
     p = Path(path)
-    if not p.exists():
-        raise InputFileError(p, "file not found")
-    if p.is_dir():
+    try:
+        info = p.stat()
+    except OSError as exc:
+        if p.is_symlink():
+            target = os.readlink(p)
+            problem = "a symbolic link loop" if exc.errno == errno.ELOOP else "a broken link"
+            raise InputFileError(p, f"{problem} (to {target}); no file to read") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise InputFileError(p, "file not found") from None
+        raise InputFileError(p, f"cannot be read ({exc.strerror})") from None
+    if stat.S_ISDIR(info.st_mode):
         raise InputFileError(p, "is a folder, not a file")
-    if p.stat().st_size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        raise InputFileError(p, f"is {_special(info.st_mode)}, not a regular file")
+    if not os.access(p, os.R_OK):
+        raise InputFileError(p, "no permission to read it")
+    if info.st_size == 0:
         raise InputFileError(p, "file is empty")
     return p
+
+
+def _special(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is, in words."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a special file"
 
 
 def check_showers(

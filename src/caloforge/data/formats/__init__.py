@@ -71,8 +71,30 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         p,
         "unrecognised shower file format",
         expected=f"one of: {', '.join(FORMATS)}",
-        found="none matched (name one with --format if the detection is wrong)",
+        found=f"{_contents(p)}; none matched (name one with --format if the detection is wrong)",
     )
+
+
+def _contents(path: Path) -> str:
+    """What a file of no known format holds, in a few words: its top-level keys."""
+    import zipfile
+
+    import h5py
+
+    def listed(names: list[str]) -> str:
+        shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+        return f"[{shown}]" if names else "nothing"
+
+    try:
+        if h5py.is_hdf5(path):
+            with h5py.File(path, "r") as h5:
+                return f"an HDF5 file holding {listed(list(h5))}"
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                return f"a zip archive holding {listed(archive.namelist())}"
+    except (OSError, zipfile.BadZipFile):
+        pass
+    return "another kind of file"
 
 
 def open_source(

@@ -169,16 +169,27 @@ def open_checked(path: Path, check: Callable[[h5py.File], ForeignSource]) -> For
         raise
 
 
-def dataset(h5: h5py.File, path: Path, key: str, expected: str) -> h5py.Dataset:
-    """The dataset `key`, or an `InputFileError` saying what was expected there."""
+def dataset(
+    h5: h5py.File, path: Path, key: str, expected: str, *, cells: bool = False
+) -> h5py.Dataset:
+    """The dataset `key`, or an `InputFileError` saying what was expected there.
+
+    Conditions may be integers (10 GeV is 10); `cells` (shower arrays) must be floating
+    point, as the canonical reader asks: integer cells are counts or truncated energies
+    (every deposit below one MeV or GeV lost), not energies a model should learn."""
     ds = h5.get(key)
     if not isinstance(ds, h5py.Dataset):
         if isinstance(ds, h5py.Group):
             raise InputFileError(path, "not a dataset", key=key, expected=expected, found="a group")
         raise InputFileError(path, "missing dataset", key=key, expected=expected)
-    if ds.dtype.kind not in "fiub":  # strings, objects, compounds: not numbers
+    kinds = "f" if cells else "fiu"  # not strings, objects, compounds nor booleans
+    if ds.dtype.kind not in kinds:
         raise InputFileError(
-            path, "wrong data type", key=key, expected=expected, found=f"dtype {ds.dtype}"
+            path,
+            "wrong data type",
+            key=key,
+            expected=f"floating-point cell energies {expected}" if cells else expected,
+            found=f"dtype {ds.dtype}",
         )
     return ds
 

@@ -53,7 +53,7 @@ from caloforge.data.formats._foreign import (
     shape_text,
     sniff_hdf5,
 )
-from caloforge.data.source import ShowerSource, iter_batches
+from caloforge.data.source import ShowerSource, iter_batches, require_file
 from caloforge.errors import CaloforgeError, InputFileError
 from caloforge.geometry import Condition, Geometry
 
@@ -132,11 +132,11 @@ class Binning:
 
 def read_binning(path: str | os.PathLike[str]) -> Binning:
     """Parse a CaloChallenge binning XML (one `<Bin>` element of `<Layer>` elements)."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputFileError(path, "binning XML not found")
     try:
+        path = require_file(path)
         root = ET.parse(path).getroot()
+    except InputFileError as exc:
+        raise InputFileError(path, f"binning XML: {exc.problem}") from None
     except ET.ParseError as exc:
         raise InputFileError(path, f"not a valid XML file ({exc})") from None
     bins = root.findall("Bin")
@@ -162,12 +162,19 @@ def _layer(path: Path, element: ET.Element) -> BinningLayer:
         raise InputFileError(path, f"missing attribute {exc}", key=where) from None
     except ValueError as exc:
         raise InputFileError(path, f"bad attribute value ({exc})", key=where) from None
-    if layer.n_bin_alpha < 1 or not edges or (np.diff(edges) <= 0).any() or edges[0] < 0:
+    finite = np.isfinite(edges).all()
+    if (
+        layer.n_bin_alpha < 1
+        or not edges
+        or not finite
+        or (np.diff(edges) <= 0).any()
+        or edges[0] < 0
+    ):
         raise InputFileError(
             path,
             "bad binning",
             key=where,
-            expected="increasing r_edges >= 0 and n_bin_alpha >= 1",
+            expected="increasing finite r_edges >= 0 and n_bin_alpha >= 1",
             found=f"r_edges={list(edges)}, n_bin_alpha={layer.n_bin_alpha}",
         )
     return layer
@@ -238,7 +245,7 @@ def _open(path: Path, **options: Any) -> ForeignSource:
 
 def _source(path: Path, h5: h5py.File, binning: Binning, options: dict[str, Any]) -> ForeignSource:
     n_voxels = binning.n_voxels
-    showers = dataset(h5, path, SHOWERS_KEY, f"(N, {n_voxels}) voxel energies in MeV")
+    showers = dataset(h5, path, SHOWERS_KEY, f"(N, {n_voxels}) in MeV", cells=True)
     if showers.ndim != 2 or showers.shape[1] != n_voxels:
         raise InputFileError(
             path,

@@ -82,7 +82,7 @@ def _open(path: Path, **options: Any) -> ForeignSource:
 
 def _source(path: Path, h5: h5py.File) -> ForeignSource:
     layers = [
-        dataset(h5, path, key, f"(N, {shape[0]}, {shape[1]}) in MeV")
+        dataset(h5, path, key, f"(N, {shape[0]}, {shape[1]}) in MeV", cells=True)
         for key, shape in LAYERS.items()
     ]
     n = int(layers[0].shape[0])

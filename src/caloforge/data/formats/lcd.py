@@ -63,7 +63,7 @@ def _open(path: Path, **options: Any) -> ForeignSource:
 
 def _source(path: Path, h5: h5py.File, options: dict[str, Any]) -> ForeignSource:
     expected = f"{shape_text(('N', *ANGLE_SHAPE))} or {shape_text(('N', *FIXED_SHAPE))}"
-    ecal = dataset(h5, path, ECAL_KEY, expected)
+    ecal = dataset(h5, path, ECAL_KEY, expected, cells=True)
     shape = tuple(ecal.shape[1:])
     if ecal.ndim != 4 or shape not in DEFAULT_ECAL_SCALE:
         raise InputFileError(

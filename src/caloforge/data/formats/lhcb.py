@@ -41,6 +41,7 @@ from caloforge.data.formats._foreign import (
     positive_option,
     shape_text,
 )
+from caloforge.data.source import require_file
 from caloforge.errors import InputFileError
 from caloforge.geometry import PRESETS
 
@@ -107,6 +108,16 @@ def _sniff(path: Path) -> bool:
         with zipfile.ZipFile(path) as archive:
             return f"{IMAGE_KEY}.npy" in archive.namelist()
     except (OSError, zipfile.BadZipFile):
+        # A zip signature but unreadable (truncated: the archive's index is at its end):
+        # claim a .npz, so that opening it names the problem.
+        return path.suffix.lower() == ".npz" and _starts_as_zip(path)
+
+
+def _starts_as_zip(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
         return False
 
 
@@ -123,6 +134,14 @@ def _open(path: Path, **options: Any) -> ForeignSource:
     try:
         image = _member(archive, path, IMAGE_KEY, members)
         n = image.shape[0]
+        if image.dtype.kind != "f":  # as the other readers: integers are not energies
+            raise InputFileError(
+                path,
+                "wrong data type",
+                key=IMAGE_KEY,
+                expected=f"floating-point cell energies ({n}, 30, 30) in MeV",
+                found=f"dtype {image.dtype}",
+            )
         if image.shape[1:] not in (IMAGE_SHAPE, (math.prod(IMAGE_SHAPE),)):
             raise InputFileError(
                 path,
@@ -155,10 +174,7 @@ def _open(path: Path, **options: Any) -> ForeignSource:
 
 
 def _archive(path: Path) -> zipfile.ZipFile:
-    if not path.exists():
-        raise InputFileError(path, "file not found")
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputFileError(path, "file is empty")
+    require_file(path)
     try:
         return zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as exc:
