@@ -81,6 +81,30 @@ def atomic_output(final: PathLike) -> Iterator[Path]:
         raise
 
 
+def copy_file(source: Path, target: Path) -> None:
+    """Copy a file's bytes and permissions; in the kernel where it can (copy_file_range:
+    no pass through this process, and on file systems that share blocks, no copy at all)."""
+    with source.open("rb") as src, target.open("wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        try:
+            copied = 0
+            while copied < size:
+                step = os.copy_file_range(src.fileno(), dst.fileno(), size - copied)
+                if step == 0:
+                    break
+                copied += step
+            if copied < size:
+                raise OSError(errno.EIO, "copy ended early")
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            src.seek(0)
+            dst.seek(0)
+            dst.truncate()
+            shutil.copyfileobj(src, dst, 1 << 20)
+    shutil.copymode(source, target)
+
+
 # --- stale partials ---------------------------------------------------------------------------
 def pid_alive(pid: int) -> bool:
     """Whether a process with this id runs (on this machine)."""
@@ -143,14 +167,20 @@ def check_output(
     """Refuse an output path that cannot be written, before any work is done.
 
     Refused: a file path that is an existing folder (or, `folder=True`, a folder path that is
-    an existing file); a path below a file; a location without write permission; a path that
-    is one of `inputs` (compared through links). `option` names the flag in the message
-    ("-o", "--out"). Returns `final` as a Path.
+    an existing file); an existing device, pipe or socket; a path below a file; a location
+    without write permission; a path that is one of `inputs` (compared through links).
+    `option` names the flag in the message ("-o", "--out"). Returns `final` as a Path.
     """
     final = Path(final)
     label = f"{option} {final}" if option else str(final)
     if not folder and final.is_dir():
         raise OutputError(f"{label}: is a folder; expected the path of a file to write")
+    if final.exists() and not final.is_dir() and not final.is_file():
+        # A device or a pipe (-o /dev/null): the rename into place would replace it.
+        raise OutputError(
+            f"{label}: is a device, pipe or socket, not a regular file; expected the path of "
+            "a file to write"
+        )
     if folder and final.exists() and not final.is_dir():
         raise OutputError(f"{label}: is a file; expected a folder (existing or to create)")
     for path in inputs:
@@ -213,8 +243,7 @@ def os_error_text(exc: BaseException) -> str:
     """A one-line reason for a failed file operation: 'No space left on device (disk full)',
     'Permission denied', ... or the error's first line."""
     number = error_number(exc)
-    if number in _WRITE_FAILURES or number in _HINTS:
-        assert number is not None
+    if number is not None and number > 0:  # the system's words, not HDF5's paragraph
         hint = _HINTS.get(number)
         return os.strerror(number) + (f" ({hint})" if hint else "")
     text = getattr(exc, "strerror", None) or str(exc)

@@ -14,8 +14,9 @@ Layout (format version 1):
               its version, physics list, range cut and whether data files were used)
 
 Every dataset is resizable along N, so a file is written batch by batch and can be appended
-to later. A new file is written under a temporary name and renamed on `close`; appending grows
-the datasets only after a batch is fully written, so a reader never sees a half-written row.
+to later. A new file is written under a temporary name and renamed on `close`. Appending
+copies the file to that name, grows the copy and renames it over the file on `close`: a kill
+at any moment leaves the file as it was, never half-appended.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from caloforge import __version__
 from caloforge._files import (
     check_output,
     commit,
+    copy_file,
     discard,
     os_error_text,
     partial_path,
@@ -95,48 +97,12 @@ class ShowerWriter:
         self.geometry = geometry
         self._partial: Path | None = None
         self._fd: int | None = None
+        self._held: int | None = None  # a descriptor of the file appended to, locked
+        self._n_before: int | None = None  # the showers in it before, when appending
         self._names = geometry.condition_names
         check_output(self.path)
         if append and self.path.exists():
-            remove_stale_partials(self.path)  # what killed runs left beside it
-            existing = open_canonical(self.path)
-            existing.close()
-            if existing.geometry.to_dict() != geometry.to_dict():
-                raise InputFileError(
-                    self.path,
-                    "cannot append showers of another geometry",
-                    key="geometry",
-                    expected=geometry.name,
-                    found=existing.geometry.name,
-                )
-            try:
-                self._file = h5py.File(self.path, "a")
-            except OSError as exc:
-                raise _open_error(self.path, exc, "for appending") from None
-            self._fd = _descriptor(self._file)
-            for key in (SHOWERS_KEY, *self._names):
-                if self._file[key].maxshape[0] is not None:
-                    maxshape = self._file[key].maxshape
-                    self._file.close()
-                    raise InputFileError(
-                        self.path,
-                        "cannot append: the dataset has a fixed number of rows",
-                        key=key,
-                        expected="a dataset resizable along N (maxshape (None, ...)), as "
-                        "caloforge writes them; convert the file to append to the copy",
-                        found=f"maxshape {maxshape}",
-                    )
-            recorded = _provenance_of(self._file)
-            if provenance is not None and recorded != json.loads(json.dumps(provenance)):
-                self._file.close()
-                raise InputFileError(
-                    self.path,
-                    "cannot append showers made another way",
-                    key=PROVENANCE_KEY,
-                    expected=json.dumps(provenance, sort_keys=True),
-                    found=json.dumps(recorded, sort_keys=True),
-                )
-            self.n = int(self._file[SHOWERS_KEY].shape[0])
+            self._open_for_appending(provenance)
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,6 +147,63 @@ class ShowerWriter:
                 chunks=(4096, *tail),
             )
 
+    def _open_for_appending(self, provenance: Mapping[str, Any] | None) -> None:
+        """Check the existing file, then copy it to the partial name and append to the copy,
+        which replaces the file on `close`: a kill, an interrupt or a full disk at any moment
+        leaves the file as it was. The file is locked (flock, as HDF5 locks) until then, so
+        that no other process reads a file about to be replaced or appends beside us."""
+        remove_stale_partials(self.path)  # what killed runs left beside it
+        with open_canonical(self.path) as existing:
+            if existing.geometry.to_dict() != self.geometry.to_dict():
+                raise InputFileError(
+                    self.path,
+                    "cannot append showers of another geometry",
+                    key="geometry",
+                    expected=self.geometry.name,
+                    found=existing.geometry.name,
+                )
+            h5 = existing._h5
+            for key in (SHOWERS_KEY, *self._names):
+                maxshape = h5[key].maxshape
+                if maxshape[0] is not None:
+                    raise InputFileError(
+                        self.path,
+                        "cannot append: the dataset has a fixed number of rows",
+                        key=key,
+                        expected="a dataset resizable along N (maxshape (None, ...)), as "
+                        "caloforge writes them; convert the file to append to the copy",
+                        found=f"maxshape {maxshape}",
+                    )
+            recorded = _provenance_of(h5)
+            if provenance is not None and recorded != json.loads(json.dumps(provenance)):
+                raise InputFileError(
+                    self.path,
+                    "cannot append showers made another way",
+                    key=PROVENANCE_KEY,
+                    expected=json.dumps(provenance, sort_keys=True),
+                    found=json.dumps(recorded, sort_keys=True),
+                )
+            self.n = self._n_before = len(existing)
+        self._held = _hold(self.path)
+        self._partial = partial_path(self.path)
+        try:
+            copy_file(self.path, self._partial)
+            self._file = h5py.File(self._partial, "a")
+        except OSError as exc:
+            self._release_hold()
+            discard(self._partial)
+            self._partial = None
+            raise OutputError(
+                f"{self.path}: cannot append, the copy to append to could not be made "
+                f"({os_error_text(exc)}); the file is unchanged"
+            ) from None
+        self._fd = _descriptor(self._file)
+
+    def _release_hold(self) -> None:
+        if self._held is not None:
+            os.close(self._held)
+            self._held = None
+
     def write(self, batch: Batch) -> None:
         """Append a batch; its conditions must be exactly the geometry's."""
         n = len(batch)
@@ -216,18 +239,12 @@ class ShowerWriter:
 
     def _failed(self, exc: BaseException) -> OutputError:
         """After a write the file system refused: give up the file without another write to
-        the device, remove a new file, and say what happened."""
-        appending = self._partial is None
+        the device, remove the partial, and say what happened."""
         self._release()
         self.abort()
         kept = ""
-        if appending:
-            # Each batch was flushed once written: on disk is the file as of the last one.
-            try:
-                with open_canonical(self.path) as existing:
-                    kept = f"; the file keeps the {len(existing)} showers written before"
-            except CaloforgeError:
-                kept = "; the file may be damaged (it was being appended to)"
+        if self._n_before is not None:
+            kept = f"; the file keeps the {self._n_before} showers it had, none were appended"
         return OutputError(f"{self.path}: writing failed ({os_error_text(exc)}){kept}")
 
     def _release(self) -> None:
@@ -252,9 +269,11 @@ class ShowerWriter:
                 self._partial = None
         except (OSError, RuntimeError) as exc:
             raise self._failed(exc) from None
+        finally:
+            self._release_hold()
 
     def abort(self) -> None:
-        """Close and throw the file away (only a new file; appended rows stay)."""
+        """Close and throw the partial away: no new file, or the appended-to file unchanged."""
         if self._file.id.valid:
             try:
                 self._file.close()
@@ -263,6 +282,7 @@ class ShowerWriter:
         if self._partial is not None:
             discard(self._partial)
             self._partial = None
+        self._release_hold()
 
     def __enter__(self) -> ShowerWriter:
         return self
@@ -288,6 +308,25 @@ def abandon_h5(h5: h5py.File) -> None:
     with contextlib.suppress(OSError, RuntimeError):
         if h5.id.valid:
             h5.close()
+
+
+def _hold(path: Path) -> int:
+    """A descriptor of `path` holding an exclusive flock, the lock HDF5 takes: another
+    process opening the file meets it as a file in use."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise InputFileError(
+            path,
+            "in use: another process has it open (file lock)",
+            expected="a file free for appending",
+            found="locked; wait for the other process to finish",
+        ) from None
+    return fd
 
 
 def _descriptor(h5: h5py.File) -> int | None:
