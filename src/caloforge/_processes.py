@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["die_with_parent", "signals_held"]
+__all__ = ["default_workers", "die_with_parent", "max_workers", "signals_held"]
 
 _PR_SET_PDEATHSIG = 1
 _POLL_S = 0.5
@@ -68,11 +68,21 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
+def max_workers() -> int:
+    """The most worker processes a command accepts: four per core this process may use.
+    More cannot go faster, and each holds its own copy of the work's memory: 100000 of
+    them would bring the machine down."""
+    return 4 * _cores()
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Worker processes for parallel work (simulation, validation features): the cores this
     process may use, at most 8."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, 8))
+    return max(1, min(_cores(), 8))

@@ -88,12 +88,17 @@ def _simulate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from caloforge._files import check_output
+    from caloforge._processes import max_workers
     from caloforge.data.summary import print_summary, summarize
     from caloforge.simulation.run import simulate_to_file
 
     for option, value in (("--batch-size", args.batch_size), ("--workers", args.workers)):
         if value is not None and value <= 0:
             raise CaloforgeError(f"{option} must be a positive integer, got {value}")
+    if args.workers is not None and args.workers > max_workers():
+        raise CaloforgeError(
+            f"--workers {args.workers}: at most {max_workers()} (four per core of this machine)"
+        )
     if args.seed < 0:
         raise CaloforgeError(f"--seed must be a non-negative integer, got {args.seed}")
     if Path(args.geometry).is_file():  # a geometry YAML is an input: never the output

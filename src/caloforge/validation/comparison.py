@@ -75,6 +75,7 @@ def compare(
 
     config = config or ValidationConfig()
     overlap = check_comparable(reference, generated)
+    edges = condition_edges(overlap, config)  # bad bins refused before the features' work
     geometry = reference.geometry
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     timings: dict[str, float] = {}
@@ -122,7 +123,6 @@ def compare(
     del all_features
     warnings = _input_warnings(infos, ref_f, gen_f, overlap, geometry, config)
     ref_s, gen_s = scalar_features(ref_f, geometry), scalar_features(gen_f, geometry)
-    edges = condition_edges(overlap, config)
 
     # Response and resolution over all showers ("all": one bin, the condition a dummy 0) and
     # in bins of each condition.

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from caloforge.config import Check, ConfigError, Root, check_fields, coerce, convert, setting
-from caloforge.errors import CaloforgeError, InputFileError
+from caloforge.errors import CaloforgeError, InputFileError, yaml_problem
 
 ROOT = Root("validation")
 TOLERANCES = ROOT.child("tolerances")
@@ -46,18 +46,39 @@ def _number_at_least_zero(value: Any) -> str | None:
     return "expected a number >= 0"
 
 
+MAX_BINS = 1000
+
+
 def _bins(value: Any) -> str | None:
+    if value is None:
+        return None
     if isinstance(value, int):
+        if value > MAX_BINS:  # each bin is measured in turn: 1e8 of them would never end
+            return f"expected at most {MAX_BINS} bins"
         return None if value >= 1 else "expected at least 1 bin"
+    if len(value) > MAX_BINS + 1:
+        return f"expected at most {MAX_BINS + 1} bin edges"
     if len(value) < 2 or any(b <= a for a, b in itertools.pairwise(value)):
         return "expected at least two increasing bin edges"
+    if not all(math.isfinite(v) for v in value):
+        return "expected finite bin edges"
     return None
+
+
+def _workers(value: Any) -> str | None:
+    from caloforge._processes import max_workers
+
+    if value is not None and isinstance(value, int) and value > max_workers():
+        return f"expected at most {max_workers()} (four per core of this machine)"
+    return _integer_at_least(1)(value)
 
 
 def _two_names(value: Any) -> str | None:
     return None if len(value) == 2 else "expected two names, REFERENCE,GENERATED"
 
 
+# Angle bins where the files have a theta condition and no number or edges are given.
+DEFAULT_THETA_BINS = 3
 PROTOCOLS = ("caloforge", "calochallenge")
 CHALLENGE_CLASSIFIERS = ("low", "low-normed", "high")
 CHALLENGE_DATASETS = ("auto", "1-photons", "1-pions", "2", "3", "other")
@@ -133,9 +154,10 @@ class ValidationConfig:
         check=_bins,
         metavar="N|EDGES",
     )
-    theta_bins: int | tuple[float, ...] = setting(
-        3,
-        "angle bins (geometries with theta): a number or edges in degrees, e.g. 60,90,120",
+    theta_bins: int | tuple[float, ...] | None = setting(
+        None,
+        "angle bins, for files with a theta condition (refused for others): a number or "
+        f"edges in degrees, e.g. 60,90,120 (none: {DEFAULT_THETA_BINS})",
         check=_bins,
         metavar="N|EDGES",
     )
@@ -181,7 +203,7 @@ class ValidationConfig:
     workers: int | None = setting(
         None,
         "processes computing features (none: one per core, at most 8)",
-        check=_integer_at_least(1),
+        check=_workers,
         metavar="N",
     )
     batch_size: int | None = setting(
@@ -272,11 +294,53 @@ def load_config(
     values.update({k: v for k, v in overrides.items() if v is not None})
     merged = {**_as_mapping(file_tolerances, path), **(tolerances or {})}
     try:
-        return coerce(ValidationConfig, {**values, "tolerances": merged}, ROOT, text=True)
+        config = coerce(ValidationConfig, {**values, "tolerances": merged}, ROOT, text=True)
+        _check_protocol(config, {*values, *(["tolerances"] if merged else [])})
     except CaloforgeError as exc:
         if path is not None:
             raise InputFileError(path, str(exc)) from None
         raise
+    return config
+
+
+# The settings the calochallenge protocol reads; it bins, judges and plots as the
+# challenge's code does, so that any other setting given would be silently ignored.
+CHALLENGE_SETTINGS = frozenset(
+    {"protocol", "labels", "max_showers", "seed"}
+    | {f.name for f in dataclasses.fields(ValidationConfig) if f.name.startswith("challenge_")}
+)
+
+
+def _flag(name: str) -> str:
+    """The `caloforge validate` flag of a setting (`add_cli_options`)."""
+    if name == "tolerances":
+        return "--tolerance"
+    default = next(f.default for f in dataclasses.fields(ValidationConfig) if f.name == name)
+    return f"--{'no-' if default is True else ''}{name.replace('_', '-')}"
+
+
+def _check_protocol(config: ValidationConfig, given: set[str]) -> None:
+    """Refuse settings given for the other protocol: ignored, they would look applied."""
+    challenge = config.protocol == "calochallenge"
+    unused = sorted(
+        name
+        for name in given
+        if (name not in CHALLENGE_SETTINGS if challenge else name.startswith("challenge_"))
+    )
+    if not unused:
+        return
+    flags = ", ".join(_flag(name) for name in unused)
+    where = (
+        "not read by --protocol calochallenge, which bins, judges and plots as the "
+        "challenge's code does"
+        if challenge
+        else "read by --protocol calochallenge only"
+    )
+    raise ConfigError(
+        f"validation.{unused[0]} ({flags}): {where}; leave {'them' if len(unused) > 1 else 'it'} "
+        "out",
+        path=ROOT.dotted(unused[0]),
+    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -287,7 +351,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise InputFileError(path, f"not valid YAML ({exc})") from None
+        raise InputFileError(path, f"not valid YAML ({yaml_problem(exc)})") from None
     if not isinstance(data, Mapping):
         raise InputFileError(path, "expected a mapping of settings at the top level")
     return dict(data)

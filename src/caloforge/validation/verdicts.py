@@ -10,12 +10,14 @@ from typing import Literal
 
 import numpy as np
 
+from caloforge.config import ConfigError
 from caloforge.validation import metrics
-from caloforge.validation.config import Tolerances, ValidationConfig
+from caloforge.validation.config import DEFAULT_THETA_BINS, Tolerances, ValidationConfig
 from caloforge.validation.results import (
     SEVERITY,
     CellLevel,
     Headline,
+    Measured,
     ResponseBin,
     VectorMetrics,
     Verdict,
@@ -44,10 +46,19 @@ def condition_edges(
     overlap: Mapping[str, tuple[float, float]], config: ValidationConfig
 ) -> dict[str, np.ndarray]:
     """Bin edges per condition over the overlap of the sets, in the geometry's units (theta
-    in rad; the config gives its edges in degrees)."""
+    in rad; the config gives its edges in degrees). Angle bins asked for files without a
+    theta condition are refused: silently ignored, they would look applied."""
+    if config.theta_bins is not None and "theta" not in overlap:
+        given = config.theta_bins
+        text = str(given) if isinstance(given, int) else ",".join(f"{t:g}" for t in given)
+        raise ConfigError(
+            f"validation.theta_bins (--theta-bins {text}): the files have no theta condition "
+            f"(their conditions: {', '.join(overlap)}); leave the option out",
+            path="validation.theta_bins",
+        )
     edges = {"energy": bin_edges(config.energy_bins, *overlap["energy"], log_if_wide=True)}
     if "theta" in overlap:
-        spec = config.theta_bins
+        spec = DEFAULT_THETA_BINS if config.theta_bins is None else config.theta_bins
         if not isinstance(spec, int):
             spec = tuple(math.radians(t) for t in spec)
         edges["theta"] = bin_edges(spec, *overlap["theta"], log_if_wide=False)
@@ -72,17 +83,18 @@ def verdict(
     absolute: bool = False,
     significance: float = 2.0,
 ) -> Verdict:
-    """'pass' when `value` (|value| if `absolute`) is within `tolerance`; 'fail' when it
-    exceeds it by more than `significance` errors; 'unclear' in between; 'n/a' without a
-    value, 'info' without a tolerance."""
+    """'pass' when `value` (|value| if `absolute`) is within `tolerance` and known to better
+    than it (an error above the tolerance cannot show that a value is within it: too few
+    showers); 'fail' when it exceeds the tolerance by more than `significance` errors;
+    'unclear' otherwise; 'n/a' without a value, 'info' without a tolerance."""
     if value is None or not math.isfinite(value):
         return "n/a"
     if tolerance is None:
         return "info"
     v = abs(value) if absolute else value
-    if v <= tolerance:
-        return "pass"
     e = error if error is not None and math.isfinite(error) else 0.0
+    if v <= tolerance:
+        return "pass" if e <= tolerance else "unclear"
     return "fail" if v - significance * e > tolerance else "unclear"
 
 
@@ -266,6 +278,20 @@ def headline(
             scale,
         )
 
+    def enough(measured: Measured, n: int, what: str) -> Measured:
+        """No value for a distance of sets smaller than min_showers (as a bin's): on a few
+        showers its error is itself too uncertain to read a verdict from."""
+        if measured.value is None or n >= config.min_showers:
+            return measured
+        return Measured(
+            None,
+            None,
+            f"{n} showers per set: too few for a verdict on {what} (validation.min_showers "
+            f"{config.min_showers})",
+        )
+
+    whole = response["all"][0]
+    n_sets = min(whole.n_reference, whole.n_generated)
     low, high = cell.classifier, vector.classifier
     rows = [
         row(
@@ -293,13 +319,14 @@ def headline(
         ("fpd", "FPD (x1e3)", vector.fpd, "Frechet distance"),
         ("kpd", "KPD (x1e3)", vector.kpd, "kernel distance (MMD, degree-4 polynomial kernel)"),
     ):
+        measured = enough(measured, n_sets, key.upper())
         detail = (
             f"{what} of the {vector.n_features}-feature vectors (Kansal et al. 2023)"
             if measured.value is not None
             else measured.reason
         )
         rows.append(row(key, title, measured.value, measured.error, detail, scale=1e3))
-    projection = cell.projection_mse
+    projection = enough(cell.projection_mse, cell.n, "the projection MSE")
     detail = projection.reason
     if projection.value is not None:
         detail = (
