@@ -8,6 +8,7 @@ traceback; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 from os import PathLike
+from typing import Any
 
 
 class CaloforgeError(Exception):
@@ -57,3 +58,22 @@ class ConditionError(CaloforgeError):
 class OutputError(CaloforgeError):
     """An output that cannot be written where asked: a folder or a file in the way, no
     permission, a full disk, an input it would overwrite, or a run folder in use."""
+
+
+def yaml_problem(exc: Any) -> str:
+    """A YAML parser's error (PyYAML's `MarkedYAMLError`, several lines with the text quoted)
+    as one line: "expected ',' or ']', but got '<stream end>' at line 2, column 4"."""
+    problem = getattr(exc, "problem", None)
+    if not problem:
+        lines = str(exc).strip().splitlines()
+        return lines[0] if lines else type(exc).__name__
+    mark = getattr(exc, "problem_mark", None)
+    if mark is None:
+        return str(problem)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def one_line(text: str) -> str:
+    """`text` with its line breaks written as \\n: a message stays one line whatever a
+    value or a file name in it holds."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")

@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from caloforge.errors import ConditionError, GeometryError
+from caloforge.errors import ConditionError, GeometryError, yaml_problem
 
 # Critical energy scale of the Moliere radius, MeV.
 ES_MEV = 21.2
@@ -155,6 +155,21 @@ class Condition:
     derived: bool = False
     description: str = ""
 
+    def __post_init__(self) -> None:
+        for which, bounds in (("default", self.default), ("valid", self.valid)):
+            if bounds is not None and not (
+                all(math.isfinite(b) for b in bounds) and bounds[0] <= bounds[1]
+            ):
+                raise GeometryError(
+                    f"condition '{self.name}': {which} must be a finite range [low, high] "
+                    f"with low <= high, got {list(bounds)}"
+                )
+        d, v = self.default, self.valid
+        if d is not None and v is not None and (d[0] < v[0] or d[1] > v[1]):
+            raise GeometryError(
+                f"condition '{self.name}': default {list(d)} must lie inside valid {list(v)}"
+            )
+
     def check(self, low: float, high: float, source: str = "requested range") -> None:
         """Raise `ConditionError` unless `low <= high` lies inside the valid range."""
         if not (math.isfinite(low) and math.isfinite(high)) or low > high:
@@ -169,6 +184,10 @@ class Condition:
 
 
 Readout = Literal["layers", "summed", "voxels"]
+# Cells of one shower at most: a shower is one HDF5 chunk (4 GiB at most) and every batch
+# holds many; beyond this a geometry is a typing mistake, not a calorimeter.
+MAX_CELLS = 1 << 28
+MAX_LAYERS = 10_000
 
 
 @dataclass(frozen=True)
@@ -199,6 +218,11 @@ class Geometry:
             raise GeometryError("a geometry needs a non-empty 'name'")
         if not self.shape or any(int(s) <= 0 for s in self.shape):
             raise GeometryError(f"geometry '{self.name}': shape must be positive, got {self.shape}")
+        if math.prod(self.shape) > MAX_CELLS:
+            raise GeometryError(
+                f"geometry '{self.name}': shape {self.shape} has {math.prod(self.shape):,} cells "
+                f"per shower; at most {MAX_CELLS:,} (1 GiB of float32 a shower)"
+            )
         if self.readout == "layers":
             if len(self.shape) != 3 or self.shape[2] != len(self.layers):
                 raise GeometryError(
@@ -318,6 +342,7 @@ class Geometry:
         for key in ("name", "shape", "readout", "conditions"):
             if key not in d:
                 raise GeometryError(f"{source}: missing key '{key}'")
+        key = "layers"  # the entry being read, for the message of a bad value
         try:
             layers: list[Layer] = []
             for spec in d.get("layers", ()) or ():
@@ -340,7 +365,10 @@ class Geometry:
                         f"{source}: bad layer {spec} with repeat {repeat}: need absorber_mm >= 0, "
                         "sensor_mm > 0 and repeat >= 1"
                     )
+                if len(layers) + repeat > MAX_LAYERS:
+                    raise GeometryError(f"{source}: more than {MAX_LAYERS} layers")
                 layers.extend([layer] * repeat)
+            key = "conditions"
             conditions = tuple(
                 Condition(
                     name=str(c["name"]),
@@ -353,13 +381,18 @@ class Geometry:
                 )
                 for c in d["conditions"]
             )
+            key = "cell_size_mm"
             cell = d.get("cell_size_mm")
+            cell_size = None if cell is None else (float(cell[0]), float(cell[1]))
+            key = "shape"
+            shape = tuple(int(s) for s in d["shape"])
+            key = "the other keys"
             return cls(
                 name=str(d["name"]),
-                shape=tuple(int(s) for s in d["shape"]),
+                shape=shape,
                 readout=d["readout"],
                 conditions=conditions,
-                cell_size_mm=None if cell is None else (float(cell[0]), float(cell[1])),
+                cell_size_mm=cell_size,
                 layers=tuple(layers),
                 stochastic_term=float(d.get("stochastic_term", 0.15)),
                 constant_term=float(d.get("constant_term", 0.01)),
@@ -367,10 +400,15 @@ class Geometry:
                 description=str(d.get("description", "")),
                 extra=dict(d.get("extra", {}) or {}),
             )
-        except GeometryError:
-            raise
+        except GeometryError as exc:
+            if str(exc).startswith(source):
+                raise
+            raise GeometryError(f"{source}: {exc}") from None  # the file, with the problem
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise GeometryError(f"{source}: invalid geometry description ({exc!r})") from None
+            problem = f"missing {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise GeometryError(
+                f"{source}: invalid geometry description, key '{key}' ({problem})"
+            ) from None
 
     @classmethod
     def from_json(cls, text: str, source: str = "geometry description") -> Geometry:
@@ -518,7 +556,11 @@ def load_geometry(name_or_path: str | Path) -> Geometry:
         try:
             data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise GeometryError(f"{path}: not valid YAML ({exc})") from None
+            raise GeometryError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
+        except UnicodeDecodeError as exc:  # a binary file
+            raise GeometryError(
+                f"{path}: not a YAML text file ({exc.reason} at byte {exc.start})"
+            ) from None
         if not isinstance(data, Mapping):
             raise GeometryError(f"{path}: expected a mapping of geometry keys at the top level")
         return Geometry.from_dict(data, source=str(path))

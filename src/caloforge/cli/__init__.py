@@ -17,7 +17,7 @@ from typing import TextIO
 from caloforge import __version__
 from caloforge.cli import files, generate, simulate, train, tune, validate
 from caloforge.cli.common import Handler, parse_range
-from caloforge.errors import CaloforgeError
+from caloforge.errors import CaloforgeError, one_line
 
 __all__ = ["build_parser", "main", "parse_range"]
 
@@ -83,13 +83,34 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _show_warning
             return handler(args)
     except CaloforgeError as exc:
-        print(f"caloforge: error: {exc}", file=sys.stderr)
+        print(f"caloforge: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("caloforge: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        # A request too large for this machine (partial outputs are removed); torch says so
+        # with a RuntimeError (OutOfMemoryError, or its CPU allocator's message).
+        if not _out_of_memory(exc):
+            raise
+        print(
+            "caloforge: error: out of memory; ask for less at once (a smaller --batch-size, "
+            "fewer showers or a smaller geometry)",
+            file=sys.stderr,
+        )
+        return 2
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    )
 
 
 def _show_warning(

@@ -215,8 +215,15 @@ def load_checkpoint(
         transform = transform_from_dict(config["transform"])
         geometry = Geometry.from_dict(config["geometry"], source=str(config_path))
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{config_path}: unreadable checkpoint config ({exc!r})") from None
+        raise CheckpointError(
+            f"{config_path}: unreadable checkpoint config ({_config_problem(exc)})"
+        ) from None
     found_family = model_config.get("family")
+    if not isinstance(found_family, str):
+        raise CheckpointError(
+            f"{config_path}: unreadable checkpoint config (key 'model.family': expected a "
+            f"model family name, found {found_family!r})"
+        )
     if family is not None and found_family != family:
         raise CheckpointError(
             f"{folder}: checkpoint of model family '{found_family}', expected '{family}'"
@@ -292,6 +299,21 @@ def _flatten(value: Any) -> list[Any]:
     return [value]
 
 
+def _config_problem(exc: BaseException) -> str:
+    """Why a checkpoint's config.json could not be read, in one line of plain words."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not a JSON text file: {exc.reason} at byte {exc.start}"
+    if isinstance(exc, KeyError):
+        return f"missing key {exc}"
+    if isinstance(exc, TypeError):
+        return "expected a JSON object with the keys model, transform and geometry"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc)
+    return str(exc)
+
+
 def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
     """Summarise a run folder (its best checkpoint, else its latest) or a checkpoint folder:
     family, geometry, step and epoch, the run's checkpoints and planned length, the best
@@ -307,7 +329,9 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
         geometry = Geometry.from_dict(config["geometry"], source=str(config_path))
         family = str(model_config["family"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(f"{config_path}: unreadable checkpoint config ({exc!r})") from None
+        raise CheckpointError(
+            f"{config_path}: unreadable checkpoint config ({_config_problem(exc)})"
+        ) from None
     training = config.get("training") if isinstance(config.get("training"), Mapping) else {}
     # A run folder given, or the run folder a checkpoint given alone lies in.
     run = None if (given / CONFIG).is_file() else given

@@ -17,6 +17,7 @@ bad value raises a `TrainConfigError` naming its dotted path, e.g.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from caloforge.config import (
     positive,
     setting,
 )
+from caloforge.errors import yaml_problem
 
 
 class TrainConfigError(ConfigError):
@@ -38,6 +40,8 @@ class TrainConfigError(ConfigError):
 
 
 TRAINING = Root("training", error=TrainConfigError)
+# One part of an override's dotted key.
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _loss_weight(value: float) -> str | None:
@@ -203,25 +207,49 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
 
     out = copy.deepcopy(config)
     for item in overrides:
+        # Messages quote the override as repr does: a line break in it stays on one line.
         if "=" not in item:
-            raise TrainConfigError(f"override '{item}' is not of the form section.key=value")
+            raise TrainConfigError(f"override {item!r} is not of the form section.key=value")
         dotted, text = item.split("=", 1)
         keys = dotted.strip().split(".")
         if keys[0] not in ("model", "transform", "training") or len(keys) < 2:
             raise TrainConfigError(
-                f"override '{item}': the key must start with model., transform. or training."
+                f"override {item!r}: the key must start with model., transform. or training."
+            )
+        if not all(_NAME.fullmatch(key) for key in keys):
+            raise TrainConfigError(
+                f"override {item!r}: the key {dotted.strip()!r} is not a dotted name "
+                "(letters, digits and _ between the dots)"
             )
         try:
             value = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise TrainConfigError(f"override '{item}': value is not valid YAML ({exc})") from None
+            raise TrainConfigError(
+                f"override {item!r}: value is not valid YAML ({yaml_problem(exc)})"
+            ) from None
+        value = _numbers(value)
         node = out
         for key in keys[:-1]:
             node = node.setdefault(key, {})
             if not isinstance(node, dict):
-                raise TrainConfigError(f"override '{item}': '{key}' is not a section")
+                raise TrainConfigError(f"override {item!r}: '{key}' is not a section")
         node[keys[-1]] = value
     return out
+
+
+# A number as YAML 1.2 writes it. PyYAML reads YAML 1.1, where 1e-3 (no dot) is a string.
+_NUMBER = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+")
+
+
+def _numbers(value: Any) -> Any:
+    """`value` with strings such as '1e-3' (a number to anyone but YAML 1.1) as floats."""
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    return value
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> RunConfig:
@@ -272,7 +300,7 @@ def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None
     try:
         raw = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{p}: not valid YAML ({exc})") from None
+        raise TrainConfigError(f"{p}: not valid YAML ({yaml_problem(exc)})") from None
     return parse_config(apply_overrides(raw, overrides or []), source=str(p))
 
 
