@@ -49,7 +49,7 @@ from caloforge.models.checkpoint import (
 )
 
 # What `Trainer.save` adds to the training section beside the training config itself.
-RUN_RECORD = ("condition_ranges", "family", "data")
+RUN_RECORD = ("condition_ranges", "family", "data", "data_showers")
 
 __all__ = [
     "TRAINER_STATE",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -38,13 +40,33 @@ class RunLog:
             raise OutputError(
                 f"{self.path}: the log could not be written ({os_error_text(exc)})"
             ) from None
-        writer = self._tensorboard()
-        if writer is not None:
-            event = record.get("event", "train")
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    writer.add_scalar(f"{event}/{key}", value, record["step"])
-            writer.flush()
+        with self._mirroring():
+            writer = self._tensorboard()
+            if writer is not None:
+                event = record.get("event", "train")
+                for key, value in record.items():
+                    if isinstance(value, (int, float)) and key not in ("step", "epoch"):
+                        writer.add_scalar(f"{event}/{key}", value, record["step"])
+                writer.flush()
+
+    @contextmanager
+    def _mirroring(self) -> Iterator[None]:
+        """A write to TensorBoard that the file system refuses (a full disk) gives up the
+        mirror, without another write, and stops the run with one line: the checkpoints
+        written so far are whole (each is written aside and renamed) and resume."""
+        try:
+            yield
+        except OSError as exc:
+            if not is_write_failure(exc):
+                raise
+            writer, self._writer = self._writer, False
+            if writer:
+                with suppress(OSError, RuntimeError):
+                    writer.close()
+            raise OutputError(
+                f"{self.run_dir / TENSORBOARD}: the TensorBoard log could not be written "
+                f"({os_error_text(exc)}); the checkpoints written so far are kept"
+            ) from None
 
     def truncate(self, step: int) -> None:
         """Keep the records up to `step` (the checkpoint a run resumes from): the steps after
@@ -64,9 +86,10 @@ class RunLog:
             partial.write_text("".join(kept))
 
     def close(self) -> None:
-        if self._writer:
-            self._writer.close()
-        self._writer = None
+        with self._mirroring():
+            if self._writer:
+                self._writer.close()
+            self._writer = None
 
     def _tensorboard(self) -> Any:
         if self._writer is None:

@@ -318,6 +318,11 @@ class Trainer:
             mine = json.loads(json.dumps(getattr(self.cfg, key)))
             if key in saved and saved[key] != mine:
                 changed.append(f"training.{key}={mine} (the run used {saved[key]})")
+        split = len(self.stream.indices)
+        if saved.get("data_showers", split) != split:  # another data file under the name
+            changed.append(
+                f"--data: {split} training showers (the run had {saved['data_showers']})"
+            )
         if changed:
             raise CaloforgeError(
                 f"{self.run_dir}: --resume continues the run of {folder.name} exactly only "
@@ -356,6 +361,7 @@ class Trainer:
             "condition_ranges": self.condition_ranges,
             "family": self.config.family,
             "data": [str(Path(p).resolve()) for p in self.stream.paths],
+            "data_showers": len(self.stream.indices),  # the training split's, to resume
         }
         return save_checkpoint(
             self.run_dir,
