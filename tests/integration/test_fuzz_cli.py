@@ -347,7 +347,7 @@ CASES = [
     Case(
         "input-is-folder",
         lambda tmp, ck: ["inspect", str(a_folder(tmp))],
-        ("afolder", "is a folder"),
+        ("afolder", "not a checkpoint", "nor a run folder"),  # inspect reads runs too
     ),
     Case("input-missing", lambda tmp, ck: ["inspect", str(tmp / "no.h5")], ("no.h5", "not found")),
     Case(
