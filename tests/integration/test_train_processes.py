@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from caloforge.cli import main
@@ -33,18 +37,21 @@ def weights(run: Path) -> dict:
     return load_file(str(run / "checkpoints" / "step-00000002" / "model.safetensors"))
 
 
-def test_two_ranks_train_the_run_and_agree_with_one_process(data, tmp_path, capfd):
+def test_two_ranks_train_exactly_as_under_torchrun(data, tmp_path, capfd, monkeypatch):
+    """`--processes 2` is torchrun's path: the same ranks, the same weights to the bit.
+    (That two ranks match one process at the same global batch is test_distributed.py's.)"""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # as torchrun sets it
     args = ["train", "--config", "conv2d-g1", "--data", str(data)]
-    assert main([*args, "--processes", "2", "--out", str(tmp_path / "two"), *TINY]) == 0
+    assert main([*args, "--processes", "2", "--out", str(tmp_path / "ours"), *TINY]) == 0
     out = capfd.readouterr().out
     assert "on 2 rank(s)" in out and "trained 2 steps" in out
-    assert main([*args, "--out", str(tmp_path / "one"), *TINY]) == 0
-    two, one = weights(tmp_path / "two"), weights(tmp_path / "one")
-    assert two.keys() == one.keys()
-    # same global batch: DDP's average of two half batches is the one batch's gradient (up to
-    # float32 rounding through BatchNorm, see test_distributed.py)
-    worst = max(float((two[k] - one[k]).abs().max()) for k in one)
-    assert worst < 1e-3
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
+    command = [*torchrun, "-m", "caloforge", *args, "--out", str(tmp_path / "torchrun"), *TINY]
+    subprocess.run(command, check=True, env=env, capture_output=True)
+    ours, theirs = weights(tmp_path / "ours"), weights(tmp_path / "torchrun")
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_a_mistake_in_the_ranks_is_reported_once_and_ends_them_all(data, tmp_path, capfd):

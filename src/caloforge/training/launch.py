@@ -58,7 +58,8 @@ def launch_ranks(argv: Sequence[str], processes: int) -> int:
         "MASTER_PORT": str(_free_port()),
         "WORLD_SIZE": str(processes),
         "LOCAL_WORLD_SIZE": str(processes),
-        "OMP_NUM_THREADS": str(threads),
+        # the cores shared out, unless the user chose the threads per rank
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS") or str(threads),
     }
     if sys.platform == "linux":  # gloo on the loopback, not on the interface of the host name
         base.setdefault("GLOO_SOCKET_IFNAME", "lo")
