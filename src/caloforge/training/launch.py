@@ -26,6 +26,7 @@ from caloforge._processes import default_workers, die_with_parent
 from caloforge.errors import CaloforgeError
 
 _POLL_S = 0.2
+_INTERRUPTED = 130  # the exit code of a caloforge command ended by SIGINT or SIGTERM
 _GRACE_S = 10.0
 
 
@@ -95,7 +96,11 @@ def _wait(ranks: list[subprocess.Popen[bytes]], logs: list[IO[bytes] | None]) ->
         if failed:
             first = failed[0]
             _end(ranks)
-            if first != 0 and ranks[0].returncode in (0, -signal.SIGTERM, None):
+            # Rank 0 writes to the terminal: its own error is shown already. When another
+            # rank failed first, rank 0 ended by our SIGTERM (exit 130, as on Ctrl-C, or the
+            # signal itself) and that rank's messages are what the user needs.
+            ended_by_us = ranks[0].returncode in (0, _INTERRUPTED, -signal.SIGTERM, None)
+            if first != 0 and ended_by_us:
                 log = logs[first]
                 if log is not None:
                     log.seek(0)
