@@ -133,10 +133,10 @@ def test_the_eager_estimate_scales_with_the_showers():
 
 def test_auto_takes_int8_where_its_verdict_allows_and_the_run_repays_its_set_up(monkeypatch):
     from caloforge.generation import auto
-    from caloforge.generation.int8 import cache
+    from caloforge.generation import int8_verdict as verdicts
 
     pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
-    verdict = cache.Verdict(
+    verdict = verdicts.Verdict(
         holds=True,
         int8_layers=3,
         layers=4,
@@ -148,7 +148,7 @@ def test_auto_takes_int8_where_its_verdict_allows_and_the_run_repays_its_set_up(
         setup_seconds=50.0,  # repaid from 10 000 showers on
     )
     found = {"verdict": verdict}
-    monkeypatch.setattr(cache, "int8_verdict", lambda *a, **k: found["verdict"])
+    monkeypatch.setattr(verdicts, "int8_verdict", lambda *a, **k: found["verdict"])
     monkeypatch.setattr(auto, "openvino_available", lambda: True)
     monkeypatch.setattr(auto, "eager_seconds", lambda pipeline, showers: 1e3)  # not short
     choice = auto.choose_backend(pipeline)  # bench: no run length, steady speed decides

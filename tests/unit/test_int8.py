@@ -641,7 +641,7 @@ def test_the_search_judges_each_model_with_its_threshold(threshold):
 # --- the verdict `--backend auto` reads -----------------------------------------------------
 def test_building_int8_keeps_a_verdict_that_auto_reads(monkeypatch, capsys):
     from caloforge.generation import auto
-    from caloforge.generation.int8.cache import int8_verdict
+    from caloforge.generation.int8_verdict import int8_verdict
 
     pipeline = tiny_pipeline("wgan-lhcb")
     other = tiny_pipeline("wgan-lhcb")

@@ -5,7 +5,9 @@
     >>> generate_to_file("runs/gan3d", "generated.h5", n=10_000, seed=1)
 
 - `pipeline`: `ShowerPipeline`, the one way conditions become showers in GeV;
-- `backends`: how the generator runs (eager, compiled, bf16, int8), `BACKENDS`;
+- `backends`: how the generator runs (eager, compiled, bf16, int8), `BACKENDS`; `auto`:
+  which of them `--backend auto` takes here, from the int8 guard's kept verdict
+  (`int8_verdict`) and the run's length;
 - `run`: `caloforge generate`, conditions in batches streamed to a file (under torchrun too);
 - `int8`: the int8 generator and its accuracy guard; `openvino`, `onnx_graph`: the OpenVINO
   runtime and the ONNX tracing it (and `caloforge export`) start from;

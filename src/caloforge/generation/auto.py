@@ -5,7 +5,7 @@ any work and said out loud.
   these libraries and thread count, the int8 model was measured faster than the fp32 one by
   `INT8_MIN_SPEEDUP`, and, where the number of showers is known, the time it saves on them
   exceeds its set-up (export, guard, quantization: tens of seconds to minutes), all as
-  measured when int8 was last built (the verdict `caloforge.generation.int8.cache` keeps);
+  measured when int8 was last built (the verdict `caloforge.generation.int8_verdict` keeps);
   else `compiled` (OpenVINO fp32 where installed, else Inductor where a
   C++ compiler is found); else `eager`. int8 is never tried on the way: its guard search
   takes minutes, so it runs only when asked for (`--backend int8`), once per checkpoint.
@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from caloforge.devices import full_fp32
+from caloforge.generation import int8_verdict as verdicts
 from caloforge.generation.backends import openvino_available
 
 if TYPE_CHECKING:
@@ -123,9 +124,7 @@ def _gpu_choice(device: torch.device) -> BackendChoice:
 
 
 def _cpu_choice(pipeline: ShowerPipeline, showers: int | None) -> BackendChoice:
-    from caloforge.generation.int8.cache import int8_verdict
-
-    verdict = int8_verdict(pipeline.generator, pipeline.transform)
+    verdict = verdicts.int8_verdict(pipeline.generator, pipeline.transform)
     int8_note = (
         "int8 not checked for this checkpoint here yet: `--backend int8` runs its accuracy "
         "guard once, and auto uses int8 afterwards where it holds and is faster"

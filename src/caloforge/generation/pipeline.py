@@ -160,7 +160,7 @@ class ShowerPipeline:
     def _int8(self, seed: int, progress: bool) -> Backend:
         """The int8 generator (`quantize_int8` with the default cache), its verdict kept."""
         from caloforge.generation.int8 import default_cache, quantize_int8
-        from caloforge.generation.int8.cache import Verdict, verdict_key, write_verdict
+        from caloforge.generation.int8_verdict import Verdict, verdict_key, write_verdict
 
         cache = default_cache()
         calibration = self.calibration_conditions(seed=seed)
