@@ -184,6 +184,17 @@ class ShowerWriter:
                     found=json.dumps(recorded, sort_keys=True),
                 )
             self.n = self._n_before = len(existing)
+        # The copy replaces the file itself, not a symbolic link to it.
+        self.path = Path(os.path.realpath(self.path))
+        links = self.path.stat().st_nlink
+        if links > 1:
+            raise InputFileError(
+                self.path,
+                "cannot append to a file with other hard links",
+                expected="a file of one name (appending replaces that name, and the other "
+                "links would keep the showers before); append to a copy",
+                found=f"{links} links",
+            )
         self._held = _hold(self.path)
         self._partial = partial_path(self.path)
         try:
