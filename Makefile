@@ -24,7 +24,7 @@ DEMO_STEPS ?= 100
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/caloforge simulate --geometry clic-25 --n 3000 --energy 10:200 --seed 1 -o $(DEMO_DIR)/showers.h5
-	$(VENV)/bin/caloforge train --config gan3d --data $(DEMO_DIR)/showers.h5 --out $(DEMO_DIR)/run \
+	$(VENV)/bin/caloforge train --config gan3d --processes auto --data $(DEMO_DIR)/showers.h5 --out $(DEMO_DIR)/run \
 	    training.batch_size=32 training.max_steps=$(DEMO_STEPS) training.check_every=20 training.check_showers=256
 	$(VENV)/bin/caloforge simulate --geometry clic-25 --n 1000 --energy 10:200 --seed 2 -o $(DEMO_DIR)/reference.h5
 	$(VENV)/bin/caloforge generate --checkpoint $(DEMO_DIR)/run --conditions-from $(DEMO_DIR)/reference.h5 --seed 3 -o $(DEMO_DIR)/generated.h5
