@@ -4,8 +4,9 @@ Each case of the table builds its inputs in `tmp_path`, runs the CLI in this pro
 asserts what issue 18 asks of every failure: exit code 2, one line `caloforge ...: error:`
 naming the file, key or option with what was expected and found, no traceback, nothing
 written (no output, no partial) and nothing lost (every file there before is unchanged).
-Faults (a full disk, a file size limit, no permission, a file locked by a writer, a second
-training in one folder, SIGTERM, SIGKILL) have tests of their own below the table.
+Faults (a full disk, also under TensorBoard, a file size limit, no permission, a file locked
+by a writer, a second training in one folder, SIGTERM, SIGKILL, an append interrupted or
+killed at random moments) have tests of their own below the table.
 """
 
 from __future__ import annotations
@@ -110,12 +111,13 @@ def fixed_size(f: h5py.File) -> None:
 
 
 def foreign(tmp: Path, fmt: str, key: str, value: object) -> list[str]:
-    """`inspect` of a file of a foreign format whose `key` holds `value` ("group": a group)."""
+    """`inspect` of a file of a foreign format whose `key` holds `value` ("group": a group;
+    a function: of the array that was there)."""
     if fmt == "lhcb":
         path = tmp / "ch.npz"
         make_lhcb(path)
         arrays = dict(np.load(path))
-        arrays[key] = value
+        arrays[key] = value(arrays[key]) if callable(value) else value
         np.savez(path, **arrays)
         return ["inspect", str(path)]
     path, options = tmp / f"{fmt}.h5", []
@@ -129,23 +131,44 @@ def foreign(tmp: Path, fmt: str, key: str, value: object) -> list[str]:
         make_calochallenge(path, tmp / "binning.xml")
         options = ["--binning", str(tmp / "binning.xml")]
     with h5py.File(path, "a") as f:
+        old = f[key][()]
         del f[key]
         if isinstance(value, str) and value == "group":
             f.create_group(key)
         else:
-            f[key] = value
+            f[key] = value(old) if callable(value) else value
     return ["inspect", str(path), *options]
 
 
-def yaml_geometry(tmp: Path, cell: str = "[-5, 5]") -> Path:
+def as_type(dtype: object) -> Callable[[np.ndarray], np.ndarray]:
+    """The array scaled into integers' range and cast to `dtype` (integer or bool cells)."""
+    return lambda old: (old * 1000).astype(dtype)
+
+
+def yaml_geometry(tmp: Path, cell: str = "[-5, 5]", *, change: tuple[str, str] = ("", "")) -> Path:
+    """A YAML geometry (cell size `cell`), with the text `change[0]` replaced by `change[1]`."""
     path = tmp / "mine.yaml"
     path.write_text(
-        "name: mine\nshape: [5, 5, 2]\nreadout: layers\n"
-        f"cell_size_mm: {cell}\n"
-        "layers:\n  - {absorber: W, absorber_mm: 3.5, sensor: Si, sensor_mm: 0.3, repeat: 2}\n"
-        "conditions:\n  - {name: energy, unit: GeV, default: [10, 100], valid: [1, 1000]}\n"
+        (
+            "name: mine\nshape: [5, 5, 2]\nreadout: layers\n"
+            f"cell_size_mm: {cell}\n"
+            "layers:\n  - {absorber: W, absorber_mm: 3.5, sensor: Si, sensor_mm: 0.3, repeat: 2}\n"
+            "conditions:\n  - {name: energy, unit: GeV, default: [10, 100], valid: [1, 1000]}\n"
+        ).replace(*change)
     )
     return path
+
+
+def simulate_with(tmp: Path, old: str, new: str) -> list[str]:
+    """`simulate` with a YAML geometry whose text `old` is replaced by `new`."""
+    geometry = yaml_geometry(tmp, "[5, 5]", change=(old, new))
+    return ["simulate", "--n", "2", "--workers", "1", "--geometry", str(geometry), "-o", "s.h5"]
+
+
+def named_pipe(tmp: Path, name: str = "pipe.h5") -> str:
+    """A FIFO: opening it to read blocks; renaming a file onto it replaces it."""
+    os.mkfifo(tmp / name)
+    return str(tmp / name)
 
 
 @pytest.fixture(scope="module")
@@ -1015,7 +1038,336 @@ CASES = [
         lambda tmp, ck: [],
         ("COMMAND",),
     ),
+    # --- a second round: inputs the first table had not tried ---------------------------------
+    # Shower arrays of integers (counts, or energies cut to whole MeV) and booleans, refused by
+    # every reader as the canonical one refuses them; booleans are not numbers of a condition.
+    Case(
+        "lcd-ecal-integer",
+        lambda tmp, ck: foreign(tmp, "lcd", "ECAL", as_type(np.int16)),
+        ("lcd.h5", "'ECAL'", "floating-point cell energies", "dtype int16"),
+    ),
+    Case(
+        "lcd-ecal-boolean",
+        lambda tmp, ck: foreign(tmp, "lcd", "ECAL", as_type(bool)),
+        ("'ECAL'", "floating-point cell energies", "dtype bool"),
+    ),
+    Case(
+        "lcd-target-boolean",
+        lambda tmp, ck: foreign(tmp, "lcd", "target", np.ones((3, 2), dtype=bool)),
+        ("'target'", "wrong data type", "dtype bool"),
+    ),
+    Case(
+        "calochallenge-showers-integer",
+        lambda tmp, ck: foreign(tmp, "calochallenge", "showers", as_type(np.int32)),
+        ("calochallenge.h5", "'showers'", "floating-point cell energies", "dtype int32"),
+    ),
+    Case(
+        "calogan-layer-integer",
+        lambda tmp, ck: foreign(tmp, "calogan", "layer_1", as_type(np.int64)),
+        ("calogan.h5", "'layer_1'", "floating-point cell energies", "dtype int64"),
+    ),
+    Case(
+        "lhcb-images-integer",
+        lambda tmp, ck: foreign(tmp, "lhcb", "EnergyDeposit", as_type(np.int32)),
+        ("ch.npz", "'EnergyDeposit'", "floating-point cell energies", "dtype int32"),
+    ),
+    # Files cut short, of no known layout, or not files at all.
+    Case(
+        "lhcb-truncated",
+        lambda tmp, ck: ["inspect", str(_truncated_npz(tmp))],
+        ("ch.npz", "not a readable .npz archive", "truncated or corrupt"),
+    ),
+    Case(
+        "hdf5-of-no-known-layout",
+        lambda tmp, ck: ["inspect", _hdf5_with(tmp, "x")],
+        ("other.h5", "unrecognised shower file format", "an HDF5 file holding [x]"),
+    ),
+    Case(
+        "input-symlink-loop",
+        lambda tmp, ck: ["inspect", _link_loop(tmp)],
+        ("a.h5", "a symbolic link loop"),
+    ),
+    Case(
+        "input-broken-link",
+        lambda tmp, ck: ["inspect", link(tmp, str(tmp / "gone.h5"))],
+        ("alias.h5", "a broken link (to", "gone.h5"),
+    ),
+    Case(
+        "input-named-pipe",
+        lambda tmp, ck: ["inspect", named_pipe(tmp)],
+        ("pipe.h5", "is a named pipe, not a regular file"),
+    ),
+    Case(
+        "input-name-with-a-line-break",
+        lambda tmp, ck: ["inspect", str(canonical(tmp / "in\nput.h5", energy=[1e9] * 6))],
+        ("in\\nput.h5", "'energy'", "valid for 1:1000 GeV"),
+    ),
+    Case(
+        "calochallenge-binning-nan-edges",
+        lambda tmp, ck: _binning(tmp, "r_edges='0,nan,inf' n_bin_alpha='5'"),
+        ("binning.xml", "Layer id=0", "increasing finite r_edges", "nan"),
+    ),
+    Case(
+        "calochallenge-binning-is-a-folder",
+        lambda tmp, ck: [
+            *foreign(tmp, "calochallenge", "showers", lambda old: old)[:2],
+            "--binning",
+            str(tmp),
+        ],
+        ("binning XML: is a folder",),
+    ),
+    Case(
+        "geometry-json-valid-range-reversed",
+        inspect_of(geometry_json(lambda d: d["conditions"][0].update(valid=[1000, 1]))),
+        ("'geometry_json'", "valid must be a finite range", "[1000.0, 1.0]"),
+    ),
+    Case(
+        "geometry-json-huge-shape",
+        inspect_of(geometry_json(lambda d: d.update(shape=[100000, 100000, 25]))),
+        ("'geometry_json'", "cells per shower; at most"),
+    ),
+    # Outputs that are not files: renaming the result onto them would replace them (as
+    # `convert in.h5 /dev/null` once replaced the machine's /dev/null with an HDF5 file).
+    Case(
+        "convert-onto-a-named-pipe",
+        lambda tmp, ck: ["convert", ref(tmp), named_pipe(tmp)],
+        ("pipe.h5", "not a regular file"),
+    ),
+    Case(
+        "generate-onto-a-named-pipe",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "-o", named_pipe(tmp)),
+        ("-o", "pipe.h5", "not a regular file"),
+    ),
+    Case(
+        "simulate-onto-a-named-pipe",
+        lambda tmp, ck: ["simulate", "--n", "2", "-o", named_pipe(tmp)],
+        ("-o", "pipe.h5", "not a regular file"),
+    ),
+    Case(
+        "convert-where-files-cannot-be-created",
+        lambda tmp, ck: ["convert", ref(tmp), "/proc/caloforge-fuzz.h5"],
+        ("/proc/caloforge-fuzz.h5", "cannot be created (No such file or directory)"),
+    ),
+    # Options naming what the data do not have, and values too large to be meant.
+    Case(
+        "validate-theta-bins-without-theta",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--theta-bins", "60,90"),
+        ],
+        ("validation.theta_bins", "--theta-bins 60,90", "no theta condition", "energy"),
+    ),
+    Case(
+        "validate-calochallenge-protocol-with-caloforge-options",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--protocol", "calochallenge"),
+            *("--energy-bins", "3", "--no-plots"),
+        ],
+        ("validation.energy_bins", "--energy-bins, --no-plots", "not read by --protocol"),
+    ),
+    Case(
+        "validate-challenge-option-without-its-protocol",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--challenge-epochs", "1"),
+        ],
+        ("validation.challenge_epochs", "--challenge-epochs", "--protocol calochallenge only"),
+    ),
+    Case(
+        "validate-energy-bins-1e8",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--energy-bins", "100000000"),
+        ],
+        ("validation.energy_bins", "at most 1000 bins"),
+    ),
+    Case(
+        "validate-energy-bins-infinite-edge",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--energy-bins", "1,2,inf"),
+        ],
+        ("validation.energy_bins", "'1,2,inf'"),
+    ),
+    Case(
+        "validate-workers-100000",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--workers", "100000"),
+        ],
+        ("validation.workers", "at most", "per core"),
+    ),
+    Case(
+        "simulate-workers-100000",
+        lambda tmp, ck: ["simulate", "--n", "2", "--workers", "100000", "-o", "s.h5"],
+        ("--workers 100000", "at most", "per core"),
+    ),
+    Case(
+        "simulate-more-memory-than-exists",
+        lambda tmp, ck: [
+            *("simulate", "--n", "100000000000000", "--batch-size", "100000000000"),
+            *("--workers", "1", "-o", "s.h5"),
+        ],
+        ("out of memory", "--batch-size"),
+    ),
+    Case(
+        "generate-more-memory-than-exists",
+        lambda tmp, ck: generate(
+            tmp,
+            ck,
+            *("--n", "1000000000000", "--batch-size", "100000000000"),
+            *("--backend", "eager", "-o", "g.h5"),  # the conditions alone would take 800 GB
+        ),
+        ("out of memory", "--batch-size"),
+    ),
+    # YAML and JSON that do not parse: one line with where, not the parser's paragraph.
+    Case(
+        "validate-config-yaml-error",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--config"),
+            str(a_file(tmp, "v.yaml", "subsample: [1,\n  ssim_pairs: 3\n")),
+        ],
+        ("v.yaml", "not valid YAML", "at line 3, column 1"),
+    ),
+    Case(
+        "train-config-yaml-tab",
+        lambda tmp, ck: [
+            *("train", "--config", str(a_file(tmp, "c.yaml", "model:\n\tfamily: gan3d\n"))),
+            *("--data", ref(tmp), "--out", str(tmp / "run")),
+        ],
+        ("c.yaml", "not valid YAML", "'\\t'", "at line 2, column 1"),
+    ),
+    Case(
+        "train-override-key-with-a-line-break",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "--out", str(tmp / "run")),
+            "training.batch\nsize=2",
+        ],
+        ("training.batch\\nsize", "not a dotted name"),
+    ),
+    Case(
+        "train-override-value-not-yaml",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "--out", str(tmp / "run")),
+            "training.fractions=[0.8,\n0.1",
+        ],
+        ("training.fractions", "not valid YAML", "at line 2, column 4"),
+    ),
+    Case(
+        "simulate-geometry-yaml-binary",
+        lambda tmp, ck: [
+            *("simulate", "--n", "2", "--geometry"),
+            *(str(_binary(tmp, "g.yaml")), "-o", "s.h5"),
+        ],
+        ("g.yaml", "not a YAML text file"),
+    ),
+    Case(
+        "simulate-geometry-yaml-tab",
+        lambda tmp, ck: simulate_with(tmp, "readout: layers\n", "readout: layers\n\tx: 1\n"),
+        ("mine.yaml", "not valid YAML", "at line 4, column 1"),
+    ),
+    Case(
+        "simulate-geometry-shape-text",
+        lambda tmp, ck: simulate_with(tmp, "shape: [5, 5, 2]", "shape: [a, b, c]"),
+        ("mine.yaml", "key 'shape'", "'a'"),
+    ),
+    Case(
+        "simulate-geometry-huge-shape",
+        lambda tmp, ck: simulate_with(tmp, "shape: [5, 5, 2]", "shape: [100000, 100000, 2]"),
+        ("mine.yaml", "20,000,000,000 cells per shower; at most"),
+    ),
+    Case(
+        "simulate-geometry-without-layers",
+        lambda tmp, ck: simulate_with(tmp, "layers:\n", "nolayers: 1\nx:\n"),
+        ("mine.yaml", "unknown key(s)", "nolayers"),
+    ),
+    Case(
+        "simulate-geometry-layers-fewer-than-shape",
+        lambda tmp, ck: simulate_with(tmp, "repeat: 2", "repeat: 1"),
+        ("mine.yaml", "n_layers = 1 layers", "(5, 5, 2)"),
+    ),
+    Case(
+        "simulate-geometry-valid-range-reversed",
+        lambda tmp, ck: simulate_with(tmp, "valid: [1, 1000]", "valid: [1000, 1]"),
+        ("mine.yaml", "valid must be a finite range", "[1000.0, 1.0]"),
+    ),
+    Case(
+        "simulate-geometry-default-outside-valid",
+        lambda tmp, ck: simulate_with(tmp, "default: [10, 100]", "default: [10, 5000]"),
+        ("mine.yaml", "default [10.0, 5000.0] must lie inside valid"),
+    ),
+    Case(
+        "simulate-geometry-repeat-1e8",
+        lambda tmp, ck: simulate_with(tmp, "repeat: 2", "repeat: 100000000"),
+        ("mine.yaml", "more than 10000 layers"),
+    ),
+    Case(
+        "generate-checkpoint-config-not-json",
+        lambda tmp, ck: [
+            *("generate", "--checkpoint"),
+            copy_checkpoint(tmp, ck, lambda f: (f / "config.json").write_text("{oops")),
+            *("--n", "2", "-o", str(tmp / "g.h5")),
+        ],
+        ("config.json", "not valid JSON", "at line 1, column 2"),
+    ),
+    Case(
+        "generate-checkpoint-config-a-list",
+        lambda tmp, ck: [
+            *("generate", "--checkpoint"),
+            copy_checkpoint(tmp, ck, lambda f: (f / "config.json").write_text("[1, 2]")),
+            *("--n", "2", "-o", str(tmp / "g.h5")),
+        ],
+        ("config.json", "expected a JSON object"),
+    ),
+    Case(
+        "generate-checkpoint-config-without-family",
+        lambda tmp, ck: [
+            *("generate", "--checkpoint"),
+            copy_checkpoint(tmp, ck, _without_family),
+            *("--n", "2", "-o", str(tmp / "g.h5")),
+        ],
+        ("config.json", "'model.family'", "None"),
+    ),
 ]
+
+
+def _link_loop(tmp: Path) -> str:
+    link(tmp, str(tmp / "b.h5"), "a.h5")
+    link(tmp, str(tmp / "a.h5"), "b.h5")
+    return str(tmp / "a.h5")
+
+
+def _truncated_npz(tmp: Path) -> Path:
+    path = tmp / "ch.npz"
+    make_lhcb(path)
+    truncate(path)
+    return path
+
+
+def _hdf5_with(tmp: Path, key: str) -> str:
+    with h5py.File(tmp / "other.h5", "w") as f:
+        f[key] = np.zeros(3)
+    return str(tmp / "other.h5")
+
+
+def _binning(tmp: Path, layer: str) -> list[str]:
+    argv = foreign(tmp, "calochallenge", "showers", lambda old: old)
+    (tmp / "binning.xml").write_text(f"<Bins><Bin name='e'><Layer id='0' {layer}/></Bin></Bins>")
+    return argv
+
+
+def _binary(tmp: Path, name: str) -> Path:
+    path = tmp / name
+    path.write_bytes(b"\xff\xfe\x00binary")
+    return path
+
+
+def _without_family(folder: Path) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    del config["model"]["family"]
+    (folder / "config.json").write_text(json.dumps(config))
 
 
 def _truncated(tmp: Path) -> Path:
@@ -1172,13 +1524,90 @@ def test_appending_keeps_the_file_when_the_disk_fills(
 ) -> None:
     path = tmp_path / "s.h5"
     assert run_cli(["simulate", "--n", "4", "--workers", "1", "-o", str(path)]) == 0
+    before = snapshot(tmp_path)
     monkeypatch.setattr(h5py.File, "flush", _enospc)
     assert run_cli(["simulate", "--n", "4", "--append", "--workers", "1", "-o", str(path)]) == 2
     (line,) = error_lines(capsys.readouterr().err)
-    assert "disk full" in line and "keeps the 4 showers written before" in line
+    assert "disk full" in line and "keeps the 4 showers it had, none were appended" in line
+    assert snapshot(tmp_path) == before  # the file as it was, no partial beside it
+
+
+def test_an_interrupted_append_leaves_the_file_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appending grows a copy that replaces the file once complete: Ctrl-C after a batch
+    (before: those rows stayed, and one between the conditions' and the showers' resize left
+    a file the reader refuses) leaves the file byte for byte as it was."""
+    path = tmp_path / "s.h5"
+    assert run_cli(["simulate", "--n", "4", "--workers", "1", "-o", str(path)]) == 0
+    before = snapshot(tmp_path)
+    write = ShowerWriter.write
+
+    def interrupted(self: ShowerWriter, batch: Batch) -> None:
+        write(self, batch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ShowerWriter, "write", interrupted)
+    argv = ["simulate", "--n", "6", "--batch-size", "2", "--append", "--workers", "1"]
+    assert run_cli([*argv, "-o", str(path)]) == 130
+    assert snapshot(tmp_path) == before
     monkeypatch.undo()
+    assert run_cli([*argv, "-o", str(path)]) == 0  # and the append runs again, whole
     with h5py.File(path) as f:
-        assert f["showers"].shape[0] == 4 and f["energy"].shape[0] == 4
+        assert f["showers"].shape[0] == 10 and f["energy"].shape[0] == 10
+
+
+def test_appending_through_links(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The copy replaces the file a symbolic link points to (the link stays a link); a file
+    with other hard links is refused, as they would keep the showers before."""
+    real, soft, hard = tmp_path / "real.h5", tmp_path / "soft.h5", tmp_path / "hard.h5"
+    assert run_cli(["simulate", "--n", "3", "--workers", "1", "-o", str(real)]) == 0
+    soft.symlink_to(real)
+    append = ["simulate", "--n", "2", "--append", "--workers", "1", "-o"]
+    assert run_cli([*append, str(soft)]) == 0
+    assert soft.is_symlink() and os.readlink(soft) == str(real)
+    with h5py.File(real) as f:
+        assert f["showers"].shape[0] == 5
+    os.link(real, hard)
+    before = snapshot(tmp_path)
+    capsys.readouterr()
+    assert run_cli([*append, str(hard)]) == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "cannot append to a file with other hard links" in line and "found 2 links" in line
+    assert snapshot(tmp_path) == before
+
+
+def _showers_digest(path: Path, n: int) -> str:
+    with h5py.File(path, "r") as f:
+        data = f["showers"][:n].tobytes() + f["energy"][:n].tobytes()
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.slow
+def test_sigkill_at_a_random_moment_of_an_append_never_damages_the_file(tmp_path: Path) -> None:
+    """kill -9 of `simulate --append` at a random moment, four times: the file opens with its
+    showers before the append (or, had the append finished, those and the new ones), the
+    first ones unchanged; the next append removes the partial and succeeds."""
+    path = tmp_path / "s.h5"
+    assert run_cli(["simulate", "--n", "200", "--workers", "1", "-o", str(path)]) == 0
+    rng = np.random.default_rng(18)
+    argv = [*CALOFORGE, "simulate", "--n", "3000", "--batch-size", "50", "--append"]
+    argv += ["--workers", "1", "-o", str(path)]
+    for _ in range(4):
+        with h5py.File(path, "r") as f:
+            n = f["showers"].shape[0]
+        digest = _showers_digest(path, n)
+        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+        _wait_for(lambda p=proc: bool(_partials(tmp_path)) or p.poll() is not None)
+        time.sleep(rng.uniform(0.0, 4.0))  # somewhere in the copy, a batch or the rename
+        proc.kill()
+        proc.wait()
+        with h5py.File(path, "r") as f:
+            showers, energy = f["showers"].shape[0], f["energy"].shape[0]
+        assert showers == energy and showers in (n, n + 3000)
+        assert _showers_digest(path, n) == digest
+    assert run_cli(["simulate", "--n", "10", "--append", "--workers", "1", "-o", str(path)]) == 0
+    assert _partials(tmp_path) == []
 
 
 def _limited(limit_bytes: int) -> Callable[[], None]:
@@ -1338,6 +1767,12 @@ def test_resume_logs_each_step_once_refuses_another_batch_size(
     (line,) = error_lines(capsys.readouterr().err)
     assert "changed: training.batch_size=4 (the run used 2)" in line
     assert snapshot(run) == before
+    # Another data file under the run's name: the split, and so the order, would differ.
+    other = canonical(tmp_path / "other.h5", n=14)
+    assert _train(other, run, "--resume") == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "--data: 11 training showers (the run had 8)" in line
+    assert snapshot(run) == before
     assert _train(data, run, "--resume") == 0
     resumed = _records(run)
     assert [r["step"] for r in resumed if r["event"] == "step"] == [1, 2, 3]
@@ -1345,6 +1780,54 @@ def test_resume_logs_each_step_once_refuses_another_batch_size(
     assert [r for r in resumed if r["event"] == "epoch"] == [
         r for r in whole if r["event"] == "epoch"
     ]
+
+
+class FullDiskWriter:
+    """A stand-in for TensorBoard's SummaryWriter (which need not be installed) on a disk that
+    fills at step `full_at`: add_scalar and flush raise ENOSPC from then on."""
+
+    def __init__(self, full_at: int) -> None:
+        self.full_at, self.step, self.closed = full_at, 0, False
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.step = step
+        if step >= self.full_at:
+            _enospc()
+
+    def flush(self) -> None:
+        if self.step >= self.full_at:
+            _enospc()
+
+    def close(self) -> None:
+        self.closed = True
+        self.flush()
+
+
+def test_tensorboard_on_a_full_disk_is_one_line_and_keeps_the_checkpoints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from caloforge.models.checkpoint import latest_checkpoint, load_checkpoint
+    from caloforge.training.run_log import RunLog
+
+    writer = FullDiskWriter(full_at=3)
+
+    def opened(self: RunLog) -> FullDiskWriter:
+        self._writer = writer
+        return writer
+
+    monkeypatch.setattr(RunLog, "_tensorboard", opened)
+    data, run = canonical(tmp_path / "in.h5", n=10), tmp_path / "run"
+    assert _train(data, run) == 2  # checkpoint at step 2, the disk full at step 3's record
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (line,) = error_lines(err)
+    assert f"{run / 'tensorboard'}: the TensorBoard log could not be written" in line
+    assert "(No space left on device (disk full)); the checkpoints written so far are kept" in line
+    assert writer.closed
+    folder = latest_checkpoint(run)
+    assert folder is not None and folder.name == "step-00000002"
+    load_checkpoint(folder)  # whole: its weights match their recorded SHA-256
+    assert _partials(tmp_path) == []
 
 
 # --- signals -----------------------------------------------------------------------------------
@@ -1467,9 +1950,18 @@ def test_validate_says_when_subsample_0_switches_the_cell_metrics_off(
     assert run_cli([*argv, "--subsample", "0", "--no-plots"]) == 0
     out = capsys.readouterr().out
     assert "warning: the cell-level metrics" in out and "switched off (subsample 0)" in out
-    # 6 showers a set: too few for FPD, which then has no verdict instead of a pass.
-    (fpd,) = [line for line in out.splitlines() if line.strip().startswith("FPD")]
-    assert fpd.split()[-1] == "n/a"
+    # 6 showers a set: too few for FPD, KPD or the projection MSE, which then have no
+    # verdict instead of a pass (KPD and the projection MSE passed with 6 showers before).
+    assert "verdict: N/A" in out
+    for name in ("FPD", "KPD", "Projection MSE"):
+        (row,) = [line for line in out.splitlines() if line.strip().startswith(name)]
+        assert row.split()[-1] == "n/a", row
+    headline = json.loads((tmp_path / "r" / "metrics.json").read_text())["headline"]
+    assert "6 showers per set: too few for a verdict" in headline["kpd"]["detail"]
+    assert run_cli([*argv[:-1], str(tmp_path / "r2"), "--no-plots"]) == 0  # cells measured
+    headline = json.loads((tmp_path / "r2" / "metrics.json").read_text())["headline"]
+    projection = headline["projection_mse"]
+    assert projection["verdict"] == "n/a" and "too few for a verdict" in projection["detail"]
 
 
 def test_a_full_disk_while_validate_writes_its_report_is_one_line(

@@ -395,3 +395,14 @@ def test_foreign_sources_pickle_by_reopening(tmp_path: Path) -> None:
             np.testing.assert_array_equal(clone.conditions["point"], source.conditions["point"])
         finally:
             clone.close()
+
+
+def test_a_file_without_read_permission_is_named(tmp_path: Path, monkeypatch) -> None:
+    """Tests may run as root, who reads everything: the check is what is tested."""
+    import os
+
+    path = tmp_path / "Ele.h5"
+    make_lcd_fixed(path)
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    with pytest.raises(InputFileError, match=r"Ele\.h5: no permission to read it"):
+        open_source(path)

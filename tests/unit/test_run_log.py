@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import builtins
+import errno
 import json
 
 import pytest
 
+from caloforge.errors import OutputError
 from caloforge.training.run_log import METRICS, RunLog
 
 
@@ -42,3 +44,47 @@ def test_a_disabled_log_writes_nothing(tmp_path):
     log.write({"event": "step", "step": 1})
     log.truncate(0)
     assert not (tmp_path / "run").exists()
+
+
+class _FullDisk:
+    """A stand-in TensorBoard writer on a full disk."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.calls += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def flush(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def close(self) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_tensorboard_on_a_full_disk_is_one_line_and_given_up(tmp_path):
+    log = RunLog(tmp_path)
+    writer = _FullDisk()
+    log._writer = writer  # as if SummaryWriter had opened
+    with pytest.raises(OutputError) as caught:
+        log.write({"event": "step", "step": 1, "loss": 0.5})
+    message = str(caught.value)
+    assert "\n" not in message and "tensorboard" in message
+    assert "No space left on device (disk full)" in message
+    # metrics.jsonl has the record; the mirror is given up: no second failure, none at close
+    assert json.loads((tmp_path / METRICS).read_text())["step"] == 1
+    log.write({"event": "step", "step": 2, "loss": 0.25})
+    log.close()
+    assert writer.calls == 1
+
+
+def test_other_errors_of_the_mirror_are_not_hidden(tmp_path):
+    class Broken(_FullDisk):
+        def add_scalar(self, tag: str, value: float, step: int) -> None:
+            raise OSError(errno.EBADF, "Bad file descriptor")  # a bug, not the disk
+
+    log = RunLog(tmp_path)
+    log._writer = Broken()
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        log.write({"event": "step", "step": 1, "loss": 0.5})

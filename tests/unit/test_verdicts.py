@@ -1,0 +1,53 @@
+"""Verdicts read a value with its error: a pass must be told apart from a fail, and bins
+named for a condition the files lack are refused rather than ignored."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from caloforge.config import ConfigError
+from caloforge.validation.config import ValidationConfig
+from caloforge.validation.verdicts import condition_edges, verdict
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "tolerance", "expected"),
+    [
+        (0.5, 0.1, 1.0, "pass"),  # within the tolerance and known to better than it
+        (0.5, 1.5, 1.0, "unclear"),  # within, but an error above the tolerance cannot show it
+        (-0.414, 0.44, 0.001, "unclear"),  # KPD of 6 showers a set, which passed before
+        (3.0, 0.5, 1.0, "fail"),  # beyond by more than two errors
+        (1.5, 0.5, 1.0, "unclear"),  # beyond by less
+        (None, None, 1.0, "n/a"),
+        (float("nan"), 0.1, 1.0, "n/a"),
+    ],
+)
+def test_a_verdict_needs_an_error_that_can_tell(value, error, tolerance, expected):
+    assert verdict(value, error, tolerance) == expected
+
+
+def test_no_tolerance_is_information_and_no_error_is_taken_at_its_word():
+    assert verdict(0.5, 0.1, None) == "info"
+    assert verdict(0.5, None, 1.0) == "pass"
+
+
+def test_theta_bins_for_files_without_theta_are_refused():
+    overlap = {"energy": (10.0, 100.0)}
+    assert set(condition_edges(overlap, ValidationConfig())) == {"energy"}
+    with pytest.raises(ConfigError, match=r"theta_bins \(--theta-bins 4\).*no theta.*energy"):
+        condition_edges(overlap, ValidationConfig(theta_bins=4))
+
+
+def test_theta_bins_default_to_three_where_there_is_theta():
+    overlap = {"energy": (10.0, 100.0), "theta": (1.0, 2.0)}
+    edges = condition_edges(overlap, ValidationConfig())
+    assert len(edges["theta"]) == 4
+    edges = condition_edges(overlap, ValidationConfig(theta_bins=(60.0, 90.0, 120.0)))
+    np.testing.assert_allclose(edges["theta"], np.radians([60.0, 90.0, 120.0]))
+
+
+@pytest.mark.parametrize("bins", [100_000_000, tuple(range(2000))])
+def test_bins_past_a_thousand_are_refused(bins):
+    with pytest.raises(ConfigError, match="at most"):
+        ValidationConfig(energy_bins=bins)
