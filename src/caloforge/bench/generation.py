@@ -5,18 +5,18 @@ batch size: warm-up calls of each (they include compilation), then `repeats` rou
 calls on inputs already on the device, each closed by a device synchronisation, one call of
 every backend per round in an order rotated from round to round: the backends share the
 machine's load alike, so their ratios hold on a loaded machine where absolute rates drift
-(timed one after another, gan3d's compiled/eager ratio read 3.9x and 19x in two runs). The
-median, min and max of the per-call times give showers/s and ms/shower. The FLOPs per
-shower (`torch.utils.flop_counter`, 2 per multiply-add, convolutions and matrix products) of
-the module a backend runs (`backend.module`: the generator for eager, its `frozen()` copy,
-which may fold layers and do fewer, for the others) over the median time give the achieved rate
-and the fraction of the peak: executed FLOPs, never more than were done. The peak is measured,
-not looked up: a dense matrix product in the backend's precision timed once in every round
-beside the backends (`caloforge.bench.machine.PeakProbe`, the median of those calls); int8
-is counted against the fp32 product. The CPU's instruction sets (AVX2, AVX-512, VNNI, BF16,
-AMX) are reported with the results. Latencies are the per-call times at batch 1 and 100, what one
-event asks for. The end-to-end rate at the largest batch adds the noise, the inverse
-preprocessing, the checks and the copy to host memory (`ShowerPipeline.__call__`).
+(timed one backend after another, they do not). The median, min and max of the per-call
+times give showers/s and ms/shower. The FLOPs per shower (`torch.utils.flop_counter`, 2 per
+multiply-add, convolutions and matrix products) of the module a backend runs
+(`backend.module`: the generator for eager, its `frozen()` copy, which may fold layers and do
+fewer, for the others) over the median time give the achieved rate and the fraction of the
+peak: executed FLOPs, never more than were done. The peak is measured, not looked up: a dense
+matrix product in the backend's precision timed once in every round beside the backends
+(`caloforge.bench.machine.PeakProbe`, the best of those calls); int8 is counted against the
+fp32 product (so it can read above 100 %). The CPU's instruction sets (AVX2, AVX-512, VNNI,
+BF16, AMX) are reported with the results. Latencies are the per-call times at batch 1 and
+100, what one event asks for. The end-to-end rate at the largest batch adds the noise, the
+inverse preprocessing, the checks and the copy to host memory (`ShowerPipeline.__call__`).
 
 The embedded simulator is timed in the same run, on the same conditions (one process), and
 the speed-up over it is reported beside the speed-up over Geant4's published 17 s/shower.
@@ -451,8 +451,8 @@ def format_table(result: BenchResult) -> str:
     peaks = ", ".join(f"{b} {v:.1f}" for b, v in result.peaks.items())
     probe = result.peak_probe
     how = (
-        f"measured: a {probe['size']}^3 matrix product timed once per round beside the "
-        "backends, median"
+        f"measured: the best of a {probe['size']}^3 matrix product timed once per round "
+        "beside the backends"
         if "size" in probe
         else "given with --peak-gflops"
     )

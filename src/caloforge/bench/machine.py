@@ -2,8 +2,10 @@
 
 The fraction of peak `caloforge bench` reports divides by a dense matrix product timed in
 the same run (`PeakProbe`), one call in each round beside the backends, in the precision of
-the backend: what the hardware gives a large GEMM under the same load, threads and clocks,
-instead of a data-sheet figure that a shared or throttled machine never reaches.
+the backend: the best rate the hardware gave a large GEMM during the run, with the same
+threads and clocks, instead of a data-sheet figure that a shared or throttled machine never
+reaches. The best call, not the median: a backend's calls that run faster than the probe's
+median (a loaded machine's short probe calls are slowed more often) would read above 100 %.
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ def _summary(capability: str, flags: set[str]) -> str:
 class PeakProbe:
     """A dense matrix product `size x size x size` timed on `device` in fp32 (full precision:
     no TF32) or bf16: `measure(precision)` times one call and keeps its GFLOP/s; `peak` is the
-    median of those kept. Called once per benchmark round, it sees the load the backends see.
+    best of those kept. Called once per benchmark round, it sees the load the backends see.
     """
 
     def __init__(self, device: torch.device, size: int | None = None) -> None:
@@ -130,10 +132,10 @@ class PeakProbe:
         return rate
 
     def peak(self, precision: str) -> float:
-        """The median GFLOP/s of the products timed in `precision` (one measured if none)."""
+        """The best GFLOP/s of the products timed in `precision` (one measured if none)."""
         if not self.rates.get(precision):
             self.measure(precision)
-        return statistics.median(self.rates[precision])
+        return max(self.rates[precision])
 
     def to_dict(self) -> dict[str, Any]:
         return {
