@@ -187,6 +187,16 @@ def _scaling(x: np.ndarray, standardise: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown standardise '{standardise}'; choose columns, cells or none")
 
 
+def reset_linear_layers(module: nn.Module, generator: torch.Generator) -> None:
+    """PyTorch's default initialisation of every Linear layer in `module`, drawn from
+    `generator` (so a classifier's start is reproducible without the global RNG)."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5.0), generator=generator)
+            bound = 1.0 / math.sqrt(m.in_features)
+            nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+
+
 class _MLP(nn.Module):
     def __init__(self, n_in: int, hidden: tuple[int, ...]) -> None:
         super().__init__()
@@ -198,12 +208,7 @@ class _MLP(nn.Module):
         self.net = nn.Sequential(*layers)
 
     def reset(self, generator: torch.Generator) -> None:
-        """PyTorch's default Linear initialisation, drawn from `generator`."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5.0), generator=generator)
-                bound = 1.0 / math.sqrt(m.in_features)
-                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        reset_linear_layers(self, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(-1)

@@ -29,7 +29,13 @@ import torch
 from scipy.special import expit
 from torch import nn
 
-from caloforge.validation.classifier import calibrated_jsd, calibration, roc_auc, torch_threads
+from caloforge.validation.classifier import (
+    calibrated_jsd,
+    calibration,
+    reset_linear_layers,
+    roc_auc,
+    torch_threads,
+)
 
 RECIPE = {
     "hidden_layers": 3,
@@ -79,12 +85,7 @@ class RecipeNetwork(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def reset(self, generator: torch.Generator) -> None:
-        """PyTorch's default Linear initialisation, drawn from `generator`."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5.0), generator=generator)
-                bound = 1.0 / math.sqrt(m.in_features)
-                nn.init.uniform_(m.bias, -bound, bound, generator=generator)
+        reset_linear_layers(self, generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x).squeeze(-1)
