@@ -54,7 +54,9 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "--checkpoint", required=True, help="checkpoint folder, or run folder (its best checkpoint)"
+        "--checkpoint",
+        required=True,
+        help="checkpoint folder, run folder (its best checkpoint) or pretrained:NAME",
     )
     p.add_argument(
         "--n",
@@ -155,7 +157,9 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument(
-        "--checkpoint", required=True, help="checkpoint folder, or run folder (its best checkpoint)"
+        "--checkpoint",
+        required=True,
+        help="checkpoint folder, run folder (its best checkpoint) or pretrained:NAME",
     )
     p.add_argument("--format", choices=("onnx",), default="onnx", help="output format")
     p.add_argument(
@@ -207,7 +211,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
         ),
     )
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="checkpoint or run folder")
+    source.add_argument("--checkpoint", help="checkpoint or run folder, or pretrained:NAME")
     source.add_argument(
         "--model", help=f"a model family with random weights (speed only): {_families()}"
     )

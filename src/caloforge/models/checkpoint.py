@@ -12,6 +12,10 @@ also keeps the optimizer and RNG state beside these files) names its checkpoints
 `best.json` and `latest.json`; `resolve_checkpoint` follows them, so a run folder can be
 given wherever a checkpoint can. `summarize_checkpoint` says what a run or checkpoint folder
 holds without loading its weights (`caloforge inspect RUN`).
+
+Weights shipped with the package are checkpoint folders under `caloforge/pretrained/NAME/`
+(with a `MODEL_CARD.md`: data, training, validation figures); `pretrained:NAME` names one
+wherever a checkpoint path is accepted.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ __all__ = [
     "CheckpointSummary",
     "latest_checkpoint",
     "load_checkpoint",
+    "pretrained_models",
     "print_checkpoint_summary",
     "read_pointer",
     "resolve_checkpoint",
@@ -58,6 +63,9 @@ CHECKSUM = "weights_sha256"  # config.json: the SHA-256 of model.safetensors, ch
 LATEST = "latest.json"  # run folder: the newest checkpoint
 BEST = "best.json"  # run folder: the checkpoint the training's physics check liked best
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+PRETRAINED = "pretrained:"  # prefix of the shipped checkpoints' names
+MODEL_CARD = "MODEL_CARD.md"
+PRETRAINED_ROOT = Path(__file__).resolve().parent.parent / "pretrained"
 
 
 class CheckpointError(CaloforgeError):
@@ -165,8 +173,23 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     return pointed
 
 
+def pretrained_models() -> dict[str, Path]:
+    """The checkpoints shipped with the package: name -> folder."""
+    if not PRETRAINED_ROOT.is_dir():
+        return {}
+    return {p.name: p for p in sorted(PRETRAINED_ROOT.iterdir()) if (p / CONFIG).is_file()}
+
+
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint folder from a checkpoint folder or a run folder (its best, else latest)."""
+    """A checkpoint folder from a checkpoint folder, a run folder (its best, else latest) or
+    `pretrained:NAME` (a checkpoint shipped with the package)."""
+    if isinstance(path, str) and path.startswith(PRETRAINED):
+        name = path[len(PRETRAINED) :]
+        shipped = pretrained_models()
+        if name not in shipped:
+            known = ", ".join(PRETRAINED + k for k in shipped) or "none in this installation"
+            raise CheckpointError(f"{path}: no such pretrained model (shipped: {known})")
+        return shipped[name]
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: checkpoint not found")
