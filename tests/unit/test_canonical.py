@@ -155,6 +155,57 @@ def test_abort_discards_a_new_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _interrupt_once_the_partial_exists(folder: Path) -> Callable[..., None]:
+    """A stand-in for a step of the writer's construction: checks that the partial is
+    there, then raises what the CLI's SIGTERM handler and Ctrl-C raise."""
+
+    def interrupt(*args: object, **kwargs: object) -> None:
+        assert [p for p in folder.iterdir() if ".partial-" in p.name], "no partial yet"
+        raise KeyboardInterrupt
+
+    return interrupt
+
+
+def test_an_interrupt_while_the_writer_is_created_leaves_no_partial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Right after HDF5 created the partial (the descriptor is looked up next), and later,
+    # among the attributes: SIGTERM at either moment used to leave .x.h5.partial-PID.
+    import caloforge.data.canonical as canonical
+
+    for step in ("_descriptor", "units_of"):
+        with monkeypatch.context() as patch:
+            patch.setattr(canonical, step, _interrupt_once_the_partial_exists(tmp_path))
+            with pytest.raises(KeyboardInterrupt):
+                ShowerWriter(tmp_path / "x.h5", TINY)
+        assert list(tmp_path.iterdir()) == [], step
+    write(tmp_path / "x.h5", make_batch(2))  # nothing held: the name is free to write
+
+
+def test_an_interrupt_while_an_append_is_set_up_keeps_the_file(
+    good_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import caloforge.data.canonical as canonical
+
+    before = good_file.read_bytes()
+    interrupt = _interrupt_once_the_partial_exists(good_file.parent)
+
+    def copy_then_interrupt(source: Path, target: Path) -> None:
+        shutil.copyfile(source, target)
+        interrupt()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(canonical, "copy_file", copy_then_interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            ShowerWriter(good_file, TINY, append=True)
+    assert list(good_file.parent.iterdir()) == [good_file]
+    assert good_file.read_bytes() == before
+    with ShowerWriter(good_file, TINY, append=True) as w:  # the lock was given back
+        w.write(make_batch(1, 41.0))
+    with open_canonical(good_file) as f:
+        assert len(f) == 41
+
+
 # --- reading errors ---------------------------------------------------------------------
 
 
@@ -293,6 +344,40 @@ def test_layout_errors_name_file_and_key(
 
 
 @pytest.mark.parametrize(
+    ("version", "found"),
+    [
+        (0, "found 0"),
+        (-1, "found -1"),
+        (1.5, "found 1.5"),
+        (np.True_, "found True"),
+        ("1", "found '1'"),
+        (np.array([1, 1]), "found array([1, 1])"),
+    ],
+)
+def test_a_format_version_that_is_no_version_is_refused(
+    good_file: Path, version: object, found: str
+) -> None:
+    path = _edit(good_file, lambda h5: h5.attrs.__setitem__("format_version", version))
+    for opener in (open_showers, open_canonical):
+        with pytest.raises(InputFileError, match="bad format version") as error:
+            opener(path)
+        assert_names(error, path, "format_version")
+        assert f"expected an integer from 1 to 1, {found}" in str(error.value)
+
+
+@pytest.mark.parametrize("version", [1, 1.0, np.int32(1), None])
+def test_format_version_one_or_none_is_read(good_file: Path, version: object) -> None:
+    def change(h5: h5py.File) -> None:
+        if version is None:
+            del h5.attrs["format_version"]
+        else:
+            h5.attrs["format_version"] = version
+
+    with open_showers(_edit(good_file, change)) as f:
+        assert len(f.read(0, 40)) == 40
+
+
+@pytest.mark.parametrize(
     ("value", "problem"),
     [(np.nan, "NaN or infinite"), (np.inf, "NaN or infinite"), (-1e-3, "negative")],
 )
@@ -310,6 +395,35 @@ def test_bad_cells_name_file_key_and_first_row(tmp_path: Path, value: float, pro
             f.read(10, 40)
         assert "first at row 30" in str(error.value)
         np.testing.assert_array_equal(f.read(8, 30).showers, batch.showers[8:30])
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"), [(3e38, "a cell of 3e+38 GeV"), (11 * 8.0, "a cell of 88 GeV")]
+)
+def test_absurd_finite_cells_name_file_key_row_and_value(
+    tmp_path: Path, value: float, shown: str
+) -> None:
+    # Row 7's primary energy is 8 GeV: no cell may hold more than 10 x 8 GeV.
+    batch = make_batch(40)
+    batch.showers[7, 1, 2, 0] = value
+    path = write(tmp_path / "bad.h5", batch)
+    for opener in (open_showers, open_canonical):
+        with opener(path) as f:
+            with pytest.raises(InputFileError, match="far above the primary energy") as error:
+                f.read(0, 40)
+            assert_names(error, path, "showers")
+            assert f"first at row 7: {shown}, primary energy 8 GeV" in str(error.value)
+            with pytest.raises(InputFileError, match="first at row 7"):
+                f.take(np.array([2, 7]))
+            np.testing.assert_array_equal(f.read(8, 40).showers, batch.showers[8:])
+
+
+def test_cells_up_to_ten_times_the_primary_energy_are_read(tmp_path: Path) -> None:
+    batch = make_batch(10)
+    batch.showers[3, 0, 0, 0] = 9.99 * 4.0  # row 3: 4 GeV
+    path = write(tmp_path / "hot.h5", batch)
+    with open_showers(path) as f:
+        np.testing.assert_array_equal(f.read(0, 10).showers, batch.showers)
 
 
 def test_bad_cells_found_by_take_name_the_file_row(tmp_path: Path) -> None:

@@ -335,13 +335,18 @@ def test_lhcb_units_orientation_and_conditions(
 def test_lhcb_scale_options(tmp_path: Path) -> None:
     path = tmp_path / "val.npz"
     truth = make_lhcb(path)
-    with open_source(path, energy_scale=1.0, point_scale=10.0) as source:
+    with open_source(path, energy_scale=2e-3, point_scale=10.0) as source:
         np.testing.assert_allclose(
-            source.read(0, 1).showers[0], truth["EnergyDeposit"][0].T, rtol=1e-6
+            source.read(0, 1).showers[0], 2e-3 * truth["EnergyDeposit"][0].T, rtol=1e-6
         )
         np.testing.assert_allclose(
             source.conditions["point"], 10 * truth["ParticlePoint"][:, :2], rtol=1e-6
         )
+    # The file's MeV read as GeV: cells of up to 2 TeV from primaries of 1-100 GeV.
+    source = open_source(path, energy_scale=1.0)
+    with source, pytest.raises(InputFileError, match="far above the primary energy") as error:
+        source.read(0, 4)
+    assert "key 'EnergyDeposit'" in str(error.value) and "a cell of " in str(error.value)
 
 
 def test_lhcb_missing_array_and_wrong_shape(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -101,17 +102,27 @@ class ShowerWriter:
         self._n_before: int | None = None  # the showers in it before, when appending
         self._names = geometry.condition_names
         check_output(self.path)
-        if append and self.path.exists():
-            self._open_for_appending(provenance)
-            return
+        # Whatever stops the construction once the partial exists (an error, Ctrl-C, SIGTERM
+        # handled as Ctrl-C) takes the partial with it: no writer, nothing left behind.
+        try:
+            if append and self.path.exists():
+                self._open_for_appending(provenance)
+            else:
+                self._create(producer, compression, provenance)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create(
+        self, producer: str, compression: str, provenance: Mapping[str, Any] | None
+    ) -> None:
+        """Create the partial file with the geometry's attributes and empty datasets."""
+        geometry = self.geometry
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._partial = partial_path(self.path)
             self._file = h5py.File(self._partial, "w")
         except OSError as exc:
-            if self._partial is not None:
-                discard(self._partial)
-                self._partial = None
             raise OutputError(f"{self.path}: cannot be created ({os_error_text(exc)})") from None
         self._fd = _descriptor(self._file)
         self.n = 0
@@ -200,10 +211,7 @@ class ShowerWriter:
         try:
             copy_file(self.path, self._partial)
             self._file = h5py.File(self._partial, "a")
-        except OSError as exc:
-            self._release_hold()
-            discard(self._partial)
-            self._partial = None
+        except OSError as exc:  # the constructor removes the partial
             raise OutputError(
                 f"{self.path}: cannot append, the copy to append to could not be made "
                 f"({os_error_text(exc)}); the file is unchanged"
@@ -284,8 +292,9 @@ class ShowerWriter:
             self._release_hold()
 
     def abort(self) -> None:
-        """Close and throw the partial away: no new file, or the appended-to file unchanged."""
-        if self._file.id.valid:
+        """Close and throw the partial away: no new file, or the appended-to file unchanged.
+        Also after a construction stopped half-way (the partial may have no HDF5 file open)."""
+        if getattr(self, "_file", None) is not None and self._file.id.valid:
             try:
                 self._file.close()
             except (OSError, RuntimeError):
@@ -413,7 +422,8 @@ class ShowerFile:
                 f"unreadable shower data, truncated or corrupt? ({exc})",
                 key=SHOWERS_KEY,
             ) from None
-        check_showers(showers, self.path, SHOWERS_KEY, offset, rows)
+        energy = self.conditions["energy"][selection]
+        check_showers(showers, self.path, SHOWERS_KEY, offset, rows, energy)
         return showers
 
     def read(self, start: int, stop: int) -> Batch:
@@ -506,6 +516,33 @@ def _numeric_dataset(
     return ds
 
 
+def _check_format_version(path: str | os.PathLike[str], value: Any) -> None:
+    """Refuse a `format_version` attribute that is not a whole number from 1 to
+    FORMAT_VERSION (1.0 is 1; 0, -1, 1.5, true, text or a list are refused); a file without
+    one is read as version 1."""
+    if value is None:
+        return
+    number = value.item() if isinstance(value, np.generic) else value
+    if isinstance(number, int | float) and not isinstance(number, bool):
+        if math.isfinite(number) and float(number).is_integer() and number > FORMAT_VERSION:
+            raise InputFileError(
+                path,
+                "written by a newer caloforge",
+                key="format_version",
+                expected=f"<= {FORMAT_VERSION}",
+                found=str(int(number)),
+            )
+        if math.isfinite(number) and float(number).is_integer() and number >= 1:
+            return
+    raise InputFileError(
+        path,
+        "bad format version",
+        key="format_version",
+        expected=f"an integer from 1 to {FORMAT_VERSION}",
+        found=repr(number)[:60],
+    )
+
+
 def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
     if "geometry_json" not in h5.attrs:
         raise InputFileError(
@@ -515,24 +552,7 @@ def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
             expected="the attribute written by caloforge",
             found="no such attribute (use 'caloforge convert' for other formats)",
         )
-    try:
-        version = int(h5.attrs.get("format_version", -1))
-    except (TypeError, ValueError):
-        raise InputFileError(
-            path,
-            "bad format version",
-            key="format_version",
-            expected="an integer",
-            found=repr(h5.attrs.get("format_version"))[:60],
-        ) from None
-    if version > FORMAT_VERSION:
-        raise InputFileError(
-            path,
-            "written by a newer caloforge",
-            key="format_version",
-            expected=f"<= {FORMAT_VERSION}",
-            found=str(version),
-        )
+    _check_format_version(path, h5.attrs.get("format_version"))
     try:
         geometry = Geometry.from_json(_text(h5.attrs["geometry_json"]), source=f"{path}")
     except GeometryError as exc:

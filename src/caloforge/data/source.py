@@ -70,7 +70,8 @@ class ShowerSource(Protocol):
         ...
 
     def read(self, start: int, stop: int) -> Batch:
-        """Showers `start:stop`, checked to be finite and non-negative."""
+        """Showers `start:stop`, checked to be finite, non-negative and not absurd (no cell
+        above MAX_CELL_PER_PRIMARY times its primary energy)."""
         ...
 
     def take(self, indices: np.ndarray) -> Batch:
@@ -126,33 +127,52 @@ def _special(mode: int) -> str:
     return "a special file"
 
 
+# No cell of a shower holds more than its primary energy (visible or calibrated, energy is
+# conserved); ten times it leaves room for any calibration and still refuses a unit mistake
+# (MeV read as GeV), an overflow or a corrupted file (3e38 GeV in one cell).
+MAX_CELL_PER_PRIMARY = 10.0
+
+
 def check_showers(
-    showers: np.ndarray, path: str, key: str, offset: int = 0, rows: np.ndarray | None = None
+    showers: np.ndarray,
+    path: str,
+    key: str,
+    offset: int = 0,
+    rows: np.ndarray | None = None,
+    energy: np.ndarray | None = None,
 ) -> None:
-    """Raise `InputFileError` naming the first shower with a NaN, inf or negative cell.
+    """Raise `InputFileError` naming the first shower with a NaN, inf or negative cell, or,
+    given the showers' primary `energy` (GeV), a cell above MAX_CELL_PER_PRIMARY times it.
 
     The showers are the file's rows `offset:offset + len(showers)`, or `rows` when given.
     """
     bad = ~np.isfinite(showers)
     problem = "NaN or infinite cell energies"
+    expected = "finite energies >= 0"
+    value = ""
     if not bad.any():
         bad = showers < 0
         problem = "negative cell energies"
         if not bad.any():
-            return
+            if energy is None or len(showers) == 0:
+                return
+            peak = showers.reshape(len(showers), -1).max(axis=1)
+            limit = MAX_CELL_PER_PRIMARY * np.asarray(energy, dtype=np.float64)
+            bad = peak > limit
+            if not bad.any():
+                return
+            worst = int(np.argmax(bad))
+            problem = "cell energies far above the primary energy"
+            expected = f"cells <= {MAX_CELL_PER_PRIMARY:g} x the primary energy (GeV)"
+            value = f": a cell of {peak[worst]:.4g} GeV, primary energy {energy[worst]:.4g} GeV"
     per_shower = bad.reshape(len(showers), -1).any(axis=1)
     first = int(np.argmax(per_shower))
     if rows is None:
         where, first_row = f"rows {offset}:{offset + len(showers)}", offset + first
     else:
         where, first_row = f"{len(rows)} rows read from {rows[0]} to {rows[-1]}", int(rows[first])
-    raise InputFileError(
-        path,
-        problem,
-        key=key,
-        expected="finite energies >= 0",
-        found=f"{int(per_shower.sum())} bad shower(s) in {where}, first at row {first_row}",
-    )
+    found = f"{int(per_shower.sum())} bad shower(s) in {where}, first at row {first_row}"
+    raise InputFileError(path, problem, key=key, expected=expected, found=found + value)
 
 
 def check_conditions(

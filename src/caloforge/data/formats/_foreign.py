@@ -2,8 +2,9 @@
 
 A foreign reader checks a file's layout once, converts its small condition arrays to the
 geometry's units, and hands `ForeignSource` a function that reads and converts a slice of
-showers. `ForeignSource` does the rest of the `ShowerSource` protocol: clamping, the
-finite-and-non-negative check on every slice, and errors that name the file and the key.
+showers. `ForeignSource` does the rest of the `ShowerSource` protocol: clamping, the check
+of every slice (finite, non-negative, no cell far above its primary energy), and errors that
+name the file and the key.
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ class ForeignSource:
                 f"unreadable shower data, truncated or corrupt? ({exc})",
                 key=self._showers_key,
             ) from None
-        check_showers(showers, self.path, self._showers_key, offset)
+        energy = self._conditions["energy"][selection]
+        check_showers(showers, self.path, self._showers_key, offset, energy=energy)
         return showers
 
     def read(self, start: int, stop: int) -> Batch:
