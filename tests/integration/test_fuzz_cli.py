@@ -1964,6 +1964,22 @@ def test_validate_says_when_subsample_0_switches_the_cell_metrics_off(
     assert projection["verdict"] == "n/a" and "too few for a verdict" in projection["detail"]
 
 
+def test_validate_check_does_not_pass_a_comparison_it_could_not_judge(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 6 showers a set and the cell metrics off: no headline row has a verdict (overall
+    # n/a), which --check used to pass with exit 0.
+    source = ref(tmp_path)
+    argv = ["validate", "--reference", source, "--generated", source, "--subsample", "0"]
+    out = tmp_path / "r"
+    assert run_cli([*argv, "--no-plots", "--check", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "verdict: N/A" in captured.out and (out / "metrics.json").exists()
+    (line,) = [x for x in captured.err.splitlines() if "check not passed" in x]
+    assert line.startswith("caloforge: check not passed: no verdict could be made; ")
+    assert "7 of 7 headline metrics have no value" in line and "switched off" in line
+
+
 def test_a_full_disk_while_validate_writes_its_report_is_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

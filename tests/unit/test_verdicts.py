@@ -8,7 +8,13 @@ import pytest
 
 from caloforge.config import ConfigError
 from caloforge.validation.config import ValidationConfig
-from caloforge.validation.verdicts import condition_edges, verdict
+from caloforge.validation.results import Headline
+from caloforge.validation.verdicts import (
+    condition_edges,
+    no_verdict_reason,
+    overall_verdict,
+    verdict,
+)
 
 
 @pytest.mark.parametrize(
@@ -51,3 +57,26 @@ def test_theta_bins_default_to_three_where_there_is_theta():
 def test_bins_past_a_thousand_are_refused(bins):
     with pytest.raises(ConfigError, match="at most"):
         ValidationConfig(energy_bins=bins)
+
+
+def _row(title: str, value: float | None, tolerance: float | None, detail: str) -> Headline:
+    return Headline(
+        title.lower(), title, value, 0.01, tolerance, verdict(value, 0.01, tolerance), detail
+    )
+
+
+def test_why_no_verdict_could_be_made_is_said_in_one_line():
+    rows = [
+        _row("FPD", None, 1.0, "6 showers per set: too few for a verdict on FPD"),
+        _row("KPD", None, 1.0, "6 showers per set: too few for a verdict on KPD"),
+        _row("Response", 0.01, None, "information only"),
+    ]
+    assert overall_verdict(rows) == "n/a"
+    reason = no_verdict_reason(rows)
+    assert reason == (
+        "2 of 3 headline metrics have no value (FPD, KPD); FPD: 6 showers per set: too few "
+        "for a verdict on FPD"
+    )
+    info = [_row("Response", 0.01, None, "x")]
+    assert overall_verdict(info) == "n/a"
+    assert "no headline metric has a tolerance" in no_verdict_reason(info)

@@ -20,7 +20,7 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
             "a report folder: index.html (self-contained), metrics.json and plots/*.png. "
             "Metrics overall and in bins of energy and angle; a verdict per headline metric "
             "against a tolerance. Exit code 0 when the report is written (with --check: 1 "
-            "when a headline verdict fails), 2 for bad input."
+            "when a headline verdict fails or when no verdict could be made), 2 for bad input."
         ),
     )
     p.add_argument("--reference", required=True, nargs="+", help="reference file(s) or glob")
@@ -43,7 +43,13 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     )
     # One flag per setting, generated from its declaration in ValidationConfig.
     add_cli_options(p)
-    p.add_argument("--check", action="store_true", help="exit 1 when a headline verdict fails")
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a headline verdict fails, and also when no headline verdict could "
+        "be made (overall n/a: too few showers, metrics switched off, no tolerances), with "
+        "the reason on stderr; the report is written either way",
+    )
     p.set_defaults(handler=_validate)
 
 
@@ -91,6 +97,15 @@ def _validate(args: argparse.Namespace) -> int:
         ) from None
     print(result.summary())
     print(f"report: {args.out}/index.html")
+    if args.check and result.verdict == "n/a":  # nothing was judged: not a pass
+        import sys
+
+        from caloforge.errors import one_line
+        from caloforge.validation.verdicts import no_verdict_reason
+
+        reason = one_line(no_verdict_reason(result.headline))
+        print(f"caloforge: check not passed: no verdict could be made; {reason}", file=sys.stderr)
+        return 1
     return 1 if args.check and result.verdict == "fail" else 0
 
 

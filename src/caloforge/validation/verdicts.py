@@ -107,6 +107,20 @@ def overall_verdict(headline: Sequence[Headline]) -> Verdict:
     return "pass" if any(h.verdict == "pass" for h in headline) else "n/a"
 
 
+def no_verdict_reason(headline: Sequence[Headline]) -> str:
+    """Why the overall verdict is "n/a", in one line for `validate --check` (which does not
+    pass a comparison it could not judge): the headline rows without a value and the first
+    one's reason (too few showers, switched off), or that no row has a tolerance."""
+    missing = [h for h in headline if h.verdict == "n/a"]
+    if not missing:
+        return "no headline metric has a tolerance to judge it by (all are information only)"
+    first = missing[0]
+    return (
+        f"{len(missing)} of {len(headline)} headline metrics have no value "
+        f"({', '.join(h.title for h in missing)}); {first.title}: {first.detail}"
+    )
+
+
 # --- response and resolution in bins ------------------------------------------------------------
 def _ratio_deviation(a: float, ea: float, b: float, eb: float) -> tuple[float, float]:
     """b / a - 1 and its error, from independent errors on a and b."""
