@@ -313,6 +313,21 @@ CASES = [
         ("'showers'", "negative cell energies"),
     ),
     Case(
+        "showers-3e38",
+        convert_of(replace("showers", lambda old: np.where(old > 0, np.float32(3e38), old))),
+        ("in.h5", "'showers'", "far above the primary energy", "first at row 0", "3e+38 GeV"),
+    ),
+    Case(
+        "format-version-negative",
+        convert_of(attribute("format_version", -1)),
+        ("in.h5", "'format_version'", "an integer from 1 to 1", "found -1"),
+    ),
+    Case(
+        "format-version-fractional",
+        inspect_of(attribute("format_version", 0.5)),
+        ("'format_version'", "an integer from 1 to 1", "found 0.5"),
+    ),
+    Case(
         "showers-wrong-shape",
         inspect_of(replace("showers", lambda old: old[:, :5])),
         ("'showers'", "(N, 25, 25, 25)", "(6, 5, 25, 25)"),
@@ -826,6 +841,15 @@ CASES = [
         ("ref.h5", "'energy'", "valid for 1:1000"),
     ),
     Case(
+        "train-data-cells-far-above-the-primary",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data"),
+            ref(tmp, edit=replace("showers", lambda old: old + (old > 0) * np.float32(1e4))),
+            *("--out", str(tmp / "run"), "training.batch_size=2"),
+        ],
+        ("ref.h5", "'showers'", "far above the primary energy", "GeV, primary energy"),
+    ),
+    Case(
         "train-data-missing",
         lambda tmp, ck: ["train", "--config", "gan3d", "--data", "no.h5", "--out", "run"],
         ("no.h5", "not found"),
@@ -925,6 +949,14 @@ CASES = [
             str(tmp / "rep"),
         ],
         ("no.h5", "not found"),
+    ),
+    Case(
+        "validate-generated-cells-3e38",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--out", str(tmp / "rep"), "--generated"),
+            str(canonical(tmp / "gen.h5", edit=replace("showers", lambda old: old * 1e36))),
+        ],
+        ("gen.h5", "'showers'", "far above the primary energy", "e+3"),
     ),
     Case(
         "validate-subsample-negative",
