@@ -254,3 +254,12 @@ def test_learning_rate_warms_up_then_follows_the_schedule(clic_data, tmp_path):
     trainer.fit()
     lr = trainer.models.optimizer_g.param_groups[0]["lr"]
     assert lr == pytest.approx(1e-3 * trainer.lr_factor(trainer.state.step - 1))
+
+
+def test_no_validation_split_is_said_when_the_check_falls_back_to_training(clic_data, tmp_path):
+    config = load_config(
+        CONFIGS / "gan3d.yaml",
+        [*FAST, "training.batch_size=4", "training.max_steps=1", "training.fractions=[1,0,0]"],
+    )
+    with pytest.warns(UserWarning, match=r"fractions \[1.0, 0.0, 0.0\] leave no validation"):
+        Trainer(config, clic_data, tmp_path / "run").close()

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -285,8 +286,13 @@ class Trainer:
             return None
         with contextlib.closing(open_showers(self.stream.paths, data_format)) as source:
             idx = split_indices(len(source), self.cfg.fractions, self.cfg.split_seed)["validation"]
-            if len(idx) == 0:
-                idx = self.stream.indices  # no validation split asked for: check on train
+            if len(idx) == 0:  # no validation split asked for: check on training showers
+                warnings.warn(
+                    f"training.fractions {list(self.cfg.fractions)} leave no validation showers: "
+                    "the physics check (and best.json) use training showers",
+                    stacklevel=2,
+                )
+                idx = self.stream.indices
             batch = source.take(idx[: self.cfg.check_showers])
         return batch.showers, dict(batch.conditions)
 
