@@ -33,8 +33,11 @@ from caloforge.validation.plots import (
 )
 from caloforge.validation.plots.base import ratio_panel, ratio_range
 from caloforge.validation.plots.shapes import (
+    cell_edges_mm,
     layer_edges_X0,
+    radial_edges,
     radial_profile,
+    radial_profiles,
     stack_moliere_radius_mm,
 )
 from caloforge.validation.verdicts import response_bins
@@ -82,6 +85,9 @@ def comparison(geometry: str, n: int = 120, *, cells: bool = True) -> Comparison
     if cells:
         extra = {
             "mean_images": (ref_showers.mean(axis=0), gen_showers.mean(axis=0)),
+            "radial_profiles": tuple(
+                radial_profiles(x, g, radial_edges(g)) for x in (ref_showers, gen_showers)
+            ),
             "single_showers": (ref_showers[0], gen_showers[0]),
             "single_conditions": ({"energy": 30.0}, {"energy": 31.0}),
             "subsample": n,
@@ -301,6 +307,64 @@ def test_the_radial_profile_is_in_mm_and_moliere_radii(clic):
     assert "distance from the shower axis r [mm]" in xlabels
     tops = [child.get_xlabel() for ax in figure.axes for child in ax.child_axes]
     assert tops.count("r [Moliere radii]") == 2
+
+
+def test_the_radial_profile_has_error_bars_and_draws_without_them(clic):
+    def bars(figure):  # the error segments of non-zero length of every panel
+        return sum(
+            int(np.ptp(segment[:, 1]) > 0)
+            for ax in figure.axes
+            for c in ax.collections
+            if hasattr(c, "get_segments")
+            for segment in c.get_segments()
+        )
+
+    with_errors = plot_radial_profile(clic)
+    without = plot_radial_profile(dataclasses.replace(clic, radial_profiles=None))
+    rings = len(radial_edges(clic.geometry)) - 1
+    # The generated density, both fractions and both ratios; without profiles, the ratios'
+    # errors from nothing: none.
+    assert bars(with_errors) >= 3 * rings and bars(without) == 0
+
+
+def test_radial_profile_errors_are_those_of_means_over_the_showers():
+    g = PRESETS["clic-25"]
+    showers, _ = simulated("clic-25", 30, 4)
+    edges = radial_edges(g)
+    profile = radial_profiles(showers, g, edges)
+    mean = showers.mean(axis=0, dtype=np.float64)
+    density, energy = radial_profile(mean, g, edges)
+    np.testing.assert_allclose(profile.density, density, rtol=1e-12)
+    np.testing.assert_allclose(profile.fraction, np.cumsum(energy) / mean.sum(), rtol=1e-12)
+    # Each shower's rings about the mean shower's axis (per layer), by np.histogram.
+    x, y = (0.5 * (e[1:] + e[:-1]) for e in (cell_edges_mm(g, 0), cell_edges_mm(g, 1)))
+    rings, cells = np.zeros((len(showers), len(edges) - 1)), np.zeros(len(edges) - 1)
+    for k in range(g.shape[2]):
+        layer = mean[:, :, k]
+        cx = (layer.sum(axis=1) * x).sum() / layer.sum()
+        cy = (layer.sum(axis=0) * y).sum() / layer.sum()
+        r = np.hypot(x[:, None] - cx, y[None, :] - cy).ravel()
+        cells += np.histogram(r, edges)[0]
+        for i, shower in enumerate(showers):
+            rings[i] += np.histogram(r, edges, weights=shower[:, :, k].ravel().astype(np.float64))[
+                0
+            ]
+    n, area = len(showers), cells * g.cell_size_mm[0] * g.cell_size_mm[1]
+    np.testing.assert_allclose(
+        profile.density_error, rings.std(axis=0, ddof=1) / np.sqrt(n) / area, rtol=1e-9
+    )
+    # The fraction A / B of two means: var = (var a - 2 f cov(a, b) + f^2 var b) / (n B^2).
+    within, total = np.cumsum(rings, axis=1), showers.reshape(n, -1).sum(axis=1, dtype=np.float64)
+    f = within.mean(axis=0) / total.mean()
+    cov = np.array([np.cov(within[:, j], total) for j in range(within.shape[1])])
+    variance = cov[:, 0, 0] - 2 * f * cov[:, 0, 1] + f**2 * cov[:, 1, 1]
+    np.testing.assert_allclose(
+        profile.fraction_error, np.sqrt(variance / n) / total.mean(), rtol=1e-6, atol=1e-12
+    )
+    # Showers all alike: nothing to be uncertain about.
+    same = radial_profiles(np.repeat(showers[:1], 5, axis=0), g, edges)
+    assert np.nanmax(same.density_error) < 1e-12 * np.nanmax(same.density)
+    assert same.fraction_error.max() < 1e-12
 
 
 def test_every_feature_histogram_has_a_y_label(clic):

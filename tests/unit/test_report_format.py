@@ -74,6 +74,19 @@ def test_headline_values_are_scaled_and_rounded():
     assert headline_value(row(None, None, 1.0)) == "n/a"
 
 
+def test_headline_value_text_rounds_as_the_page_does():
+    def row(value, error, scale):
+        return Headline("k", "t", value, error, None, "pass", "", scale)
+
+    # The terminal's summary and the page round alike: no "1 ± 6.2e-17".
+    assert row(1.0, 6.2e-17, 1.0).value_text() == "1.00 ± 0"
+    assert row(0.4272, 0.0434, 100.0).value_text() == "+43 ± 4 %"
+    assert row(0.51234, 0.0101, 1.0).value_text() == "0.512 ± 0.010"
+    assert row(1540.0, 45.0, 1e3).value_text() == "(1.54 ± 0.05) ×10^6"
+    assert row(-0.00231, None, 100.0).value_text() == "-0.231 %"
+    assert row(None, None, 1.0).value_text() == "n/a"
+
+
 def test_numbers_wrap_only_where_the_formatter_allows_and_tables_scroll_in_their_box():
     """What can be read off the CSS (the browser test measures the real layout)."""
     css = re.sub(r"/\*.*?\*/", "", (TEMPLATES / "report.css").read_text(), flags=re.S)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -51,6 +50,7 @@ from caloforge.validation.sources import (
     scalar_conditions,
     value_range,
 )
+from caloforge.validation.timing import StageTimer
 from caloforge.validation.verdicts import (
     condition_edges,
     headline,
@@ -78,15 +78,8 @@ def compare(
     edges = condition_edges(overlap, config)  # bad bins refused before the features' work
     geometry = reference.geometry
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = round(now - clock, 3)
-        clock = now
-
+    timer = StageTimer()
+    lap = timer.lap
     sources = (reference, generated)
     counts = [
         len(s) if config.max_showers is None else min(len(s), config.max_showers) for s in sources
@@ -180,6 +173,7 @@ def compare(
             response=response,
             tolerances=config.tolerances,
             mean_images=cell.mean_images,
+            radial_profiles=cell.radial_profiles,
             single_showers=cell.single_showers,
             single_conditions=cell.single_conditions,
             subsample=cell.n,
@@ -202,7 +196,7 @@ def compare(
         warnings=warnings,
         version=__version__,
         created=created,
-        timings_s=timings,
+        timings_s=timer.timings,
         comparison=comparison,
     )
 
@@ -462,6 +456,14 @@ def _cell_level(
             ref.showers.mean(axis=0, dtype=np.float64),
             gen.showers.mean(axis=0, dtype=np.float64),
         )
+        if config.plots and geometry.cell_size_mm is not None and geometry.layers:
+            from caloforge.validation.plots.shapes import radial_edges, radial_profiles
+
+            edges = radial_edges(geometry)
+            cell.radial_profiles = (
+                radial_profiles(ref.showers, geometry, edges),
+                radial_profiles(gen.showers, geometry, edges),
+            )
         i, j = _matching_pair(ref, gen, names)
         cell.single_showers = (ref.showers[i].copy(), gen.showers[j].copy())
         cell.single_conditions = (_conditions_of(ref, i, names), _conditions_of(gen, j, names))

@@ -24,12 +24,13 @@ import numpy as np
 from caloforge.errors import CaloforgeError
 from caloforge.validation.comparison import compare
 from caloforge.validation.config import ValidationConfig
-from caloforge.validation.formatting import measured
+from caloforge.validation.formatting import Rounded, measured
 from caloforge.validation.results import Headline, ValidationResult
 from caloforge.validation.sources import source_spec
 from caloforge.validation.verdicts import bin_label
 
 if TYPE_CHECKING:
+    import jinja2
     from markupsafe import Markup
 
     from caloforge.validation.metrics import SSIMScan
@@ -258,12 +259,7 @@ def signed_percent(value: float | None, error: float | None) -> Markup:
 def headline_value(h: Headline) -> Markup:
     """A headline row's value as shown: `+1.2 ± 0.4 %` for deviations, `0.512 ± 0.010`,
     FPD and KPD x 1e3; "n/a" without a value."""
-    if h.value is None:
-        return _markup("n/a")
-    error = None if h.error is None else h.error * h.scale
-    rounded = measured(
-        h.value * h.scale, error, sign=h.is_percent, unit="%" if h.is_percent else ""
-    )
+    rounded = h.rounded()
     return _markup("n/a" if rounded is None else rounded.html())
 
 
@@ -272,8 +268,9 @@ def _stable_index(scan: SSIMScan) -> int:
     return int(np.argmin(np.abs(np.log10(scan.data_ranges) + 4.0)))
 
 
-def render_html(result: ValidationResult, plots: Sequence[DrawnPlot] = ()) -> str:
-    """The report as one self-contained HTML page (styles inline, images embedded)."""
+def template_environment() -> jinja2.Environment:
+    """The templates' Jinja2 environment (this page's and `--protocol calochallenge`'s):
+    autoescaped, strict about undefined names, with the number helpers of this module."""
     import jinja2  # lazy: only writing a report pays for it
 
     environment = jinja2.Environment(
@@ -288,13 +285,24 @@ def render_html(result: ValidationResult, plots: Sequence[DrawnPlot] = ()) -> st
         bin_label=bin_label,
         num=num,
         pm=pm,
+        rounded=rounded_html,
         signed_percent=signed_percent,
         headline_value=headline_value,
         stable_index=_stable_index,
         verdict_text=VERDICT_TEXT,
         response_titles=RESPONSE_TITLES,
     )
-    template = environment.get_template("report.html.j2")
+    return environment
+
+
+def rounded_html(value: Rounded | None) -> Markup:
+    """A number already rounded (`formatting.Rounded`) as HTML; a dash where there is none."""
+    return _markup("&ndash;" if value is None else value.html())
+
+
+def render_html(result: ValidationResult, plots: Sequence[DrawnPlot] = ()) -> str:
+    """The report as one self-contained HTML page (styles inline, images embedded)."""
+    template = template_environment().get_template("report.html.j2")
     return template.render(
         result=result,
         plots=list(plots),

@@ -20,11 +20,13 @@ import numpy as np
 
 from caloforge.geometry import Geometry
 from caloforge.validation.config import ValidationConfig, settings_json
+from caloforge.validation.formatting import Rounded, measured
 from caloforge.validation.metrics import BinnedValue, SSIMScan
 
 if TYPE_CHECKING:
     from caloforge.validation.classifier import ClassifierResult
     from caloforge.validation.plots import Comparison
+    from caloforge.validation.plots.shapes import RadialProfile
 
 Verdict = Literal["pass", "fail", "unclear", "n/a", "info"]
 # How bad a verdict is: the worst of several is the one with the highest severity.
@@ -91,15 +93,25 @@ class Headline:
     def is_percent(self) -> bool:
         return self.scale == 100.0
 
-    def value_text(self) -> str:
-        """The value (and its error) as shown: '+1.23 ± 0.45 %', '0.512 ± 0.01', 'n/a'."""
+    def rounded(self) -> Rounded | None:
+        """The value (and its error) scaled and rounded as the report shows them
+        (`formatting.measured`: the value to the error's precision, a sign and "%" on
+        deviations); None without a value."""
         if self.value is None:
-            return "n/a"
-        sign = "+" if self.is_percent and self.value > 0 else ""
-        text = f"{sign}{self.value * self.scale:.3g}"
-        if self.error is not None and math.isfinite(self.error):
-            text += f" ± {self.error * self.scale:.2g}"
-        return text + (" %" if self.is_percent else "")
+            return None
+        error = None if self.error is None else self.error * self.scale
+        return measured(
+            self.value * self.scale,
+            error,
+            sign=self.is_percent,
+            unit="%" if self.is_percent else "",
+        )
+
+    def value_text(self) -> str:
+        """The value (and its error) as plain text: '+43 ± 4 %', '0.512 ± 0.010',
+        '1.00 ± 0' (an error at rounding noise), 'n/a'."""
+        rounded = self.rounded()
+        return "n/a" if rounded is None else rounded.text()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -259,8 +271,9 @@ class VectorMetrics:
 @dataclass
 class CellLevel:
     """The cell-level metrics of `n` showers per set (a seeded subsample inside the overlap
-    of the conditions), and what the plots need of those showers: the mean image of each set
-    and one shower of each with similar conditions.
+    of the conditions), and what the plots need of those showers: the mean image of each set,
+    their radial profiles with errors (when plots are drawn) and one shower of each with
+    similar conditions.
 
     skipped: why nothing was computed ("" when something was); projection_mse: the raw
     value less `projection_mse_floor` (`metrics.independent_projection_mse_floor`), with
@@ -278,6 +291,7 @@ class CellLevel:
     classifier: ClassifierResult | None = None
     classifier_reason: str = ""
     mean_images: tuple[np.ndarray, np.ndarray] | None = None
+    radial_profiles: tuple[RadialProfile, RadialProfile] | None = None
     single_showers: tuple[np.ndarray, np.ndarray] | None = None
     single_conditions: tuple[dict[str, float], dict[str, float]] | None = None
     warnings: list[str] = field(default_factory=list)

@@ -91,8 +91,9 @@ PLOTS: tuple[PlotSpec, ...] = (
         "Radial profile",
         "Energy per mm² in rings about the shower axis (the energy-weighted centre of each "
         "layer) and the fraction of the energy within r, in mm and in Moliere radii of the "
-        "layer stack (dotted: 1 R_M and 90 %), of the cell-level subsample's mean showers "
-        "(no error bars: only the mean images are kept).",
+        "layer stack (dotted: 1 R_M and 90 %), of the cell-level subsample's showers about "
+        "the axis of their mean shower; error bars: standard errors of the means over the "
+        "subsample.",
         plot_radial_profile,
     ),
     PlotSpec(

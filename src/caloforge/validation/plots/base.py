@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from caloforge.validation.config import Tolerances
     from caloforge.validation.metrics import SSIMScan
+    from caloforge.validation.plots.shapes import RadialProfile
     from caloforge.validation.results import ResponseBin
 
 REFERENCE_COLOR = "#3b4252"
@@ -71,6 +72,8 @@ class Comparison:
     tolerances: drawn as bands in the ratio panels;
     mean_images, single_showers, single_conditions, subsample: the cell-level subsample's
         mean shower of each set, one shower of each with similar conditions, and its size;
+    radial_profiles: the subsample's radial profiles with their errors
+        (`shapes.radial_profiles`; without them the radial plot has no error bars);
     ssim: the SSIM scan of the subsample.
     """
 
@@ -83,6 +86,7 @@ class Comparison:
     response: Mapping[str, Sequence[ResponseBin]] = field(default_factory=dict)
     tolerances: Tolerances | None = None
     mean_images: tuple[np.ndarray, np.ndarray] | None = None
+    radial_profiles: tuple[RadialProfile, RadialProfile] | None = None
     single_showers: tuple[np.ndarray, np.ndarray] | None = None
     single_conditions: tuple[Mapping[str, float], Mapping[str, float]] | None = None
     subsample: int = 0

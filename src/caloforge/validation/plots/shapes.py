@@ -10,6 +10,7 @@ radius follows (`stack_moliere_radius_mm`).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -174,20 +175,43 @@ def plot_shower_shapes(c: Comparison) -> Figure:
 
 
 # --- radial profile ---------------------------------------------------------------------------
-def radial_profile(
+@dataclass(frozen=True)
+class RadialProfile:
+    """A set's radial profile about fixed axes, with the standard errors of the means over
+    its showers: per ring, the mean energy per mm2 (`density`, GeV/mm2) and the fraction of
+    the mean shower's energy within the ring's outer edge (`fraction`; its error by the
+    delta method for a ratio of means)."""
+
+    density: np.ndarray
+    density_error: np.ndarray
+    fraction: np.ndarray
+    fraction_error: np.ndarray
+
+
+def radial_edges(geometry: Geometry) -> np.ndarray:
+    """Ring edges in mm: one cell pitch wide, out to half the grid's smaller side."""
+    if geometry.cell_size_mm is None:
+        raise NotApplicableError("the geometry has no cell size")
+    half = 0.5 * min(
+        geometry.shape[0] * geometry.cell_size_mm[0], geometry.shape[1] * geometry.cell_size_mm[1]
+    )
+    step = min(geometry.cell_size_mm)
+    return np.arange(0.0, half + step, step)
+
+
+def _rings(
     image: np.ndarray, geometry: Geometry, edges: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Energy of a mean shower `image` ((nx, ny) or (nx, ny, layers), GeV) in rings about
-    its axis: per ring, the energy per mm2 of the cells whose centres lie in it, and the
-    energy summed in it. The axis is the energy-weighted centre of each layer (of the
-    image for a depth-summed one), so an inclined shower is measured about its own axis."""
+    """Ring of every cell of `image` ((nx, ny) or (nx, ny, layers)), flattened in its order,
+    about the axis of `image` (each layer's energy-weighted centre): the ring index, -1 for
+    cells beyond the last ring and for layers without energy; and each ring's area in mm2
+    (its cells of all layers)."""
     if geometry.cell_size_mm is None:
         raise NotApplicableError("the geometry has no cell size")
     layers = image if image.ndim == 3 else image[:, :, None]
     x = 0.5 * (cell_edges_mm(geometry, 0)[1:] + cell_edges_mm(geometry, 0)[:-1])
     y = 0.5 * (cell_edges_mm(geometry, 1)[1:] + cell_edges_mm(geometry, 1)[:-1])
-    energy = np.zeros(len(edges) - 1)
-    cells = np.zeros(len(edges) - 1)
+    index = np.full(layers.shape, -1, dtype=np.int64)
     for k in range(layers.shape[2]):
         e = np.asarray(layers[:, :, k], dtype=np.float64)
         total = e.sum()
@@ -196,77 +220,145 @@ def radial_profile(
         cx = (e.sum(axis=1) * x).sum() / total
         cy = (e.sum(axis=0) * y).sum() / total
         r = np.hypot(x[:, None] - cx, y[None, :] - cy)
-        energy += np.histogram(r, bins=edges, weights=e)[0]
-        cells += np.histogram(r, bins=edges)[0]
-    area = cells * geometry.cell_size_mm[0] * geometry.cell_size_mm[1]
+        ring = np.searchsorted(edges, r, side="right") - 1
+        index[:, :, k] = np.where((r >= edges[0]) & (r <= edges[-1]), ring, -1)
+        # A cell on the outer edge belongs to the last ring (np.histogram's closed last bin).
+        index[:, :, k] = np.minimum(index[:, :, k], len(edges) - 2)
+    flat = index.reshape(-1)
+    cells = np.bincount(flat[flat >= 0], minlength=len(edges) - 1)
+    return flat, cells * geometry.cell_size_mm[0] * geometry.cell_size_mm[1]
+
+
+def radial_profile(
+    image: np.ndarray, geometry: Geometry, edges: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Energy of a mean shower `image` ((nx, ny) or (nx, ny, layers), GeV) in rings about
+    its axis: per ring, the energy per mm2 of the cells whose centres lie in it, and the
+    energy summed in it. The axis is the energy-weighted centre of each layer (of the
+    image for a depth-summed one), so an inclined shower is measured about its own axis."""
+    index, area = _rings(image, geometry, edges)
+    inside = index >= 0
+    flat = np.asarray(image, dtype=np.float64).reshape(-1)
+    energy = np.bincount(index[inside], weights=flat[inside], minlength=len(edges) - 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         per_area = np.where(area > 0, energy / area, np.nan)
     return per_area, energy
 
 
+def radial_profiles(
+    showers: np.ndarray, geometry: Geometry, edges: np.ndarray, chunk: int = 256
+) -> RadialProfile:
+    """The radial profile of `showers` ((n, nx, ny[, layers]), GeV) about the axis of their
+    mean shower, with standard errors over the showers. The axis is held fixed, so that
+    each ring's mean energy is that of the mean shower (`radial_profile`) and its error
+    that of a mean of n independent values."""
+    n = len(showers)
+    flat = showers.reshape(n, -1)
+    mean_image = showers.mean(axis=0, dtype=np.float64)
+    index, area = _rings(mean_image, geometry, edges)
+    n_rings = len(edges) - 1
+    member = np.zeros((flat.shape[1], n_rings))
+    inside = np.flatnonzero(index >= 0)
+    member[inside, index[inside]] = 1.0
+    rings = np.empty((n, n_rings))
+    for i in range(0, n, chunk):
+        rings[i : i + chunk] = flat[i : i + chunk].astype(np.float64) @ member
+    total = flat.sum(axis=1, dtype=np.float64)
+    scale = 1.0 / np.sqrt(max(n - 1, 1) * n)  # std (ddof 1) / sqrt(n) of a centred sum
+    with np.errstate(divide="ignore", invalid="ignore"):
+        density = np.where(area > 0, rings.mean(axis=0) / area, np.nan)
+        density_error = np.where(
+            area > 0,
+            np.sqrt(((rings - rings.mean(axis=0)) ** 2).sum(axis=0)) * scale / area,
+            np.nan,
+        )
+        within = np.cumsum(rings, axis=1)
+        mean_total = max(float(total.mean()), 1e-300)
+        fraction = within.mean(axis=0) / mean_total
+        residual = within - fraction * total[:, None]
+        fraction_error = (
+            np.sqrt(((residual - residual.mean(axis=0)) ** 2).sum(axis=0)) * scale / mean_total
+        )
+    return RadialProfile(density, density_error, fraction, fraction_error)
+
+
 @styled
 def plot_radial_profile(c: Comparison) -> Figure:
     """Energy density vs distance from the shower axis, and the fraction of the energy
-    contained within it, in mm and in Moliere radii, of the subsample's mean showers."""
-    if c.mean_images is None:
+    contained within it, in mm and in Moliere radii, of the subsample's showers: with the
+    standard errors of the means when the comparison holds their profiles
+    (`Comparison.radial_profiles`), of the mean showers without errors otherwise."""
+    if c.mean_images is None and c.radial_profiles is None:
         raise NotApplicableError("no cell-level subsample (needs a cell grid and subsample > 0)")
     g = c.geometry
     if g.cell_size_mm is None or not g.layers:
         raise NotApplicableError("needs a cell grid with a layer structure")
     rm = stack_moliere_radius_mm(g)
-    half = 0.5 * min(g.shape[0] * g.cell_size_mm[0], g.shape[1] * g.cell_size_mm[1])
-    step = min(g.cell_size_mm)
-    edges = np.arange(0.0, half + step, step)
-    (dr, er), (dg, eg) = (radial_profile(image, g, edges) for image in c.mean_images)
-    # Of the whole shower's energy, the grid's corners beyond the last ring included.
-    fr, fg = (
-        np.cumsum(e) / max(float(np.sum(image)), 1e-300)
-        for e, image in zip((er, eg), c.mean_images, strict=True)
-    )
+    edges = radial_edges(g)
+    if c.radial_profiles is not None:
+        pr, pg = c.radial_profiles
+    else:
+        assert c.mean_images is not None
+        pr, pg = (_profile_without_errors(image, g, edges) for image in c.mean_images)
     fig = new_figure("Radial profile about the shower axis", c, 12.4, 5.6)
     grid = fig.add_gridspec(1, 2)
     to_rm: Mapping = (lambda r: r / rm, lambda u: u * rm)
-    zeros = np.zeros(len(edges) - 1)
     panels = (
-        (dr, dg, edges, "mean energy density [GeV/mm²] (log)", True),
-        (fr, fg, edges, "fraction of the energy within r", False),
+        (pr.density, pr.density_error, pg.density, pg.density_error, True),
+        (pr.fraction, pr.fraction_error, pg.fraction, pg.fraction_error, False),
     )
-    for k, (ref, gen, e, ylabel, log) in enumerate(panels):
+    for k, (ref, ref_err, gen, gen_err, log) in enumerate(panels):
+        ref, ref_err, gen, gen_err = (np.nan_to_num(v) for v in (ref, ref_err, gen, gen_err))
         top, bottom = with_ratio(fig, grid[k])
         if log:
-            _pair_stairs(top, c, e, np.nan_to_num(ref), np.nan_to_num(gen))
-            _log_limits(top, np.nan_to_num(ref), np.nan_to_num(gen))
-            centre = 0.5 * (e[1:] + e[:-1])
+            _pair_stairs(top, c, edges, ref, gen)
+            centre = 0.5 * (edges[1:] + edges[:-1])
+            top.errorbar(centre, gen, yerr=gen_err, fmt="none", ecolor=GENERATED_COLOR, lw=1.0)
+            _log_limits(top, ref, gen)
+            ylabel = "mean energy density [GeV/mm²] (log)"
         else:
-            centre = e[1:]  # contained within the ring's outer edge
-            top.plot(
-                centre, ref, color=REFERENCE_COLOR, marker="o", markersize=3.5, label=c.labels[0]
+            centre = edges[1:]  # contained within the ring's outer edge
+            top.errorbar(
+                centre,
+                ref,
+                yerr=ref_err,
+                color=REFERENCE_COLOR,
+                marker="o",
+                markersize=3.5,
+                capsize=0,
+                label=c.labels[0],
             )
-            top.plot(
+            top.errorbar(
                 centre,
                 gen,
+                yerr=gen_err,
                 color=GENERATED_COLOR,
                 marker="s",
                 mfc="none",
                 markersize=3.5,
                 linestyle="--",
+                capsize=0,
                 label=c.labels[1],
             )
             top.axhline(0.9, color="#888", linestyle=":", linewidth=1.0)
             top.axvline(rm, color="#888", linestyle=":", linewidth=1.0)
             top.set_ylim(0.0, 1.05)
+            ylabel = "fraction of the energy within r"
         top.set_ylabel(ylabel)
         top.legend(loc="upper right" if log else "lower right")
         _top_axis(top, to_rm, "r [Moliere radii]")
         ratio_panel(
-            bottom,
-            centre,
-            np.nan_to_num(ref),
-            zeros,
-            np.nan_to_num(gen),
-            zeros,
-            ylim=(0.5, 1.5) if log else (0.9, 1.1),
+            bottom, centre, ref, ref_err, gen, gen_err, ylim=(0.5, 1.5) if log else (0.9, 1.1)
         )
         bottom.set_xlabel("distance from the shower axis r [mm]")
-        bottom.set_xlim(0.0, e[-1])
+        bottom.set_xlim(0.0, edges[-1])
     return fig
+
+
+def _profile_without_errors(image: np.ndarray, g: Geometry, edges: np.ndarray) -> RadialProfile:
+    """The radial profile of a mean shower alone (no showers, so no errors: zeros)."""
+    density, energy = radial_profile(image, g, edges)
+    # Of the whole shower's energy, the grid's corners beyond the last ring included.
+    fraction = np.cumsum(energy) / max(float(np.sum(image)), 1e-300)
+    zeros = np.zeros_like(fraction)
+    return RadialProfile(density, zeros, fraction, zeros)
