@@ -13,6 +13,7 @@ from torch.nn import functional
 from torch.utils.flop_counter import FlopCounterMode
 
 from caloforge.bench import bench_generation
+from caloforge.bench import generation as bench_module
 from caloforge.generation import pipeline as pipeline_module
 from caloforge.generation.backends import EagerBackend
 from caloforge.generation.pipeline import ShowerPipeline
@@ -51,11 +52,13 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-@pytest.mark.parametrize("fast_upsample", [True, False])
+# The folded form is the same either way (sub-pixel middle, phase-space tail); False checks
+# it against the plain layers, which test_fast_upsample.py shows equal to the sub-pixel ones.
+@pytest.mark.parametrize("fast_upsample", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_frozen_gan3d_is_the_generator_folded(fast_upsample: bool) -> None:
     generator = build_model("gan3d", {"fast_upsample": fast_upsample}, seed=4).generator
     generator = _trained_looking(generator).double()
-    noise, conditions = _inputs(generator, 5)
+    noise, conditions = _inputs(generator, 2)
     frozen = generator.frozen()
     assert not hasattr(frozen, "dense")  # folded, not a copy of the same layers
     with torch.inference_mode():
@@ -100,7 +103,7 @@ def test_phase_space_tail_is_the_plain_layers(scale, padding, first, last, size,
 
 def test_frozen_gan3d_in_float32_is_accurate() -> None:
     generator = _trained_looking(build_model("gan3d", seed=5).generator)
-    noise, conditions = _inputs(generator, 4)
+    noise, conditions = _inputs(generator, 2)
     exact = generator.double().frozen()
     generator = generator.float()
     frozen = generator.frozen()
@@ -117,14 +120,22 @@ def test_frozen_gan3d_in_float32_is_accurate() -> None:
     ("family", "config", "form"),
     [
         ("gan3d-angle", {"fast_upsample": True}, "_DepthAsChannelsGenerator"),
-        ("gan3d-angle", {"fast_upsample": False}, "_DepthAsChannelsGenerator"),
+        # The same GPU form (its head is sub-pixel either way) against the plain layers,
+        # which test_fast_upsample.py shows equal to the sub-pixel ones: 2x the float64 cost.
+        pytest.param(
+            "gan3d-angle",
+            {"fast_upsample": False},
+            "_DepthAsChannelsGenerator",
+            marks=pytest.mark.slow,
+        ),
         ("conv2d-g1", {}, "_SplitBranchesG1"),
     ],
 )
 def test_gpu_frozen_forms_are_the_generator(family: str, config: dict, form: str) -> None:
-    # The GPU forms are plain PyTorch: checked here on the CPU in float64.
+    # The GPU forms are plain PyTorch: checked here on the CPU in float64, on 2 showers (a
+    # batch: showers mixed up by the reshapes would show; float64 3D convolutions are slow).
     generator = _trained_looking(build_model(family, config, seed=5).generator).double()
-    noise, conditions = _inputs(generator, 4)
+    noise, conditions = _inputs(generator, 2)
     conditions = {k: v.double() for k, v in conditions.items()}
     on_gpu = generator.frozen("cuda")
     assert type(on_gpu).__name__ == form
@@ -159,8 +170,23 @@ def test_gpu_form_refuses_layers_it_does_not_know() -> None:
         generator.frozen("cuda")
 
 
-@pytest.mark.parametrize("device_type", [None, "cuda"])
-@pytest.mark.parametrize("family", sorted(MODEL_FAMILIES))
+# The families whose frozen() has a form of its own for a GPU; the others ignore device_type,
+# so their "cuda" cases repeat the CPU ones (kept for the slow run).
+GPU_FORMS = {"conv2d-g1", "gan3d-angle"}
+
+
+@pytest.mark.parametrize(
+    ("family", "device_type"),
+    [
+        pytest.param(
+            family,
+            device_type,
+            marks=[pytest.mark.slow] if device_type and family not in GPU_FORMS else [],
+        )
+        for family in sorted(MODEL_FAMILIES)
+        for device_type in (None, "cuda")
+    ],
+)
 def test_frozen_is_a_detached_eval_copy(family: str, device_type: str | None) -> None:
     generator = build_model(family, seed=6).generator
     _trained_looking(generator)
@@ -191,6 +217,8 @@ def test_bench_counts_the_flops_each_backend_executes(monkeypatch: pytest.Monkey
         return EagerBackend(generator.frozen() if name == "compiled" else generator)
 
     monkeypatch.setattr(pipeline_module, "build_backend", build)
+    # The latency batch of 100 is timed for every bench; the FLOP counts need none of it.
+    monkeypatch.setattr(bench_module, "LATENCY_BATCHES", (1,))
     pipeline = ShowerPipeline.random_weights("gan3d", seed=1)
     result = bench_generation(
         pipeline, ["eager", "compiled"], [2], warmup=0, repeats=1, simulator_showers=0
