@@ -2,10 +2,12 @@
 github.com/CaloChallenge/homepage, code/; Krause et al. 2024).
 
 Recipe: generated showers labelled 0, reference 1, the same number of each; each class split
-60 / 20 / 20 % into a training, a "test" and a "validation" part, in that order. A network of
-three hidden layers of 2048 LeakyReLU (slope 0.01) units and one output logit, PyTorch's
-default initialisation, no dropout and no input scaling, is trained with Adam (lr 2e-4) on the
-BCE in shuffled batches of 1000 for 50 epochs; after each epoch the accuracy on the test part
+into a training, a "test" and a "validation" part, in that order: 60 / 20 / 20 %, or, for sets
+of at least the size of a challenge data set, the reference's fixed counts (`DATASET_SPLITS`:
+the training and test parts, the validation part the rest). A network of three hidden layers
+of 2048 LeakyReLU (slope 0.01) units and one output logit, PyTorch's default initialisation,
+no dropout and no input scaling, is trained with Adam (lr 2e-4) on the BCE in shuffled
+batches of 1000 for 50 epochs; after each epoch the accuracy on the test part
 is measured (output rounded at 0.5) and the weights of the best epoch are kept (training stops
 early only if it reaches 1). The output on the test part calibrates the network (isotonic
 regression of the labels on sigmoid(output), clipped to [1e-6, 1 - 1e-6]); on the validation
@@ -45,7 +47,10 @@ RECIPE = {
     "lr": 2e-4,
     "batch_size": 1000,
     "epochs": 50,
-    "split": [0.6, 0.2, 0.2],
+    "split": "per class: the first 60 % training, 20 % test, the rest validation; for a "
+    "challenge data set of at least its size, the reference's counts (training, test, "
+    "validation the rest): 1-photons 80 000 / 20 000, 1-pions 80 000 / 20 000, 2 and 3 "
+    "60 000 / 20 000",
     "selection": "best epoch by accuracy on the test part",
     "calibration": "isotonic on the test part, clipped to [1e-6, 1 - 1e-6]",
     "evaluation": "AUC and JSD of the calibrated output on the validation part",
@@ -91,9 +96,27 @@ class RecipeNetwork(nn.Module):
         return self.layers(x).squeeze(-1)
 
 
-def split_counts(n: int, split: tuple[float, float, float]) -> tuple[int, int, int]:
-    """Showers per class in the training, test and validation parts: the first two
-    int(n x fraction), the last the rest (the reference's `ttv_split`)."""
+# The reference's showers per class in the training, test and validation parts of each data
+# set (its `ttv_split` given the data set, as `evaluate.py` always calls it).
+DATASET_SPLITS = {
+    "1-photons": (80_000, 20_000, 21_000),
+    "1-pions": (80_000, 20_000, 20_800),
+    "2": (60_000, 20_000, 20_000),
+    "3": (60_000, 20_000, 20_000),
+}
+
+
+def split_counts(
+    n: int, split: tuple[float, float, float], dataset: str | None = None
+) -> tuple[int, int, int]:
+    """Showers per class in the training, test and validation parts: for a challenge
+    `dataset` and n at least its size, the reference's training and test counts and the rest
+    (as its `ttv_split` splits the data set's files); otherwise the first two int(n x
+    fraction), the last the rest (its `ttv_split` by fractions, for which the fixed counts
+    would leave the validation part short or empty)."""
+    fixed = DATASET_SPLITS.get(dataset or "")
+    if fixed is not None and n >= sum(fixed):
+        return fixed[0], fixed[1], n - fixed[0] - fixed[1]
     n_train, n_test = int(n * split[0]), int(n * split[1])
     return n_train, n_test, n - n_train - n_test
 
@@ -114,13 +137,16 @@ def recipe_classifier_test(
     lr: float = 2e-4,
     batch_size: int = 1000,
     split: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    dataset: str | None = None,
     n_bootstrap: int = 100,
     seed: int = 0,
     threads: int | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> RecipeResult:
     """The reference's classifier test of `generated` against `reference` inputs (n, d)
-    (module docstring); the larger set is subsampled (seeded) to the smaller."""
+    (module docstring); the larger set is subsampled (seeded) to the smaller. `dataset`
+    (a challenge data set's name) selects the reference's fixed split for sets of its size
+    (`split_counts`)."""
     r, g = np.asarray(reference), np.asarray(generated)
     if r.ndim != 2 or g.ndim != 2 or r.shape[1] != g.shape[1]:
         raise ValueError(f"need two (n, d) input sets of the same d, got {r.shape} and {g.shape}")
@@ -130,7 +156,7 @@ def recipe_classifier_test(
         raise ValueError(f"epochs must be at least 1, got {epochs}")
     rng = np.random.default_rng(seed)
     n = min(len(r), len(g))
-    counts = split_counts(n, split)
+    counts = split_counts(n, split, dataset)
     if min(counts) < 10:
         raise ValueError(f"{n} showers per class are too few for the split {split}")
     ig, ir = rng.permutation(len(g))[:n], rng.permutation(len(r))[:n]

@@ -200,13 +200,16 @@ def high_level_names(layout: ChallengeLayout) -> list[str]:
     return names
 
 
-def low_level_inputs(showers: np.ndarray, energy: np.ndarray) -> np.ndarray:
-    """The reference's low-level classifier input [log10 E_inc, voxels / E_inc] of
-    thresholded showers (n, voxels) and energies (n,), MeV; float32 (n, 1 + voxels)."""
+def low_level_inputs(
+    showers: np.ndarray, energy: np.ndarray, min_energy: float = 0.0
+) -> np.ndarray:
+    """The reference's low-level classifier input [log10 E_inc, voxels / E_inc] of showers
+    (n, voxels) and energies (n,), MeV, voxels below `min_energy` taken as 0 (its "cls-low"
+    reads the file and applies the readout threshold); float32 (n, 1 + voxels)."""
     e = np.asarray(energy, dtype=np.float64).reshape(-1, 1)
-    out = np.empty((len(showers), 1 + showers.shape[1]), dtype=np.float32)
+    out = np.zeros((len(showers), 1 + showers.shape[1]), dtype=np.float32)
     out[:, :1] = np.log10(e)
-    out[:, 1:] = showers / e
+    np.divide(showers, e, out=out[:, 1:], where=showers >= min_energy)
     return out
 
 
@@ -215,7 +218,12 @@ def low_level_normalised_inputs(
 ) -> np.ndarray:
     """The reference's "cls-low-normed" input [log10 E_inc, each layer's voxels / (E_layer +
     1e-16), log10(E_layer + 1e-8)] (MeV); float32 (n, 1 + voxels + layers). `e_layer` is
-    (n, layers) as `ChallengeFeatures.e_layer`."""
+    (n, layers) as `ChallengeFeatures.e_layer`.
+
+    As the reference builds it: `showers` are the voxels as read, before the readout
+    threshold (its "cls-low-normed" reads the file without one), and `e_layer` the layer
+    energies after it (of its high-level features). A layer whose voxels all lie below the
+    threshold but not all at 0 so gives ratios of order 1e16, in the reference as here."""
     e = np.asarray(energy, dtype=np.float64).reshape(-1, 1)
     n_layers = len(layout.layers)
     out = np.empty((len(showers), 1 + showers.shape[1] + n_layers), dtype=np.float32)

@@ -11,7 +11,6 @@ same numbers are computed for the reference against it: the Geant4-vs-Geant4 flo
 from __future__ import annotations
 
 import datetime
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -36,6 +35,7 @@ from caloforge.validation.challenge.features import (
 )
 from caloforge.validation.config import CHALLENGE_CLASSIFIERS, ValidationConfig
 from caloforge.validation.results import jsonable
+from caloforge.validation.timing import StageTimer
 
 MEV_PER_GEV = 1000.0
 REFERENCE_CODE = {
@@ -47,14 +47,20 @@ REFERENCE_CODE = {
 
 @dataclass
 class ChallengeSet:
-    """One set as the protocol sees it: thresholded voxels (n, voxels) float32 MeV, the
-    incident energies (n,) MeV and the high-level features."""
+    """One set as the protocol sees it: the voxels as read (n, voxels) float32 MeV, before
+    the readout threshold `min_energy` (`thresholded()` applies it), the incident energies
+    (n,) MeV and the high-level features (of the thresholded voxels)."""
 
     label: str
     path: str
-    showers: np.ndarray
+    voxels: np.ndarray
     energy: np.ndarray
     features: ChallengeFeatures
+    min_energy: float
+
+    def thresholded(self) -> np.ndarray:
+        """The voxels after the readout threshold, as the reference's histograms see them."""
+        return threshold(self.voxels, self.min_energy)
 
 
 @dataclass(frozen=True)
@@ -172,12 +178,15 @@ def _read_set(
     start = 0
     for batch in iter_batches(source, batch_size, stop=n):
         stop = start + len(batch)
-        voxels = to_voxels(batch.showers).reshape(len(batch), -1) * np.float32(MEV_PER_GEV)
-        showers[start:stop] = threshold(voxels, min_energy)
+        showers[start:stop] = to_voxels(batch.showers).reshape(len(batch), -1) * np.float32(
+            MEV_PER_GEV
+        )
         energy[start:stop] = np.asarray(batch.energy, dtype=np.float64).reshape(-1) * MEV_PER_GEV
-        parts.append(challenge_features(showers[start:stop], energy[start:stop], layout))
+        cut = threshold(showers[start:stop], min_energy)
+        parts.append(challenge_features(cut, energy[start:stop], layout))
         start = stop
-    return ChallengeSet(label, source.path, showers, energy, ChallengeFeatures.concatenate(parts))
+    features = ChallengeFeatures.concatenate(parts)
+    return ChallengeSet(label, source.path, showers, energy, features, min_energy)
 
 
 # --- the evaluation ------------------------------------------------------------------------------
@@ -195,7 +204,10 @@ def _separations(
         if spec.family == "voxels":  # 10^8 values: no bootstrap
             out.append(
                 histograms.separation(
-                    spec, reference.showers.ravel(), other.showers.ravel(), n_bootstrap=0
+                    spec,
+                    reference.thresholded().ravel(),
+                    other.thresholded().ravel(),
+                    n_bootstrap=0,
                 )
             )
             continue
@@ -212,10 +224,12 @@ def _separations(
 
 
 def _classifier_inputs(which: str, s: ChallengeSet, layout: ChallengeLayout) -> np.ndarray:
+    """The reference's inputs: "low" of the thresholded voxels, "low-normed" of the voxels
+    as read over the thresholded layer energies (as its evaluate.py builds them)."""
     if which == "low":
-        return low_level_inputs(s.showers, s.energy)
+        return low_level_inputs(s.voxels, s.energy, s.min_energy)
     if which == "low-normed":
-        return low_level_normalised_inputs(s.showers, s.energy, layout, s.features.e_layer)
+        return low_level_normalised_inputs(s.voxels, s.energy, layout, s.features.e_layer)
     return high_level_vector(s.features).astype(np.float32)
 
 
@@ -225,6 +239,7 @@ def _compare(
     layout: ChallengeLayout,
     specs: Sequence[histograms.HistogramSpec],
     config: ValidationConfig,
+    dataset: str,
     lap: Callable[[str], None],
     tag: str,
 ) -> Comparison:
@@ -251,6 +266,7 @@ def _compare(
                 _classifier_inputs(which, reference, layout),
                 _classifier_inputs(which, other, layout),
                 epochs=config.challenge_epochs,
+                dataset=dataset,
                 seed=config.seed,
             )
         except ValueError as exc:
@@ -272,17 +288,8 @@ def run_calochallenge(
     and of `second_reference` against `reference` when given (the floor)."""
     config = config or ValidationConfig()
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[stage] = round(now - clock, 3)
-        clock = now
-        if progress:
-            print(f"  {stage}: {timings[stage]:.1f} s", flush=True)
-
+    timer = StageTimer(progress)
+    lap = timer.lap
     sources = [reference, generated] + ([second_reference] if second_reference else [])
     binning, to_voxels, scale = challenge_voxels(reference.geometry, calibration)
     for s in sources[1:]:
@@ -308,10 +315,10 @@ def run_calochallenge(
     ]
     lap("read_and_features")
     specs = histograms.histogram_specs(layout, dataset, min_energy, radius)
-    main = _compare(sets[0], sets[1], layout, specs, config, lap, "")
+    main = _compare(sets[0], sets[1], layout, specs, config, dataset, lap, "")
     floor = None
     if len(sets) == 3:
-        floor = _compare(sets[0], sets[2], layout, specs, config, lap, "floor_")
+        floor = _compare(sets[0], sets[2], layout, specs, config, dataset, lap, "floor_")
     settings = {
         "epochs": config.challenge_epochs,
         "classifiers": list(config.challenge_classifiers),
@@ -329,7 +336,7 @@ def run_calochallenge(
         floor=floor,
         settings=settings,
         created=created,
-        timings_s=timings,
+        timings_s=timer.timings,
     )
 
 

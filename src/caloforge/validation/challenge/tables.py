@@ -1,23 +1,26 @@
 """The CaloChallenge evaluation as tables: the published layout (one row per metric:
 classifier AUC and JSD low level, low level normalised and high level, FPD and KPD x 1e3;
 beside it the Geant4-vs-Geant4 floor), the separation power per layer and feature, and the
-report folder (metrics.json, tables.txt, a plain index.html) written atomically.
+report folder (metrics.json, tables.txt, and index.html with the same tables in HTML, drawn
+by templates/challenge.html.j2) written atomically. Numbers are rounded as the rest of the
+report rounds them (`formatting.measured`: a value to the precision of its error).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from caloforge.errors import CaloforgeError
 from caloforge.validation.challenge.classifier import RecipeResult
-from caloforge.validation.challenge.histograms import LAYER_FAMILIES
+from caloforge.validation.challenge.histograms import LAYER_FAMILIES, Separation
+from caloforge.validation.formatting import Rounded, measured, measured_text
 
 if TYPE_CHECKING:
     from caloforge.validation.challenge.features import ChallengeLayout
@@ -29,6 +32,7 @@ CLASSIFIER_TITLES = {
     "high": "high level",
 }
 WHOLE_SHOWER = ("Etot / Einc", "Voxel distribution")
+FEATURES_TEST = "High-level features"
 
 
 def separation_table(layout: ChallengeLayout, c: Comparison) -> dict[str, Any]:
@@ -49,32 +53,118 @@ def separation_table(layout: ChallengeLayout, c: Comparison) -> dict[str, Any]:
     }
 
 
-def _pm(value: float | None, error: float | None, digits: int = 4) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    text = f"{value:.{digits}f}"
-    if error is not None and math.isfinite(error):
-        text += f" ± {error:.{digits}f}"
-    return text
+@dataclass(frozen=True)
+class MetricCell:
+    """One number of the headline table: `metric` ("AUC", "JSD", "FPD x1e3", "KPD x1e3") of
+    `test` (a classifier's inputs, or the high-level features), rounded as the report rounds
+    (`formatting.measured`), or None with the reason."""
+
+    test: str
+    metric: str
+    value: Rounded | None
+    reason: str = ""
+
+    @property
+    def label(self) -> str:
+        """The row's name in tables.txt: "AUC, low level", "FPD x1e3"."""
+        if self.metric in ("AUC", "JSD"):
+            return f"{self.metric}, {self.test.removeprefix('Classifier, ')}"
+        return self.metric
+
+    def text(self) -> str:
+        if self.value is not None:
+            return self.value.text()
+        return f"n/a ({self.reason})" if self.reason else "n/a"
 
 
-def _metric_rows(c: Comparison) -> list[tuple[str, str]]:
-    rows = []
+def metric_cells(c: Comparison) -> list[MetricCell]:
+    """The headline numbers of one comparison in the published order: AUC and JSD of each
+    classifier run (low level, low level normalised, high level), then FPD and KPD x 1e3.
+    A classifier that could not run has both rows, without values, so that the rows of a
+    comparison and of its floor line up."""
+    cells = []
     for key, title in CLASSIFIER_TITLES.items():
         result = c.classifiers.get(key)
         if result is None:
             continue
+        test = f"Classifier, {title}"
         if isinstance(result, RecipeResult):
-            rows.append((f"AUC, {title}", _pm(result.auc, result.auc_error)))
-            rows.append((f"JSD, {title}", _pm(result.jsd, result.jsd_error)))
+            cells.append(MetricCell(test, "AUC", measured(result.auc, result.auc_error)))
+            cells.append(MetricCell(test, "JSD", measured(result.jsd, result.jsd_error)))
         else:
-            rows.append((f"AUC, {title}", f"n/a ({result})"))
-    for name, value in (("FPD x1e3", c.fpd), ("KPD x1e3", c.kpd)):
+            cells += [MetricCell(test, metric, None, result) for metric in ("AUC", "JSD")]
+    for key in ("fpd", "kpd"):
+        value = c.fpd if key == "fpd" else c.kpd
+        metric = f"{key.upper()} x1e3"
         if value is None:
-            rows.append((name, f"n/a ({c.reasons.get(name[:3].lower(), '')})"))
+            cells.append(MetricCell(FEATURES_TEST, metric, None, c.reasons.get(key, "")))
         else:
-            rows.append((name, _pm(value[0] * 1e3, value[1] * 1e3)))
-    return rows
+            cells.append(
+                MetricCell(FEATURES_TEST, metric, measured(value[0] * 1e3, value[1] * 1e3))
+            )
+    return cells
+
+
+@dataclass(frozen=True)
+class MetricGroup:
+    """Rows of the headline table under one test: (metric, the comparison's cell, the
+    floor's cell or None)."""
+
+    test: str
+    rows: list[tuple[str, MetricCell, MetricCell | None]]
+
+
+def metric_groups(result: ChallengeResult) -> list[MetricGroup]:
+    """The headline table as the page lays it out: rows grouped by test, a column for the
+    generated set and one for the floor (None without a second reference)."""
+    main = metric_cells(result.main)
+    floor = metric_cells(result.floor) if result.floor is not None else [None] * len(main)
+    groups: list[MetricGroup] = []
+    for cell, floor_cell in zip(main, floor, strict=True):
+        if not groups or groups[-1].test != cell.test:
+            groups.append(MetricGroup(cell.test, []))
+        groups[-1].rows.append((cell.metric, cell, floor_cell))
+    return groups
+
+
+@dataclass(frozen=True)
+class SeparationCell:
+    """One separation power as the page shows it: the comparison's and the floor's (None
+    where there is no number: no such histogram, or none computable)."""
+
+    value: Rounded | None
+    floor: Rounded | None = None
+
+
+def separation_grid(
+    result: ChallengeResult,
+) -> tuple[
+    list[str], list[tuple[str, list[SeparationCell | None]]], list[tuple[str, SeparationCell]]
+]:
+    """The separation powers as the page lays them out: the column names, one row per layer
+    (None where the layer has no such histogram) and the whole-shower histograms."""
+    main = {s.name: s for s in result.main.separation}
+    floor = {s.name: s for s in result.floor.separation} if result.floor is not None else {}
+
+    def cell(name: str) -> SeparationCell | None:
+        if name not in main:
+            return None
+        other = floor.get(name)
+        return SeparationCell(
+            _separation_value(main[name]), _separation_value(other) if other else None
+        )
+
+    columns = [prefix.removesuffix(" layer") for _, prefix, _ in LAYER_FAMILIES]
+    rows = [
+        (str(layer), [cell(f"{prefix} {layer}") for _, prefix, _ in LAYER_FAMILIES])
+        for layer in result.layout.layers
+    ]
+    whole = [(name, c) for name in WHOLE_SHOWER if (c := cell(name)) is not None]
+    return columns, rows, whole
+
+
+def _separation_value(s: Separation) -> Rounded | None:
+    return measured(s.value, s.error if math.isfinite(s.error) else None)
 
 
 def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -86,7 +176,7 @@ def _grid(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
 
 
 def _number(x: float | None) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.4f}"
+    return measured_text(x if x is not None and math.isfinite(x) else None)
 
 
 def text_tables(result: ChallengeResult) -> str:
@@ -101,11 +191,11 @@ def text_tables(result: ChallengeResult) -> str:
         "",
     ]
     header = ["metric", f"{main.against} vs reference"]
-    rows = [list(r) for r in _metric_rows(main)]
+    rows = [[cell.label, cell.text()] for cell in metric_cells(main)]
     if floor is not None:
         header.append("floor: second reference vs reference")
-        for row, (_, value) in zip(rows, _metric_rows(floor), strict=True):
-            row.append(value)
+        for row, cell in zip(rows, metric_cells(floor), strict=True):
+            row.append(cell.text())
     lines += _grid(header, rows)
     for c, title in ((main, main.against), (floor, "second reference (floor)")):
         if c is None:
@@ -118,18 +208,36 @@ def text_tables(result: ChallengeResult) -> str:
             for row in table["rows"]
         ]
         lines += _grid(table["columns"], grid_rows)
-        notes = sorted({f"{s.name}: {s.reason}" for s in c.separation if s.reason})
-        lines += [f"  note: {n}" for n in notes]
+        lines += [f"  note: {n}" for n in separation_notes(c)]
     return "\n".join(lines) + "\n"
 
 
-def _page(result: ChallengeResult, text: str) -> str:
-    return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'>"
-        "<title>CaloChallenge evaluation</title></head><body>"
-        "<h1>CaloChallenge evaluation</h1>"
-        f"<p>created {html.escape(result.created)}; every number in metrics.json</p>"
-        f"<pre>{html.escape(text)}</pre></body></html>\n"
+def separation_notes(c: Comparison) -> list[str]:
+    """Why some separation powers are missing, one line per histogram."""
+    return sorted({f"{s.name}: {s.reason}" for s in c.separation if s.reason})
+
+
+def render_challenge_html(result: ChallengeResult, definitions: Mapping[str, Any]) -> str:
+    """The report as one self-contained HTML page (templates/challenge.html.j2): the
+    headline table (classifier AUC and JSD, FPD and KPD x 1e3, with the Geant4-vs-Geant4
+    floor beside them when there is a second reference) and the separation powers per layer
+    and feature as HTML tables; `definitions` as metrics.json records them."""
+    from caloforge.validation.report import template_environment
+
+    columns, rows, whole = separation_grid(result)
+    notes = [("", n) for n in separation_notes(result.main)]
+    if result.floor is not None:
+        notes += [("floor", n) for n in separation_notes(result.floor)]
+    template = template_environment().get_template("challenge.html.j2")
+    return template.render(
+        result=result,
+        groups=metric_groups(result),
+        separation_columns=columns,
+        separation_rows=rows,
+        whole_shower=whole,
+        separation_notes=notes,
+        definitions_text=json.dumps(definitions, indent=1),
+        settings_text=json.dumps(result.settings, indent=1),
     )
 
 
@@ -137,6 +245,7 @@ def write_challenge_report(result: ChallengeResult, out: str | os.PathLike[str])
     """Write metrics.json, tables.txt and index.html into the folder `out`, atomically (a
     temporary folder beside it, renamed when complete; a former report is replaced, any
     other folder with contents refused)."""
+
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise CaloforgeError(f"{out}: exists and is not a folder; choose another --out")
@@ -155,7 +264,7 @@ def write_challenge_report(result: ChallengeResult, out: str | os.PathLike[str])
         doc = result.to_json()
         (tmp / "metrics.json").write_text(json.dumps(doc, indent=1, allow_nan=False) + "\n")
         (tmp / "tables.txt").write_text(text)
-        (tmp / "index.html").write_text(_page(result, text))
+        (tmp / "index.html").write_text(render_challenge_html(result, doc["definitions"]))
         if out.exists():
             old = out.with_name(f".{out.name}.old-{os.getpid()}")
             os.replace(out, old)
