@@ -86,7 +86,8 @@ def test_showers_have_the_geometrys_shape_and_conditions(geometry: str, names: t
     shape = g.config.resolved_geometry.shape
     assert g.condition_names == names and g.shower_shape == tuple(shape)
     layers = 1 if len(shape) == 2 else shape[2]
-    assert g.noise_size == layers + 1 + shape[0] * shape[1] * layers
+    # stage 1: log E_tot / E_p, each layer's energy fraction and hit count; stage 2: cells
+    assert g.noise_size == 2 * layers + 1 + shape[0] * shape[1] * layers
     conditions = drawn_conditions(g, 3)
     noise = g.sample_noise(3, torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -95,8 +96,9 @@ def test_showers_have_the_geometrys_shape_and_conditions(geometry: str, names: t
     assert torch.isfinite(showers).all() and (showers >= 0).all()
 
 
-def test_layers_sum_exactly_to_the_stage_one_energies(clic_file: Path) -> None:
-    g = fitted(clic_file).eval()
+@pytest.mark.parametrize("sparsity", ["count", "band"])
+def test_layers_sum_exactly_to_the_stage_one_energies(clic_file: Path, sparsity: str) -> None:
+    g = fitted(clic_file, sparsity=sparsity).eval()
     assert g.prep.threshold > 0  # the data's smallest cell
     conditions = drawn_conditions(g, 6)
     with torch.no_grad():
@@ -128,10 +130,12 @@ def test_preprocessing_inverts_on_real_showers(clic_file: Path) -> None:
     prep, layout = g.prep, g.layout
     cells = layout.to_layers(showers)
     torch.testing.assert_close(layout.from_layers(cells), showers, rtol=0, atol=0)
-    energy = cells.sum(dim=2)
-    features = prep.standardise_energy(prep.energy_features(energy, conditions["energy"]))
-    back = prep.layer_energies(prep.unstandardise_energy(features), conditions["energy"])
+    energy, hits = cells.sum(dim=2), prep.hit_counts(cells)
+    features = prep.standardise_energy(prep.energy_features(energy, conditions["energy"], hits))
+    raw = prep.unstandardise_energy(features)
+    back = prep.layer_energies(raw, conditions["energy"])
     torch.testing.assert_close(back, energy, rtol=1e-4, atol=1e-7)
+    assert torch.equal(prep.counts_from_features(raw, back), hits.to(back.dtype))
     uniform = torch.rand(cells.shape, generator=torch.Generator().manual_seed(0))
     restored = prep.cells_inverse(prep.cells_forward(cells, energy, uniform), energy, layout.mask)
     # Dequantised empty cells come back empty; hits above alpha come back, renormalised by
@@ -164,11 +168,30 @@ def test_shape_field_input_equals_the_window_of_rows(neighbours: int) -> None:
     g = tiny(neighbours=neighbours)
     field, k = g.shape_net, neighbours
     rng = torch.Generator().manual_seed(1)
-    x, energy = torch.randn(3, 25, 625, generator=rng), torch.randn(3, 25, generator=rng)
-    rows = torch.cat([x, energy[..., None]], dim=2)
+    x, own = torch.randn(3, 25, 625, generator=rng), torch.randn(3, 25, 2, generator=rng)
+    rows = torch.cat([x, own], dim=2)
     padded = torch.nn.functional.pad(rows, (0, 0, k, k))
     window = torch.cat([padded[:, i : i + 25] for i in range(2 * k + 1)], dim=2)
-    torch.testing.assert_close(field._input(x, energy), field.input(window))
+    torch.testing.assert_close(field._input(x, own), field.input(window))
+
+
+def test_each_layer_keeps_its_stage_one_number_of_brightest_cells(clic_file: Path) -> None:
+    g = fitted(clic_file)
+    prep, mask = g.prep, g.layout.mask
+    prep.threshold.fill_(0.0)  # the count alone decides
+    rng = torch.Generator().manual_seed(3)
+    z = torch.randn(4, 25, 625, generator=rng)
+    energy = torch.rand(4, 25, generator=rng) + 0.1
+    energy[0, 3] = 0.0  # an empty layer stays empty whatever its count
+    counts = torch.randint(1, 60, (4, 25), generator=rng).to(z.dtype)
+    counts[0, 3] = 0.0
+    cells = prep.cells_inverse(z, energy, mask, counts)
+    assert torch.equal(prep.hit_counts(cells).to(z.dtype), counts)
+    # the kept cells are the brightest of the flow's output
+    order = torch.argsort(z[1, 7] * prep.cell_std[7] + prep.cell_mean[7], descending=True)
+    kept = set(torch.nonzero(cells[1, 7]).squeeze(1).tolist())
+    assert kept == set(order[: int(counts[1, 7])].tolist())
+    torch.testing.assert_close(cells.sum(dim=2), energy, rtol=1e-6, atol=1e-12)
 
 
 def test_midpoint_and_heun_integrate_a_linear_field_to_second_order() -> None:

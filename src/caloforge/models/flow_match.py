@@ -3,7 +3,8 @@
 The design of CaloFlow and CaloDREAM (systems.md, section 6), sized for CPUs:
 
 1. Energies. The energy of each layer given the conditions: F = L + 1 numbers per shower
-   (log E_tot / E_p and the log layer fractions, `flow_match_layout.Preprocessing`) from
+   (log E_tot / E_p and the log layer fractions, `flow_match_layout.Preprocessing`), and by
+   default (`sparsity: count`) the number of hit cells of each layer (L more), from
    Gaussian noise, by conditional flow matching with a small residual MLP velocity field
    (`EnergyField`). This stage alone fixes the response, the resolution, the longitudinal
    profile and the correlations between layers.
@@ -18,9 +19,11 @@ The design of CaloFlow and CaloDREAM (systems.md, section 6), sized for CPUs:
 Both stages learn the rectified-flow path x_t = (1 - t) x_0 + t x_1 from noise x_0 to data
 x_1 with the velocity target x_1 - x_0 (Lipman et al. 2023; Liu et al. 2023), and are sampled
 with a fixed number of steps of a midpoint (or Heun, Euler) solver: many for the cheap stage
-1, few for stage 2. Generation renormalises every layer to stage 1's energy after the readout
-threshold, so the energy bookkeeping is exact by construction; empty cells come out where
-the flow lands at the empty-cell point, not from a smeared floor.
+1, few for stage 2. Generation keeps each layer's stage-1 number of brightest cells
+(`sparsity: count`; `band`: the cells the flow puts above the empty cells' band) and
+renormalises every layer to stage 1's energy after the readout threshold, so the energy
+bookkeeping is exact by construction and the sparsity is learnt by stage 1, with its
+correlations to the energies, not smeared by a few-step ODE.
 
 Training (`caloforge.training.steps.FlowMatchStep`): the two stages' flow-matching losses are
 summed and minimised together, stage 2 seeing the true layer energies. Their parameters are
@@ -91,7 +94,9 @@ class FlowMatchConfig(ModelConfig):
     fit_showers: int = 4096  # training showers that fix the preprocessing statistics
     threshold: float = 0.0  # GeV, cells below are empty; 0: the data's smallest cell
     hit_fraction: float = 0.0  # generation: cells below this share of their layer are
-    # empty (a relative readout threshold); 0: none, the flow's own decision alone
+    # empty (a relative readout threshold); 0: none
+    sparsity: Literal["count", "band"] = "count"  # count: stage 1 learns each layer's number
+    # of hits, a layer keeps that many brightest cells; band: cells above alpha are hits
 
     def _check_values(self) -> None:
         for key in ("energy_hidden", "energy_blocks", "shape_hidden", "shape_blocks"):
@@ -105,6 +110,7 @@ class FlowMatchConfig(ModelConfig):
         self._require(0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
         self._require(self.threshold >= 0, "threshold", "0 or more (GeV)")
         self._require(0 <= self.hit_fraction < 0.1, "hit_fraction", "in [0, 0.1)")
+        self._require(self.sparsity in ("count", "band"), "sparsity", "'count' or 'band'")
 
     def _check_geometry(self) -> None:
         """Any shape: the geometry must only offer the primary energy."""
@@ -165,28 +171,30 @@ class EnergyField(nn.Module):
 
 
 class ShapeField(nn.Module):
-    """Stage 2: `field(x (N, L, C), t (N,), shower (N, k + F), energy (N, L)) -> (N, L, C)`.
+    """Stage 2: `field(x (N, L, C), t (N,), shower (N, k + F), own (N, L, s)) -> (N, L, C)`.
 
     One MLP for every layer: its input is the layer's cells, those of `neighbours` layers on
-    each side (zeros beyond the first and last) and the standardised energy features of the
-    same layers; the shower context (t, conditions, all energy features) and a learnt offset
-    per layer scale and shift each block."""
+    each side (zeros beyond the first and last) and the `s` standardised stage-1 features of
+    the same layers (energy, hit count); the shower context (t, conditions, all stage-1
+    features) and a learnt offset per layer scale and shift each block."""
 
-    def __init__(self, n_layers: int, cells: int, shower: int, config: FlowMatchConfig) -> None:
+    def __init__(
+        self, n_layers: int, cells: int, shower: int, config: FlowMatchConfig, scalars: int = 1
+    ) -> None:
         super().__init__()
         width, self.frequencies = config.shape_hidden, config.time_frequencies
-        self.k, self.n_layers = config.neighbours, n_layers
+        self.k, self.n_layers, self.scalars = config.neighbours, n_layers, scalars
         window = 2 * self.k + 1
         context = 1 + 2 * config.time_frequencies + shower
-        self.input = nn.Linear(window * (cells + 1), width)
+        self.input = nn.Linear(window * (cells + scalars), width)
         self.context = nn.Sequential(nn.Linear(context, width), nn.SiLU())
         self.film = nn.Linear(width, 2 * width * config.shape_blocks)
         self.layer_film = nn.Linear(n_layers, 2 * width * config.shape_blocks, bias=False)
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(config.shape_blocks))
         self.output = nn.Linear(width, cells)
 
-    def forward(self, x: Tensor, t: Tensor, shower: Tensor, energy: Tensor) -> Tensor:
-        h = self._input(x, energy)  # (N, L, width)
+    def forward(self, x: Tensor, t: Tensor, shower: Tensor, own: Tensor) -> Tensor:
+        h = self._input(x, own)  # (N, L, width)
         context = self.context(torch.cat([time_features(t, self.frequencies), shower], dim=1))
         films = self.film(context)[:, None] + self.layer_film.weight.T  # (N, L, 2 width B)
         parts = films.chunk(2 * len(self.blocks), dim=2)
@@ -194,17 +202,18 @@ class ShapeField(nn.Module):
             h = block(h, parts[2 * i], parts[2 * i + 1])
         return self.output(functional.silu(h))
 
-    def _input(self, x: Tensor, energy: Tensor) -> Tensor:
-        """`self.input` of the rows [cells, energy] of layers l - k .. l + k (zeros beyond
-        the first and last), without building them: one product of every layer's cells with
-        the window's weights stacked, then the window's parts summed with their shifts."""
-        n_layers, cells = x.shape[1], x.shape[2]
+    def _input(self, x: Tensor, own: Tensor) -> Tensor:
+        """`self.input` of the rows [cells, own features] of layers l - k .. l + k (zeros
+        beyond the first and last), without building them: one product of every layer's
+        cells and features with the window's weights stacked, then the window's parts summed
+        with their shifts."""
+        n_layers = x.shape[1]
         window = 2 * self.k + 1
-        weight = self.input.weight.view(-1, window, cells + 1).transpose(0, 1)  # (w, H, C+1)
+        weight = self.input.weight.view(-1, window, x.shape[2] + self.scalars).transpose(0, 1)
         width = weight.shape[1]
-        parts = functional.linear(x, weight[:, :, :cells].reshape(window * width, cells))
-        parts = parts.view(*x.shape[:2], window, width)
-        parts = parts + energy[..., None, None] * weight[:, :, cells]  # (N, L, w, H)
+        rows = torch.cat([x, own], dim=2)  # (N, L, C + s)
+        parts = functional.linear(rows, weight.reshape(window * width, -1))
+        parts = parts.view(*x.shape[:2], window, width)  # (N, L, w, H)
         h = parts[:, :, self.k] + self.input.bias
         for i in range(window):
             d = i - self.k  # part i of layer l reads layer l + d
@@ -273,7 +282,8 @@ class FlowMatchGenerator(ShowerGenerator):
         self.sizes = tuple(geometry.condition(c).size for c in self.names)
         self.layout = LayerLayout(geometry)
         n_layers, cells = self.layout.n_layers, self.layout.layer_cells
-        self.n_features = n_layers + 1
+        counts = config.sparsity == "count"
+        self.n_features = n_layers + 1 + (n_layers if counts else 0)
         columns = sum(self.sizes)
         self.prep = Preprocessing(
             n_layers,
@@ -282,9 +292,11 @@ class FlowMatchGenerator(ShowerGenerator):
             alpha=config.alpha,
             energy_eps=config.energy_eps,
             hit_fraction=config.hit_fraction,
+            counts=counts,
         )
         self.energy_net = EnergyField(self.n_features, columns, config)
-        self.shape_net = ShapeField(n_layers, cells, columns + self.n_features, config)
+        scalars = 2 if counts else 1
+        self.shape_net = ShapeField(n_layers, cells, columns + self.n_features, config, scalars)
         # The EMA copies hold their weights as buffers: saved with the model, never trained
         # (the generator's parameters are the trained weights alone). They take the trained
         # weights at the first update (`ema_updates` counts them).
@@ -346,7 +358,9 @@ class FlowMatchGenerator(ShowerGenerator):
         cells = self.layout.to_layers(showers)
         layer_energy = cells.sum(dim=2)
         e_target = self.prep.standardise_energy(
-            self.prep.energy_features(layer_energy, torch.exp(energy[:, 0]))
+            self.prep.energy_features(
+                layer_energy, torch.exp(energy[:, 0]), self.prep.hit_counts(cells)
+            )
         )
         uniform = draws[:, 2:].reshape(cells.shape)
         c_target = self.prep.cells_forward(cells, layer_energy, uniform)
@@ -355,7 +369,8 @@ class FlowMatchGenerator(ShowerGenerator):
         x1 = (1 - t1[:, None]) * e_noise + t1[:, None] * e_target
         loss_e = functional.mse_loss(self.energy_net(x1, t1, cond), e_target - e_noise)
         x2 = (1 - t2[:, None, None]) * c_noise + t2[:, None, None] * c_target
-        v2 = self.shape_net(x2, t2, torch.cat([cond, e_target], dim=1), e_target[:, 1:])
+        own = self.prep.layer_features(e_target)
+        v2 = self.shape_net(x2, t2, torch.cat([cond, e_target], dim=1), own)
         error = (v2 - (c_target - c_noise)) ** 2
         if self.layout.padded:
             loss_c = (error * self.layout.mask).sum() / (n * self.layout.mask.sum())
@@ -385,7 +400,9 @@ class FlowMatchGenerator(ShowerGenerator):
             columns = self.condition_columns(conditions, n, showers)
             cells = layout.to_layers(showers)
             layer_energy = cells.sum(dim=2)
-            features = prep.energy_features(layer_energy, torch.exp(columns[:, 0]))
+            features = prep.energy_features(
+                layer_energy, torch.exp(columns[:, 0]), prep.hit_counts(cells)
+            )
             uniform = torch.rand(cells.shape, generator=rng).to(cells.device, cells.dtype)
             logits = prep.cell_logits(cells, layer_energy, uniform)
             parts = [features.double(), logits.double(), columns.double()]
@@ -465,15 +482,14 @@ class FlowMatchGenerator(ShowerGenerator):
         e_noise, c_noise = self._split(noise)
         z = integrate(lambda x, t: energy_net(x, t, cond), e_noise, cfg.energy_steps, cfg.solver)
         primary = torch.exp(columns[:, 0])
-        layer_energy = prep.layer_energies(prep.unstandardise_energy(z), primary)
-        # Stage 2 sees the features of the energies it must match, as in training.
-        features = prep.standardise_energy(prep.energy_features(layer_energy, primary))
-        shower = torch.cat([cond, features], dim=1)
+        raw = prep.unstandardise_energy(z)
+        layer_energy = prep.layer_energies(raw, primary)
+        counts = prep.counts_from_features(raw, layer_energy)
+        # Stage 2 sees the features of the energies (and counts) it must match, as in training.
+        features = prep.standardise_energy(prep.energy_features(layer_energy, primary, counts))
+        shower, own = torch.cat([cond, features], dim=1), prep.layer_features(features)
         y = integrate(
-            lambda x, t: shape_net(x, t, shower, features[:, 1:]),
-            c_noise,
-            cfg.shape_steps,
-            cfg.solver,
+            lambda x, t: shape_net(x, t, shower, own), c_noise, cfg.shape_steps, cfg.solver
         )
-        cells = prep.cells_inverse(y, layer_energy, self.layout.mask)
+        cells = prep.cells_inverse(y, layer_energy, self.layout.mask, counts)
         return FlowMatchSample(self.layout.from_layers(cells), layer_energy)

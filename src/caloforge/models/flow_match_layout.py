@@ -8,13 +8,17 @@ describes (cells ordered layer by layer), shorter layers padded with cells that 
 empty and masked out of the loss; a voxel geometry that describes no layers is one layer.
 
 Stage 1 (energies) learns, per shower, F = L + 1 numbers: log(E_tot / E_p) and, per layer,
-log(E_l / E_tot + eps); each standardised by the training showers' mean and spread.
+log(E_l / E_tot + eps); with `counts`, also L more: log(1 + n_l), n_l the number of hit cells
+of layer l, so that the sparsity of each layer is learnt with the energies (its spread and
+its correlations with them), not left to where a few-step flow lands. Each feature is
+standardised by the training showers' mean and spread.
 Stage 2 (shapes) learns the cells of each layer divided by that layer's energy, u in [0, 1],
 as logit(a + (1 - 2 a) u) with a = alpha / 100 (the CaloFlow preprocessing), standardised per
 cell. Empty cells are dequantised: in training each gets u drawn uniformly in [0, alpha), a
 band the flow can fill (a point mass, which a few-step ODE can only smear, would come out as
-thousands of tiny spurious hits); in generation a fraction below alpha is an empty cell. alpha
-lies below almost every hit of the data (clic-25: 99 % of hits have u > 1.7e-5).
+thousands of tiny spurious hits). In generation a layer keeps its n_l brightest cells (with
+`counts`), else the cells above alpha; alpha lies below almost every hit of the data
+(clic-25: 99 % of hits have u > 1.7e-5).
 """
 
 from __future__ import annotations
@@ -124,11 +128,13 @@ class Preprocessing(nn.Module):
         alpha: float,
         energy_eps: float,
         hit_fraction: float | None = None,
+        counts: bool = False,
     ) -> None:
         super().__init__()
         self.alpha, self.energy_eps = alpha, energy_eps
         self.hit_fraction = hit_fraction or 0.0
-        features = n_layers + 1
+        self.n_layers, self.layer_cells, self.counts = n_layers, layer_cells, counts
+        features = n_layers + 1 + (n_layers if counts else 0)
         self.register_buffer("energy_mean", torch.zeros(features))
         self.register_buffer("energy_std", torch.ones(features))
         self.register_buffer("cell_mean", torch.zeros(n_layers, layer_cells))
@@ -139,21 +145,53 @@ class Preprocessing(nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
 
     # -- stage 1 --
-    def energy_features(self, layer_energy: Tensor, energy: Tensor) -> Tensor:
-        """Raw (unstandardised) stage-1 features `(N, L + 1)` of layer energies `(N, L)` GeV
-        and primary energies `(N,)` GeV."""
+    def energy_features(
+        self, layer_energy: Tensor, energy: Tensor, hits: Tensor | None = None
+    ) -> Tensor:
+        """Raw (unstandardised) stage-1 features `(N, F)` of layer energies `(N, L)` GeV and
+        primary energies `(N,)` GeV; with `counts`, `hits` `(N, L)` are the layers' numbers of
+        hit cells (`hit_counts` of the cells)."""
         total = layer_energy.sum(dim=1)
         tiny = torch.finfo(layer_energy.dtype).tiny
         log_total = torch.log(total.clamp_min(tiny) / energy)
         fractions = layer_energy / total.clamp_min(tiny)[:, None]
-        return torch.cat([log_total[:, None], torch.log(fractions + self.energy_eps)], dim=1)
+        parts = [log_total[:, None], torch.log(fractions + self.energy_eps)]
+        if self.counts:
+            if hits is None:
+                raise ValueError("flow-match: the stage-1 features need the layers' hit counts")
+            parts.append(torch.log1p(hits.to(layer_energy.dtype)))
+        return torch.cat(parts, dim=1)
+
+    @staticmethod
+    def hit_counts(cells: Tensor) -> Tensor:
+        """`(N, L)`: the hit (non-zero) cells of each layer of `cells` `(N, L, C)`."""
+        return (cells > 0).sum(dim=2)
+
+    def layer_features(self, features: Tensor) -> Tensor:
+        """`(N, L, 1 or 2)`: each layer's own stage-1 features (energy, and hit count)."""
+        layers = self.n_layers
+        own = [features[:, 1 : 1 + layers]]
+        if self.counts:
+            own.append(features[:, 1 + layers : 1 + 2 * layers])
+        return torch.stack(own, dim=2)
+
+    def counts_from_features(self, features: Tensor, layer_energy: Tensor) -> Tensor | None:
+        """With `counts`: the hit counts `(N, L)` of raw stage-1 features, whole numbers in
+        [1, C] for a layer with energy and 0 for an empty one; else None."""
+        if not self.counts:
+            return None
+        layers = self.n_layers
+        counts = torch.round(torch.expm1(features[:, 1 + layers : 1 + 2 * layers]))
+        counts = counts.clamp(1, self.layer_cells)
+        return torch.where(layer_energy > 0, counts, 0.0)
 
     def layer_energies(self, features: Tensor, energy: Tensor) -> Tensor:
         """Layer energies `(N, L)` GeV from raw stage-1 features: the total from the first,
         the fractions (clamped at 0, layers below the threshold emptied, renormalised) from
-        the others, so that the layers sum exactly to the total."""
+        the next L, so that the layers sum exactly to the total."""
         total = energy * torch.exp(features[:, 0])
-        fractions = (torch.exp(features[:, 1:]) - self.energy_eps).clamp_min(0.0)
+        fractions = torch.exp(features[:, 1 : 1 + self.n_layers]) - self.energy_eps
+        fractions = fractions.clamp_min(0.0)
         fractions = fractions / fractions.sum(dim=1, keepdim=True).clamp_min(1e-30)
         keep = total[:, None] * fractions >= self.threshold
         fractions = torch.where(keep, fractions, 0.0)
@@ -185,21 +223,31 @@ class Preprocessing(nn.Module):
         """Standardised logits `(N, L, C)` of cells `(N, L, C)` GeV (see `cell_logits`)."""
         return (self.cell_logits(cells, layer_energy, uniform) - self.cell_mean) / self.cell_std
 
-    def cells_inverse(self, z: Tensor, layer_energy: Tensor, mask: Tensor) -> Tensor:
+    def cells_inverse(
+        self, z: Tensor, layer_energy: Tensor, mask: Tensor, counts: Tensor | None = None
+    ) -> Tensor:
         """Cells `(N, L, C)` in GeV from standardised logits: each layer's cells sum exactly
         (to rounding) to `layer_energy` `(N, L)`.
 
-        A cell is empty when its fraction is below alpha (in the empty cells' band), or its
-        share of the layer's other cells below `hit_fraction` (a relative readout
-        threshold; 0: none), or its energy below the readout threshold; the brightest cell
-        of a layer always stays, so a layer with energy is never emptied. The kept fractions
-        are renormalised to 1: kept cells only grow, and stay above both thresholds.
+        A layer keeps its `counts` `(N, L)` brightest cells when they are given, else the
+        cells whose fraction is above alpha (outside the empty cells' band); of those, a
+        cell is empty when its share of the layer's kept cells is below `hit_fraction` (a
+        relative readout threshold; 0: none) or its energy below the readout threshold. The
+        brightest cell of a layer always stays, so a layer with energy is never emptied. The
+        kept fractions are renormalised to 1: kept cells only grow, and stay above both
+        thresholds.
         """
         a = self.offset
         u = (torch.sigmoid(z * self.cell_std + self.cell_mean) - a) / (1 - 2 * a)
         u = torch.where(mask, u.clamp_min(0.0), 0.0)
         brightest = u == u.amax(dim=2, keepdim=True)
-        hits = torch.where(u >= self.alpha, u, 0.0)  # the flow's own decision: above the band
+        if counts is None:
+            chosen = u >= self.alpha  # the flow's own decision: above the band
+        else:  # the n_l brightest: at or above the n_l-th largest fraction of the layer
+            ranked = torch.sort(torch.where(mask, u, -1.0), dim=2, descending=True).values
+            last = (counts.long() - 1).clamp_min(0)[..., None]
+            chosen = (u >= ranked.gather(2, last)) & (counts[..., None] > 0) & mask
+        hits = torch.where(chosen, u, 0.0)
         share = hits / hits.sum(dim=2, keepdim=True).clamp_min(1e-30)
         keep = (hits > 0) & (share >= self.hit_fraction)
         keep = keep & (share * layer_energy[..., None] >= self.threshold)
