@@ -29,6 +29,7 @@ from caloforge.training.physics_check import PhysicsCheck
 from caloforge.training.trainer import Trainer, TrainingCollapsedError, TrainResult
 from caloforge.tune.objectives import fidelity, generation_rate, gflop_per_shower
 from caloforge.tune.space import SearchSpace, with_values
+from caloforge.validation.timing import StageTimer
 
 # Epochs set when the budget is in steps: `training.max_steps` then ends every trial.
 _UNBOUNDED_EPOCHS = 1_000_000
@@ -282,15 +283,11 @@ def run_trial(
     finally:
         trial.set_user_attr("train_seconds", time.monotonic() - start)
         trial.set_user_attr("steps", trainer.state.step)
-    clock = time.monotonic()
-    timings: dict[str, float] = {}
+    timer = StageTimer()
 
     def lap(stage: str) -> None:
-        nonlocal clock
-        now = time.monotonic()
-        timings[stage] = round(now - clock, 3)
-        clock = now
-        trial.set_user_attr("seconds", timings)
+        timer.lap(stage)
+        trial.set_user_attr("seconds", timer.timings)
 
     checkpoint = resolve_checkpoint(run_dir)
     trial.set_user_attr("checkpoint", str(checkpoint.relative_to(settings.out)))
