@@ -23,6 +23,7 @@ from caloforge.generation.int8 import (
     held_out_metrics,
     quantize_int8,
 )
+from caloforge.generation.int8 import quantize as quantize_module
 from caloforge.generation.int8.guard import Guard, cell_energy, in_gev, make_feeds
 from caloforge.generation.int8.openvino_nncf import OpenVinoQuantizer
 from caloforge.generation.int8.search import QuantizerDefaults, output_threshold
@@ -411,13 +412,34 @@ class _Counting:
         monkeypatch.setattr(OpenVinoQuantizer, "quantize", counted)
 
 
+class _Searches:
+    """Counts the searches `quantize_int8` runs; the first is real, later ones give its result
+    again (a search of the tiny wgan-lhcb is ~16 quantizations). For the tests of when a
+    search happens (a cache miss), not of what it finds: that is the first call's."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        self.first: tuple | None = None
+        real = quantize_module.search
+
+        def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            if self.first is None:
+                self.first = real(*args, **kwargs)
+            return self.first
+
+        monkeypatch.setattr(quantize_module, "search", counted)
+
+
 def test_the_search_choice_is_cached_and_checked_again(tmp_path, monkeypatch):
     pipeline = tiny_pipeline("wgan-lhcb")
     calibration = calibration_conditions(pipeline, 64, seed=1)
     counting = _Counting(monkeypatch)
+    searches = _Searches(monkeypatch)
     first = quantize_int8(*parts(pipeline), calibration, seed=2, threads=1, cache=tmp_path)
     searched = counting.calls
     assert not first.report.from_cache and len(list(tmp_path.glob("*.json"))) == 1
+    assert searches.calls == 1
     counting.calls = 0
     again = quantize_int8(*parts(pipeline), calibration, seed=2, threads=1, cache=tmp_path)
     assert again.report.from_cache and counting.calls == 1 < searched
@@ -428,19 +450,23 @@ def test_the_search_choice_is_cached_and_checked_again(tmp_path, monkeypatch):
     noise = torch.rand(5, 16, generator=torch.Generator().manual_seed(0))
     named = {k: torch.as_tensor(v[:5]) for k, v in calibration.items()}
     assert torch.equal(again(noise, named), first(noise, named))
-    # another tolerance or calibration set is another choice
+    assert searches.calls == 1
+    # another tolerance or calibration set is another choice: searched, kept beside the first
     other = quantize_int8(*parts(pipeline), calibration, seed=3, threads=1, cache=tmp_path)
     assert not other.report.from_cache and len(list(tmp_path.glob("*.json"))) == 2
+    assert searches.calls == 2
 
 
-def test_a_cached_choice_that_no_longer_holds_is_searched_again(tmp_path):
+def test_a_cached_choice_that_no_longer_holds_is_searched_again(tmp_path, monkeypatch):
     pipeline = tiny_pipeline("wgan-lhcb")
     calibration = calibration_conditions(pipeline, 64, seed=1)
     tight = Int8Tolerance(projection_mse=1e-9, response=1e-9, profile=1e-9)
+    searches = _Searches(monkeypatch)
     first = quantize_int8(
         *parts(pipeline), calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path
     )
     assert first.report.fp32_layers  # it fell back
+    assert searches.calls == 1
     (record,) = tmp_path.glob("*.json")
     tampered = json.loads(record.read_text())
     tampered["report"]["fp32_layers"], tampered["report"]["faster_in_fp32"] = [], []
@@ -448,12 +474,14 @@ def test_a_cached_choice_that_no_longer_holds_is_searched_again(tmp_path):
     again = quantize_int8(
         *parts(pipeline), calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path
     )
-    assert not again.report.from_cache and again.report.fp32_layers == first.report.fp32_layers
+    assert not again.report.from_cache and searches.calls == 2
+    assert json.loads(record.read_text())["report"]["fp32_layers"]  # the search's, kept
     record.write_text("{not json")  # unreadable: ignored, searched, written again
     third = quantize_int8(
         *parts(pipeline), calibration, seed=2, tolerance=tight, threads=1, cache=tmp_path
     )
     assert not third.report.from_cache and json.loads(record.read_text())["report"]
+    assert searches.calls == 3
 
 
 def test_a_cache_that_cannot_be_written_costs_a_warning(tmp_path):
@@ -644,6 +672,12 @@ def test_building_int8_keeps_a_verdict_that_auto_reads(monkeypatch, capsys):
     from caloforge.generation.int8_verdict import int8_verdict
 
     pipeline = tiny_pipeline("wgan-lhcb")
+    assert len(pipeline.calibration_conditions()["energy"]) == 512  # what set_backend draws
+    # 64 calibration showers here (a search on 512 is ~4x the time); the verdict records it.
+    draw = pipeline.calibration_conditions
+    monkeypatch.setattr(
+        pipeline, "calibration_conditions", lambda n=64, *, seed=0: draw(n, seed=seed)
+    )
     other = tiny_pipeline("wgan-lhcb")
     with torch.no_grad():
         next(other.generator.parameters()).add_(1e-3)  # other weights: another checkpoint
@@ -656,7 +690,7 @@ def test_building_int8_keeps_a_verdict_that_auto_reads(monkeypatch, capsys):
         assert phase in err  # a line as each long phase starts, with the seconds elapsed
     assert err.startswith("int8 [")
     verdict = int8_verdict(pipeline.generator, pipeline.transform)
-    assert verdict is not None and verdict.seed == 5 and verdict.calibration_showers == 512
+    assert verdict is not None and verdict.seed == 5 and verdict.calibration_showers == 64
     report = pipeline.forward.report
     assert verdict.holds == report.holds and verdict.int8_layers == len(report.int8_layers)
     assert verdict.speedup == pipeline.forward.speedup and verdict.speedup > 0
