@@ -12,13 +12,15 @@ from caloforge.data.transforms import Power
 from caloforge.geometry import PRESETS
 from caloforge.models import build_model
 from caloforge.models.checkpoint import (
+    BEST,
+    CONFIG,
     CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
 )
 from caloforge.training import losses
-from caloforge.training.checkpoint import load_trainer_state, save_checkpoint
+from caloforge.training.checkpoint import load_trainer_state, save_checkpoint, write_pointer
 from caloforge.training.config import TrainConfigError, apply_overrides, parse_config
 from caloforge.training.distributed import SyncedBatchNorm, synchronise_batchnorm
 
@@ -189,3 +191,16 @@ def test_synced_batchnorm_is_plain_batchnorm_in_one_process():
     x = torch.randn(4, 1, 6, 6)
     torch.testing.assert_close(synced(x), plain(x))
     torch.testing.assert_close(synced[1].running_var, plain[1].running_var)
+
+
+def test_pruning_keeps_the_newest_the_best_and_the_learning_curves_steps(tmp_path):
+    from caloforge.training.checkpoint import _prune
+
+    for step in (100, 200, 300, 400, 500, 600):
+        folder = tmp_path / "checkpoints" / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / CONFIG).write_text("{}")
+    write_pointer(tmp_path / BEST, tmp_path / "checkpoints" / "step-00000100")
+    _prune(tmp_path, keep=2, keep_every=300)
+    left = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert left == ["step-00000100", "step-00000300", "step-00000500", "step-00000600"]

@@ -84,10 +84,12 @@ def save_checkpoint(
     training: dict[str, Any],
     trainer_state: dict[str, Any],
     keep: int = 3,
+    keep_every: int = 0,
 ) -> Path:
     """Write checkpoint `step` atomically, point `latest.json` at it, prune old ones.
 
-    `keep` newest checkpoints are kept, and always the one `best.json` names.
+    `keep` newest checkpoints are kept, and always the one `best.json` names and those of
+    steps that are multiples of `keep_every` (0: none), a learning curve's.
     """
     run = Path(run_dir)
     folder = run / "checkpoints" / f"step-{step:08d}"
@@ -119,7 +121,7 @@ def save_checkpoint(
             ) from None
         raise
     write_pointer(run / LATEST, folder, {"step": step, "epoch": epoch})
-    _prune(run, keep)
+    _prune(run, keep, keep_every)
     return folder
 
 
@@ -131,12 +133,15 @@ def write_pointer(path: Path, checkpoint: Path, extra: dict[str, Any] | None = N
     os.replace(tmp, path)
 
 
-def _prune(run: Path, keep: int) -> None:
+def _prune(run: Path, keep: int, keep_every: int = 0) -> None:
     best = read_pointer(run / BEST)
     folders = step_folders(run)
     for old in folders[: max(0, len(folders) - keep)]:
-        if best is None or old.resolve() != best.resolve():
-            shutil.rmtree(old, ignore_errors=True)
+        if best is not None and old.resolve() == best.resolve():
+            continue
+        if keep_every and int(old.name.removeprefix("step-")) % keep_every == 0:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_trainer_state(

@@ -152,6 +152,11 @@ class TrainConfig:
         500, "steps; a checkpoint is also written at each epoch's end", check=positive
     )
     keep_checkpoints: int = setting(3, "checkpoints kept", check=positive)
+    keep_every: int = setting(
+        0,
+        "steps; the checkpoints of its multiples are never pruned (a learning curve's); 0: none",
+        check=at_least(0, words="must be 0 or more"),
+    )
     log_every: int = setting(
         20, "steps between progress-bar and TensorBoard updates", check=positive
     )

@@ -379,6 +379,7 @@ class Trainer:
             training=training,
             trainer_state=state,
             keep=self.cfg.keep_checkpoints,
+            keep_every=self.cfg.keep_every,
         )
 
     def physics_check(self) -> PhysicsCheck | None:
