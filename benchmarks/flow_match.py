@@ -116,6 +116,59 @@ def speed(checkpoint: Path, backends: list[str], batch_size: int, repeats: int) 
     return out
 
 
+def evaluate(
+    checkpoint: Path, reference_file: Path, n: int, seed: int, batch_size: int, out: Path
+) -> dict:
+    """Generate `n` showers from `checkpoint` with the conditions of `reference_file`'s first
+    `n`, validate them against those (cell-level subsample: all of them) and add the shape
+    deviations: the figures of issue 16 for one checkpoint."""
+    with h5py.File(reference_file) as f:
+        reference = f["showers"][:n]
+        energy = f["energy"][:n]
+    edges = np.geomspace(energy.min(), energy.max() * (1 + 1e-9), 6)
+    generated_file, report = out / "generated.h5", out / "report"
+    generated_file.unlink(missing_ok=True)
+    start = time.perf_counter()
+    cli(
+        [
+            *("generate", "--checkpoint", str(checkpoint), "--conditions-from"),
+            *(str(reference_file), "--n", str(n), "--seed", str(seed), "-o", str(generated_file)),
+            *("--batch-size", str(batch_size)),
+        ]
+    )
+    generation_s = time.perf_counter() - start
+    cli(
+        [
+            *("validate", "--reference", str(reference_file)),
+            *("--generated", str(generated_file), "--out", str(report)),
+            *("--max-showers", str(n), "--subsample", str(n), "--no-plots", "--seed", "0"),
+        ]
+    )
+    metrics = json.loads((report / "metrics.json").read_text())
+    with h5py.File(generated_file) as f:
+        generated = f["showers"][:]
+    return {
+        "generation_s": generation_s,
+        "auc_low_level": metrics["headline"]["classifier_auc_low_level"]["value"],
+        "auc_high_level": metrics["headline"]["classifier_auc_high_level"]["value"],
+        "fpd_x1e3": metrics["headline"]["fpd"]["value"],
+        "response_bins": [
+            {
+                "low": b["low"],
+                "high": b["high"],
+                "response": b.get("response_deviation"),
+                "resolution": b.get("resolution_deviation"),
+            }
+            for b in metrics["response"]["energy"]
+        ],
+        "hits_per_shower": [
+            float((reference > 1e-5).sum() / len(reference)),
+            float((generated > 1e-5).sum() / len(generated)),
+        ],
+        "shapes": shape_deviations(reference, generated, energy, edges),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="run or checkpoint folder")
@@ -133,52 +186,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = resolve_checkpoint(args.run)
-    with h5py.File(args.reference) as f:
-        reference = f["showers"][: args.n]
-        energy = f["energy"][: args.n]
-    edges = np.geomspace(energy.min(), energy.max() * (1 + 1e-9), 6)
     results = {"checkpoint": str(checkpoint), "targets": TARGETS, "by_steps": {}}
     for steps in args.steps:
         folder = with_steps(checkpoint, steps, args.hit_fraction, args.out)
-        generated_file = args.out / f"generated-steps{steps}.h5"
-        report = args.out / f"report-steps{steps}"
-        generated_file.unlink(missing_ok=True)
-        start = time.perf_counter()
-        n, seed = str(args.n), str(args.seed)
-        cli(
-            [
-                *("generate", "--checkpoint", str(folder), "--conditions-from"),
-                *(str(args.reference), "--n", n, "--seed", seed, "-o", str(generated_file)),
-                *("--batch-size", str(args.batch_size)),
-            ]
-        )
-        generation_s = time.perf_counter() - start
-        cli(
-            [
-                *("validate", "--reference", str(args.reference)),
-                *("--generated", str(generated_file), "--out", str(report)),
-                *("--max-showers", n, "--subsample", n, "--no-plots", "--seed", "0"),
-            ]
-        )
-        metrics = json.loads((report / "metrics.json").read_text())
-        with h5py.File(generated_file) as f:
-            generated = f["showers"][:]
+        out = args.out / f"steps{steps}"
+        out.mkdir(exist_ok=True)
         entry = {
             "hit_fraction": args.hit_fraction,
-            "generation_s": generation_s,
-            "auc_low_level": metrics["headline"]["classifier_auc_low_level"]["value"],
-            "auc_high_level": metrics["headline"]["classifier_auc_high_level"]["value"],
-            "fpd_x1e3": metrics["headline"]["fpd"]["value"],
-            "response_bins": [
-                {
-                    "low": b["low"],
-                    "high": b["high"],
-                    "response": b.get("response_deviation"),
-                    "resolution": b.get("resolution_deviation"),
-                }
-                for b in metrics["response"]["energy"]
-            ],
-            "shapes": shape_deviations(reference, generated, energy, edges),
+            **evaluate(folder, args.reference, args.n, args.seed, args.batch_size, out),
             "speed": speed(folder, args.backends, args.batch_size, args.repeats),
         }
         results["by_steps"][str(steps)] = entry

@@ -9,12 +9,21 @@ a recipe needs.
 
     python benchmarks/learning_curve.py --family gan3d --steps 600 --every 100
     python benchmarks/learning_curve.py --device cuda --steps 3000 --set training.batch_size=64
+
+With `--run RUN --reference HELD_OUT.h5` it trains nothing: it reads the checkpoints a run
+kept (`training.keep_every`) at multiples of `--every` steps and gives each the full
+evaluation of benchmarks/flow_match.py (classifier AUCs, response and resolution per energy
+bin, profile and widths) against `--n` held-out showers, with the training time to that
+step from the run's epoch records: issue 16's figures against training time.
+
+    python benchmarks/learning_curve.py --run runs/fm --reference heldout.h5 --every 1000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,6 +33,7 @@ import torch
 from caloforge.data.dataset import split_indices
 from caloforge.data.io import open_showers
 from caloforge.generation.pipeline import ShowerPipeline
+from caloforge.models.checkpoint import step_folders, step_of
 from caloforge.simulation.run import simulate_to_file
 from caloforge.training.config import load_config
 from caloforge.training.physics_check import binned_response
@@ -47,6 +57,39 @@ def evaluate(pipeline: ShowerPipeline, real, conditions) -> dict[str, float | li
     return {"response": binned_response(real, generated, energy, ENERGY_BINS), "profile": error}
 
 
+def curve_of_run(args: argparse.Namespace) -> None:
+    """The figures of each kept checkpoint of `args.run` against the training time."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import flow_match  # benchmarks/flow_match.py: one checkpoint's evaluation
+
+    records = [json.loads(line) for line in (args.run / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r.get("event") == "epoch"]
+    out = args.json.with_suffix("") if args.json else Path("learning-curve")
+    rows = []
+    for folder in step_folders(args.run):
+        step = step_of(folder)
+        if step % args.every:
+            continue
+        done = [e for e in epochs if e["step"] <= step]
+        row = {
+            "step": step,
+            "train_s": sum(e["seconds"] for e in done),
+            "train_cpu_s": sum(e.get("cpu_seconds", float("nan")) for e in done),
+        }
+        (out / folder.name).mkdir(parents=True, exist_ok=True)
+        row |= flow_match.evaluate(folder, args.reference, args.n, 7, 256, out / folder.name)
+        rows.append(row)
+        response = max(abs(b["response"] or 0.0) for b in row["response_bins"])
+        print(
+            f"step {step:6d}  {row['train_s'] / 3600:5.2f} h  AUC cells {row['auc_low_level']:.3f}"
+            f"  high-level {row['auc_high_level']:.3f}  worst response {response:+.3f}"
+            f"  widths x {row['shapes']['all']['width_x']:+.3f}",
+            flush=True,
+        )
+        if args.json:
+            args.json.write_text(json.dumps({"run": str(args.run), "rows": rows}, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--family", default="gan3d", choices=sorted(GEOMETRY))
@@ -59,7 +102,14 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"))
     parser.add_argument("--set", nargs="*", default=[], help="more key=value config overrides")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--run", type=Path, default=None, help="evaluate a run's checkpoints")
+    parser.add_argument("--reference", type=Path, default=None, help="--run: held-out showers")
     args = parser.parse_args()
+    if args.run is not None:
+        if args.reference is None:
+            parser.error("--run needs --reference (held-out showers)")
+        curve_of_run(args)
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         data = args.data

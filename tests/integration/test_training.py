@@ -263,3 +263,15 @@ def test_no_validation_split_is_said_when_the_check_falls_back_to_training(clic_
     )
     with pytest.warns(UserWarning, match=r"fractions \[1.0, 0.0, 0.0\] leave no validation"):
         Trainer(config, clic_data, tmp_path / "run").close()
+
+
+def test_each_epoch_records_its_wall_and_cpu_seconds(clic_data, tmp_path):
+    config = load_config(
+        CONFIGS / "gan3d.yaml", [*FAST, "training.batch_size=16", "training.max_steps=4"]
+    )
+    Trainer(config, clic_data, tmp_path / "run").fit()
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    epochs = [r for r in map(json.loads, lines) if r["event"] == "epoch"]
+    assert epochs and all(e["seconds"] > 0 and e["cpu_seconds"] > 0 for e in epochs)
+    # CPU time of this process: at most its threads' share of the wall time
+    assert all(e["cpu_seconds"] <= e["seconds"] * torch.get_num_threads() * 1.5 for e in epochs)

@@ -77,6 +77,7 @@ class TrainState:
     epoch_sums: dict[str, float] = field(default_factory=dict)
     epoch_steps: int = 0
     epoch_seconds: float = 0.0
+    epoch_cpu_seconds: float = 0.0  # CPU time of this process (all its threads)
 
 
 @dataclass(frozen=True)
@@ -472,7 +473,8 @@ class Trainer:
         # The epoch's sums so far: a resumed run goes on from those its checkpoint carried.
         sums: dict[str, float] = defaultdict(float, st.epoch_sums)
         n_steps, start, seconds_before = 0, time.perf_counter(), st.epoch_seconds
-        summary: tuple[dict[str, float], int, float] | None = None
+        cpu_start, cpu_before = time.process_time(), st.epoch_cpu_seconds
+        summary: tuple[dict[str, float], int, float, float] | None = None
         for showers, cond in self._batches():
             self._set_learning_rates()
             values = self.step_fn(showers, cond)
@@ -483,6 +485,7 @@ class Trainer:
             st.batch_in_epoch += 1
             st.epoch_sums, st.epoch_steps = dict(sums), st.epoch_steps + 1
             st.epoch_seconds = seconds_before + time.perf_counter() - start
+            st.epoch_cpu_seconds = cpu_before + time.process_time() - cpu_start
             if bar is not None:
                 bar.update(1)
                 if st.step % cfg.log_every == 0:
@@ -493,22 +496,24 @@ class Trainer:
             end_of_epoch = st.batch_in_epoch >= self.steps_per_epoch
             finished = st.step >= self.total_steps
             if end_of_epoch or finished:
-                summary = (dict(sums), st.epoch_steps, st.epoch_seconds)
+                summary = (dict(sums), st.epoch_steps, st.epoch_seconds, st.epoch_cpu_seconds)
             if end_of_epoch:  # the next epoch counts from zero, in the checkpoint too
-                st.epoch_sums, st.epoch_steps, st.epoch_seconds = {}, 0, 0.0
+                st.epoch_sums, st.epoch_steps = {}, 0
+                st.epoch_seconds, st.epoch_cpu_seconds = 0.0, 0.0
             self._after_step(end_of_epoch, finished)
             if end_of_epoch or finished:
                 break
         if summary is None and n_steps:
-            summary = (dict(sums), st.epoch_steps, st.epoch_seconds)
+            summary = (dict(sums), st.epoch_steps, st.epoch_seconds, st.epoch_cpu_seconds)
         if summary is not None and self.context.is_main:
-            totals, steps, seconds = summary
+            totals, steps, seconds, cpu_seconds = summary
             self.log.write(
                 {
                     "event": "epoch",
                     "step": st.step,
                     "epoch": st.epoch,
                     "seconds": seconds,
+                    "cpu_seconds": cpu_seconds,
                     "showers_per_s": steps * cfg.batch_size / seconds,
                     **{k: v / steps for k, v in totals.items()},
                 }
