@@ -8,6 +8,7 @@ under `if TYPE_CHECKING:` are left out: they name types for the checker and neve
 from __future__ import annotations
 
 import ast
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ def _modules() -> dict[str, Path]:
 MODULES = _modules()
 
 
-def _imports(name: str) -> list[tuple[str, list[str]]]:
+@functools.cache  # each module parsed once for the tests below (the source does not change)
+def _imports(name: str) -> tuple[tuple[str, list[str]], ...]:
     """(imported module, names taken from it) for every import statement of module `name`,
     relative imports resolved."""
     path = MODULES[name]
@@ -62,7 +64,7 @@ def _imports(name: str) -> list[tuple[str, list[str]]]:
             others = [n for n in names if f"{base}.{n}" not in MODULES]
             if others or base not in MODULES:
                 found.append((base, others))
-    return found
+    return tuple(found)
 
 
 def _own_module(dotted: str) -> str | None:
