@@ -117,11 +117,18 @@ def speed(checkpoint: Path, backends: list[str], batch_size: int, repeats: int) 
 
 
 def evaluate(
-    checkpoint: Path, reference_file: Path, n: int, seed: int, batch_size: int, out: Path
+    checkpoint: Path,
+    reference_file: Path,
+    n: int,
+    seed: int,
+    batch_size: int,
+    out: Path,
+    backend: str = "eager",
 ) -> dict:
     """Generate `n` showers from `checkpoint` with the conditions of `reference_file`'s first
-    `n`, validate them against those (cell-level subsample: all of them) and add the shape
-    deviations: the figures of issue 16 for one checkpoint."""
+    `n` (on `backend`: eager needs no compilation), validate them against those (cell-level
+    subsample: all of them) and add the shape deviations: the figures of issue 16 for one
+    checkpoint."""
     with h5py.File(reference_file) as f:
         reference = f["showers"][:n]
         energy = f["energy"][:n]
@@ -133,7 +140,7 @@ def evaluate(
         [
             *("generate", "--checkpoint", str(checkpoint), "--conditions-from"),
             *(str(reference_file), "--n", str(n), "--seed", str(seed), "-o", str(generated_file)),
-            *("--batch-size", str(batch_size)),
+            *("--batch-size", str(batch_size), "--backend", backend),
         ]
     )
     generation_s = time.perf_counter() - start
