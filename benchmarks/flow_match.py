@@ -116,6 +116,13 @@ def speed(checkpoint: Path, backends: list[str], batch_size: int, repeats: int) 
     return out
 
 
+def run_cli(argv: list[str]) -> None:
+    """`caloforge ARGV`, stopping the benchmark when it fails."""
+    code = cli(argv)
+    if code:
+        raise SystemExit(f"caloforge {argv[0]} exited with {code}: {' '.join(argv)}")
+
+
 def evaluate(
     checkpoint: Path,
     reference_file: Path,
@@ -136,7 +143,7 @@ def evaluate(
     generated_file, report = out / "generated.h5", out / "report"
     generated_file.unlink(missing_ok=True)
     start = time.perf_counter()
-    cli(
+    run_cli(
         [
             *("generate", "--checkpoint", str(checkpoint), "--conditions-from"),
             *(str(reference_file), "--n", str(n), "--seed", str(seed), "-o", str(generated_file)),
@@ -144,7 +151,7 @@ def evaluate(
         ]
     )
     generation_s = time.perf_counter() - start
-    cli(
+    run_cli(
         [
             *("validate", "--reference", str(reference_file)),
             *("--generated", str(generated_file), "--out", str(report)),
