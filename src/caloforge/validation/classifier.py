@@ -47,9 +47,16 @@ def low_level_inputs(showers: np.ndarray, energy: np.ndarray) -> np.ndarray:
 
 
 def high_level_inputs(features: np.ndarray, energy: np.ndarray) -> np.ndarray:
-    """[log10(E_inc / GeV), features] per shower, (n, 1 + k) float32."""
+    """[log10(E_inc / GeV), features] per shower, (n, 1 + k) float32 (written straight into
+    float32: no float64 copy of the features)."""
     e = np.asarray(energy, dtype=np.float64).reshape(-1)
-    return np.concatenate([np.log10(e)[:, None], features], axis=1).astype(np.float32)
+    f = np.asarray(features)
+    if f.ndim != 2 or len(f) != len(e):
+        raise ValueError(f"need (n, k) features and n energies, got {f.shape} and {e.shape}")
+    out = np.empty((len(f), 1 + f.shape[1]), dtype=np.float32)
+    out[:, 0] = np.log10(e)
+    out[:, 1:] = f
+    return out
 
 
 @dataclass(frozen=True)
@@ -309,9 +316,10 @@ def _classifier_test(
         parts.append((x, y))
     mean, std = _scaling(parts[0][0], standardise)
     dev = torch.device(device)
-    tensors = [
-        (torch.from_numpy((x - mean) / std).to(dev), torch.from_numpy(y).to(dev)) for x, y in parts
-    ]
+    for x, _ in parts:  # in place: the parts are this function's own copies
+        x -= mean
+        x /= std
+    tensors = [(torch.from_numpy(x).to(dev), torch.from_numpy(y).to(dev)) for x, y in parts]
     (x_train, y_train), (x_val, y_val), (x_test, _) = tensors
 
     generator = torch.Generator().manual_seed(seed)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +48,7 @@ from caloforge.validation.sources import (
     default_batch_size,
     features_of_sets,
     in_overlap,
+    read_conditions,
     scalar_conditions,
     value_range,
 )
@@ -84,16 +86,20 @@ def compare(
     counts = [
         len(s) if config.max_showers is None else min(len(s), config.max_showers) for s in sources
     ]
-    all_features = features_of_sets(
+    conditions = [read_conditions(s, n) for s, n in zip(sources, counts, strict=True)]
+    masks = [in_overlap(c, overlap) for c in conditions]
+    rng = np.random.default_rng(config.seed)
+    draws = _draws(masks, config, rng)
+    sets = features_of_sets(
         sources,
         specs,
-        counts,
+        masks,
+        picks=draws.subsample,
         batch_size=config.batch_size or default_batch_size(geometry),
         workers=config.workers or default_workers(),
         progress=progress,
     )
     lap("features")
-    masks = [in_overlap(f, overlap) for f in all_features]
     infos = tuple(
         SetInfo(
             label=label,
@@ -103,17 +109,14 @@ def compare(
             n_showers=len(source),
             n_read=n,
             n_used=int(mask.sum()),
-            ranges={k: value_range(f[f"condition/{k}"]) for k in scalar_conditions(geometry)},
+            ranges={k: value_range(c[k]) for k in scalar_conditions(geometry)},
         )
-        for label, source, f, mask, n in zip(
-            config.labels, sources, all_features, masks, counts, strict=True
+        for label, source, c, mask, n in zip(
+            config.labels, sources, conditions, masks, counts, strict=True
         )
     )
-    ref_f, gen_f = (
-        f if m.all() else {k: v[m] for k, v in f.items()}
-        for f, m in zip(all_features, masks, strict=True)
-    )
-    del all_features
+    del conditions
+    ref_f, gen_f = sets[0].table, sets[1].table
     warnings = _input_warnings(infos, ref_f, gen_f, overlap, geometry, config)
     ref_s, gen_s = scalar_features(ref_f, geometry), scalar_features(gen_f, geometry)
 
@@ -150,11 +153,11 @@ def compare(
     features = _feature_comparisons(ref_s, gen_s, ref_f, gen_f, edges, config)
     correlation = _correlation_difference(ref_s, gen_s, config.seed)
     lap("scalar_features")
-    rng = np.random.default_rng(config.seed)
-    vector = _vector_metrics(ref_f, gen_f, geometry, config, rng, lap)
-    cell = _cell_level(
-        reference, generated, masks, geometry, config, rng, _spread_ratio(ref_s, gen_s)
-    )
+    vector = _vector_metrics(ref_f, gen_f, geometry, config, draws.classifier, lap)
+    subsamples = [sets[0].subsample, sets[1].subsample]
+    for one in sets:
+        one.subsample = None  # handed over to the cell level, which lets go of them in turn
+    cell = _cell_level(subsamples, draws.n_subsample, geometry, config, _spread_ratio(ref_s, gen_s))
     lap("cell_level")
     warnings += cell.warnings
     rows = headline(config, response, vector, cell)
@@ -167,6 +170,7 @@ def compare(
             geometry=geometry,
             reference=ref_f,
             generated=gen_f,
+            summaries=(sets[0].summaries, sets[1].summaries),
             labels=config.labels,
             scalars=(ref_s, gen_s),
             separation={k: f.separation_power for k, f in features.items() if f.separation_power},
@@ -325,10 +329,11 @@ def _vector_metrics(
     gen_f: Mapping[str, np.ndarray],
     geometry: Geometry,
     config: ValidationConfig,
-    rng: np.random.Generator,
+    rows: tuple[np.ndarray, np.ndarray] | None,
     lap: Callable[[str], None] = lambda stage: None,
 ) -> VectorMetrics:
-    """FPD, KPD and the feature classifier; `lap(stage)` is called after each."""
+    """FPD, KPD and the feature classifier (on the showers at `rows` of each set, drawn by
+    `_draws`; None: too few showers); `lap(stage)` is called after each."""
     seed = config.seed
     ref_fv, gen_fv = ref_f["feature_vector"], gen_f["feature_vector"]
     names = (
@@ -356,8 +361,8 @@ def _vector_metrics(
     else:
         from caloforge.validation.classifier import high_level_classifier_test
 
-        ir = np.sort(rng.choice(len(ref_fv), n, replace=False))
-        ig = np.sort(rng.choice(len(gen_fv), n, replace=False))
+        assert rows is not None
+        ir, ig = rows
         try:
             result = high_level_classifier_test(
                 ref_fv[ir],
@@ -370,6 +375,43 @@ def _vector_metrics(
             reason = str(exc)
     lap("classifier_high_level")
     return VectorMetrics(names, fpd, kpd, result, reason, n)
+
+
+# --- the seeded draws, made before the pass over the showers ------------------------------------
+@dataclass(frozen=True)
+class _Draws:
+    """Which showers (indices among those read) the feature classifier and the cell-level
+    metrics use: `classifier` (indices into the kept showers of each set) and `subsample`
+    (indices into the read showers, inside the overlap), each None when too few; and the
+    subsample's size per set."""
+
+    classifier: tuple[np.ndarray, np.ndarray] | None
+    subsample: tuple[np.ndarray, np.ndarray] | None
+    n_subsample: int
+
+
+def _draws(
+    masks: Sequence[np.ndarray], config: ValidationConfig, rng: np.random.Generator
+) -> _Draws:
+    """The classifier's showers, then the cell-level subsample, drawn from one seeded `rng`
+    in this order: known before the showers are read, so that one pass over each set can
+    copy the subsample out while it computes the features."""
+    used = [int(m.sum()) for m in masks]
+    n = min(config.classifier_showers, *used)
+    classifier = None
+    if n >= 100:
+        classifier = (
+            np.sort(rng.choice(used[0], n, replace=False)),
+            np.sort(rng.choice(used[1], n, replace=False)),
+        )
+    n_subsample = int(min(config.subsample, *used))
+    subsample = None
+    if config.subsample != 0 and n_subsample >= 2:
+        subsample = (
+            _draw_subsample(masks[0], n_subsample, rng),
+            _draw_subsample(masks[1], n_subsample, rng),
+        )
+    return _Draws(classifier, subsample, n_subsample)
 
 
 # --- cell-level metrics on a subsample --------------------------------------------------------
@@ -406,18 +448,20 @@ def _matching_pair(ref: Batch, gen: Batch, names: Sequence[str]) -> tuple[int, i
 
 
 def _cell_level(
-    reference: ShowerSource,
-    generated: ShowerSource,
-    masks: Sequence[np.ndarray],
+    subsamples: list[Batch | None],
+    n: int,
     geometry: Geometry,
     config: ValidationConfig,
-    rng: np.random.Generator,
     spread_ratio: float = math.nan,
 ) -> CellLevel:
-    """The cell-level metrics of a seeded subsample of each set inside the overlap;
-    `spread_ratio` (`_spread_ratio`) decides with the SSIM whether diversity is lacking."""
-    n = int(min(config.subsample, masks[0].sum(), masks[1].sum()))
-    if config.subsample == 0 or n < 2:
+    """The cell-level metrics of the seeded subsample of each set inside the overlap (`n`
+    showers per set, copied out by the pass over the showers; None for both when none was
+    drawn); `spread_ratio` (`_spread_ratio`) decides with the SSIM whether diversity is
+    lacking. The list `subsamples` is emptied: each set's showers are let go once its
+    classifier inputs are built."""
+    ref, gen = subsamples
+    subsamples.clear()
+    if ref is None or gen is None:
         reason = (
             "switched off (subsample 0)"
             if config.subsample == 0
@@ -430,21 +474,21 @@ def _cell_level(
             classifier_reason=reason,
         )
     seed = config.seed
-    ref = reference.take(_draw_subsample(masks[0], n, rng))
-    gen = generated.take(_draw_subsample(masks[1], n, rng))
     names = scalar_conditions(geometry)
     cell = CellLevel(n)
     if geometry.readout != "voxels":
-        raw = _attempt(lambda: metrics.projection_mse(ref.showers, gen.showers, seed=seed))
-        if raw.value is not None:
-            floor = metrics.independent_projection_mse_floor(ref.showers, gen.showers)
-            cell.projection_mse = Measured(raw.value - floor, raw.error, raw.reason)
-            cell.projection_mse_raw = raw.value
+        try:
+            value, error, floor = metrics.projection_mse_and_floor(
+                ref.showers, gen.showers, seed=seed
+            )
+        except ValueError as exc:
+            cell.projection_mse = Measured(None, None, str(exc))
+        else:
+            cell.projection_mse = Measured(value - floor, error)
+            cell.projection_mse_raw = value
             cell.projection_mse_floor = floor
             depth = ref.showers.ndim == 4
             cell.projections = "xy, xz, yz projections" if depth else "image"
-        else:
-            cell.projection_mse = raw
         n_pairs = min(config.ssim_pairs, n // 2)
         if n_pairs >= 10:
             cell.ssim = metrics.ssim_scan(ref.showers, gen.showers, n_pairs=n_pairs, seed=seed)

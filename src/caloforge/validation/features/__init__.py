@@ -10,6 +10,7 @@
   whole source streamed batch by batch.
 - `scalars`: the features of voxel geometries (no cell grid) and the scalar features the
   report compares one by one.
+- `summaries`: a set's mean and spread of a per-shower quantity, merged chunk by chunk.
 """
 
 from caloforge.validation.features.kernels import (
@@ -63,6 +64,7 @@ from caloforge.validation.features.scalars import (
     voxel_features,
     voxel_layers,
 )
+from caloforge.validation.features.summaries import Moments
 
 __all__ = [
     "CELL_SPECTRUM_EDGES",
@@ -74,6 +76,7 @@ __all__ = [
     "SPARSITY_ALPHAS",
     "THETA_MIN_LAYER_FRACTION",
     "GridSums",
+    "Moments",
     "ScalarFeature",
     "as_layers",
     "barycentre_per_layer",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from caloforge.validation.metrics.distributions import _bootstrap, _rows
+from caloforge.validation.metrics.distributions import _bootstrap_indices
 
 if TYPE_CHECKING:
     import torch
@@ -47,15 +47,51 @@ def _sample_sizes(low: int, high: int, n_points: int) -> np.ndarray:
     return np.unique((1.0 / inv).astype(np.int64))
 
 
-def _normalise_pair(
-    reference: np.ndarray, generated: np.ndarray, normalise: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _features(x: np.ndarray, name: str) -> np.ndarray:
+    """`x` as (n, k) features, n >= 2, all finite; float32 and float64 inputs are used as
+    they are (no copy): the metrics convert the rows they draw, a chunk at a time."""
+    a = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    if a.ndim == 1:
+        a = a[:, None]
+    if a.ndim != 2 or len(a) < 2:
+        raise ValueError(f"{name} must be (n, k) features with n >= 2, got shape {a.shape}")
+    bad = sum(int((~np.isfinite(a[lo : lo + CHUNK])).sum()) for lo in range(0, len(a), CHUNK))
+    if bad:
+        raise ValueError(f"{name} has {bad} NaN or infinite value(s)")
+    return a
+
+
+# Rows per chunk where the metrics convert drawn rows to float64 (about 10 MB for 150
+# features): no float64 copy of a whole set is made.
+CHUNK = 8192
+
+
+def _mean_of_rows(x: np.ndarray) -> np.ndarray:
+    """The mean row of x in float64, summed a chunk of rows at a time."""
+    total = np.zeros(x.shape[1])
+    for lo in range(0, len(x), CHUNK):
+        total += x[lo : lo + CHUNK].sum(axis=0, dtype=np.float64)
+    return total / len(x)
+
+
+def _normalisation(reference: np.ndarray, normalise: bool) -> np.ndarray:
+    """The divisor of each feature: as jetnet, its largest magnitude in the reference (1
+    where that is 0); all ones without `normalise`."""
+    k = reference.shape[1]
     if not normalise:
-        return reference, generated
-    # As jetnet: each feature divided by its largest magnitude in the reference.
-    scale = np.abs(reference).max(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    return reference / scale, generated / scale
+        return np.ones(k)
+    largest = np.zeros(k)
+    for lo in range(0, len(reference), CHUNK):
+        part = reference[lo : lo + CHUNK]
+        largest = np.maximum(largest, np.maximum(part.max(axis=0), -part.min(axis=0)))
+    return np.where(largest > 0, largest, 1.0)
+
+
+def _drawn_rows(x: np.ndarray, rows: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The rows `rows` of x divided by `scale`, in float64."""
+    return np.divide(np.take(x, rows, axis=0), scale, dtype=np.float64)
 
 
 def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
@@ -90,6 +126,26 @@ def _moments(
     n = len(x)
     mean = x.mean(axis=0)
     cov = (product(x, x) - n * np.outer(mean, mean)) / (n - 1)
+    return mean, cov
+
+
+def _moments_of_rows(
+    x: np.ndarray,
+    rows: np.ndarray,
+    shift: np.ndarray,
+    product: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_moments` of the rows `rows` (repeats allowed) of x - shift in float64, from sums and
+    Gram matrices accumulated a chunk of rows at a time (no float64 copy of all the rows).
+    `shift` must centre the rows about roughly 0 (see `_moments`)."""
+    n, k = len(rows), x.shape[1]
+    total, gram = np.zeros(k), np.zeros((k, k))
+    for lo in range(0, n, CHUNK):
+        part = np.subtract(np.take(x, rows[lo : lo + CHUNK], axis=0), shift, dtype=np.float64)
+        total += part.sum(axis=0)
+        gram += product(part, part)
+    mean = total / n
+    cov = (gram - n * np.outer(mean, mean)) / (n - 1)
     return mean, cov
 
 
@@ -162,10 +218,9 @@ def fpd(
     The covariances (from Gram matrices of the centred sets) and eigendecompositions run in
     float64 on `threads` CPU threads (None: unchanged; see `_matrix_products`).
     """
-    r, g = _rows(reference, "reference"), _rows(generated, "generated")
+    r, g = _features(reference, "reference"), _features(generated, "generated")
     if r.shape[1] != g.shape[1]:
         raise ValueError(f"reference has {r.shape[1]} features, generated {g.shape[1]}")
-    r, g = _normalise_pair(r, g, normalise)
     high = min(max_samples, len(r), len(g))
     low = min(min_samples, high)
     if low == high:
@@ -176,14 +231,23 @@ def fpd(
             f"(at least {5 * (2 * r.shape[1] + 2)} per set)"
         )
     sizes = _sample_sizes(low, high, n_points)
-    # A shift common to both sets leaves the distance unchanged and centres them (`_moments`).
-    shift = r.mean(axis=0)
-    r, g = r - shift, g - shift
+    scale = _normalisation(r, normalise)
+    # A shift common to both sets leaves the distance unchanged and centres them (`_moments`);
+    # the moments of the centred rows are then scaled: a mean by `scale`, a covariance by
+    # `scale` on both sides.
+    shift = _mean_of_rows(r)
     rng = np.random.default_rng(seed)
     with _matrix_products(threads) as product:
 
+        def normalised(mean: np.ndarray, cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            return mean / scale, cov / np.outer(scale, scale)
+
         def distance(a: np.ndarray, b: np.ndarray) -> float:
-            return frechet_distance(*_moments(a, product), *_moments(b, product))
+            """The Frechet distance of the rows `a` of r and the rows `b` of g."""
+            return frechet_distance(
+                *normalised(*_moments_of_rows(r, a, shift, product)),
+                *normalised(*_moments_of_rows(g, b, shift, product)),
+            )
 
         values = []
         for n in sizes:
@@ -191,10 +255,12 @@ def fpd(
             for _ in range(n_batches if n < min(len(r), len(g)) else 1):
                 a = rng.choice(len(r), n, replace=False)
                 b = rng.choice(len(g), n, replace=False)
-                draws.append(distance(np.take(r, a, axis=0), np.take(g, b, axis=0)))
+                draws.append(distance(a, b))
             values.append(np.mean(draws))
         value, fit_error = _extrapolate(1.0 / sizes, np.asarray(values))
-        spread = float(_bootstrap(distance, r, g, n_bootstrap, rng)) if n_bootstrap > 1 else 0.0
+        spread = 0.0
+        if n_bootstrap > 1:
+            spread = float(_bootstrap_indices(distance, len(r), len(g), n_bootstrap, rng))
     return value, float(np.hypot(fit_error, spread))
 
 
@@ -208,6 +274,62 @@ def _extrapolate(inv_n: np.ndarray, values: np.ndarray) -> tuple[float, float]:
     return max(float(coef[0]), 0.0), float(np.sqrt(max(cov[0, 0], 0.0)))
 
 
+# Rows of the kernel matrix computed, raised to the kernel's power and summed at a time: a
+# block of 256 x 5000 (10 MB) stays in cache through the element-wise steps, where the whole
+# 5000 x 5000 matrix (200 MB, and as much again for its power) streams through memory each.
+KERNEL_BLOCK = 256
+
+
+def _power_in_place(k: np.ndarray, degree: int) -> np.ndarray:
+    """k ** degree (an integer >= 1) by repeated squaring; k is overwritten."""
+    if degree < 1:
+        raise ValueError(f"the kernel's degree must be a positive integer, got {degree}")
+    result: np.ndarray | None = None
+    while True:
+        if degree & 1:
+            if result is None:
+                if degree == 1:  # the last factor: k itself
+                    return k
+                result = k.copy()
+            else:
+                np.multiply(result, k, out=result)
+        degree >>= 1
+        if not degree:
+            assert result is not None
+            return result
+        np.multiply(k, k, out=k)
+
+
+def _kernel_sum(
+    a: np.ndarray,
+    b: np.ndarray,
+    degree: int,
+    product: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    *,
+    same: bool,
+) -> float:
+    """Sum over all pairs (i, j) of (a_i . b_j / d + 1)^degree, the pairs i = j left out when
+    `same` (a is b, the unbiased estimator): computed a block of rows at a time, and for
+    `same` over the blocks on and above the diagonal only (the kernel matrix is symmetric)."""
+    d = a.shape[1]
+    total = 0.0
+    for lo in range(0, len(a), KERNEL_BLOCK):
+        hi = min(lo + KERNEL_BLOCK, len(a))
+        first = lo if same else 0
+        k = product(a[lo:hi].T, b[first:].T)  # a[lo:hi] @ b[first:].T
+        k /= d
+        k += 1.0
+        k = _power_in_place(k, degree)
+        if same:
+            diagonal = k[:, : hi - lo]
+            # The diagonal block once, less its diagonal; the blocks right of it twice.
+            total += float(diagonal.sum() - np.trace(diagonal))
+            total += 2.0 * float(k[:, hi - lo :].sum())
+        else:
+            total += float(k.sum())
+    return total
+
+
 def _mmd_poly_unbiased(
     x: np.ndarray,
     y: np.ndarray,
@@ -216,22 +338,10 @@ def _mmd_poly_unbiased(
 ) -> float:
     """Unbiased MMD^2 with the polynomial kernel k(a, b) = (a.b / d + 1)^degree (float64
     (n, d) arrays); `product` as `_matrix_products`'s."""
-    d = x.shape[1]
-
-    def kernel_sum(a: np.ndarray, b: np.ndarray, *, off_diagonal: bool) -> float:
-        # One kernel matrix (n x n) at a time, reduced at once: 200 MB each for n = 5000.
-        k = product(a.T, b.T)  # a @ b.T
-        k /= d
-        k += 1.0
-        power = k.copy()
-        for _ in range(degree - 1):
-            power *= k
-        return float(power.sum() - (np.trace(power) if off_diagonal else 0.0))
-
     m, n = len(x), len(y)
-    sxx = kernel_sum(x, x, off_diagonal=True) / (m * (m - 1))
-    syy = kernel_sum(y, y, off_diagonal=True) / (n * (n - 1))
-    sxy = kernel_sum(x, y, off_diagonal=False) / (m * n)
+    sxx = _kernel_sum(x, x, degree, product, same=True) / (m * (m - 1))
+    syy = _kernel_sum(y, y, degree, product, same=True) / (n * (n - 1))
+    sxy = _kernel_sum(x, y, degree, product, same=False) / (m * n)
     return float(sxx + syy - 2.0 * sxy)
 
 
@@ -259,20 +369,20 @@ def kpd(
     within a batch and independently for each batch (jetnet draws with replacement, which
     lets a shower meet itself in the unbiased estimator and biases it upward). The kernel
     matrices are computed in float64 on `threads` CPU threads, as in `fpd`."""
-    r, g = _rows(reference, "reference"), _rows(generated, "generated")
+    r, g = _features(reference, "reference"), _features(generated, "generated")
     if r.shape[1] != g.shape[1]:
         raise ValueError(f"reference has {r.shape[1]} features, generated {g.shape[1]}")
-    r, g = _normalise_pair(r, g, normalise)
     n = min(batch_size, len(r) // 2, len(g) // 2)
     if n < 2:
         raise ValueError(f"KPD needs at least 4 showers per set, got {len(r)} and {len(g)}")
+    scale = _normalisation(r, normalise)
     rng = np.random.default_rng(seed)
     with _matrix_products(threads) as product:
         values = np.array(
             [
                 _mmd_poly_unbiased(
-                    np.take(r, rng.choice(len(r), n, replace=False), axis=0),
-                    np.take(g, rng.choice(len(g), n, replace=False), axis=0),
+                    _drawn_rows(r, rng.choice(len(r), n, replace=False), scale),
+                    _drawn_rows(g, rng.choice(len(g), n, replace=False), scale),
                     degree,
                     product,
                 )

@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from caloforge.geometry import Geometry
-from caloforge.validation.features import scalar_features
+from caloforge.validation.features import Moments, scalar_features
 from caloforge.validation.formatting import measured_text
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class Comparison:
     `features.compute_features` (or `features.voxel_features`), of the showers compared.
 
     Optional parts, each used by the plots that need it:
+    summaries: per set, `features.Moments` of per-shower vectors the tables leave out (the
+        shower shapes, the cell spectrum, the LHCb sparsity levels: `vector_moments`);
     scalars: the two sets' `features.scalar_features` (computed from the features if None);
     separation: separation power (value, error) per scalar feature, shown in the panels;
     response: `results.ResponseBin`s per condition ("energy", "theta", "all");
@@ -80,6 +82,7 @@ class Comparison:
     geometry: Geometry
     reference: Mapping[str, np.ndarray]
     generated: Mapping[str, np.ndarray]
+    summaries: tuple[Mapping[str, Moments], Mapping[str, Moments]] | None = None
     labels: tuple[str, str] = ("Reference", "Generated")
     scalars: tuple[Mapping[str, np.ndarray], Mapping[str, np.ndarray]] | None = None
     separation: Mapping[str, tuple[float, float]] = field(default_factory=dict)
@@ -103,6 +106,28 @@ class Comparison:
             raise NotApplicableError(f"no feature '{key}' for this geometry")
         r, g = (np.asarray(s[key], dtype=np.float64) for s in scalars)
         return r[np.isfinite(r)], g[np.isfinite(g)]
+
+    def has_vector(self, key: str) -> bool:
+        """Whether both sets have the per-shower vector `key`, per shower or summarised."""
+        return all(
+            key in table or (self.summaries is not None and key in self.summaries[k])
+            for k, table in enumerate((self.reference, self.generated))
+        )
+
+    def vector_moments(self, key: str) -> tuple[Moments, Moments]:
+        """The mean and spread over each set's showers of the per-shower vector `key` (a
+        shower shape, the cell spectrum): from `summaries`, else from the tables."""
+        if not self.has_vector(key):
+            raise NotApplicableError(f"no feature '{key}' among the features")
+        return (
+            self._moments(0, self.reference, key),
+            self._moments(1, self.generated, key),
+        )
+
+    def _moments(self, k: int, table: Mapping[str, np.ndarray], key: str) -> Moments:
+        if self.summaries is not None and key in self.summaries[k]:
+            return self.summaries[k][key]
+        return Moments.of(table[key])
 
     def has_scalar(self, key: str) -> bool:
         try:

@@ -216,14 +216,13 @@ def plot_response_resolution_theta(c: Comparison) -> Figure:
 def plot_cell_spectrum(c: Comparison) -> Figure:
     """Cells per shower in bins of cell energy (log bins, CELL_SPECTRUM_EDGES), with linear
     and logarithmic y axes and ratio panels."""
-    if "cell_spectrum" not in c.reference:
+    if not c.has_vector("cell_spectrum"):
         raise NotApplicableError("no cell spectrum among the features")
     edges = CELL_SPECTRUM_EDGES
     counts = []
-    for f in (c.reference, c.generated):
-        spectrum = np.asarray(f["cell_spectrum"], dtype=np.float64)
-        n = max(len(spectrum), 1)
-        total = spectrum.sum(axis=0)
+    for moments in c.vector_moments("cell_spectrum"):
+        n = max(moments.n, 1)
+        total = moments.total
         counts.append((total / n, np.sqrt(total) / n))
     (hr, er), (hg, eg) = counts
     centre = np.sqrt(edges[1:] * edges[:-1])

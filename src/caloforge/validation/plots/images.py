@@ -246,7 +246,7 @@ def plot_lhcb_features(c: Comparison) -> Figure:
     transverse momentum, and the sparsity level (fraction of cells above a fraction alpha of
     the shower's energy) vs alpha."""
     keys = ("asymmetry_long", "asymmetry_trans", "width_long", "width_trans")
-    if not all(c.has_scalar(k) for k in keys) or "sparsity_level" not in c.reference:
+    if not all(c.has_scalar(k) for k in keys) or not c.has_vector("sparsity_level"):
         raise NotApplicableError("needs an LHCb-like geometry (conditions momentum and point)")
     fig = new_figure("LHCb challenge metrics", c, 12.4, 7.4)
     axes = fig.subplots(2, 3).ravel()
@@ -264,12 +264,14 @@ def plot_lhcb_features(c: Comparison) -> Figure:
         )
     ax = axes[4]
     alphas = SPARSITY_ALPHAS
-    for f, label, color, fill in (
-        (c.reference, c.labels[0], REFERENCE_COLOR, True),
-        (c.generated, c.labels[1], GENERATED_COLOR, False),
+    for moments, label, color, fill in zip(
+        c.vector_moments("sparsity_level"),
+        c.labels,
+        (REFERENCE_COLOR, GENERATED_COLOR),
+        (True, False),
+        strict=True,
     ):
-        s = np.asarray(f["sparsity_level"], dtype=np.float64)
-        mean, std = s.mean(axis=0), s.std(axis=0)
+        mean, std = moments.mean, moments.std()
         if fill:
             ax.fill_between(alphas, mean - std, mean + std, color=REFERENCE_FILL, alpha=0.8)
         ax.plot(

@@ -94,11 +94,6 @@ def _top_axis(ax: Axes, mapping: Mapping, label: str) -> None:
     ax.tick_params(top=False)
 
 
-def _mean_and_error(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    v = np.asarray(values, dtype=np.float64)
-    return v.mean(axis=0), v.std(axis=0, ddof=1) / np.sqrt(max(len(v), 1))
-
-
 def _pair_stairs(
     ax: Axes, c: Comparison, edges: np.ndarray, ref: np.ndarray, gen: np.ndarray
 ) -> None:
@@ -120,7 +115,7 @@ def plot_shower_shapes(c: Comparison) -> Figure:
     """Mean energy per cell column (x), row (y) and layer (z) per shower, on linear and log
     scales with a ratio row; x and y in mm (cell index on top), z in X0 (layer on top)."""
     g = c.geometry
-    if any(key not in c.reference for key in ("x_profile", "y_profile")):
+    if not (c.has_vector("x_profile") and c.has_vector("y_profile")):
         raise NotApplicableError("needs a cell grid (x, y profiles)")
     axes_spec: list[tuple[str, np.ndarray, str, Mapping, str, str]] = []
     for axis, name in ((0, "x"), (1, "y")):
@@ -135,7 +130,7 @@ def plot_shower_shapes(c: Comparison) -> Figure:
                 "mean energy per cell " + ("column" if name == "x" else "row"),
             )
         )
-    if "longitudinal_profile" in c.reference and g.readout == "layers":
+    if c.has_vector("longitudinal_profile") and g.readout == "layers":
         edges = layer_edges_X0(g)
         axes_spec.append(
             (
@@ -153,7 +148,7 @@ def plot_shower_shapes(c: Comparison) -> Figure:
     )
     grid = fig.add_gridspec(3, len(axes_spec), height_ratios=(3, 3, 1.4))
     for col, (key, edges, xlabel, mapping, top_label, ylabel) in enumerate(axes_spec):
-        (mr, sr), (mg, sg) = (_mean_and_error(f[key]) for f in (c.reference, c.generated))
+        (mr, sr), (mg, sg) = ((m.mean, m.standard_error()) for m in c.vector_moments(key))
         centre = 0.5 * (edges[1:] + edges[:-1])
         ratio_ax = fig.add_subplot(grid[2, col])
         for row, log in enumerate((False, True)):
