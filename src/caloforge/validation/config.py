@@ -202,7 +202,7 @@ class ValidationConfig:
     )
     workers: int | None = setting(
         None,
-        "processes computing features (none: one per core, at most 8)",
+        "processes computing features and drawing the plots (none: one per core, at most 8)",
         check=_workers,
         metavar="N",
     )

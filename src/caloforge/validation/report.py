@@ -96,22 +96,25 @@ class DrawnPlot:
         return base64.b64encode(self.png).decode("ascii") if self.png else ""
 
 
-def render_plots(result: ValidationResult, folder: Path | None) -> list[DrawnPlot]:
+def render_plots(
+    result: ValidationResult, folder: Path | None, workers: int | None = None
+) -> list[DrawnPlot]:
     """Draw every plot of `plots.PLOTS` (those that do not apply say why); the PNGs are also
-    written to `folder` when given."""
-    from caloforge.validation.plots import PLOTS, NotApplicableError, png_bytes
+    written to `folder` when given. The figures are drawn by `workers` processes (None: the
+    run's `workers` setting, else one per core; 1: in this process)."""
+    from caloforge._processes import default_workers
+    from caloforge.validation.plots.render import draw_all
 
     assert result.comparison is not None
+    if workers is None:
+        workers = result.config.workers or default_workers()
     out = []
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    for spec in PLOTS:
-        try:
-            figure = spec.draw(result.comparison)
-        except NotApplicableError as exc:
-            out.append(DrawnPlot(spec, reason=str(exc)))
+    for spec, png, reason in draw_all(result.comparison, workers):
+        if png is None:
+            out.append(DrawnPlot(spec, reason=reason))
             continue
-        png = png_bytes(figure)
         if folder is not None:
             (folder / f"{spec.name}.png").write_bytes(png)
         out.append(DrawnPlot(spec, png=png))
