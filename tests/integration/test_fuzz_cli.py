@@ -2024,3 +2024,18 @@ def test_a_full_disk_while_validate_writes_its_report_is_one_line(
     (line,) = error_lines(capsys.readouterr().err)
     assert "--out" in line and "report could not be written (No space left" in line
     assert snapshot(tmp_path) == before
+
+
+def test_validate_check_does_not_pass_a_comparison_it_could_not_decide(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A file against itself at 60 showers: every judged row is within its tolerance but
+    # with an error too large to show it (overall unclear), which --check used to pass.
+    source = str(canonical(tmp_path / "ref.h5", n=60))
+    argv = ["validate", "--reference", source, "--generated", source, "--subsample", "0"]
+    assert run_cli([*argv, "--no-plots", "--check", "--out", str(tmp_path / "r")]) == 1
+    captured = capsys.readouterr()
+    assert "verdict: UNCLEAR" in captured.out
+    (line,) = [x for x in captured.err.splitlines() if "check not passed" in x]
+    assert line.startswith("caloforge: check not passed: verdict unclear; ")
+    assert "Response deviation +0 ± 16 % (tolerance 2 %)" in line

@@ -13,6 +13,7 @@ from caloforge.validation.verdicts import (
     condition_edges,
     no_verdict_reason,
     overall_verdict,
+    unclear_reason,
     verdict,
 )
 
@@ -80,3 +81,14 @@ def test_why_no_verdict_could_be_made_is_said_in_one_line():
     info = [_row("Response", 0.01, None, "x")]
     assert overall_verdict(info) == "n/a"
     assert "no headline metric has a tolerance" in no_verdict_reason(info)
+
+
+def test_why_a_verdict_is_unclear_is_said_in_one_line():
+    rows = [
+        _row("Response", 0.005, 0.001, "x"),  # within 0.01 of it, but 0.01 > tolerance
+        _row("FPD", 0.5, 1.0, "y"),
+    ]
+    assert overall_verdict(rows) == "unclear"
+    reason = unclear_reason(rows)
+    assert reason.startswith("1 of 2 headline metrics cannot be told within or beyond")
+    assert "(Response " in reason and "tolerance 0.001" in reason and "FPD" not in reason

@@ -20,7 +20,8 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
             "a report folder: index.html (self-contained), metrics.json and plots/*.png. "
             "Metrics overall and in bins of energy and angle; a verdict per headline metric "
             "against a tolerance. Exit code 0 when the report is written (with --check: 1 "
-            "when a headline verdict fails or when no verdict could be made), 2 for bad input."
+            "unless the verdict is a pass: a headline verdict fails, is unclear or none could "
+            "be made), 2 for bad input."
         ),
     )
     p.add_argument("--reference", required=True, nargs="+", help="reference file(s) or glob")
@@ -46,9 +47,10 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--check",
         action="store_true",
-        help="exit 1 when a headline verdict fails, and also when no headline verdict could "
-        "be made (overall n/a: too few showers, metrics switched off, no tolerances), with "
-        "the reason on stderr; the report is written either way",
+        help="exit 1 unless the overall verdict is a pass: when a headline verdict fails, is "
+        "unclear (an error too large to tell) or none could be made (n/a: too few showers, "
+        "metrics switched off, no tolerances), with the reason on stderr; the report is "
+        "written either way",
     )
     p.set_defaults(handler=_validate)
 
@@ -105,6 +107,15 @@ def _validate(args: argparse.Namespace) -> int:
 
         reason = one_line(no_verdict_reason(result.headline))
         print(f"caloforge: check not passed: no verdict could be made; {reason}", file=sys.stderr)
+        return 1
+    if args.check and result.verdict == "unclear":  # not shown to pass: not a pass
+        import sys
+
+        from caloforge.errors import one_line
+        from caloforge.validation.verdicts import unclear_reason
+
+        reason = one_line(unclear_reason(result.headline))
+        print(f"caloforge: check not passed: verdict unclear; {reason}", file=sys.stderr)
         return 1
     return 1 if args.check and result.verdict == "fail" else 0
 

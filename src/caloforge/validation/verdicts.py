@@ -121,6 +121,23 @@ def no_verdict_reason(headline: Sequence[Headline]) -> str:
     )
 
 
+def unclear_reason(headline: Sequence[Headline]) -> str:
+    """Why the overall verdict is "unclear", in one line for `validate --check` (which does
+    not pass a comparison it could not decide): the unclear rows, each value against its
+    tolerance, an error too large to tell."""
+    unclear = [h for h in headline if h.verdict == "unclear"]
+
+    def tolerance(h: Headline) -> str:  # in the row's displayed units, as its value
+        shown = f"{(h.tolerance or 0.0) * h.scale:g}"
+        return f"{shown} %" if h.is_percent else shown
+
+    rows = "; ".join(f"{h.title} {h.value_text()} (tolerance {tolerance(h)})" for h in unclear)
+    return (
+        f"{len(unclear)} of {len(headline)} headline metrics cannot be told within or beyond "
+        f"their tolerance ({rows}): more showers would decide"
+    )
+
+
 # --- response and resolution in bins ------------------------------------------------------------
 def _ratio_deviation(a: float, ea: float, b: float, eb: float) -> tuple[float, float]:
     """b / a - 1 and its error, from independent errors on a and b."""
