@@ -1199,6 +1199,14 @@ CASES = [
         ("validation.energy_bins", "--energy-bins, --no-plots", "not read by --protocol"),
     ),
     Case(
+        "validate-calochallenge-protocol-with-check",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),
+            *("--out", str(tmp / "rep"), "--protocol", "calochallenge", "--check"),
+        ],
+        ("--check judges caloforge's protocol", "without verdicts"),
+    ),
+    Case(
         "validate-challenge-option-without-its-protocol",
         lambda tmp, ck: [
             *("validate", "--reference", ref(tmp), "--generated", ref(tmp)),

@@ -124,6 +124,11 @@ def _validate_calochallenge(args: argparse.Namespace, config: Any, options: dict
     from caloforge._files import is_write_failure, os_error_text
     from caloforge.validation.challenge import validate_calochallenge
 
+    if args.check:  # ignored, it would look applied
+        raise CaloforgeError(
+            "--check judges caloforge's protocol's verdicts; --protocol calochallenge gives "
+            "the challenge's numbers without verdicts"
+        )
     try:
         result = validate_calochallenge(
             args.reference,
