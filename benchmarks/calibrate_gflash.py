@@ -3,6 +3,8 @@
     python benchmarks/calibrate_gflash.py sample clic-25      # Geant4 showers at fixed energies
     python benchmarks/calibrate_gflash.py fit clic-25         # fit, write the package's table
     python benchmarks/calibrate_gflash.py compare clic-25     # before/after, per energy
+    python benchmarks/calibrate_gflash.py validate clic-25 --reference 'G4/part-000[4-9].h5' \
+        --energy 10:200 --calibration none --label bare      # `caloforge validate` + targets
 
 `sample` makes Geant4 showers at a ladder of fixed energies (the geometry's other conditions
 drawn as `simulate` draws them) into `$CALOFORGE_DATA/geant4/calibration/` (default
@@ -11,24 +13,41 @@ of `caloforge.simulation.calibration` so that the parametrized showers match the
 of those samples in the quantities the issue names (longitudinal profile and its
 fluctuations, transverse width per layer, response, resolution; `caloforge.simulation.
 calibrate`), and writes the fitted table into the package. `compare` holds the bare and the
-calibrated engine to the second half.
+calibrated engine to the second half. `validate` holds the engine to a Geant4 reference set
+of its own (showers of a spectrum of energies) as the issue's targets are stated: it draws as
+many parametrized showers with `caloforge simulate` (the same energy range and spectrum, a
+fixed seed: `simulate` cannot take the conditions of a file), runs `caloforge validate` and
+adds what its report leaves out, the mean share of the visible energy and the transverse
+second moment in each layer holding over 1 % of it, overall and in the report's energy bins;
+it writes `metrics.json`, `targets.json` and `summary.txt` into
+`benchmarks/results/calibration-<geometry>-validate-<label>/`.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import itertools
 import json
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from caloforge.data.canonical import open_canonical
 from caloforge.geometry import load_geometry
 from caloforge.simulation import calibrate
 from caloforge.simulation.calibration import TABLES, Calibration, family_of, for_geometry
 from caloforge.simulation.run import simulate_to_file
+from caloforge.validation.features.one_pass import compute_features
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 LADDERS = {
     "clic-25": (2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0),
@@ -79,20 +98,60 @@ def references(geometry: str, fold: str) -> dict[float, calibrate.Reference]:
     return out
 
 
-def fit(geometry_name: str, n: int, rounds: int, out: Path | None, resume: bool) -> Calibration:
+def bands(patterns: list[str], n_bands: int) -> dict[float, calibrate.Reference]:
+    """Reference showers of a spectrum of energies (files or globs) in `n_bands` log-spaced
+    bands of energy (as `caloforge validate` bins them), keyed by each band's geometric mean
+    energy."""
+    files = sorted(p for pattern in patterns for p in glob.glob(os.path.expanduser(pattern)))
+    if not files:
+        raise SystemExit(f"no file matches {patterns}")
+    showers, energy = [], []
+    for path in files:
+        with open_canonical(path) as source:
+            batch = source.read(0, len(source))
+        showers.append(batch.showers)
+        energy.append(np.asarray(batch.conditions["energy"], dtype=np.float64))
+    cells, e = np.concatenate(showers), np.concatenate(energy)
+    edges = np.geomspace(e.min(), e.max() * (1 + 1e-9), n_bands + 1)
+    out = {}
+    for lo, hi in itertools.pairwise(edges):
+        keep = (e >= lo) & (e < hi)
+        key = round(float(np.exp(np.log(e[keep]).mean())), 3)
+        out[key] = calibrate.Reference(cells[keep], {"energy": e[keep]})
+    return out
+
+
+def fit(
+    geometry_name: str,
+    n: int,
+    rounds: int,
+    out: Path | None,
+    resume: bool,
+    spectrum_sets: list[str],
+    n_bands: int,
+    evaluations: int,
+) -> Calibration:
     geometry = load_geometry(geometry_name)
     refs = references(geometry_name, "fit")
+    described = (
+        f"{geometry_name}, energies {', '.join(f'{e:g}' for e in refs)} GeV,"
+        f" {len(next(iter(refs.values())).showers)} showers each; seed {SAMPLE_SEED}"
+    )
+    if spectrum_sets:
+        spectrum = bands(spectrum_sets, n_bands)
+        refs.update(spectrum)
+        names = ", ".join(Path(p).name for p in spectrum_sets)
+        total = sum(len(r.showers) for r in spectrum.values())
+        described += f"; {names}: {total} showers in {n_bands} bands"
     start = time.perf_counter()
     result, report = calibrate.fit(
         geometry,
         refs,
         n=n,
         rounds=rounds,
+        evaluations=evaluations,
         start=for_geometry(geometry) if resume else None,
-        fitted_on=(
-            f"Geant4 engine ({geometry_name}, energies {', '.join(f'{e:g}' for e in refs)} GeV,"
-            f" {len(next(iter(refs.values())).showers)} showers each; seed {SAMPLE_SEED})"
-        ),
+        fitted_on=f"Geant4 engine ({described})",
     )
     report["seconds"] = time.perf_counter() - start
     print(json.dumps(report, indent=1))
@@ -130,9 +189,153 @@ def compare(geometry_name: str, n: int) -> None:
             )
 
 
+def layer_features(paths: list[str]) -> dict[str, np.ndarray]:
+    """Per shower: primary energy (GeV), visible energy per layer (GeV) and the transverse
+    second moment per layer (mm^2, the mean of x and y about the layer's own centre)."""
+    parts: dict[str, list[np.ndarray]] = {"energy": [], "layers": [], "m2": []}
+    for path in paths:
+        with open_canonical(path) as source:
+            f = compute_features(source, batch_size=250)
+        parts["energy"].append(f["condition/energy"])
+        parts["layers"].append(f["longitudinal_profile"])
+        parts["m2"].append(0.5 * (f["width_x_layer"] ** 2 + f["width_y_layer"] ** 2))
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def layer_targets(
+    reference: dict[str, np.ndarray], generated: dict[str, np.ndarray], low: float, high: float
+) -> dict[str, object]:
+    """Per layer holding over 1 % of the reference's visible energy (in [low, high) GeV):
+    generated / reference - 1 of the mean share of the visible energy and of the mean
+    transverse second moment, with standard errors of both sets' means."""
+    out: dict[str, object] = {"low": low, "high": high}
+    stats = []
+    for f in (reference, generated):
+        keep = (f["energy"] >= low) & (f["energy"] < high)
+        layers = f["layers"][keep]
+        share = layers / np.maximum(layers.sum(axis=1, keepdims=True), 1e-30)
+        m2 = f["m2"][keep]
+        n = max(int(keep.sum()), 1)
+        stats.append(
+            (
+                share.mean(axis=0),
+                share.std(axis=0) / np.sqrt(n),
+                m2.mean(axis=0),
+                m2.std(axis=0) / np.sqrt(n),
+                int(keep.sum()),
+            )
+        )
+    (s_r, e_r, m_r, em_r, n_r), (s_g, e_g, m_g, em_g, n_g) = stats
+    used = np.flatnonzero(s_r > calibrate.MIN_SHARE)
+    share = s_g[used] / s_r[used] - 1.0
+    share_err = (s_g[used] / s_r[used]) * np.hypot(e_r[used] / s_r[used], e_g[used] / s_g[used])
+    m2 = m_g[used] / m_r[used] - 1.0
+    m2_err = (m_g[used] / m_r[used]) * np.hypot(em_r[used] / m_r[used], em_g[used] / m_g[used])
+    out.update(
+        n_reference=n_r,
+        n_generated=n_g,
+        layers=used.tolist(),
+        share=share.tolist(),
+        share_error=share_err.tolist(),
+        second_moment=m2.tolist(),
+        second_moment_error=m2_err.tolist(),
+        share_max=float(np.abs(share).max()),
+        share_within=int((np.abs(share) <= calibrate.TOLERANCE["share"]).sum()),
+        second_moment_max=float(np.abs(m2).max()),
+        second_moment_within=int((np.abs(m2) <= calibrate.TOLERANCE["width"]).sum()),
+    )
+    return out
+
+
+def validate(
+    geometry_name: str,
+    reference: list[str],
+    energy: str,
+    calibration: str,
+    label: str,
+    seed: int,
+    spectrum: str,
+    given: tuple[Path, str] | None = None,
+) -> None:
+    """`given`: a file of parametrized showers made beforehand and how it was made, used
+    instead of simulating (an earlier version of the engine, say)."""
+    files = sorted(p for pattern in reference for p in glob.glob(os.path.expanduser(pattern)))
+    if not files:
+        raise SystemExit(f"no reference file matches {reference}")
+    n = 0
+    for path in files:
+        with open_canonical(path) as source:
+            n += len(source)
+    out = RESULTS / f"calibration-{geometry_name.replace('-', '')}-validate-{label}"
+    cli = [sys.executable, "-m", "caloforge"]
+    with tempfile.TemporaryDirectory(prefix="calibrate-validate-") as tmp:
+        generated = str(Path(tmp) / "gflash.h5")
+        simulate = [
+            *cli, "simulate", "--engine", "gflash", "--calibration", calibration,
+            "--geometry", geometry_name, "--n", str(n), "--energy", energy,
+            "--spectrum", spectrum, "--seed", str(seed), "--workers", "1", "-o", generated,
+        ]  # fmt: skip
+        made_by = " ".join(["caloforge", *simulate[len(cli) :]])
+        if given is None:
+            subprocess.run(simulate, check=True, stderr=subprocess.DEVNULL)
+        else:
+            generated, made_by = str(given[0]), given[1]
+        report = Path(tmp) / "report"
+        command = [
+            *cli, "validate", "--reference", *files, "--generated", generated,
+            "--out", str(report), "--workers", "1", "--seed", "0",
+            "--labels", f"Geant4,gflash-{label}",
+        ]  # fmt: skip
+        run = subprocess.run(command, check=True, capture_output=True, text=True)
+        metrics = json.loads((report / "metrics.json").read_text())
+        ref, gen = layer_features(files), layer_features([generated])
+        out.mkdir(parents=True, exist_ok=True)
+        shutil.copy(report / "metrics.json", out / "metrics.json")
+    edges = metrics["bins"]["energy"]
+    lo, hi = edges[0], edges[-1] * (1 + 1e-9)
+    bins = [layer_targets(ref, gen, lo, hi)]
+    bins += [layer_targets(ref, gen, a, b * (1 + 1e-9)) for a, b in itertools.pairwise(edges)]
+    targets = {
+        "reference": files,
+        "generated": made_by.replace(str(Path(tempfile.gettempdir())), "$TMP"),
+        "layers": bins,
+    }
+    (out / "targets.json").write_text(json.dumps(targets, indent=1) + "\n")
+    lines = [f"{geometry_name}, gflash ({label}, --calibration {calibration}) against Geant4:"]
+    lines += [f"  reference: {len(files)} files, {n} showers; generated: {targets['generated']}"]
+    lines += [line for line in run.stdout.splitlines() if line.startswith(("verdict", "  "))]
+    lines.append("energy bin (GeV)   n ref/gen | response  resolution (mu90, sigma90/mu90)")
+    for b in metrics["response"]["energy"]:
+        lines.append(
+            f"  {b['low']:6.1f}-{b['high']:6.1f} {b['n_reference']:5d}/{b['n_generated']:<5d}"
+            f" | {100 * b['response_deviation']:+5.1f} +- "
+            f"{100 * b['response_deviation_error']:.1f} %  "
+            f"{100 * b['resolution_deviation']:+5.1f} +- "
+            f"{100 * b['resolution_deviation_error']:.1f} %"
+        )
+    lines.append("per layer over 1 % (first-last): share and second moment, max |dev|, within tol")
+    for b in bins:
+        layers = b["layers"]
+        assert isinstance(layers, list)
+        lines.append(
+            f"  {b['low']:6.1f}-{b['high']:6.1f} layers {layers[0]}-{layers[-1]}: "
+            f"share max {100 * float(b['share_max']):5.1f} % ({b['share_within']}/{len(layers)})"
+            f", second moment max {100 * float(b['second_moment_max']):5.1f} % "
+            f"({b['second_moment_within']}/{len(layers)})"
+        )
+    for b in bins[:1]:
+        for key in ("share", "second_moment"):
+            values = b[key]
+            assert isinstance(values, list)
+            lines.append(f"  {key} % by layer: " + " ".join(f"{100 * v:+.0f}" for v in values))
+    (out / "summary.txt").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("sample", "fit", "compare"))
+    parser.add_argument("command", choices=("sample", "fit", "compare", "validate"))
     parser.add_argument("geometry", choices=sorted(LADDERS))
     parser.add_argument(
         "--n",
@@ -142,17 +345,64 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=2, help="fit: passes over the stages")
+    parser.add_argument(
+        "--evaluations",
+        type=int,
+        default=100,
+        help="fit: simulations per Nelder-Mead stage (the lateral factors)",
+    )
     parser.add_argument("--out", type=Path, help="fit: write the table here, not into the package")
     parser.add_argument(
         "--resume", action="store_true", help="fit: start from the package's table, not bare"
+    )
+    parser.add_argument(
+        "--spectrum-set",
+        nargs="+",
+        help="fit: Geant4 files or globs of a spectrum of energies, fitted in bands besides "
+        "the ladder (e.g. the training parts of clic25-10-200)",
+    )
+    parser.add_argument("--bands", type=int, default=5, help="fit: bands of --spectrum-set")
+    parser.add_argument("--reference", nargs="+", help="validate: Geant4 files or globs")
+    parser.add_argument("--energy", default="10:200", help="validate: energy range, GeV")
+    parser.add_argument("--spectrum", default="uniform", help="validate: energy spectrum")
+    parser.add_argument("--calibration", default="auto", help="validate: auto or none")
+    parser.add_argument("--label", default="calibrated", help="validate: name of the results")
+    parser.add_argument("--seed", type=int, default=4004, help="validate: simulate's seed")
+    parser.add_argument(
+        "--generated",
+        nargs=2,
+        metavar=("FILE", "HOW"),
+        help="validate: use these parametrized showers (and say how they were made)",
     )
     args = parser.parse_args(argv)
     if args.command == "sample":
         sample(args.geometry, args.n or 300, args.workers)
     elif args.command == "fit":
-        fit(args.geometry, args.n or 150, args.rounds, args.out, args.resume)
-    else:
+        fit(
+            args.geometry,
+            args.n or 150,
+            args.rounds,
+            args.out,
+            args.resume,
+            args.spectrum_set or [],
+            args.bands,
+            args.evaluations,
+        )
+    elif args.command == "compare":
         compare(args.geometry, args.n or 400)
+    else:
+        if not args.reference:
+            parser.error("validate needs --reference")
+        validate(
+            args.geometry,
+            args.reference,
+            args.energy,
+            args.calibration,
+            args.label,
+            args.seed,
+            args.spectrum,
+            None if args.generated is None else (Path(args.generated[0]), args.generated[1]),
+        )
     return 0
 
 

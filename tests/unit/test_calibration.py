@@ -1,9 +1,11 @@
-"""The calibration of the parametrized engine: its factors act where they should, and a fit
-finds factors it is shown."""
+"""The calibration of the parametrized engine: its factors act where they should, the layer
+model the fit runs on follows the simulator, and a fit finds factors it is shown."""
 
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +17,7 @@ from caloforge.simulation.calibration import Calibration, family_of, for_geometr
 from caloforge.simulation.simulator import ShowerSimulator
 
 CLIC = PRESETS["clic-25"]
+THICK = np.array([layer.absorber_mm > 3.0 for layer in CLIC.layers])  # the last 8 layers
 
 
 def test_the_default_calibration_changes_nothing():
@@ -24,45 +27,115 @@ def test_the_default_calibration_changes_nothing():
     same = Calibration().profile(fluct, energy)
     for name in ("mean_ln_T", "sigma_ln_T", "mean_ln_alpha", "sigma_ln_alpha", "rho"):
         np.testing.assert_allclose(getattr(same, name), getattr(fluct, name), rtol=1e-12)
+    assert Calibration().shape(energy).is_gamma
     tau = np.array([0.2, 1.0, 3.0])
     radial = gflash.radial_parameters(np.full(3, 10.0), tau, material)
-    again = Calibration().radial(radial, tau)
+    again = Calibration().radial(radial, tau, np.array([2.0, 10.0, 200.0]))
     np.testing.assert_allclose(again.Rc, radial.Rc)
     np.testing.assert_allclose(again.Rt, radial.Rt)
     np.testing.assert_allclose(again.p, radial.p)
     np.testing.assert_allclose(Calibration().response(energy), 1.0)
+    np.testing.assert_array_equal(Calibration().layer_response(CLIC), 1.0)
+    np.testing.assert_array_equal(Calibration().layer_stochastic(CLIC), 1.0)
+    assert Calibration().depth_noise_factors(energy, np.zeros((2, 8)), 0.25) is None
     assert Calibration().is_identity and Calibration().label == "bare parametrization"
 
 
+def _summary(n: int = 300, energy: float = 20.0, **factors: float) -> calibrate.Summary:
+    conditions = {"energy": np.full(n, energy)}
+    showers = calibrate.simulate(CLIC, Calibration(**factors), conditions, 3)
+    return calibrate.summarize(showers, conditions["energy"], CLIC)
+
+
 def test_each_factor_moves_its_quantity():
-    rng_seed, n = 3, 300
-    conditions = {"energy": np.full(n, 20.0)}
-    bare = calibrate.summarize(
-        calibrate.simulate(CLIC, Calibration(), conditions, rng_seed), conditions["energy"], CLIC
-    )
-
-    def summary(**factors: float) -> calibrate.Summary:
-        cal = Calibration(**factors)
-        return calibrate.summarize(
-            calibrate.simulate(CLIC, cal, conditions, rng_seed), conditions["energy"], CLIC
-        )
-
+    bare = _summary()
     layers = np.arange(25)
     depth = lambda s: float((s.share * layers).sum())  # noqa: E731
-    assert summary(response_scale=1.2).response == pytest.approx(1.2 * bare.response, rel=1e-6)
-    assert depth(summary(T_shift=1.0)) > depth(bare) + 0.5  # about one X0 deeper
-    assert summary(Rt_scale=1.5).width[8] > 1.1 * bare.width[8]
-    assert summary(p_shift=-0.2).peak[8] < 0.95 * bare.peak[8]
+    assert _summary(response_scale=1.2).response == pytest.approx(1.2 * bare.response, rel=1e-6)
+    assert depth(_summary(T_shift=1.0)) > depth(bare) + 0.5  # about one X0 deeper
+    assert _summary(Rt_scale=1.5).width[8] > 1.1 * bare.width[8]
+    assert _summary(p_shift=-0.2).peak[8] < 0.95 * bare.peak[8]
     # The raw sum's resolution is dominated by the thin/thick layers' fluctuations; the
     # sampling term shows in the sum weighted by the layers' sampling fractions.
-    assert summary(stochastic_scale=1.5).weighted_resolution > 1.3 * bare.weighted_resolution
-    assert summary(sigma_T_scale=2.0).spread[12] > 1.2 * bare.spread[12]
+    assert _summary(stochastic_scale=1.5).weighted_resolution > 1.3 * bare.weighted_resolution
+    assert _summary(sigma_T_scale=2.0).spread[12] > 1.2 * bare.spread[12]
+
+
+def test_the_profile_form_and_the_sampling_per_layer_act_where_they_should():
+    bare = _summary()
+    # A virtual origin in front of the face: energy in the first layers.
+    assert _summary(origin=2.0).share[:3].sum() > 3.0 * bare.share[:3].sum()
+    # A stretched fraction: energy behind the maximum.
+    assert (
+        _summary(tail_fraction=0.3, tail_stretch=1.5).share[18:].sum() > 1.2 * bare.share[18:].sum()
+    )
+    # The thick layers' sampling fraction: their share falls by about (1/2)^0.2 = 0.87.
+    ratio = _summary(sampling_exponent=0.2).share[THICK].sum() / bare.share[THICK].sum()
+    assert 0.83 < ratio < 0.91
+    assert _summary(back_scale=0.5).share[-1] == pytest.approx(0.5 * bare.share[-1], rel=0.15)
+    # More sampling variance in the thick layers: their spread rises, the thin ones' does not.
+    more = _summary(stochastic_exponent=2.0)
+    assert more.spread[20] > 1.15 * bare.spread[20]
+    assert more.spread[8] == pytest.approx(bare.spread[8], rel=0.1)
+
+
+def test_depth_noise_moves_energy_between_layers_not_the_total():
+    energy = np.full(2000, 50.0)
+    smooth = calibrate.layer_energies(CLIC, Calibration(), energy, 5)
+    noisy = calibrate.layer_energies(CLIC, Calibration(depth_noise=0.4), energy, 5)
+    smooth_s = calibrate.summarize_layers(smooth, energy, CLIC)
+    noisy_s = calibrate.summarize_layers(noisy, energy, CLIC)
+    assert noisy_s.spread[12] > 1.5 * smooth_s.spread[12]
+    # The deposited energy (each layer over its sampling fraction) keeps its fluctuations;
+    # the raw sum does not, as energy moves between thin and thick layers.
+    assert noisy_s.weighted_resolution == pytest.approx(smooth_s.weighted_resolution, rel=0.05)
+    # Its correlation length: neighbouring steps move together, distant ones do not.
+    z = np.random.default_rng(1).standard_normal((4000, 40))
+    factors = Calibration(depth_noise=0.3, noise_length=2.0).depth_noise_factors(
+        np.full(4000, 10.0), z, 0.25
+    )
+    assert factors is not None
+    assert factors.mean() == pytest.approx(1.0, abs=0.01)
+    log_f = np.log(factors)
+    near = np.corrcoef(log_f[:, 10], log_f[:, 18])[0, 1]  # 2 X0 apart: exp(-1)
+    assert near == pytest.approx(np.exp(-1.0), abs=0.05)
+    assert abs(np.corrcoef(log_f[:, 0], log_f[:, 39])[0, 1]) < 0.1
+
+
+def test_the_layer_model_follows_the_simulator():
+    # The depth stages are fitted on `layer_energies`: it must give the simulator's layer
+    # shares, their spreads and the resolutions, also with the profile's form, the depth
+    # noise and the sampling per layer switched on.
+    cal = Calibration(
+        origin=1.5,
+        tail_fraction=0.3,
+        tail_stretch=1.4,
+        alpha_scale=1.5,
+        depth_noise=0.3,
+        noise_length=3.0,
+        rho_shift=-0.4,
+        sampling_exponent=0.1,
+        back_scale=0.6,
+        stochastic_exponent=1.0,
+    )
+    energy = np.full(2000, 20.0)
+    full = calibrate.summarize(calibrate.simulate(CLIC, cal, {"energy": energy}, 3), energy, CLIC)
+    fast = calibrate.summarize_layers(calibrate.layer_energies(CLIC, cal, energy, 4), energy, CLIC)
+    used = full.share >= calibrate.MIN_SHARE
+    np.testing.assert_allclose(fast.share[used], full.share[used], rtol=0.04)
+    np.testing.assert_allclose(fast.spread[used], full.spread[used], rtol=0.12)
+    assert fast.resolution == pytest.approx(full.resolution, rel=0.08)
+    assert fast.weighted_resolution == pytest.approx(full.weighted_resolution, rel=0.08)
+    # Bare, the model is the same at every point of the profile (no sideways leakage aside).
+    assert fast.response == pytest.approx(full.response, rel=0.015)
 
 
 def test_tables_round_trip_and_bad_tables_are_refused(tmp_path, monkeypatch):
     cal = Calibration(family="W-Si", Rt_scale=1.3, response_scale=1.17, fitted_on="a test")
     assert Calibration.from_dict(json.loads(cal.to_json()), "x") == cal
     assert "W-Si" in cal.label and "calibrated" in cal.label
+    # A table written before a factor existed loads with that factor at its identity.
+    assert Calibration.from_dict({"Rt_scale": 1.3}, "old.json").origin == 0.0
     with pytest.raises(CaloforgeError, match="unknown calibration key"):
         Calibration.from_dict({"Rt_scale": 1.0, "R_scale": 2.0}, "bad.json")
     with pytest.raises(CaloforgeError, match="invalid calibration"):
@@ -79,18 +152,65 @@ def test_tables_round_trip_and_bad_tables_are_refused(tmp_path, monkeypatch):
 
 
 def test_a_fit_finds_the_factors_it_is_shown():
-    # Reference showers from known factors; a fit from the bare parametrization finds them.
-    truth = Calibration(Rt_scale=1.4, T_shift=0.6, stochastic_scale=1.2, response_scale=1.15)
-    energies = (5.0, 20.0)
+    # Reference showers from known factors; a fit from the bare parametrization, of those
+    # factors only, finds them: the depth ones on the layer model, the lateral one on
+    # simulated showers, the response in closed form.
+    truth = Calibration(
+        Rt_scale=1.4, T_shift=0.6, origin=1.0, stochastic_scale=1.2, response_scale=1.15
+    )
     references = {}
-    for k, energy in enumerate(energies):
+    for k, energy in enumerate((5.0, 20.0)):
         conditions = {"energy": np.full(400, energy)}
         references[energy] = calibrate.Reference(
             calibrate.simulate(CLIC, truth, conditions, 100 + k), conditions
         )
-    fitted, report = calibrate.fit(CLIC, references, n=200, rounds=1, evaluations=25)
+    stages = (
+        (("T_shift", "origin"), ("share", "small_share")),
+        (("stochastic_scale",), ("resolution", "weighted_resolution")),
+    )
+    fitted, report = calibrate.fit(
+        CLIC,
+        references,
+        start=Calibration(),
+        n=200,
+        rounds=1,
+        evaluations=25,
+        profile_stages=stages,
+        lateral=("Rt_scale",),
+    )
     assert report["cost_after"] < 0.5 * report["cost_before"]
     assert fitted.response_scale == pytest.approx(1.15, rel=0.02)
-    assert fitted.Rt_scale == pytest.approx(1.4, rel=0.2)
+    assert fitted.Rt_scale == pytest.approx(1.4, rel=0.15)
     assert fitted.T_shift == pytest.approx(0.6, abs=0.3)
-    assert fitted.stochastic_scale == pytest.approx(1.2, rel=0.15)
+    assert fitted.origin == pytest.approx(1.0, abs=0.4)
+    assert fitted.stochastic_scale == pytest.approx(1.2, rel=0.1)
+
+
+DATA = Path(os.environ.get("CALOFORGE_DATA", "~/caloforge-data")).expanduser() / "geant4"
+
+
+@pytest.mark.slow
+def test_the_package_table_holds_the_engine_to_geant4_on_the_ladder():
+    # The second halves of the Geant4 ladder (`benchmarks/calibrate_gflash.py sample`),
+    # which the W-Si table was not fitted on.
+    from caloforge.data.canonical import open_canonical
+
+    references = {}
+    for energy in (10.0, 50.0, 200.0):
+        path = DATA / "calibration" / f"clic-25-{energy:g}GeV.h5"
+        if not path.exists():
+            pytest.skip(f"{path} is missing (benchmarks/calibrate_gflash.py sample clic-25)")
+        with open_canonical(path) as source:
+            batch = source.read(0, len(source))
+        part = batch.subset(slice(len(batch) // 2, None))
+        references[energy] = calibrate.Reference(part.showers, dict(part.conditions))
+    rows = calibrate.compare(CLIC, for_geometry(CLIC), references, n=400)
+    bare = calibrate.compare(CLIC, Calibration(), references, n=400)
+    for row, bare_row in zip(rows, bare, strict=True):
+        # Measured here: response within 1.3 %, layer shares 2-6 % RMS, widths 4-6 % RMS;
+        # bare 14 %, 5-9 %, 13 %. With 150 Geant4 showers per energy a layer's mean share
+        # has an error of 2-3 % alone (the two halves of the 50 GeV file differ by 4 % in
+        # some layers), hence the loose bounds on the shares.
+        assert abs(row["response"]) < 0.02 < abs(bare_row["response"])
+        assert row["share_rms"] < min(0.07, bare_row["share_rms"])
+        assert row["width_rms"] < min(0.10, bare_row["width_rms"])

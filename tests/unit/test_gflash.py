@@ -97,3 +97,28 @@ def test_low_energy_is_clamped_not_broken():
     T, alpha = gflash.sample_profile(fluct, np.random.default_rng(2))
     assert np.all(np.isfinite(T)) and np.all(T >= 1.0) and np.all(alpha >= 1.1)
     assert np.all(fluct.sigma_ln_T <= 0.5) and np.all(fluct.sigma_ln_alpha <= 0.5)
+
+
+def test_profile_cdf_is_the_gamma_without_a_shape_and_keeps_its_maximum_with_one():
+    t = np.linspace(0.0, 40.0, 4001)[None, :]
+    T, alpha = np.array([[6.0], [9.0]]), np.array([[4.0], [6.5]])
+    zeros = np.zeros((2, 1))
+    gamma = gflash.gamma_cdf(t, T, alpha)
+    plain = gflash.ProfileShape(origin=zeros, tail=zeros, stretch=1.3)
+    np.testing.assert_array_equal(gflash.profile_cdf(t, T, alpha, plain), gamma)
+
+    shifted = gflash.ProfileShape(origin=np.array([[1.5], [3.0]]), tail=zeros, stretch=1.0)
+    cdf = gflash.profile_cdf(t, T, alpha, shifted)
+    assert np.all(cdf[:, 0] == 0.0) and np.all(np.diff(cdf, axis=1) >= 0)
+    assert np.all(cdf[:, -1] > 0.999)
+    # The virtual origin puts energy into the first X0; the maximum stays at T.
+    first = np.searchsorted(t[0], 1.0)
+    assert np.all(cdf[:, first] > 5 * gamma[:, first])
+    density = np.diff(cdf, axis=1)
+    np.testing.assert_allclose(t[0, density.argmax(axis=1)], T[:, 0], atol=0.02)
+
+    # A stretched fraction moves energy behind the maximum.
+    stretched = gflash.ProfileShape(origin=zeros, tail=np.full((2, 1), 0.3), stretch=1.5)
+    late = np.searchsorted(t[0], 2.0 * T[:, 0])
+    beyond = 1.0 - gflash.profile_cdf(t, T, alpha, stretched)[[0, 1], late]
+    assert np.all(beyond > 1.5 * (1.0 - gamma[[0, 1], late]))

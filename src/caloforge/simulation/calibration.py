@@ -5,12 +5,30 @@ on caloforge's detectors Geant4 differs from it in the sampling fraction, the la
 and the fluctuations. A `Calibration` holds a few factors that act where the physics acts:
 
 - the longitudinal profile: a shift of the depth of maximum T (X0), `T_shift + T_slope
-  ln(E/10 GeV)`, and a scale of alpha, applied to the per-shower log-normal's means, and
-  scales of its two widths (fluctuations, hence the layer correlations);
-- the radial profile: a scale of the tail radius and a term added to it near the front
-  (times exp(-tau), as the parametrization's own sampling corrections), a shift of the core
-  fraction. The core radius (about a millimetre) is left alone: cells of a few millimetres
-  do not see it, so no fit could;
+  ln(E/10 GeV)`, and a scale of alpha, `alpha_scale (E/10 GeV)^alpha_slope`, applied to the
+  per-shower log-normal's means, scales of its two widths and a shift of their correlation
+  `rho_shift` (fluctuations, hence the layer correlations). Its form, which Geant4's is not
+  quite a Gamma's: a virtual origin `origin + origin_slope ln(E/10 GeV)` X0 in front of the
+  face (energy from the first layer on, where a Gamma starts as t^(alpha-1)), and a fraction
+  `tail_fraction + tail_slope ln(E/10 GeV)` of the energy stretched in depth by
+  `tail_stretch` (the slower fall-off behind the maximum; `gflash.ProfileShape`). And a
+  depth noise: the energy along the track times exp(sigma xi(t) - sigma^2 / 2), rescaled
+  to the shower's total, with xi a unit Gaussian process of correlation length
+  `noise_length` X0 (Ornstein-Uhlenbeck) and sigma = `depth_noise (E/10 GeV)^noise_slope`.
+  A shower is made of sub-showers of a few X0 each: its layers fluctuate together over a
+  few X0, more than a per-shower Gamma lets them, and its total no more;
+- the sampling per layer: each layer's sampling fraction times (Fs / Fs_front)^
+  `sampling_exponent` (the electrons' sampling fraction depends on the sampling frequency
+  Fs, not only on the plates' thickness ratio), the last layer's times `back_scale` (no
+  absorber behind it to scatter energy back into its sensor), and each layer's c_s^2 times
+  (Fs_front / Fs)^`stochastic_exponent` (thicker plates, fewer samples: 1 is the textbook
+  sqrt(d / f_samp) law);
+- the radial profile: a scale of the tail radius, `Rt_scale + Rt_energy ln(E/10 GeV)` times
+  exp(`Rt_depth` (tau - 1)) along the scaled depth tau, and a term added to it near the
+  front (times exp(-tau), as the parametrization's own sampling corrections); a shift of the
+  core fraction, `p_shift + p_energy ln(E/10 GeV) + p_depth (tau - 1)`. The core radius
+  (about a millimetre) is left alone: cells of a few millimetres do not see it, so no fit
+  could;
 - the sampling fluctuations: scales of the stochastic term c_s and of the constant term;
 - the response: the visible energy scaled by `response_scale + response_slope ln(E/10 GeV)`.
 
@@ -37,6 +55,12 @@ from caloforge.simulation import gflash
 TABLES = Path(__file__).with_name("calibrations")
 # The energy at which `T_shift` and `response_scale` alone apply, GeV.
 PIVOT_GEV = 10.0
+# Bounds of the profile's form at any energy: a virtual origin at most this many X0 in front
+# of the start, at most this fraction of the energy in the stretched component.
+MAX_ORIGIN_X0 = 5.0
+MAX_TAIL_FRACTION = 0.9
+# The correlation of the profile's fluctuations stays inside (-1, 1) by this much.
+MAX_RHO = 0.95
 
 
 @dataclass(frozen=True)
@@ -47,13 +71,30 @@ class Calibration:
     T_shift: float = 0.0
     T_slope: float = 0.0
     alpha_scale: float = 1.0
+    alpha_slope: float = 0.0
+    origin: float = 0.0
+    origin_slope: float = 0.0
+    tail_fraction: float = 0.0
+    tail_slope: float = 0.0
+    tail_stretch: float = 1.0
     sigma_T_scale: float = 1.0
     sigma_alpha_scale: float = 1.0
+    rho_shift: float = 0.0
+    depth_noise: float = 0.0
+    noise_slope: float = 0.0
+    noise_length: float = 2.0
     Rt_scale: float = 1.0
+    Rt_energy: float = 0.0
+    Rt_depth: float = 0.0
     Rt_front: float = 0.0
     p_shift: float = 0.0
+    p_energy: float = 0.0
+    p_depth: float = 0.0
     stochastic_scale: float = 1.0
     constant_scale: float = 1.0
+    sampling_exponent: float = 0.0
+    back_scale: float = 1.0
+    stochastic_exponent: float = 0.0
     response_scale: float = 1.0
     response_slope: float = 0.0
     fitted_on: str = ""
@@ -84,23 +125,77 @@ class Calibration:
         self, fluct: gflash.ProfileFluctuation, energy: np.ndarray
     ) -> gflash.ProfileFluctuation:
         """The per-shower profile distribution at primary energies `energy` (GeV), corrected."""
-        shift = self.T_shift + self.T_slope * np.log(np.asarray(energy) / PIVOT_GEV)
+        log_e = np.log(np.asarray(energy) / PIVOT_GEV)
+        shift = self.T_shift + self.T_slope * log_e
         mean_T = np.maximum(np.exp(fluct.mean_ln_T) + shift, 0.1)
         return gflash.ProfileFluctuation(
             mean_ln_T=np.log(mean_T),
             sigma_ln_T=fluct.sigma_ln_T * self.sigma_T_scale,
-            mean_ln_alpha=fluct.mean_ln_alpha + np.log(self.alpha_scale),
+            mean_ln_alpha=fluct.mean_ln_alpha + np.log(self.alpha_scale) + self.alpha_slope * log_e,
             sigma_ln_alpha=fluct.sigma_ln_alpha * self.sigma_alpha_scale,
-            rho=fluct.rho,
+            rho=np.clip(fluct.rho + self.rho_shift, -MAX_RHO, MAX_RHO),
         )
 
-    def radial(self, radial: gflash.RadialParameters, tau: np.ndarray) -> gflash.RadialParameters:
-        """The radial parameters at scaled depth `tau`, corrected."""
-        Rt = radial.Rt * self.Rt_scale + self.Rt_front * np.exp(-tau)
+    def shape(self, energy: np.ndarray) -> gflash.ProfileShape:
+        """The profile's form at primary energies `energy` (GeV; the arrays take its shape)."""
+        log_e = np.log(np.asarray(energy, dtype=np.float64) / PIVOT_GEV)
+        return gflash.ProfileShape(
+            origin=np.clip(self.origin + self.origin_slope * log_e, 0.0, MAX_ORIGIN_X0),
+            tail=np.clip(self.tail_fraction + self.tail_slope * log_e, 0.0, MAX_TAIL_FRACTION),
+            stretch=self.tail_stretch,
+        )
+
+    def depth_noise_factors(
+        self, energy: np.ndarray, z: np.ndarray, step_X0: float
+    ) -> np.ndarray | None:
+        """Factors on the energy of each step of `step_X0` along the track, (n, S), from unit
+        normal variates `z` (n, S) and the primary energies (n,) GeV; None without noise.
+        Rescaling to each shower's total is the caller's."""
+        if self.depth_noise <= 0:
+            return None
+        sigma = self.depth_noise * (np.asarray(energy, dtype=np.float64) / PIVOT_GEV) ** (
+            self.noise_slope
+        )
+        phi = np.exp(-step_X0 / max(self.noise_length, 1e-6))
+        # xi_s = phi xi_{s-1} + sqrt(1 - phi^2) z_s, started from its stationary distribution
+        # (a loop over the steps, vectorised over showers: scipy.signal's filter would cost
+        # its import, longer than a batch).
+        xi = np.empty_like(z, dtype=np.float64)
+        xi[:, 0] = z[:, 0]
+        innovation = np.sqrt(1.0 - phi**2)
+        for s in range(1, z.shape[1]):
+            np.multiply(xi[:, s - 1], phi, out=xi[:, s])
+            xi[:, s] += innovation * z[:, s]
+        return np.exp(sigma[:, None] * xi - 0.5 * sigma[:, None] ** 2)
+
+    def layer_response(self, geometry: Geometry) -> np.ndarray:
+        """Factor on each layer's sampling fraction, shape (layers,)."""
+        Fs = np.array([layer.properties.Fs for layer in geometry.layers])
+        factor = (Fs / geometry.front.Fs) ** self.sampling_exponent
+        factor[-1] *= self.back_scale
+        return factor
+
+    def layer_stochastic(self, geometry: Geometry) -> np.ndarray:
+        """Factor on each layer's c_s^2 (the variance of its sampling), shape (layers,)."""
+        Fs = np.array([layer.properties.Fs for layer in geometry.layers])
+        return (geometry.front.Fs / Fs) ** self.stochastic_exponent
+
+    def radial(
+        self, radial: gflash.RadialParameters, tau: np.ndarray, energy: np.ndarray
+    ) -> gflash.RadialParameters:
+        """The radial parameters at scaled depth `tau` and primary energy `energy` (GeV,
+        broadcast with tau), corrected."""
+        log_e = np.log(np.asarray(energy, dtype=np.float64) / PIVOT_GEV)
+        scale = (self.Rt_scale + self.Rt_energy * log_e) * np.exp(self.Rt_depth * (tau - 1.0))
+        Rt = radial.Rt * scale + self.Rt_front * np.exp(-tau)
         return gflash.RadialParameters(
             Rc=radial.Rc,
             Rt=np.maximum(Rt, radial.Rc),
-            p=np.clip(radial.p + self.p_shift, 0.0, 1.0),
+            p=np.clip(
+                radial.p + self.p_shift + self.p_energy * log_e + self.p_depth * (tau - 1.0),
+                0.0,
+                1.0,
+            ),
         )
 
     def response(self, energy: np.ndarray) -> np.ndarray:

@@ -91,6 +91,47 @@ def gamma_cdf(t: np.ndarray, T: np.ndarray, alpha: np.ndarray) -> np.ndarray:
     return gammainc(alpha, beta * np.maximum(t, 0.0))
 
 
+@dataclass(frozen=True)
+class ProfileShape:
+    """How a shower's mean profile departs from a Gamma of the depth t after its start.
+
+    origin: X0 before the start where the Gamma starts (a virtual origin: the profile then
+    holds energy right from t = 0, as a charged primary's does); its depth of maximum T stays
+    measured from the start. tail: the fraction of the energy in a second Gamma of the same
+    shape stretched in depth by `stretch`, the photons that carry energy beyond the first's
+    exponential fall-off. Arrays broadcast with the depths they are used with."""
+
+    origin: np.ndarray
+    tail: np.ndarray
+    stretch: float
+
+    @property
+    def is_gamma(self) -> bool:
+        return not (np.any(self.origin) or np.any(self.tail))
+
+
+def profile_cdf(
+    t: np.ndarray, T: np.ndarray, alpha: np.ndarray, shape: ProfileShape | None = None
+) -> np.ndarray:
+    """Fraction of the energy deposited before depth t (X0 after the start) of the profile
+    (T, alpha) of `shape`: `gamma_cdf` where the shape is a plain Gamma. The part of the
+    virtual profile in front of the start is left out and the rest renormalised."""
+    if shape is None or shape.is_gamma:
+        return gamma_cdf(t, T, alpha)
+    origin = np.maximum(shape.origin, 0.0)
+    beta = (alpha - 1.0) / (T + origin)
+    tail = np.clip(shape.tail, 0.0, 1.0)
+
+    def before(u: np.ndarray) -> np.ndarray:
+        core = gammainc(alpha, beta * u)
+        if not np.any(tail):
+            return core
+        return (1.0 - tail) * core + tail * gammainc(alpha, beta * u / shape.stretch)
+
+    front = before(origin)
+    return (before(np.maximum(t, 0.0) + origin) - front) / (1.0 - front)
+
+
 def spot_profile(
     T: np.ndarray, alpha: np.ndarray, material: SamplingProperties
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -48,6 +48,8 @@ PHOTON_CONVERSION_X0 = 9.0 / 7.0
 # pairs in silicon, below anything a sensor reads. Without it, Gamma draws of tiny shape
 # leave cells of 1e-40 GeV that mean nothing and break log transforms and low precision.
 MIN_CELL_ENERGY = 1e-8
+# Step along the track, X0: a fraction of the thinnest layers' X0 (0.7 in clic-25).
+STEP_X0 = 0.25
 # Spots placed per pass: 256 kB per float32 array, which a core's cache holds.
 CHUNK_SPOTS = 1 << 16
 
@@ -158,7 +160,7 @@ class ShowerSimulator:
         geometry: Geometry,
         *,
         particle: str = "electron",
-        step_X0: float = 0.25,
+        step_X0: float = STEP_X0,
         min_cell_energy: float = MIN_CELL_ENERGY,
         calibration: Calibration | str = "auto",
     ) -> None:
@@ -191,10 +193,16 @@ class ShowerSimulator:
         self._z_X0 = np.concatenate([[0.0], np.cumsum([lay.thickness_X0 for lay in layers])])
         self._x0_map = _DepthMap(self._z_X0, self._z_mm)
         self._mm_map = _DepthMap(self._z_mm, self._z_X0)
-        # Per layer, and one more entry for "behind the last layer".
+        # Per layer, and one more entry for "behind the last layer": Moliere radius, sampling
+        # fraction and the variance of the sampling per GeV deposited (c_s^2), calibrated.
         rm_mm = np.array([lay.properties.RM_cm * 10.0 for lay in layers])
         self._rm_mm = np.append(rm_mm, rm_mm[-1]).astype(_F32)
-        self._f_e = np.append([lay.properties.f_e for lay in layers], 0.0)
+        f_e = np.array([lay.properties.f_e for lay in layers]) * calibration.layer_response(
+            geometry
+        )
+        self._f_e = np.append(f_e, 0.0)
+        c2 = self.stochastic_term**2 * calibration.layer_stochastic(geometry)
+        self._c2 = np.append(c2, c2[-1])
         assert geometry.cell_size_mm is not None
         self._cell = np.array(geometry.cell_size_mm, dtype=np.float64)
         self._nxy = (int(geometry.shape[0]), int(geometry.shape[1]))
@@ -202,10 +210,12 @@ class ShowerSimulator:
         # readout (x, y, class of the layers' sampling fraction), summed over classes after
         # the fluctuations, as layers of different f_e cannot share a Gamma draw.
         self._per_layer = geometry.readout == "layers"
-        classes, self._f_class = np.unique(self._f_e[:-1], return_inverse=True)
+        classes, self._f_class = np.unique(
+            np.stack([self._f_e[:-1], self._c2[:-1]], axis=1), axis=0, return_inverse=True
+        )
         self._n_classes = len(classes)
-        self._f_class = np.append(self._f_class, 0).astype(np.intp)
-        self._class_f_e = classes
+        self._f_class = np.append(self._f_class.ravel(), 0).astype(np.intp)
+        self._class_f_e, self._class_c2 = classes[:, 0], classes[:, 1]
         depth_keys = self._n_layers if self._per_layer else self._n_classes
         self._keys_per_shower = self._nxy[0] * self._nxy[1] * depth_keys
 
@@ -237,7 +247,7 @@ class ShowerSimulator:
         plan = self._plan(conditions, rng)
         cloud = self._place(plan, 0, plan.n, with_z=True)
         assert cloud.z is not None
-        c2 = self.stochastic_term**2
+        c2 = self._c2[cloud.layer]
         energy = plan.spot_rng.standard_gamma(cloud.e_mean / c2) * c2 * plan.scale[cloud.shower]
         layer = np.where(cloud.layer >= self._n_layers, -1, cloud.layer)
         x, y, z = (v.astype(np.float64) for v in (cloud.x, cloud.y, cloud.z))
@@ -277,6 +287,7 @@ class ShowerSimulator:
         fluct = self.calibration.profile(gflash.profile_fluctuation(energy, self.material), energy)
         T, alpha = gflash.sample_profile(fluct, rng)
         T_spot, alpha_spot = gflash.spot_profile(T, alpha, self.material)
+        shape = self.calibration.shape(energy[:, None])
 
         # 2. Steps along the track, in X0 crossed along the track. The calorimeter's depth
         #    along an inclined track is longer by 1/cos(angle to the normal).
@@ -292,9 +303,15 @@ class ShowerSimulator:
         n_steps = int(np.ceil((t_end - t_start).max() / self.step_X0)) if n else 0
         rel = np.arange(n_steps + 1) * self.step_X0  # (S+1,) depth after the shower start
         edges = rel[None, :]
-        e_cdf = gflash.gamma_cdf(edges, T[:, None], alpha[:, None])
-        n_cdf = gflash.gamma_cdf(edges, T_spot[:, None], alpha_spot[:, None])
+        e_cdf = gflash.profile_cdf(edges, T[:, None], alpha[:, None], shape)
+        n_cdf = gflash.profile_cdf(edges, T_spot[:, None], alpha_spot[:, None], shape)
         dE = energy[:, None] * np.diff(e_cdf, axis=1)  # (n, S) GeV
+        if self.calibration.depth_noise > 0:
+            factors = self.calibration.depth_noise_factors(
+                energy, rng.standard_normal(dE.shape), self.step_X0
+            )
+            assert factors is not None
+            dE = _keep_total(dE, dE * factors)
         dN = gflash.n_spots(energy, self.stochastic_term)[:, None] * np.diff(n_cdf, axis=1)
         # Stochastic rounding keeps the mean number of spots; every step with energy gets one.
         counts = np.floor(dN + spot_rng.random(dN.shape)).astype(np.int64)
@@ -308,7 +325,7 @@ class ShowerSimulator:
             fluct.mean_ln_alpha[:, None],
         )
         radial = self.calibration.radial(
-            gflash.radial_parameters(energy[:, None], tau, self.material), tau
+            gflash.radial_parameters(energy[:, None], tau, self.material), tau, energy[:, None]
         )
         core = spot_rng.binomial(counts, radial.p)
         return _Plan(
@@ -458,12 +475,12 @@ class ShowerSimulator:
         key = self._cell_keys(cloud.shower, x, y, cloud.layer, n, keys)
         mean = np.bincount(key, cloud.e_mean, minlength=n * keys + 1)[:-1]
         hit = np.flatnonzero(mean != 0)  # on a mask: several times faster
-        c2 = self.stochastic_term**2
         if self._per_layer:
             layer = hit % self._n_layers
             f_class = self._f_class[layer]
         else:
             f_class = hit % self._n_classes
+        c2 = self._class_c2[f_class]
         group = (hit // keys) * self._n_classes + f_class
         deposit = self._fluctuate(mean[hit] / c2, group, n * self._n_classes, plan, rng) * c2
         if self._per_layer:
@@ -515,11 +532,11 @@ class ShowerSimulator:
         """Write the visible cell energies (GeV) of showers [a, b) into `out` (flat, zeros),
         images centred on their barycentre: every spot its own Gamma draw (step 5)."""
         n = b - a
-        c2 = self.stochastic_term**2
+        c2 = self._c2[cloud.layer]
         inside = cloud.layer < self._n_layers
         visible = np.zeros(len(inside))
         group = cloud.shower[inside] * self._n_classes + self._f_class[cloud.layer[inside]]
-        shape = cloud.e_mean[inside] / c2
+        shape = cloud.e_mean[inside] / c2[inside]
         visible[inside] = self._fluctuate(shape, group, n * self._n_classes, plan, rng)
         visible *= c2
         visible *= self._f_e[cloud.layer]
@@ -535,6 +552,12 @@ class ShowerSimulator:
         np.add.at(out, np.where(inside, key, 0), np.where(inside, visible, 0.0).astype(_F32))
         low = out[key[inside]] < self.min_cell_energy
         out[key[inside][low]] = 0.0
+
+
+def _keep_total(dE: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """`changed` (n, S) rescaled so that each shower keeps the total of `dE` (n, S)."""
+    total, now = dE.sum(axis=1), changed.sum(axis=1)
+    return changed * np.divide(total, now, out=np.zeros_like(total), where=now > 0)[:, None]
 
 
 def _centred(
