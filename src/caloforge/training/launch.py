@@ -28,6 +28,7 @@ from caloforge.errors import CaloforgeError
 _POLL_S = 0.2
 _INTERRUPTED = 130  # the exit code of a caloforge command ended by SIGINT or SIGTERM
 _GRACE_S = 10.0
+_SETTLE_S = 5.0  # how long the other ranks may take to fail by themselves
 
 
 def resolve_processes(value: str) -> int:
@@ -95,12 +96,18 @@ def _wait(ranks: list[subprocess.Popen[bytes]], logs: list[IO[bytes] | None]) ->
         failed = [i for i, code in enumerate(codes) if code not in (None, 0)]
         if failed:
             first = failed[0]
+            # A mistake in the settings or the data fails every rank at once: let the others
+            # end by themselves for a moment, so that rank 0 (on the terminal) is not cut off
+            # halfway through its own message.
+            _settle(ranks, _SETTLE_S)
+            rank0_code = ranks[0].returncode
             _end(ranks)
-            # Rank 0 writes to the terminal: its own error is shown already. When another
-            # rank failed first, rank 0 ended by our SIGTERM (exit 130, as on Ctrl-C, or the
-            # signal itself) and that rank's messages are what the user needs.
-            ended_by_us = ranks[0].returncode in (0, _INTERRUPTED, -signal.SIGTERM, None)
-            if first != 0 and ended_by_us:
+            # Rank 0 writes to the terminal: when it failed by itself as the other rank did
+            # (the same exit code: the same mistake), its error is shown already. When we
+            # ended it, or it failed otherwise (a collective broken by the other rank's
+            # end), the failing rank's messages are what the user needs.
+            same_failure = rank0_code == ranks[first].returncode
+            if first != 0 and not same_failure:
                 log = logs[first]
                 if log is not None:
                     log.seek(0)
@@ -110,6 +117,13 @@ def _wait(ranks: list[subprocess.Popen[bytes]], logs: list[IO[bytes] | None]) ->
         if all(code == 0 for code in codes):
             return 0
         time.sleep(_POLL_S)
+
+
+def _settle(ranks: list[subprocess.Popen[bytes]], seconds: float) -> None:
+    """Wait up to `seconds` for the ranks still running to end by themselves."""
+    deadline = time.monotonic() + seconds
+    while any(rank.poll() is None for rank in ranks) and time.monotonic() < deadline:
+        time.sleep(_POLL_S / 4)
 
 
 def _end(ranks: list[subprocess.Popen[bytes]]) -> None:

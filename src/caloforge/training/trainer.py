@@ -148,6 +148,26 @@ class Trainer:
                 f"ranks ({ctx.world_size})"
             )
         self._check_run_dir(resume)
+        # One training at a time in a run folder: a second is refused with the holder's pid,
+        # before it reads any data when the folder exists (a new folder is made, and locked,
+        # only once the data and settings have been accepted).
+        self._lock = FolderLock(self.run_dir, "training") if ctx.is_main else None
+        if self._lock is not None and self.run_dir.is_dir():
+            self._lock.acquire()
+        try:
+            self._set_up(config, data, data_format, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(
+        self,
+        config: RunConfig,
+        data: str | os.PathLike[str] | list[str],
+        data_format: str | None,
+        resume: bool,
+    ) -> None:
+        ctx, cfg = self.context, self.cfg
         self.state = TrainState()
 
         self.stream = ShowerStream(
@@ -196,16 +216,10 @@ class Trainer:
         self._check_data = self._validation_slice(data_format)
         self.log = RunLog(self.run_dir, enabled=ctx.is_main)
         self._last_check: PhysicsCheck | None = None
-        # One training at a time in a run folder: a second is refused with the holder's pid.
-        self._lock = FolderLock(self.run_dir, "training") if ctx.is_main else None
         if self._lock is not None:
             self._lock.acquire()
         if resume:
-            try:
-                self._resume()
-            except BaseException:
-                self.close()
-                raise
+            self._resume()
 
     def close(self) -> None:
         """Let another process use the run folder (`fit` does this when it ends)."""
@@ -287,14 +301,16 @@ class Trainer:
             return None
         with contextlib.closing(open_showers(self.stream.paths, data_format)) as source:
             idx = split_indices(len(source), self.cfg.fractions, self.cfg.split_seed)["validation"]
-            if len(idx) == 0:  # no validation split asked for: check on training showers
-                warnings.warn(
-                    f"training.fractions {list(self.cfg.fractions)} leave no validation showers: "
-                    "the physics check (and best.json) use training showers",
-                    stacklevel=2,
-                )
+            none_held_out = len(idx) == 0
+            if none_held_out:  # no validation split asked for: check on training showers
                 idx = self.stream.indices
-            batch = source.take(idx[: self.cfg.check_showers])
+            batch = source.take(idx[: self.cfg.check_showers])  # refuses bad cells first
+        if none_held_out:
+            warnings.warn(
+                f"training.fractions {list(self.cfg.fractions)} leave no validation showers: "
+                "the physics check (and best.json) use training showers",
+                stacklevel=3,
+            )
         return batch.showers, dict(batch.conditions)
 
     # --- resume --------------------------------------------------------------------------------
