@@ -3,8 +3,10 @@
 The flow, top to bottom:
 1. check that the sets can be compared: neither empty, one geometry, overlapping condition
    ranges (`sources.check_comparable`);
-2. compute every per-shower feature once per set, streamed over worker processes
-   (`sources.features_of_sets`), and keep the showers inside the overlap of the conditions;
+2. draw the seeded subsets (the feature classifier's showers, the cell-level subsample), then
+   read each set once, a chunk at a time over worker processes (`sources.features_of_sets`):
+   the features of the showers inside the overlap of the conditions, the mean and spread of
+   the per-shower vectors the plots show, and a copy of the subsample's showers;
 3. feature-level metrics: separation power, W1 and KS of the scalar features, overall and in
    bins of energy and angle; the response mu90 and resolution sigma90/mu90 of E_vis/E_p per
    bin; correlations; FPD, KPD and the feature classifier;
