@@ -15,6 +15,7 @@ from caloforge.data.transforms import Identity
 from caloforge.devices import Distributed
 from caloforge.geometry import Condition, Geometry
 from caloforge.models import build_model
+from caloforge.models.base import ModelConfigError
 from caloforge.models.checkpoint import load_checkpoint, save_model
 from caloforge.models.flow_match import FlowMatchGenerator, integrate
 from caloforge.models.flow_match_layout import LayerLayout
@@ -194,6 +195,55 @@ def test_each_layer_keeps_its_stage_one_number_of_brightest_cells(clic_file: Pat
     torch.testing.assert_close(cells.sum(dim=2), energy, rtol=1e-6, atol=1e-12)
 
 
+@pytest.mark.parametrize("gap", [1.0, 2.0])
+def test_floor_puts_empty_cells_below_the_faintest_hit_and_inverts(
+    clic_file: Path, gap: float
+) -> None:
+    g = fitted(clic_file, empty="floor", empty_gap=gap)
+    prep, mask = g.prep, g.layout.mask
+    showers = batches(clic_file)[0][0]
+    cells = g.layout.to_layers(showers)
+    energy, counts = cells.sum(dim=2), prep.hit_counts(cells).to(cells.dtype)
+    uniform = torch.rand(cells.shape, generator=torch.Generator().manual_seed(2))
+    logits = prep.cell_logits(cells, energy, uniform)
+    u = cells / energy.clamp_min(1e-30)[..., None]
+    faintest = torch.where(cells > 0, u, torch.inf).amin(dim=2)
+    layers = torch.nonzero((counts > 0) & (counts < 625))
+    a = prep.offset
+    back = (torch.sigmoid(logits.double()) - a) / (1 - 2 * a)  # the fractions trained on
+    for n, layer in layers[:: max(1, len(layers) // 40)].tolist():
+        empty = back[n, layer][cells[n, layer] == 0]
+        hit = float(faintest[n, layer])
+        # between 2 gap and gap decades below the faintest hit
+        assert float(empty.max()) <= hit * 10**-gap * (1 + 1e-4)
+        assert float(empty.min()) >= hit * 10 ** (-2 * gap) * (1 - 1e-4)
+    restored = prep.cells_inverse(prep.cells_forward(cells, energy, uniform), energy, mask, counts)
+    assert torch.equal(restored > 0, cells > 0)  # the counted brightest cells are the hits
+    torch.testing.assert_close(restored, cells, rtol=1e-3, atol=1e-12)
+
+
+def test_floor_needs_the_learnt_counts() -> None:
+    with pytest.raises(ModelConfigError, match="empty"):
+        tiny(empty="floor", sparsity="band")
+
+
+def test_the_shape_skip_adds_a_per_cell_multiple_of_the_input() -> None:
+    g = tiny(shape_skip=True)
+    field = g.shape_net
+    skip = field.skip
+    assert skip is not None and skip.weight.abs().sum() > 0  # initialised as dense layers are
+    rng = torch.Generator().manual_seed(6)
+    x, own = torch.randn(2, 25, 625, generator=rng), torch.randn(2, 25, 2, generator=rng)
+    t, shower = torch.tensor([0.2, 0.7]), torch.randn(2, 1 + g.n_features, generator=rng)
+    field.skip = None
+    plain = field(x, t, shower, own)
+    field.skip = skip
+    with torch.no_grad():
+        skip.weight.zero_()
+        skip.bias.copy_(torch.linspace(-1.0, 1.0, 625))  # cell c gains b_c times its input
+    torch.testing.assert_close(field(x, t, shower, own), plain + x * skip.bias)
+
+
 def test_midpoint_and_heun_integrate_a_linear_field_to_second_order() -> None:
     x0 = torch.ones(1, 1)
     exact = float(np.exp(-1.0))
@@ -207,8 +257,11 @@ def test_midpoint_and_heun_integrate_a_linear_field_to_second_order() -> None:
     assert 1.6 < euler[0] / euler[1] < 2.4
 
 
-def test_a_few_steps_lower_both_losses(clic_file: Path) -> None:
-    g = fitted(clic_file).train()
+@pytest.mark.parametrize(
+    "changes", [{}, {"shape_skip": True, "empty": "floor"}], ids=["preset", "skip-floor"]
+)
+def test_a_few_steps_lower_both_losses(clic_file: Path, changes: dict) -> None:
+    g = fitted(clic_file, **changes).train()
     showers, conditions = batches(clic_file, 48)[0]
     rng = torch.Generator().manual_seed(4)
     noise, draws = g.sample_noise(48, rng), g.sample_draws(48, rng)

@@ -84,6 +84,8 @@ class FlowMatchConfig(ModelConfig):
     shape_hidden: int = 256  # width of the stage-2 (cells per layer) MLP
     shape_blocks: int = 2  # its residual blocks
     neighbours: int = 1  # layers on each side whose cells stage 2 reads for a layer
+    shape_skip: bool = False  # stage 2 adds a per-cell, time-dependent multiple of its input
+    # to the velocity: the full-rank part a width-`shape_hidden` network cannot carry
     time_frequencies: int = 6  # sin/cos features of the flow time t
     alpha: float = 1.0e-6  # normalised cells u < alpha are empty (training: u ~ U[0, alpha))
     energy_eps: float = 1.0e-6  # log(E_layer / E_tot + energy_eps)
@@ -97,6 +99,10 @@ class FlowMatchConfig(ModelConfig):
     # empty (a relative readout threshold); 0: none
     sparsity: Literal["count", "band"] = "count"  # count: stage 1 learns each layer's number
     # of hits, a layer keeps that many brightest cells; band: cells above alpha are hits
+    empty: Literal["band", "floor"] = "band"  # training value of an empty cell: u ~ U[0,
+    # alpha) (band), or (count only) empty_gap to 2 empty_gap decades below the faintest hit
+    # of its layer (floor: no wide gap between empty and hit cells for the flow to cross)
+    empty_gap: float = 1.0  # decades, see `empty`
 
     def _check_values(self) -> None:
         for key in ("energy_hidden", "energy_blocks", "shape_hidden", "shape_blocks"):
@@ -111,6 +117,10 @@ class FlowMatchConfig(ModelConfig):
         self._require(self.threshold >= 0, "threshold", "0 or more (GeV)")
         self._require(0 <= self.hit_fraction < 0.1, "hit_fraction", "in [0, 0.1)")
         self._require(self.sparsity in ("count", "band"), "sparsity", "'count' or 'band'")
+        self._require(self.empty in ("band", "floor"), "empty", "'band' or 'floor'")
+        if self.empty == "floor":
+            self._require(self.sparsity == "count", "empty", "'band' unless sparsity is 'count'")
+        self._require(0 < self.empty_gap <= 6, "empty_gap", "in (0, 6] decades")
 
     def _check_geometry(self) -> None:
         """Any shape: the geometry must only offer the primary energy."""
@@ -192,15 +202,22 @@ class ShapeField(nn.Module):
         self.layer_film = nn.Linear(n_layers, 2 * width * config.shape_blocks, bias=False)
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(config.shape_blocks))
         self.output = nn.Linear(width, cells)
+        self.skip: nn.Linear | None = None
+        if config.shape_skip:  # v += x * skip(t): a factor per cell and flow time
+            self.skip = nn.Linear(1 + 2 * config.time_frequencies, cells)
 
     def forward(self, x: Tensor, t: Tensor, shower: Tensor, own: Tensor) -> Tensor:
         h = self._input(x, own)  # (N, L, width)
-        context = self.context(torch.cat([time_features(t, self.frequencies), shower], dim=1))
+        times = time_features(t, self.frequencies)
+        context = self.context(torch.cat([times, shower], dim=1))
         films = self.film(context)[:, None] + self.layer_film.weight.T  # (N, L, 2 width B)
         parts = films.chunk(2 * len(self.blocks), dim=2)
         for i, block in enumerate(self.blocks):
             h = block(h, parts[2 * i], parts[2 * i + 1])
-        return self.output(functional.silu(h))
+        v = self.output(functional.silu(h))
+        if self.skip is not None:
+            v = v + x * self.skip(times)[:, None, :]
+        return v
 
     def _input(self, x: Tensor, own: Tensor) -> Tensor:
         """`self.input` of the rows [cells, own features] of layers l - k .. l + k (zeros
@@ -293,6 +310,7 @@ class FlowMatchGenerator(ShowerGenerator):
             energy_eps=config.energy_eps,
             hit_fraction=config.hit_fraction,
             counts=counts,
+            empty_gap=config.empty_gap if config.empty == "floor" else None,
         )
         self.energy_net = EnergyField(self.n_features, columns, config)
         scalars = 2 if counts else 1

@@ -129,9 +129,10 @@ class Preprocessing(nn.Module):
         energy_eps: float,
         hit_fraction: float | None = None,
         counts: bool = False,
+        empty_gap: float | None = None,
     ) -> None:
         super().__init__()
-        self.alpha, self.energy_eps = alpha, energy_eps
+        self.alpha, self.energy_eps, self.empty_gap = alpha, energy_eps, empty_gap
         self.hit_fraction = hit_fraction or 0.0
         self.n_layers, self.layer_cells, self.counts = n_layers, layer_cells, counts
         features = n_layers + 1 + (n_layers if counts else 0)
@@ -214,7 +215,12 @@ class Preprocessing(nn.Module):
         """Raw logits `(N, L, C)` of cells `(N, L, C)` GeV normalised per layer; empty cells
         take fractions alpha * `uniform` (`(N, L, C)` in [0, 1))."""
         u = cells / layer_energy.clamp_min(1e-30)[..., None]
-        u = torch.where(cells > 0, u.clamp(0.0, 1.0), self.alpha * uniform)
+        empty = self.alpha * uniform
+        if self.empty_gap is not None:  # empty_gap to 2 empty_gap decades below the faintest hit
+            faintest = torch.where(cells > 0, u, torch.inf).amin(dim=2, keepdim=True)
+            faintest = torch.where(torch.isinf(faintest), self.alpha, faintest.clamp(max=1.0))
+            empty = faintest * torch.pow(10.0, -self.empty_gap * (1.0 + uniform))
+        u = torch.where(cells > 0, u.clamp(0.0, 1.0), empty)
         a = self.offset
         # 1 - s written out: exact for u = 1 (a layer's only hit), where s rounds to 1.
         return torch.log(a + (1 - 2 * a) * u) - torch.log(a + (1 - 2 * a) * (1 - u))
