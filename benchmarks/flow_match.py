@@ -71,18 +71,27 @@ def widths(showers: np.ndarray) -> np.ndarray:
 
 
 def shape_deviations(
-    reference: np.ndarray, generated: np.ndarray, energy: np.ndarray, edges: np.ndarray
+    reference: np.ndarray,
+    generated: np.ndarray,
+    energy: np.ndarray,
+    edges: np.ndarray,
+    generated_energy: np.ndarray | None = None,
 ) -> dict[str, object]:
-    """Profile and width deviations (generated / reference - 1), overall and per bin."""
+    """Profile and width deviations (generated / reference - 1), overall and per bin of the
+    primary energy (`generated_energy`: the generated showers' own, when they are not
+    `energy`, as for a file simulated independently)."""
+    gen_energy = energy if generated_energy is None else generated_energy
 
     def profile(s: np.ndarray) -> np.ndarray:
         p = s.sum(axis=(1, 2)).astype(np.float64).sum(axis=0)
         return p / p.sum()
 
-    def one(sel: np.ndarray) -> dict[str, float]:
-        p_ref, p_gen = profile(reference[sel]), profile(generated[sel])
+    def one(lo: float, hi: float) -> dict[str, float]:
+        sel, sel_gen = (energy >= lo) & (energy < hi), (gen_energy >= lo) & (gen_energy < hi)
+        p_ref, p_gen = profile(reference[sel]), profile(generated[sel_gen])
         used = p_ref >= 0.01
-        w_ref, w_gen = widths(reference[sel]).mean(axis=0), widths(generated[sel]).mean(axis=0)
+        w_ref = widths(reference[sel]).mean(axis=0)
+        w_gen = widths(generated[sel_gen]).mean(axis=0)
         return {
             "profile_max_abs": float(np.abs(p_gen[used] / p_ref[used] - 1).max()),
             "profile_l1": float(np.abs(p_gen - p_ref).sum()),
@@ -91,10 +100,9 @@ def shape_deviations(
         }
 
     bins = [
-        {"low": float(lo), "high": float(hi), **one((energy >= lo) & (energy < hi))}
-        for lo, hi in itertools.pairwise(edges)
+        {"low": float(lo), "high": float(hi), **one(lo, hi)} for lo, hi in itertools.pairwise(edges)
     ]
-    return {"all": one(np.ones(len(energy), dtype=bool)), "bins": bins}
+    return {"all": one(-np.inf, np.inf), "bins": bins}
 
 
 def speed(checkpoint: Path, backends: list[str], batch_size: int, repeats: int) -> dict:
