@@ -68,7 +68,7 @@ def evaluate(name: str, source: str, reference: Path, n: int, args: argparse.Nam
         "generation_s": made["generation_s"],
         "auc_low_level": headline["classifier_auc_low_level"]["value"],
         "auc_high_level": headline["classifier_auc_high_level"]["value"],
-        "fpd_x1e3": headline["fpd"]["value"],
+        "fpd": headline["fpd"]["value"],  # the report shows it x1e3
         "verdict": metrics.get("verdict"),
         "response_bins": [
             (b.get("response_deviation"), b.get("resolution_deviation"))
@@ -102,9 +102,11 @@ def table(results: dict[str, dict], label: str) -> list[str]:
         shapes = r["shapes"]
         width = [b["width_x"] for b in shapes["bins"]]
         hits = r["hits_per_shower"]
+        fpd = None if r["fpd"] is None else 1e3 * r["fpd"]
+        fpd_spec = ",.0f" if fpd is not None and fpd >= 100 else ".3g"
         lines.append(
             f"| {name} | {_number(r['auc_high_level'], '.3f')} | "
-            f"{_number(r['auc_low_level'], '.3f')} | {_number(r['fpd_x1e3'], '.3g')} | "
+            f"{_number(r['auc_low_level'], '.3f')} | {_number(fpd, fpd_spec)} | "
             f"{_percent(response)} | {_percent(resolution)} | "
             f"{100 * shapes['all']['profile_max_abs']:.1f} | {_percent(width)} | "
             f"{hits[1]:.0f} ({hits[0]:.0f}) |"
@@ -119,7 +121,7 @@ def main() -> None:
     parser.add_argument(
         "--model",
         action="append",
-        required=True,
+        default=[],
         metavar="NAME=SOURCE",
         help="checkpoint, run, pretrained:NAME, or file:PATH (repeat)",
     )
@@ -127,7 +129,16 @@ def main() -> None:
     parser.add_argument("--backend", default="eager")
     parser.add_argument("--out", type=Path, default=Path("compare-models"))
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--tables", type=Path, nargs="+", help="print one table of earlier --json files instead"
+    )
     args = parser.parse_args()
+    if args.tables:
+        merged = {}
+        for path in args.tables:
+            merged |= json.loads(path.read_text())["results"]
+        print("\n".join(table(merged, args.reference_label)))
+        return
     results = {}
     for entry in args.model:
         name, sep, source = entry.partition("=")
