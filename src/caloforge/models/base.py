@@ -351,7 +351,7 @@ def get_condition(
         raise ConditionError(
             f"condition '{name}' has shape {tuple(value.shape)}; expected {expected}"
         )
-    return value.reshape(n, size)
+    return value.reshape(-1, size)  # -1: a traced graph keeps its batch size free
 
 
 def _same(k: int) -> tuple[int, int]:

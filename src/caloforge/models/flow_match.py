@@ -230,7 +230,7 @@ class ShapeField(nn.Module):
         width = weight.shape[1]
         rows = torch.cat([x, own], dim=2)  # (N, L, C + s)
         parts = functional.linear(rows, weight.reshape(window * width, -1))
-        parts = parts.view(*x.shape[:2], window, width)  # (N, L, w, H)
+        parts = parts.view(-1, x.shape[1], window, width)  # (N, L, w, H)
         h = parts[:, :, self.k] + self.input.bias
         for i in range(window):
             d = i - self.k  # part i of layer l reads layer l + d
@@ -246,8 +246,12 @@ def integrate(
 ) -> Tensor:
     """x(1) of dx/dt = field(x, t) from x(0) = `x`, in `steps` equal steps of `solver`."""
     dt = 1.0 / steps
+    first = x
+    while first.dim() > 1:  # slices, not a reshape: a traced graph keeps N free
+        first = first[..., 0]
+    zero = first * 0  # (N,)
     for i in range(steps):
-        t = torch.full((x.shape[0],), i * dt, dtype=x.dtype, device=x.device)
+        t = zero + i * dt
         v = field(x, t)
         if solver == "euler":
             x = x + dt * v
@@ -398,8 +402,7 @@ class FlowMatchGenerator(ShowerGenerator):
 
     def _split(self, noise: Tensor) -> tuple[Tensor, Tensor]:
         layers, cells = self.layout.n_layers, self.layout.layer_cells
-        n = noise.shape[0]
-        return noise[:, : self.n_features], noise[:, self.n_features :].reshape(n, layers, cells)
+        return noise[:, : self.n_features], noise[:, self.n_features :].reshape(-1, layers, cells)
 
     @torch.no_grad()
     def fit_preprocessing(

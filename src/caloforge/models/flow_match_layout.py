@@ -85,22 +85,21 @@ class LayerLayout(nn.Module):
     def to_layers(self, showers: Tensor) -> Tensor:
         n = showers.shape[0]
         if self.grid:  # (N, x, y, L) -> (N, L, x * y)
-            return showers.permute(0, 3, 1, 2).reshape(n, self.n_layers, self.layer_cells)
-        flat = showers.reshape(n, self.n_cells)
+            return showers.permute(0, 3, 1, 2).reshape(-1, self.n_layers, self.layer_cells)
+        flat = showers.reshape(-1, self.n_cells)
         if not self.padded:
-            return flat.view(n, self.n_layers, self.layer_cells)
+            return flat.view(-1, self.n_layers, self.layer_cells)
         flat = torch.cat([flat, flat.new_zeros(n, 1)], dim=1)
-        return flat[:, self.gather].view(n, self.n_layers, self.layer_cells)
+        return flat[:, self.gather].view(-1, self.n_layers, self.layer_cells)
 
     def from_layers(self, cells: Tensor) -> Tensor:
-        n = cells.shape[0]
         if self.grid:
             nx, ny, n_layers = self.shape
-            return cells.reshape(n, n_layers, nx, ny).permute(0, 2, 3, 1).contiguous()
-        flat = cells.reshape(n, -1)
+            return cells.reshape(-1, n_layers, nx, ny).permute(0, 2, 3, 1).contiguous()
+        flat = cells.flatten(1)
         if self.padded:
             flat = flat[:, self.scatter]
-        return flat.reshape(n, *self.shape)
+        return flat.reshape(-1, *self.shape)
 
 
 class Preprocessing(nn.Module):
