@@ -26,7 +26,6 @@ from caloforge._processes import default_workers, die_with_parent
 from caloforge.errors import CaloforgeError
 
 _POLL_S = 0.2
-_INTERRUPTED = 130  # the exit code of a caloforge command ended by SIGINT or SIGTERM
 _GRACE_S = 10.0
 _SETTLE_S = 5.0  # how long the other ranks may take to fail by themselves
 
