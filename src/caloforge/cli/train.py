@@ -76,7 +76,7 @@ def _train(args: argparse.Namespace) -> int:
         check = result.last_check
         summary = (
             f" (last check: response error {check.response_error:.3f}, profile error "
-            f"{check.profile_error:.3f})"
+            f"{check.profile_error:.3f}, width error {check.width_error:.3f})"
             if check is not None
             else ""
         )

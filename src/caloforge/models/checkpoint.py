@@ -444,7 +444,7 @@ def print_checkpoint_summary(summary: CheckpointSummary, file: TextIO | None = N
         check = summary.best.get("check") or {}
         numbers = ", ".join(
             f"{key.replace('_', ' ')} {check[key]:.4g}"
-            for key in ("score", "response_error", "profile_error", "empty_fraction")
+            for key in ("score", "response_error", "profile_error", "width_error", "empty_fraction")
             if isinstance(check.get(key), (int, float))
         )
         lines.append(f"  best check    step {summary.best.get('step')}: {numbers or 'n/a'}")

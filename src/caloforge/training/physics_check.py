@@ -3,8 +3,11 @@
 On a fixed slice of validation showers, the generator makes showers with the same conditions
 and fixed noise; two numbers compare them with the real ones, as the 3DGAN authors chose their
 epoch: the relative error of the mean visible/primary energy ratio and the L1 distance between
-the mean normalised longitudinal profiles (the x profile for depth-summed geometries). Their
-sum is the score (lower is better). A generator that emits only empty showers has collapsed.
+the mean normalised longitudinal profiles (the x profile for depth-summed geometries); and,
+where the showers are images, the error of the transverse widths of each layer (which the
+first two cannot see: a model that places each layer's energy right but spreads it wrongly
+scores well on them). Their sum is the score (lower is better). A generator that emits only
+empty showers has collapsed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,12 @@ from torch import nn
 
 from caloforge.data.transforms import Transform
 from caloforge.geometry import Geometry
-from caloforge.validation.features import normalised_mean_profile, response, total_energy
+from caloforge.validation.features import (
+    centre_and_width,
+    normalised_mean_profile,
+    response,
+    total_energy,
+)
 
 
 @dataclass(frozen=True)
@@ -28,10 +36,11 @@ class PhysicsCheck:
     response_error: float  # |ratio_generated / ratio_real - 1|
     profile_error: float  # L1 distance of the mean normalised profiles, in [0, 2]
     empty_fraction: float  # generated showers with no energy at all
+    width_error: float = 0.0  # `width_error`; 0 for showers that are not images
 
     @property
     def score(self) -> float:
-        return self.response_error + self.profile_error
+        return self.response_error + self.profile_error + self.width_error
 
     @property
     def collapsed(self) -> bool:
@@ -55,7 +64,40 @@ def check_showers(
         response_error=abs(ratio_gen / ratio_real - 1.0) if ratio_real > 0 else float("inf"),
         profile_error=float(np.abs(profiles[0] - profiles[1]).sum()),
         empty_fraction=float((total_energy(generated) <= 0).mean()),
+        width_error=width_error(real, generated, geometry),
     )
+
+
+def layer_widths(showers: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, np.ndarray]:
+    """Per layer, the energy-weighted mean over the showers of the transverse width (mm) in x
+    and in y, shape (2, layers), and the set's energy in each layer (layers,) GeV."""
+    energy = showers.sum(axis=(1, 2), dtype=np.float64)
+    if energy.ndim == 1:  # a depth-summed image: one layer
+        energy = energy[:, None]
+    weight = energy.sum(axis=0)
+    safe = np.where(weight > 0, weight, 1.0)
+    widths = [
+        (energy * centre_and_width(showers, geometry, axis, per_layer=True)[1]).sum(0) / safe
+        for axis in (0, 1)
+    ]
+    return np.stack(widths), weight
+
+
+def width_error(real: np.ndarray, generated: np.ndarray, geometry: Geometry) -> float:
+    """|W_generated / W_real - 1| of each layer's mean transverse width (x and y, `layer_widths`),
+    averaged over the two directions and the layers with the real showers' share of energy in
+    each layer as weights: 0.1 where every layer is 10 % too narrow or too wide. 0 for showers
+    that are not images (voxel geometries' flat cells)."""
+    if real.ndim < 3 or generated.ndim < 3:
+        return 0.0
+    w_real, e_real = layer_widths(real, geometry)
+    w_gen, _ = layer_widths(generated, geometry)
+    valid = (w_real > 0).all(axis=0) & (e_real > 0)
+    if not valid.any():
+        return 0.0
+    share = e_real[valid] / e_real[valid].sum()
+    errors = np.abs(w_gen[:, valid] / w_real[:, valid] - 1.0).mean(axis=0)
+    return float((share * errors).sum())
 
 
 @torch.no_grad()
