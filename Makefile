@@ -8,7 +8,7 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 DEMO_DIR ?= demo-output
 
-.PHONY: demo test test-all lint bench geant4-reference clean
+.PHONY: demo demo-geant4 test test-all lint bench geant4-reference clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,13 +34,20 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/caloforge validate --reference $(DEMO_DIR)/reference.h5 --generated $(DEMO_DIR)/generated.h5 --out $(DEMO_DIR)/report
 	@echo
 	@echo "--- part 2: the shipped flow-match model (trained on Geant4 showers) against Geant4 ---"
-	$(VENV)/bin/caloforge simulate --engine geant4 --geometry clic-25 --n $(DEMO_GEANT4) --energy 10:200 --seed 4 -o $(DEMO_DIR)/geant4.h5
-	$(VENV)/bin/caloforge generate --checkpoint pretrained:clic25-geant4 --conditions-from $(DEMO_DIR)/geant4.h5 --seed 5 -o $(DEMO_DIR)/pretrained.h5
-	$(VENV)/bin/caloforge validate --reference $(DEMO_DIR)/geant4.h5 --generated $(DEMO_DIR)/pretrained.h5 --labels Geant4,flow-match --out $(DEMO_DIR)/report-pretrained
+	@if [ -n "$(GEANT4_FOUND)" ]; then $(MAKE) --no-print-directory demo-geant4; else \
+	    echo "part 2 skipped: no Geant4 here (neither geant4-config on the PATH nor the headers"; \
+	    echo "that CALOFORGE_GEANT4_INCLUDE names; see 'Geant4 inside caloforge' in README.md)"; fi
 	@echo
 	@echo "demo outputs in $(DEMO_DIR)/: showers.h5 (training data), run/ (checkpoints, metrics.jsonl),"
 	@echo "reference.h5 (an independent simulated sample), generated.h5, report/index.html (part 1);"
 	@echo "geant4.h5 (Geant4 showers made now), pretrained.h5, report-pretrained/index.html (part 2)"
+
+# Part 2 alone (needs Geant4: `geant4-config` on the PATH, or calzone's libraries and the
+# headers CALOFORGE_GEANT4_INCLUDE names).
+demo-geant4: $(VENV)/.installed
+	$(VENV)/bin/caloforge simulate --engine geant4 --geometry clic-25 --n $(DEMO_GEANT4) --energy 10:200 --seed 4 -o $(DEMO_DIR)/geant4.h5
+	$(VENV)/bin/caloforge generate --checkpoint pretrained:clic25-geant4 --conditions-from $(DEMO_DIR)/geant4.h5 --seed 5 -o $(DEMO_DIR)/pretrained.h5
+	$(VENV)/bin/caloforge validate --reference $(DEMO_DIR)/geant4.h5 --generated $(DEMO_DIR)/pretrained.h5 --labels Geant4,flow-match --out $(DEMO_DIR)/report-pretrained
 
 # The tests that load OpenVINO, ONNX Runtime and Inductor run in a pytest process of their
 # own: those libraries' thread pools left in the main test process crashed a later test that
@@ -67,6 +74,7 @@ bench: $(VENV)/.installed
 # ~/caloforge-data/geant4) in parts; run again to resume.
 CALOFORGE_GEANT4_INCLUDE ?= $(abspath $(wildcard ../shared/geant4/geant4-11.4.0-include.tgz))
 export CALOFORGE_GEANT4_INCLUDE
+GEANT4_FOUND = $(strip $(CALOFORGE_GEANT4_INCLUDE)$(shell command -v geant4-config 2>/dev/null))
 GEANT4_SETS ?= clic25-10-200
 geant4-reference: $(VENV)/.installed
 	$(PY) benchmarks/geant4_reference.py $(GEANT4_SETS)
