@@ -114,12 +114,20 @@ def _convert(module: nn.Module) -> nn.Module:
 def wrap_ddp(module: nn.Module, context: Distributed) -> nn.Module:
     """DDP around one model (the generator and the discriminator are wrapped separately).
 
-    broadcast_buffers=False: the discriminator runs twice (real, fake) before one backward,
-    and a buffer broadcast between the two would overwrite BatchNorm statistics in place.
+    No buffer broadcast at each forward: the discriminator runs twice (real, fake) before
+    one backward, and a broadcast between the two would overwrite BatchNorm statistics in
+    place. torch 2.13 names that `forward_sync_buffers=False` (and warns at the older
+    `broadcast_buffers=False`, which also skipped the sync at construction; every rank
+    builds the same buffers, so that sync changes nothing).
     """
     if not context.enabled:
         return module
+    import inspect
+
     from torch.nn.parallel import DistributedDataParallel
 
     device_ids = [context.device.index] if context.device.type == "cuda" else None
+    accepted = inspect.signature(DistributedDataParallel.__init__).parameters
+    if "forward_sync_buffers" in accepted:
+        return DistributedDataParallel(module, device_ids=device_ids, forward_sync_buffers=False)
     return DistributedDataParallel(module, device_ids=device_ids, broadcast_buffers=False)
