@@ -222,9 +222,52 @@ def test_floor_puts_empty_cells_below_the_faintest_hit_and_inverts(
     torch.testing.assert_close(restored, cells, rtol=1e-3, atol=1e-12)
 
 
-def test_floor_needs_the_learnt_counts() -> None:
-    with pytest.raises(ModelConfigError, match="empty"):
-        tiny(empty="floor", sparsity="band")
+def test_floor_and_below_need_the_learnt_counts() -> None:
+    for empty in ("floor", "below"):
+        with pytest.raises(ModelConfigError, match="empty"):
+            tiny(empty=empty, sparsity="band")
+
+
+def test_below_standardises_each_cell_by_its_hits_with_empties_under_them(clic_file: Path) -> None:
+    gap = 6.0
+    g = fitted(clic_file, empty="below", empty_gap=gap)
+    prep, mask = g.prep, g.layout.mask
+    showers = batches(clic_file, 48)[0][0]
+    cells = g.layout.to_layers(showers)
+    energy, counts = cells.sum(dim=2), prep.hit_counts(cells).to(cells.dtype)
+    uniform = torch.rand(cells.shape, generator=torch.Generator().manual_seed(2))
+    z = prep.cells_forward(cells, energy, uniform)
+    hit = cells > 0
+    assert float(z[~hit].max()) < -gap and float(z[~hit].min()) >= -gap - 1
+    # hits sit at or above -gap: the few further below their cell's usual are raised to it
+    clamped = hit & (z == -gap)
+    assert float(z[hit].min()) >= -gap and int(clamped.sum()) < 0.01 * int(hit.sum())
+    # the fit's own showers: each often-hit cell's hits average about 0 with unit spread
+    often = hit.sum(dim=0) >= 30
+    assert int(often.sum()) > 100
+    mean = torch.where(hit, z, 0.0).sum(0)[often] / hit.sum(0)[often]
+    assert float(mean.abs().median()) < 0.2
+    restored = prep.cells_inverse(z, energy, mask, counts)
+    assert torch.equal(restored > 0, hit)  # the hits rank above every empty cell of a layer
+    torch.testing.assert_close(restored[~clamped], cells[~clamped], rtol=1e-3, atol=1e-12)
+    assert bool((restored[clamped] >= cells[clamped]).all())
+
+
+def test_below_shrinks_a_rarely_hit_cells_statistics_to_its_layers() -> None:
+    g = tiny(empty="below")
+    prep = g.prep
+    shape = prep.cell_mean.shape
+    hits = torch.zeros(shape, dtype=torch.float64)
+    hits[0, 0], hits[0, 1] = 10_000.0, 0.0  # layer 0: cell 0 hit often, cell 1 never
+    total = torch.zeros_like(hits)
+    squares = torch.zeros_like(hits)
+    total[0, 0], squares[0, 0] = -2.0 * 10_000, (4.0 + 0.25) * 10_000  # mean -2, spread 0.5
+    prep._fit_hits(total, squares, hits)
+    assert float(prep.cell_mean[0, 0]) == pytest.approx(-2.0, abs=0.01)
+    assert float(prep.cell_std[0, 0]) == pytest.approx(0.5, abs=0.01)
+    # the never-hit cell takes its layer's statistics (here cell 0's, the only hits)
+    assert float(prep.cell_mean[0, 1]) == pytest.approx(-2.0, abs=1e-6)
+    assert float(prep.cell_std[0, 1]) == pytest.approx(0.5, abs=1e-6)
 
 
 def test_the_shape_skip_adds_a_per_cell_multiple_of_the_input() -> None:
@@ -244,6 +287,29 @@ def test_the_shape_skip_adds_a_per_cell_multiple_of_the_input() -> None:
     torch.testing.assert_close(field(x, t, shower, own), plain + x * skip.bias)
 
 
+def test_below_keeps_the_cells_furthest_above_their_own_empties() -> None:
+    g = tiny(empty="below")
+    prep = g.prep
+    with torch.no_grad():
+        prep.cell_mean.fill_(-12.0)
+        prep.cell_mean[0, 0] = -1.0  # a core cell: bright when hit
+        prep.cell_std.fill_(1.0)
+    z = torch.full((1, 25, 625), -7.0)
+    z[0, 0, 0] = -1.5  # the core cell, 1.5 of its spreads below its usual: still the brightest
+    z[0, 0, 1] = 0.5  # a tail cell, a typical hit of its own
+    z[0, 0, 2] = -0.5  # another
+    energy = torch.ones(1, 25)
+    counts = torch.full((1, 25), 2.0)
+    out = prep.cells_inverse(z, energy, g.layout.mask, counts)
+    # by fraction the core cell and cell 1 lead; by their own units cells 1 and 2 are hits,
+    # and the brightest cell always stays
+    assert out[0, 0, :3].gt(0).tolist() == [True, True, True]
+    assert int(out[0, 0].gt(0).sum()) == 3
+    counts[0, 0] = 1.0
+    out = prep.cells_inverse(z, energy, g.layout.mask, counts)
+    assert out[0, 0, :3].gt(0).tolist() == [True, True, False]
+
+
 def test_midpoint_and_heun_integrate_a_linear_field_to_second_order() -> None:
     x0 = torch.ones(1, 1)
     exact = float(np.exp(-1.0))
@@ -258,7 +324,9 @@ def test_midpoint_and_heun_integrate_a_linear_field_to_second_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "changes", [{}, {"shape_skip": True, "empty": "floor"}], ids=["preset", "skip-floor"]
+    "changes",
+    [{}, {"shape_skip": True, "empty": "floor"}, {"shape_skip": True, "empty": "below"}],
+    ids=["preset", "skip-floor", "skip-below"],
 )
 def test_a_few_steps_lower_both_losses(clic_file: Path, changes: dict) -> None:
     g = fitted(clic_file, **changes).train()

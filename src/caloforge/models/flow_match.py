@@ -99,10 +99,12 @@ class FlowMatchConfig(ModelConfig):
     # empty (a relative readout threshold); 0: none
     sparsity: Literal["count", "band"] = "count"  # count: stage 1 learns each layer's number
     # of hits, a layer keeps that many brightest cells; band: cells above alpha are hits
-    empty: Literal["band", "floor"] = "band"  # training value of an empty cell: u ~ U[0,
-    # alpha) (band), or (count only) empty_gap to 2 empty_gap decades below the faintest hit
-    # of its layer (floor: no wide gap between empty and hit cells for the flow to cross)
-    empty_gap: float = 1.0  # decades, see `empty`
+    empty: Literal["band", "floor", "below"] = "band"  # training value of an empty cell:
+    # u ~ U[0, alpha) (band); or (count only) empty_gap to 2 empty_gap decades below the
+    # faintest hit of its layer (floor); or (count only) each cell standardised by its hits
+    # alone, its empty values empty_gap to empty_gap + 1 standard deviations below them
+    # (below: the spread of a cell's hits is the flow's unit, not a part of it)
+    empty_gap: float = 1.0  # decades (floor) or standard deviations (below), see `empty`
 
     def _check_values(self) -> None:
         for key in ("energy_hidden", "energy_blocks", "shape_hidden", "shape_blocks"):
@@ -117,10 +119,12 @@ class FlowMatchConfig(ModelConfig):
         self._require(self.threshold >= 0, "threshold", "0 or more (GeV)")
         self._require(0 <= self.hit_fraction < 0.1, "hit_fraction", "in [0, 0.1)")
         self._require(self.sparsity in ("count", "band"), "sparsity", "'count' or 'band'")
-        self._require(self.empty in ("band", "floor"), "empty", "'band' or 'floor'")
-        if self.empty == "floor":
+        self._require(
+            self.empty in ("band", "floor", "below"), "empty", "'band', 'floor' or 'below'"
+        )
+        if self.empty != "band":
             self._require(self.sparsity == "count", "empty", "'band' unless sparsity is 'count'")
-        self._require(0 < self.empty_gap <= 6, "empty_gap", "in (0, 6] decades")
+        self._require(0 < self.empty_gap <= 6, "empty_gap", "in (0, 6]")
 
     def _check_geometry(self) -> None:
         """Any shape: the geometry must only offer the primary energy."""
@@ -274,6 +278,12 @@ def _as_buffers(module: nn.Module) -> nn.Module:
     return module
 
 
+def _sums(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per column, the sum and the sum of squares of `x` `(N, ...)` in float64."""
+    x = x.double()
+    return x.sum(0), (x * x).sum(0)
+
+
 class FlowMatchSample(NamedTuple):
     """A generated batch: `showers` (N, *geometry.shape) GeV, `layer_energy` (N, L) GeV, the
     stage-1 energies each layer of `showers` sums to."""
@@ -314,7 +324,8 @@ class FlowMatchGenerator(ShowerGenerator):
             energy_eps=config.energy_eps,
             hit_fraction=config.hit_fraction,
             counts=counts,
-            empty_gap=config.empty_gap if config.empty == "floor" else None,
+            empty=config.empty,
+            empty_gap=config.empty_gap,
         )
         self.energy_net = EnergyField(self.n_features, columns, config)
         scalars = 2 if counts else 1
@@ -425,9 +436,11 @@ class FlowMatchGenerator(ShowerGenerator):
                 layer_energy, torch.exp(columns[:, 0]), prep.hit_counts(cells)
             )
             uniform = torch.rand(cells.shape, generator=rng).to(cells.device, cells.dtype)
-            logits = prep.cell_logits(cells, layer_energy, uniform)
-            parts = [features.double(), logits.double(), columns.double()]
-            batch_sums = [t for x in parts for t in (x.sum(0), (x * x).sum(0))]
+            batch_sums = [
+                *_sums(features),
+                *prep.cell_sums(cells, layer_energy, uniform),
+                *_sums(columns),
+            ]
             sums = (
                 batch_sums
                 if sums is None

@@ -19,6 +19,16 @@ band the flow can fill (a point mass, which a few-step ODE can only smear, would
 thousands of tiny spurious hits). In generation a layer keeps its n_l brightest cells (with
 `counts`), else the cells above alpha; alpha lies below almost every hit of the data
 (clic-25: 99 % of hits have u > 1.7e-5).
+
+Empty cells (`empty`, with `counts`): `band` as above; `floor` puts them a few decades below
+the faintest hit of their layer; `below` standardises each cell by its hits alone and puts
+its empty values in a band under them. With `band` or `floor`, a cell that is sometimes empty
+has two modes of its logit, some twenty units apart (Geant4's faintest deposits are 1e-8
+GeV), so its standardisation squeezes the spread of its hits into a sliver of the flow's unit
+scale: a small error of the flow's velocity there is a factor of ten in the cell's energy.
+With `below` the hits of every cell fill the unit scale (measured: a ring-two cell's spread
+is 2.7 logit units with the floor, 1.2 of its hits alone), and a layer keeps the n_l cells
+that lie furthest above their own empty values, in their own hits' units.
 """
 
 from __future__ import annotations
@@ -128,10 +138,14 @@ class Preprocessing(nn.Module):
         energy_eps: float,
         hit_fraction: float | None = None,
         counts: bool = False,
-        empty_gap: float | None = None,
+        empty: str = "band",
+        empty_gap: float = 1.0,
     ) -> None:
         super().__init__()
-        self.alpha, self.energy_eps, self.empty_gap = alpha, energy_eps, empty_gap
+        if empty != "band" and not counts:
+            raise ValueError(f"flow-match: empty cells '{empty}' need the learnt hit counts")
+        self.alpha, self.energy_eps = alpha, energy_eps
+        self.empty, self.empty_gap = empty, empty_gap
         self.hit_fraction = hit_fraction or 0.0
         self.n_layers, self.layer_cells, self.counts = n_layers, layer_cells, counts
         features = n_layers + 1 + (n_layers if counts else 0)
@@ -215,7 +229,7 @@ class Preprocessing(nn.Module):
         take fractions alpha * `uniform` (`(N, L, C)` in [0, 1))."""
         u = cells / layer_energy.clamp_min(1e-30)[..., None]
         empty = self.alpha * uniform
-        if self.empty_gap is not None:  # empty_gap to 2 empty_gap decades below the faintest hit
+        if self.empty == "floor":  # empty_gap to 2 empty_gap decades below the faintest hit
             faintest = torch.where(cells > 0, u, torch.inf).amin(dim=2, keepdim=True)
             faintest = torch.where(torch.isinf(faintest), self.alpha, faintest.clamp(max=1.0))
             empty = faintest * torch.pow(10.0, -self.empty_gap * (1.0 + uniform))
@@ -225,8 +239,25 @@ class Preprocessing(nn.Module):
         return torch.log(a + (1 - 2 * a) * u) - torch.log(a + (1 - 2 * a) * (1 - u))
 
     def cells_forward(self, cells: Tensor, layer_energy: Tensor, uniform: Tensor) -> Tensor:
-        """Standardised logits `(N, L, C)` of cells `(N, L, C)` GeV (see `cell_logits`)."""
-        return (self.cell_logits(cells, layer_energy, uniform) - self.cell_mean) / self.cell_std
+        """Standardised logits `(N, L, C)` of cells `(N, L, C)` GeV (see `cell_logits`).
+
+        `below`: each cell's hits standardised by the statistics of its hits, no lower than
+        -empty_gap; its empty values drawn in [-empty_gap - 1, -empty_gap)."""
+        z = (self.cell_logits(cells, layer_energy, uniform) - self.cell_mean) / self.cell_std
+        if self.empty == "below":
+            gap = self.empty_gap
+            z = torch.where(cells > 0, z.clamp_min(-gap), -gap - uniform)
+        return z
+
+    def cell_sums(self, cells: Tensor, layer_energy: Tensor, uniform: Tensor) -> list[Tensor]:
+        """What `fit` accumulates of cells `(N, L, C)` GeV for the cell statistics, summed
+        over the showers in float64: the logits' sum and sum of squares; `below`, the same
+        of the hits alone and the number of hits."""
+        logits = self.cell_logits(cells, layer_energy, uniform).double()
+        if self.empty != "below":
+            return [logits.sum(0), (logits * logits).sum(0)]
+        hit = (cells > 0).double()
+        return [(logits * hit).sum(0), (logits * logits * hit).sum(0), hit.sum(0)]
 
     def cells_inverse(
         self, z: Tensor, layer_energy: Tensor, mask: Tensor, counts: Tensor | None = None
@@ -248,10 +279,13 @@ class Preprocessing(nn.Module):
         brightest = u == u.amax(dim=2, keepdim=True)
         if counts is None:
             chosen = u >= self.alpha  # the flow's own decision: above the band
-        else:  # the n_l brightest: at or above the n_l-th largest fraction of the layer
-            ranked = torch.sort(torch.where(mask, u, -1.0), dim=2, descending=True).values
+        else:  # the n_l brightest: at or above the n_l-th largest fraction of the layer;
+            # below: the n_l cells furthest above their empty values, in their own hits' units
+            # (by fraction, a bright cell's empty value can outrank a faint cell's hit)
+            score = torch.where(mask, z if self.empty == "below" else u, -torch.inf)
+            ranked = torch.sort(score, dim=2, descending=True).values
             last = (counts.long() - 1).clamp_min(0)[..., None]
-            chosen = (u >= ranked.gather(2, last)) & (counts[..., None] > 0) & mask
+            chosen = (score >= ranked.gather(2, last)) & (counts[..., None] > 0) & mask
         hits = torch.where(chosen, u, 0.0)
         share = hits / hits.sum(dim=2, keepdim=True).clamp_min(1e-30)
         keep = (hits > 0) & (share >= self.hit_fraction)
@@ -268,24 +302,49 @@ class Preprocessing(nn.Module):
     # -- fitting --
     @torch.no_grad()
     def fit(self, sums: Sequence[Tensor], count: int, threshold: float) -> None:
-        """Set the statistics from accumulated `[sum, sum of squares]` pairs: energy
-        features, cell logits, condition columns (in `sums`' order), over `count` showers;
-        `threshold` (GeV) is the readout threshold."""
-        pairs = [(sums[i], sums[i + 1]) for i in range(0, len(sums), 2)]
-        targets = [
-            (self.energy_mean, self.energy_std),
-            (self.cell_mean, self.cell_std),
-            (self.condition_mean, self.condition_std),
-        ]
+        """Set the statistics from accumulated sums over `count` showers: the energy
+        features' sum and sum of squares, the cells' `cell_sums`, the condition columns' sum
+        and sum of squares, in this order; `threshold` (GeV) is the readout threshold."""
+        cells = 3 if self.empty == "below" else 2  # the cells' part of `sums`
         # A scale floor per kind: a cell hit once in thousands of showers has a tiny spread
         # of its logit and would put its hits tens of sigmas out, so cells get at least one
         # logit unit; a constant feature or condition gets unit scale.
-        floors = (1e-3, 1.0, 1e-3)
-        for (total, squares), (mean, std), floor in zip(pairs, targets, floors, strict=True):
-            m = total / count
-            var = (squares / count - m * m).clamp_min(0.0)
-            mean.copy_(m)
-            s = var.sqrt()
-            std.copy_(torch.where(s > 1e-3, s.clamp_min(floor), torch.ones_like(s)))
+        _set_statistics(self.energy_mean, self.energy_std, sums[0], sums[1], count, 1e-3)
+        if self.empty == "below":
+            self._fit_hits(sums[2], sums[3], sums[4])
+        else:
+            _set_statistics(self.cell_mean, self.cell_std, sums[2], sums[3], count, 1.0)
+        total, squares = sums[2 + cells], sums[3 + cells]
+        _set_statistics(self.condition_mean, self.condition_std, total, squares, count, 1e-3)
         self.threshold.fill_(threshold)
         self.fitted.fill_(True)
+
+    def _fit_hits(self, total: Tensor, squares: Tensor, hits: Tensor) -> None:
+        """`below`: each cell's mean and spread of the logits of its hits, shrunk towards its
+        layer's (all hits of the layer pooled) by HIT_PRIOR hits' worth: a cell hit a few
+        times (or never) takes its layer's, a cell hit often its own."""
+        layer_hits = hits.sum(dim=1, keepdim=True).clamp_min(1.0)
+        layer_mean = total.sum(dim=1, keepdim=True) / layer_hits
+        layer_squares = squares.sum(dim=1, keepdim=True) / layer_hits
+        weight = hits + HIT_PRIOR
+        mean = (total + HIT_PRIOR * layer_mean) / weight
+        var = (squares + HIT_PRIOR * layer_squares) / weight - mean * mean
+        self.cell_mean.copy_(mean)
+        self.cell_std.copy_(var.clamp_min(0.0).sqrt().clamp_min(HIT_SCALE_FLOOR))
+
+
+# `below`: the pseudo-hits of a cell's layer its hit statistics are shrunk towards, and the
+# least spread of a cell's hit logits (a core cell's share spreads by about 0.5 logit units)
+HIT_PRIOR = 10.0
+HIT_SCALE_FLOOR = 0.1
+
+
+def _set_statistics(
+    mean: Tensor, std: Tensor, total: Tensor, squares: Tensor, count: int, floor: float
+) -> None:
+    """mean and spread from a sum and a sum of squares over `count`; the spread at least
+    `floor`, and 1 where there is none (a constant)."""
+    m = total / count
+    s = (squares / count - m * m).clamp_min(0.0).sqrt()
+    mean.copy_(m)
+    std.copy_(torch.where(s > 1e-3, s.clamp_min(floor), torch.ones_like(s)))
