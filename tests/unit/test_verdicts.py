@@ -92,3 +92,15 @@ def test_why_a_verdict_is_unclear_is_said_in_one_line():
     reason = unclear_reason(rows)
     assert reason.startswith("1 of 2 headline metrics cannot be told within or beyond")
     assert "(Response " in reason and "tolerance 0.001" in reason and "FPD" not in reason
+
+
+def test_a_generated_response_of_zero_is_minus_100_percent_without_a_warning():
+    from caloforge.validation.verdicts import _ratio_deviation
+
+    a, ea, b, eb = np.float64(0.0244), np.float64(0.0002), np.float64(0.0), np.float64(0.0001)
+    deviation, error = _ratio_deviation(a, ea, b, eb)  # numpy scalars warned at eb / b
+    assert deviation == -1.0 and error == pytest.approx(eb / a)
+    # the usual case: the relative errors add in quadrature
+    deviation, error = _ratio_deviation(2.0, 0.02, 3.0, 0.06)
+    assert deviation == pytest.approx(0.5) and error == pytest.approx(1.5 * np.hypot(0.01, 0.02))
+    assert all(np.isnan(_ratio_deviation(0.0, 0.1, 1.0, 0.1)))

@@ -84,10 +84,13 @@ def layer_widths(showers: np.ndarray, geometry: Geometry) -> tuple[np.ndarray, n
 
 
 def width_error(real: np.ndarray, generated: np.ndarray, geometry: Geometry) -> float:
-    """|W_generated / W_real - 1| of each layer's mean transverse width (x and y, `layer_widths`),
-    averaged over the two directions and the layers with the real showers' share of energy in
-    each layer as weights: 0.1 where every layer is 10 % too narrow or too wide. 0 for showers
-    that are not images (voxel geometries' flat cells)."""
+    """2 |W_g - W_r| / (W_g + W_r) of each layer's mean transverse width (x and y,
+    `layer_widths`), averaged over the two directions and the layers with the real showers'
+    share of energy in each layer as weights: about 0.1 where every layer is 10 % too narrow
+    or too wide; at most 2 (layers without energy, or infinitely wide), as the profile's L1
+    distance, so that a generator spreading noise over the whole grid does not score worse
+    than one emitting mostly empty showers. 0 for showers that are not images (voxel
+    geometries' flat cells)."""
     if real.ndim < 3 or generated.ndim < 3:
         return 0.0
     w_real, e_real = layer_widths(real, geometry)
@@ -96,7 +99,8 @@ def width_error(real: np.ndarray, generated: np.ndarray, geometry: Geometry) -> 
     if not valid.any():
         return 0.0
     share = e_real[valid] / e_real[valid].sum()
-    errors = np.abs(w_gen[:, valid] / w_real[:, valid] - 1.0).mean(axis=0)
+    w_real, w_gen = w_real[:, valid], w_gen[:, valid]
+    errors = (2.0 * np.abs(w_gen - w_real) / (w_gen + w_real)).mean(axis=0)
     return float((share * errors).sum())
 
 

@@ -140,9 +140,13 @@ def unclear_reason(headline: Sequence[Headline]) -> str:
 
 # --- response and resolution in bins ------------------------------------------------------------
 def _ratio_deviation(a: float, ea: float, b: float, eb: float) -> tuple[float, float]:
-    """b / a - 1 and its error, from independent errors on a and b."""
+    """b / a - 1 and its error, from independent errors on a and b (written without a
+    division by b: a generator whose showers are empty gives b = 0, a deviation of -100 %
+    and the error eb / a). NaN for a = 0."""
+    if a == 0:
+        return math.nan, math.nan
     ratio = b / a
-    return ratio - 1.0, abs(ratio) * math.hypot(ea / a, eb / b)
+    return ratio - 1.0, math.hypot(eb / a, ratio * ea / a)
 
 
 def _response_pair(r: np.ndarray, g: np.ndarray, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
