@@ -6,7 +6,9 @@ Geant4. Each `--model NAME=SOURCE` is either a checkpoint (a folder, a run, or
 `file:PATH`, showers made beforehand (for the gflash engine: `caloforge simulate` with the
 reference's energy range). Every entry goes through the same `caloforge validate` (all
 showers in the cell-level subsample, seed 0, no plots) and the same shape deviations as
-benchmarks/flow_match.py (mean longitudinal profile, transverse widths per energy bin). A
+benchmarks/flow_match.py (mean longitudinal profile, transverse widths per energy bin), and
+the training physics check's layer-width error (`layer widths`: 2 |Wg - Wr| / (Wg + Wr) of
+each layer's mean width, weighted by the layer's energy share). A
 markdown table goes to stdout, everything to --json.
 
     python benchmarks/compare_models.py --reference heldout.h5 \\
@@ -25,6 +27,8 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from caloforge.geometry import PRESETS
+from caloforge.training.physics_check import width_error
 from flow_match import run_cli, shape_deviations
 
 
@@ -62,6 +66,7 @@ def evaluate(name: str, source: str, reference: Path, n: int, args: argparse.Nam
     edges = np.array([b["low"] for b in metrics["response"]["energy"]])
     edges = np.append(edges, metrics["response"]["energy"][-1]["high"])
     headline = metrics["headline"]
+    geometry = PRESETS.get(str(metrics.get("geometry")))  # a preset's, else no width error
     return {
         "source": source,
         "showers": len(gen),
@@ -79,6 +84,7 @@ def evaluate(name: str, source: str, reference: Path, n: int, args: argparse.Nam
             float((gen > 1e-5).sum() / len(gen)),
         ],
         "shapes": shape_deviations(ref, gen, ref_energy, edges, generated_energy=gen_energy),
+        "layer_width_error": None if geometry is None else width_error(ref, gen, geometry),
     }
 
 
@@ -93,9 +99,10 @@ def _percent(values: list[float | None]) -> str:
 def table(results: dict[str, dict], label: str) -> list[str]:
     head = (
         f"| against {label} | AUC features | AUC cells | FPD x1e3 | response per bin % | "
-        "resolution per bin % | profile max % | width x per bin % | hits / shower |"
+        "resolution per bin % | profile max % | width x per bin % | layer widths | "
+        "hits / shower |"
     )
-    lines = [head, "|" + " --- |" * 9]
+    lines = [head, "|" + " --- |" * 10]
     for name, r in results.items():
         response = [b[0] for b in r["response_bins"]]
         resolution = [b[1] for b in r["response_bins"]]
@@ -109,7 +116,7 @@ def table(results: dict[str, dict], label: str) -> list[str]:
             f"{_number(r['auc_low_level'], '.3f')} | {_number(fpd, fpd_spec)} | "
             f"{_percent(response)} | {_percent(resolution)} | "
             f"{100 * shapes['all']['profile_max_abs']:.1f} | {_percent(width)} | "
-            f"{hits[1]:.0f} ({hits[0]:.0f}) |"
+            f"{_number(r.get('layer_width_error'), '.3f')} | {hits[1]:.0f} ({hits[0]:.0f}) |"
         )
     return lines
 
