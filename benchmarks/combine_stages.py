@@ -17,53 +17,43 @@ The result is an ordinary checkpoint folder (config.json of the energy checkpoin
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from caloforge.models.checkpoint import CHECKSUM, CONFIG, WEIGHTS, weights_checksum
+from caloforge.models.checkpoint import CHECKSUM, load_checkpoint, save_model
 
-ENERGY = ("generator.energy_net.", "generator.ema.energy_net.", "generator.ema_updates")
-SHAPE = ("generator.shape_net.", "generator.ema.shape_net.")
-SHARED = ("generator.prep.",)
+# config.json entries save_model writes itself; the rest (training, step, epoch) carry over
+WRITTEN = ("model", "transform", "geometry", "caloforge_version", CHECKSUM)
 
 
 def combine(energy: Path, shape: Path, out: Path) -> dict:
-    config = json.loads((energy / CONFIG).read_text())
-    other = json.loads((shape / CONFIG).read_text())
-    if config["model"] != other["model"] or config.get("model", {}).get("family") != "flow-match":
-        raise SystemExit(f"{energy} and {shape}: not two flow-match checkpoints of one model")
-    first, second = load_file(str(energy / WEIGHTS)), load_file(str(shape / WEIGHTS))
-    if set(first) != set(second):
-        raise SystemExit(f"{energy} and {shape}: different weight names")
-    weights = {}
-    for key, value in first.items():
-        if key.startswith(SHARED):
-            if not torch.equal(value, second[key]):
-                raise SystemExit(f"{key} differs: the checkpoints are not of one run")
-            weights[key] = value
-        elif key.startswith(SHAPE):
-            weights[key] = second[key]
-        elif key.startswith(ENERGY):
-            weights[key] = value
-        else:
-            raise SystemExit(f"{key}: neither stage's; update combine_stages.py")
-    config["stages"] = {"energy": str(energy), "shape": str(shape)}
+    first = load_checkpoint(energy, family="flow-match")  # checks each weights' checksum
+    second = load_checkpoint(shape, family="flow-match")
+    if first.config["model"] != second.config["model"]:
+        raise SystemExit(f"{energy} and {shape}: not checkpoints of one model")
+    target, source = first.bundle.generator, second.bundle.generator
+    for (key, a), b in zip(
+        target.prep.state_dict().items(), source.prep.state_dict().values(), strict=True
+    ):
+        if not torch.equal(a, b):
+            raise SystemExit(f"prep.{key} differs: the checkpoints are not of one run")
+    target.shape_net.load_state_dict(source.shape_net.state_dict())
+    target.ema["shape_net"].load_state_dict(source.ema["shape_net"].state_dict())
+    extra = {k: v for k, v in first.config.items() if k not in WRITTEN}
+    extra["stages"] = {"energy": str(energy), "shape": str(shape)}
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    save_file(weights, str(staging / WEIGHTS))
-    config[CHECKSUM] = weights_checksum(staging / WEIGHTS)
-    (staging / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-    for path in (staging / WEIGHTS, staging / CONFIG):
+    save_model(staging, first.bundle, first.transform, first.geometry, extra)
+    for path in staging.iterdir():
         path.chmod(0o644)
     staging.chmod(0o755)  # mkdtemp's folder is private
     if out.exists():
-        shutil.rmtree(out)
+        for path in out.iterdir():
+            path.unlink()
+        out.rmdir()
     staging.rename(out)
-    return config["stages"]
+    return extra["stages"]
 
 
 def main() -> None:

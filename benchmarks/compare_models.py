@@ -27,7 +27,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from caloforge.geometry import PRESETS
+from caloforge.data.io import open_showers
 from caloforge.training.physics_check import width_error
 from flow_match import run_cli, shape_deviations
 
@@ -66,7 +66,8 @@ def evaluate(name: str, source: str, reference: Path, n: int, args: argparse.Nam
     edges = np.array([b["low"] for b in metrics["response"]["energy"]])
     edges = np.append(edges, metrics["response"]["energy"][-1]["high"])
     headline = metrics["headline"]
-    geometry = PRESETS.get(str(metrics.get("geometry")))  # a preset's, else no width error
+    with open_showers(reference) as source:  # the reference file's own geometry
+        geometry = source.geometry
     return {
         "source": source,
         "showers": len(gen),
@@ -84,7 +85,7 @@ def evaluate(name: str, source: str, reference: Path, n: int, args: argparse.Nam
             float((gen > 1e-5).sum() / len(gen)),
         ],
         "shapes": shape_deviations(ref, gen, ref_energy, edges, generated_energy=gen_energy),
-        "layer_width_error": None if geometry is None else width_error(ref, gen, geometry),
+        "layer_width_error": width_error(ref, gen, geometry),
     }
 
 

@@ -23,12 +23,12 @@ thousands of tiny spurious hits). In generation a layer keeps its n_l brightest 
 Empty cells (`empty`, with `counts`): `band` as above; `floor` puts them a few decades below
 the faintest hit of their layer; `below` standardises each cell by its hits alone and puts
 its empty values in a band under them. With `band` or `floor`, a cell that is sometimes empty
-has two modes of its logit, some twenty units apart (Geant4's faintest deposits are 1e-8
-GeV), so its standardisation squeezes the spread of its hits into a sliver of the flow's unit
-scale: a small error of the flow's velocity there is a factor of ten in the cell's energy.
-With `below` the hits of every cell fill the unit scale (measured: a ring-two cell's spread
-is 2.7 logit units with the floor, 1.2 of its hits alone), and a layer keeps the n_l cells
-that lie furthest above their own empty values, in their own hits' units.
+has two modes of its logit, so its standardisation squeezes the spread of its hits into a
+part of the flow's unit scale (Geant4 clic-25, layer 14, two cells off axis: 2.7 logit units
+of spread with the floor, 1.2 of its hits alone), and an error of the flow's velocity there
+is a larger error of the cell's energy. With `below` the hits of every cell fill the unit
+scale, and a layer keeps the n_l cells that lie furthest above their own empty values, in
+their own hits' units.
 """
 
 from __future__ import annotations
