@@ -93,13 +93,15 @@ def test_backend_agrees_with_eager_and_pads_small_batches(family, backend, engin
         assert relative_error(run(other_noise, conditions), first) > 1e-3
 
 
-def test_flow_match_compiles_for_a_second_batch_size_and_agrees_with_eager():
+@pytest.mark.parametrize("head", [0, 1], ids=["plain", "cell-head"])
+def test_flow_match_compiles_for_a_second_batch_size_and_agrees_with_eager(head):
     """Its graph (two ODE solves, a per-layer sort) is exported once and compiled per batch
     size: nothing of the first batch may be baked in (traced at a batch of 1, sizes once
     were, and every other batch failed)."""
     pytest.importorskip("openvino")
     small = {"energy_hidden": 16, "energy_blocks": 1, "shape_hidden": 32, "shape_blocks": 1}
-    generator = build_model("flow-match", {**small, "shape_skip": True}, seed=2).generator.eval()
+    config = {**small, "shape_skip": True, "shape_head": head}
+    generator = build_model("flow-match", config, seed=2).generator.eval()
     run = build_backend("compiled", generator, engine="openvino")
     # Exported at the first call's batch; a batch of 1 is where tracing specialises sizes
     # (the bench's latency call); the second is larger: a compilation of its own.

@@ -17,7 +17,7 @@ from caloforge.geometry import Condition, Geometry
 from caloforge.models import build_model
 from caloforge.models.base import ModelConfigError
 from caloforge.models.checkpoint import load_checkpoint, save_model
-from caloforge.models.flow_match import FlowMatchGenerator, integrate
+from caloforge.models.flow_match import CellHead, FlowMatchGenerator, integrate
 from caloforge.models.flow_match_layout import LayerLayout
 from caloforge.simulation.conditions import ConditionRanges, sample_conditions
 from caloforge.simulation.run import simulate_to_file
@@ -287,6 +287,37 @@ def test_the_shape_skip_adds_a_per_cell_multiple_of_the_input() -> None:
     torch.testing.assert_close(field(x, t, shower, own), plain + x * skip.bias)
 
 
+def test_the_cell_head_is_a_sum_of_tanh_steps_of_each_cells_own_value() -> None:
+    head = CellHead(cells=3, units=2, times=1)
+    with torch.no_grad():
+        head.log_slope.copy_(torch.log(torch.tensor([[1.0, 2.0], [0.5, 1.0], [3.0, 1.0]])).T)
+        head.time.weight.fill_(0.5)  # slopes grow as exp(t / 2) along the flow
+    x = torch.tensor([[[0.3, -1.0, 2.0]]])  # (N 1, L 1, C 3)
+    codes = torch.randn(1, 1, 5 * 3, generator=torch.Generator().manual_seed(2))
+    t = torch.tensor([[0.4]])
+    c = codes.view(5, 3).T  # (cell, [offset, heights, centres])
+    slopes = torch.tensor([[1.0, 2.0], [0.5, 1.0], [3.0, 1.0]]) * np.exp(0.2)
+    expected = c[:, 0] + (c[:, 1:3] * torch.tanh(slopes * (x[0, 0, :, None] - c[:, 3:]))).sum(1)
+    torch.testing.assert_close(head(x, codes, t)[0, 0], expected)
+
+
+def test_the_cell_head_feeds_on_the_networks_codes_and_the_cells_own_values() -> None:
+    g = tiny(shape_skip=True, shape_head=1)
+    field = g.shape_net
+    assert field.output.out_features == 625 * 3  # offset, height and centre per cell
+    rng = torch.Generator().manual_seed(6)
+    x, own = torch.randn(2, 25, 625, generator=rng), torch.randn(2, 25, 2, generator=rng)
+    t, shower = torch.tensor([0.2, 0.7]), torch.randn(2, 1 + g.n_features, generator=rng)
+    with torch.no_grad():
+        v = field(x, t, shower, own)
+        x2 = x.clone()
+        x2[0, 3, 7] += 1.0  # one cell's own value: its velocity moves by more than a multiple
+        v2 = field(x2, t, shower, own)
+    assert torch.isfinite(v).all() and v.shape == x.shape
+    changed = (v2 - v).abs() > 0
+    assert changed[0, 3, 7] and changed[1].sum() == 0  # the other shower is untouched
+
+
 def test_below_keeps_the_cells_furthest_above_their_own_empties() -> None:
     g = tiny(empty="below")
     prep = g.prep
@@ -325,8 +356,13 @@ def test_midpoint_and_heun_integrate_a_linear_field_to_second_order() -> None:
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"shape_skip": True, "empty": "floor"}, {"shape_skip": True, "empty": "below"}],
-    ids=["preset", "skip-floor", "skip-below"],
+    [
+        {},
+        {"shape_skip": True, "empty": "floor"},
+        {"shape_skip": True, "empty": "below"},
+        {"shape_skip": True, "empty": "below", "shape_head": 1},
+    ],
+    ids=["preset", "skip-floor", "skip-below", "skip-below-head"],
 )
 def test_a_few_steps_lower_both_losses(clic_file: Path, changes: dict) -> None:
     g = fitted(clic_file, **changes).train()

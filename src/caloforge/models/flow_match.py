@@ -14,7 +14,12 @@ The design of CaloFlow and CaloDREAM (systems.md, section 6), sized for CPUs:
    its `neighbours` on each side, so the layers evolve jointly along the ODE; the shower
    (time, conditions, every layer energy) modulates the blocks (FiLM), with a learnt
    per-layer offset. An MLP over whole layers runs as large matrix products, the fastest
-   arithmetic a CPU has.
+   arithmetic a CPU has. Its width is far below a layer's cell count, so what it cannot give
+   is a sharp function of each cell's own value: a cell hit in a few showers in a hundred
+   must split its noise into the empty band and its hits, and through the network alone it
+   smears into faint ghost hits (showers too narrow, `benchmarks/flow_match.md`). A per-cell
+   `shape_skip` (linear) and `shape_head` (tanh steps placed by the network, `CellHead`)
+   give it that.
 
 Both stages learn the rectified-flow path x_t = (1 - t) x_0 + t x_1 from noise x_0 to data
 x_1 with the velocity target x_1 - x_0 (Lipman et al. 2023; Liu et al. 2023), and are sampled
@@ -59,6 +64,7 @@ from caloforge.models.base import (
 from caloforge.models.flow_match_layout import LayerLayout, Preprocessing
 
 __all__ = [
+    "CellHead",
     "EnergyField",
     "FlowMatchConfig",
     "FlowMatchGenerator",
@@ -86,6 +92,10 @@ class FlowMatchConfig(ModelConfig):
     neighbours: int = 1  # layers on each side whose cells stage 2 reads for a layer
     shape_skip: bool = False  # stage 2 adds a per-cell, time-dependent multiple of its input
     # to the velocity: the full-rank part a width-`shape_hidden` network cannot carry
+    shape_head: int = 0  # > 0: each cell's velocity is a sum of this many tanh steps of its
+    # own value (`CellHead`) placed by the network: the nonlinear function of its own value a
+    # cell hit in few showers needs to split its noise into empty and hit, which a
+    # width-`shape_hidden` network cannot give every cell (0: the network's output is the velocity)
     time_frequencies: int = 6  # sin/cos features of the flow time t
     alpha: float = 1.0e-6  # normalised cells u < alpha are empty (training: u ~ U[0, alpha))
     energy_eps: float = 1.0e-6  # log(E_layer / E_tot + energy_eps)
@@ -111,6 +121,7 @@ class FlowMatchConfig(ModelConfig):
             self._require(getattr(self, key) > 0, key, "a positive integer")
         for key in ("energy_steps", "shape_steps", "fit_showers"):
             self._require(getattr(self, key) > 0, key, "a positive integer")
+        self._require(0 <= self.shape_head <= 4, "shape_head", "0 to 4")
         self._require(self.neighbours >= 0, "neighbours", "0 or more")
         self._require(self.time_frequencies >= 0, "time_frequencies", "0 or more")
         self._require(0 < self.alpha < 0.01, "alpha", "in (0, 0.01)")
@@ -205,7 +216,10 @@ class ShapeField(nn.Module):
         self.film = nn.Linear(width, 2 * width * config.shape_blocks)
         self.layer_film = nn.Linear(n_layers, 2 * width * config.shape_blocks, bias=False)
         self.blocks = nn.ModuleList(ResidualBlock(width) for _ in range(config.shape_blocks))
-        self.output = nn.Linear(width, cells)
+        self.head: CellHead | None = None
+        if config.shape_head:
+            self.head = CellHead(cells, config.shape_head, 1 + 2 * config.time_frequencies)
+        self.output = nn.Linear(width, cells * (1 + 2 * config.shape_head))
         self.skip: nn.Linear | None = None
         if config.shape_skip:  # v += x * skip(t): a factor per cell and flow time
             self.skip = nn.Linear(1 + 2 * config.time_frequencies, cells)
@@ -219,6 +233,8 @@ class ShapeField(nn.Module):
         for i, block in enumerate(self.blocks):
             h = block(h, parts[2 * i], parts[2 * i + 1])
         v = self.output(functional.silu(h))
+        if self.head is not None:
+            v = self.head(x, v, times)
         if self.skip is not None:
             v = v + x * self.skip(times)[:, None, :]
         return v
@@ -243,6 +259,35 @@ class ShapeField(nn.Module):
             elif d > 0:
                 h = h + functional.pad(parts[:, d:, i], (0, 0, 0, d))
         return h
+
+
+class CellHead(nn.Module):
+    """`head(x (N, L, C), codes (N, L, (1 + 2 k) C), times (N, T)) -> (N, L, C)`: each
+    cell's velocity, a + sum_u b_u tanh(s_u (x - m_u)) over k steps u, a nonlinear function
+    of the cell's own value x whose offset a, heights b_u and centres m_u the network gives
+    per cell and shower (its codes: all offsets, then each step's heights, then each step's
+    centres); the slopes s_u are learnt per cell, scaled by the flow time. Elementwise: it
+    costs a few passes over the cells, no product per cell."""
+
+    def __init__(self, cells: int, units: int, times: int) -> None:
+        super().__init__()
+        self.units, self.cells = units, cells
+        self.log_slope = nn.Parameter(torch.zeros(units, cells))
+        self.time = nn.Linear(times, units)
+        nn.init.zeros_(self.time.weight)
+        nn.init.zeros_(self.time.bias)
+
+    def forward(self, x: Tensor, codes: Tensor, times: Tensor) -> Tensor:
+        # slices of the last axis, no reshape: a traced graph keeps N free
+        c, k = self.cells, self.units
+        v = codes[..., :c]
+        scales = self.time(times)  # (N, k)
+        for u in range(k):
+            height = codes[..., (1 + u) * c : (2 + u) * c]
+            centre = codes[..., (1 + k + u) * c : (2 + k + u) * c]
+            slope = torch.exp(self.log_slope[u] + scales[:, u, None, None])  # (N, 1, C)
+            v = v + height * torch.tanh(slope * (x - centre))
+        return v
 
 
 def integrate(
