@@ -42,13 +42,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
-from caloforge.errors import CaloforgeError
+from caloforge.errors import CaloforgeError, yaml_problem
 
 __all__ = [
     "Check",
@@ -60,6 +62,7 @@ __all__ = [
     "convert",
     "one_of",
     "positive",
+    "read_yaml",
     "setting",
 ]
 
@@ -286,3 +289,56 @@ def one_of(*choices: str) -> Check:
         return None if value in choices else f"must be one of {', '.join(choices)}"
 
     return check
+
+
+# --- YAML files -------------------------------------------------------------------------------
+def read_yaml(
+    path: str | os.PathLike[str],
+    what: str,
+    error: Callable[[str], Exception] = ConfigError,
+) -> Any:
+    """The document of a YAML file a user wrote (a config, a geometry, a search space).
+
+    Refused, each in one line beginning with the path (`error(message)` is raised): a path
+    that is missing or a folder ("{what} not found", "is a folder; expected a {what}"), a file
+    that cannot be read or is not text, YAML that does not parse (line and column), and a key
+    given twice in one mapping, which PyYAML would silently read as its last value. An empty
+    file is None. Otherwise PyYAML's safe loader, unchanged.
+    """
+    import yaml  # lazy: only a user with a YAML file pays for it
+
+    class UniqueKeys(yaml.SafeLoader):
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node)
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+                if first is not key_node:
+                    raise error(
+                        f"{path}: key {key!r} given twice in one mapping (at {_mark(first)} "
+                        f"and {_mark(key_node)}); expected each key once"
+                    )
+            return super().construct_mapping(node, deep=deep)
+
+    p = Path(path)
+    if p.is_dir():
+        raise error(f"{p}: is a folder; expected a {what}")
+    if not p.exists():
+        raise error(f"{p}: {what} not found")
+    try:
+        text = p.read_text()
+    except UnicodeDecodeError as exc:
+        raise error(f"{p}: not a YAML text file ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise error(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
+    try:
+        return yaml.load(text, Loader=UniqueKeys)
+    except yaml.YAMLError as exc:
+        raise error(f"{p}: not valid YAML ({yaml_problem(exc)})") from None
+
+
+def _mark(node: Any) -> str:
+    return f"line {node.start_mark.line + 1}, column {node.start_mark.column + 1}"

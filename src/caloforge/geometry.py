@@ -25,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from caloforge.errors import ConditionError, GeometryError, yaml_problem
+from caloforge.errors import ConditionError, GeometryError
 
 # Critical energy scale of the Moliere radius, MeV.
 ES_MEV = 21.2
@@ -347,7 +347,7 @@ class Geometry:
             layers: list[Layer] = []
             for spec in d.get("layers", ()) or ():
                 spec = dict(spec)
-                repeat = int(spec.pop("repeat", 1))
+                repeat = _whole(spec.pop("repeat", 1))
                 layer = Layer(
                     absorber=str(spec["absorber"]),
                     absorber_mm=float(spec["absorber_mm"]),
@@ -373,7 +373,7 @@ class Geometry:
                 Condition(
                     name=str(c["name"]),
                     unit=str(c.get("unit", "")),
-                    size=int(c.get("size", 1)),
+                    size=_whole(c.get("size", 1)),
                     default=_range(c.get("default")),
                     valid=_range(c.get("valid")),
                     derived=bool(c.get("derived", False)),
@@ -385,7 +385,7 @@ class Geometry:
             cell = d.get("cell_size_mm")
             cell_size = None if cell is None else (float(cell[0]), float(cell[1]))
             key = "shape"
-            shape = tuple(int(s) for s in d["shape"])
+            shape = tuple(_whole(s) for s in d["shape"])
             key = "the other keys"
             return cls(
                 name=str(d["name"]),
@@ -421,6 +421,16 @@ class Geometry:
                 f"{source}: expected a JSON object of geometry keys, found {type(d).__name__}"
             )
         return cls.from_dict(d, source)
+
+
+def _whole(value: Any) -> int:
+    """A count (a shape, a size, a repeat): an integer or a whole float (25.0); 25.5, True
+    or '25' are refused (int() would take 25.5 as 25 and a text as its number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a whole number, found {value!r}")
+    if not (math.isfinite(value) and float(value).is_integer()):
+        raise ValueError(f"expected a whole number, found {value!r}")
+    return int(value)
 
 
 def _range(value: Sequence[float] | None) -> tuple[float, float] | None:
@@ -549,18 +559,9 @@ def load_geometry(name_or_path: str | Path) -> Geometry:
         return PRESETS[key]
     path = Path(key)
     if path.suffix.lower() in (".yaml", ".yml", ".json"):
-        if not path.is_file():
-            raise GeometryError(f"{path}: geometry file not found")
-        import yaml  # lazy: only users with their own geometry pay for it
+        from caloforge.config import read_yaml
 
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise GeometryError(f"{path}: not valid YAML ({yaml_problem(exc)})") from None
-        except UnicodeDecodeError as exc:  # a binary file
-            raise GeometryError(
-                f"{path}: not a YAML text file ({exc.reason} at byte {exc.start})"
-            ) from None
+        data = read_yaml(path, "geometry file", GeometryError)
         if not isinstance(data, Mapping):
             raise GeometryError(f"{path}: expected a mapping of geometry keys at the top level")
         return Geometry.from_dict(data, source=str(path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from caloforge.errors import CaloforgeError
+from caloforge.errors import CaloforgeError, InputFileError
 
 
 # validate ---------------------------------------------------------------------------
@@ -72,10 +72,10 @@ def _validate(args: argparse.Namespace) -> int:
     remove_stale_partials(args.out)  # report folders of killed runs
     try:
         config = config_from_cli(args, args.config)
-    except UnicodeDecodeError as exc:  # a binary file given as the config
-        raise CaloforgeError(
-            f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
-        ) from None
+    except InputFileError as exc:  # the config file itself: named by its option too
+        if args.config is None or exc.path != str(args.config):
+            raise
+        raise CaloforgeError(f"--config {exc}") from None
     options = {"binning": args.binning} if args.binning else {}
     if config.protocol == "calochallenge":
         return _validate_calochallenge(args, config, options)

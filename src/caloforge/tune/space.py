@@ -292,17 +292,8 @@ def check_transform(config: RunConfig) -> None:
 
 def load_space(path: str | os.PathLike[str], base: Mapping[str, Any]) -> SearchSpace:
     """Read and check a search-space YAML file (see `parse_space`)."""
-    import yaml
+    from caloforge.config import read_yaml
 
     p = Path(path)
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise SearchSpaceError(f"{p}: search space file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SearchSpaceError(f"{p}: cannot read the search space ({exc})") from None
-    try:
-        spec = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise SearchSpaceError(f"{p}: not valid YAML ({exc})") from None
+    spec = read_yaml(p, "search space file", SearchSpaceError)
     return parse_space(spec, base, source=str(p))

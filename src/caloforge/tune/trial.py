@@ -98,22 +98,23 @@ class TrialSettings:
 def read_recipe(config: str, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """The raw recipe mapping of a preset name or YAML file, with KEY=VALUE overrides, checked
     as `caloforge train --config` checks it."""
-    import yaml
-
+    from caloforge.config import read_yaml
     from caloforge.training.config import PRESET_DIR, TrainConfigError, preset_names
 
     path = Path(config)
-    if not path.is_file() and config in preset_names():
+    if not path.exists() and config in preset_names():
         path = PRESET_DIR / f"{config}.yaml"
-    if not path.is_file():
+    if not path.exists():
         raise TrainConfigError(
             f"{path}: config file not found (presets: {', '.join(preset_names())})"
         )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise TrainConfigError(f"{path}: not a valid YAML config ({exc})") from None
-    raw = apply_overrides(raw, list(overrides))
+    raw = read_yaml(path, "config file", TrainConfigError) or {}
+    if not isinstance(raw, Mapping):
+        raise TrainConfigError(
+            f"{path}: expected a mapping of sections (model, training, ...) at the top level, "
+            f"found a {type(raw).__name__}"
+        )
+    raw = apply_overrides(dict(raw), list(overrides))
     parse_config(raw, source=str(path))
     return raw
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from caloforge.config import Check, ConfigError, Root, check_fields, coerce, convert, setting
-from caloforge.errors import CaloforgeError, InputFileError, yaml_problem
+from caloforge.errors import CaloforgeError, InputFileError
 
 ROOT = Root("validation")
 TOLERANCES = ROOT.child("tolerances")
@@ -344,14 +344,12 @@ def _check_protocol(config: ValidationConfig, given: set[str]) -> None:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    import yaml  # lazy: only a user with a config file pays for it
+    from caloforge.config import read_yaml
 
-    if not path.is_file():
-        raise InputFileError(path, "validation config not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise InputFileError(path, f"not valid YAML ({yaml_problem(exc)})") from None
+    def error(message: str) -> InputFileError:  # "PATH: problem", as that file's error
+        return InputFileError(path, message.removeprefix(f"{path}: "))
+
+    data = read_yaml(path, "validation config", error) or {}
     if not isinstance(data, Mapping):
         raise InputFileError(path, "expected a mapping of settings at the top level")
     return dict(data)
