@@ -173,6 +173,7 @@ def check_output(
     """
     final = Path(final)
     label = f"{option} {final}" if option else str(final)
+    _check_name_lengths(final, label)
     if not folder and final.is_dir():
         raise OutputError(f"{label}: is a folder; expected the path of a file to write")
     if final.exists() and not final.is_dir() and not final.is_file():
@@ -197,6 +198,46 @@ def check_output(
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{label}: no permission to write in {parent}")
     return final
+
+
+# What a partial's name adds to its final name: ".NAME.partial-PID", PID up to 7 digits (Linux).
+_PARTIAL_EXTRA = len(".") + len(".partial-") + 7
+
+
+def _check_name_lengths(final: Path, label: str) -> None:
+    """Refuse a path longer than the file system allows, or with a name longer than it allows
+    (the last with room for its partial's longer name): one line, instead of `OSError: File
+    name too long` from the first look at the path."""
+    shown = label if len(label) <= 60 else f"{label[:40]}...{label[-16:]}"
+    whole = final.absolute()
+    try:
+        path_max = os.pathconf("/", "PC_PATH_MAX")
+    except (OSError, ValueError):
+        path_max = 4096
+    if len(os.fsencode(str(whole))) >= path_max:
+        raise OutputError(
+            f"{shown}: the path is {len(os.fsencode(str(whole)))} bytes long; this system "
+            f"allows {path_max - 1}"
+        )
+    parts = whole.parts
+    for index, part in enumerate(parts[1:], start=1):
+        folder = Path(*parts[:index])
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        try:
+            limit = os.pathconf(folder, "PC_NAME_MAX")
+        except (OSError, ValueError):
+            limit = 255
+        last = index == len(parts) - 1
+        room = limit - _PARTIAL_EXTRA if last else limit
+        size = len(os.fsencode(part))
+        if size > room:
+            name = part if len(part) <= 40 else f"{part[:20]}...{part[-12:]}"
+            why = f" (its {limit}, less {_PARTIAL_EXTRA} for the temporary name)" if last else ""
+            raise OutputError(
+                f"{shown}: the name '{name}' is {size} bytes long; this file system allows "
+                f"{room}{why}"
+            )
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -7,6 +7,8 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import re
 import signal
 import sys
@@ -47,10 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
 # The commands whose paths (or KEY=VALUE overrides) may also follow their options, as in
 # `convert IN --binning X OUT`; argparse alone takes only the first run of them.
 _TRAILING = {"convert": "input", "inspect": "files", "train": "overrides", "tune": "overrides"}
-# Options taking a range, whose value may start with a minus sign (`--energy -5:10`), which
-# argparse would otherwise read as another option.
+# Options taking a range, whose value may start with a minus sign (`--energy -5:10`,
+# `--point -inf:0`), which argparse would otherwise read as another option.
 _RANGE_OPTIONS = ("--energy", "--theta", "--point")
-_NEGATIVE = re.compile(r"^-\.?\d")
+_NEGATIVE = re.compile(r"^-(\.?\d|inf|nan)", re.IGNORECASE)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
@@ -61,6 +63,7 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
         if word in _RANGE_OPTIONS and words and _NEGATIVE.match(words[0]):
             word = f"{word}={words.pop(0)}"
         joined.append(word)
+    _refuse_empty_words(parser, joined)
     args, extra = parser.parse_known_args(joined)
     if extra:
         dest = _TRAILING.get(args.command)
@@ -68,6 +71,23 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(args, dest).extend(extra)
     return args
+
+
+def _refuse_empty_words(parser: argparse.ArgumentParser, words: list[str]) -> None:
+    """No option of caloforge takes an empty value: `-o ''` (an unset shell variable) would
+    be the current folder to every path function (a training run written into it), and an
+    empty name, device or label is never meant."""
+    for index, word in enumerate(words):
+        if word.startswith("-") and word.endswith("=") and len(word) > 1:
+            option = word[:-1]
+        elif word == "":
+            before = words[index - 1] if index > 0 else ""
+            option = before if before.startswith("-") else ""
+        else:
+            continue
+        if option:
+            parser.error(f"argument {option}: expected a value, found an empty string")
+        parser.error("an empty string given as an argument; expected a path or a value")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("caloforge: interrupted; no partial output was kept", file=sys.stderr)
         return 130
+    except OSError as exc:
+        # A path longer than the system allows fails at its first look (`Path.exists`
+        # raises rather than answering no), wherever it is read; outputs are checked before.
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        name = os.fsdecode(exc.filename) if exc.filename is not None else "a path"
+        shown = name if len(name) <= 60 else f"{name[:40]}...{name[-16:]}"
+        print(
+            f"caloforge: error: {one_line(shown)}: the name is too long for the file system "
+            f"({len(os.fsencode(name))} bytes)",
+            file=sys.stderr,
+        )
+        return 2
     except (MemoryError, RuntimeError) as exc:
         # A request too large for this machine (partial outputs are removed); torch says so
         # with a RuntimeError (OutOfMemoryError, or its CPU allocator's message).
