@@ -42,7 +42,7 @@ from caloforge._files import (
     partial_path,
     remove_stale_partials,
 )
-from caloforge.data.source import Batch, check_conditions, check_showers, require_file
+from caloforge.data.source import Batch, check_conditions, check_showers, h5_member, require_file
 from caloforge.errors import CaloforgeError, GeometryError, InputFileError, OutputError
 from caloforge.geometry import Geometry
 
@@ -500,7 +500,7 @@ def _numeric_dataset(
 ) -> h5py.Dataset:
     """`h5[key]`, refused unless it is a dataset (not a group) with at least one axis and
     numbers of the kinds `kinds` (numpy dtype kinds: 'f' float, 'i'/'u' integers)."""
-    ds = h5[key]
+    ds = h5_member(h5, path, key)
     if not isinstance(ds, h5py.Dataset):
         raise InputFileError(
             path, "not a dataset", key=key, expected=f"a dataset of {expected}", found="a group"

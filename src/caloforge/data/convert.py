@@ -76,8 +76,10 @@ def convert(
         raise CaloforgeError(
             "--binning is for reading CaloChallenge files or writing with --to calochallenge"
         )
-    if to == CALOCHALLENGE and not reads_binning and binning is not None:
-        check_output(binning, inputs=files, option="--binning")  # the XML written
+    if to == CALOCHALLENGE and not reads_binning:
+        xml = Path(output).with_suffix(".xml") if binning is None else Path(binning)
+        check_output(xml, inputs=files, option="--binning")  # the XML written
+        _refuse_replacing_other_than_binning(xml, given=binning is not None)
     options = {"binning": binning} if reads_binning and binning is not None else {}
     source = open_showers(files, format, **options)
     try:
@@ -138,3 +140,21 @@ def _common_format(files: Sequence[Path], format: str | None) -> str:
                 found=f"format '{name}' (convert each format separately)",
             )
     return found[0]
+
+
+def _refuse_replacing_other_than_binning(xml: Path, *, given: bool) -> None:
+    """The binning XML written with --to calochallenge (the path given to --binning, else the
+    output's with .xml) may replace an earlier binning XML, never another file: --binning
+    names an input everywhere else, and `--binning showers.h5` replaced the showers."""
+    if not xml.exists() or xml.is_dir():
+        return  # a folder is refused by check_output
+    from caloforge.data.formats.calochallenge import read_binning
+
+    try:
+        read_binning(xml)
+    except CaloforgeError:
+        label = f"--binning {xml}" if given else f"{xml} (the binning XML beside the output)"
+        raise CaloforgeError(
+            f"{label}: exists and is not a CaloChallenge binning XML; the binning "
+            "written with --to calochallenge would replace it (choose a new path)"
+        ) from None

@@ -31,7 +31,28 @@ def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
             out.append(Path(s))
     if not out:
         raise CaloforgeError("no input files given")
+    _refuse_repeats(out)
     return out
+
+
+def _refuse_repeats(paths: list[Path]) -> None:
+    """One file named twice (also through a link, or by a pattern and by name) would be read
+    twice: its showers counted twice, in a training set, a validation set or a converted file."""
+    seen: dict[tuple[int, int] | str, Path] = {}
+    for path in paths:
+        try:
+            info = path.stat()
+            key: tuple[int, int] | str = (info.st_dev, info.st_ino)
+        except OSError:  # missing or unreadable: the reader says so
+            key = os.path.realpath(path)
+        if key in seen:
+            first = seen[key]
+            also = "" if str(first) == str(path) else f" (the same file as {first})"
+            raise InputFileError(
+                path,
+                f"given twice{also}; each input file is read once (its showers would count twice)",
+            )
+        seen[key] = path
 
 
 class ShowerCollection:

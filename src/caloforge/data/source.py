@@ -14,7 +14,7 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -114,6 +114,31 @@ def require_file(path: str | os.PathLike[str]) -> Path:
     if info.st_size == 0:
         raise InputFileError(p, "file is empty")
     return p
+
+
+def h5_member(h5: Any, path: str | os.PathLike[str], key: str) -> Any:
+    """`h5[key]` of an open HDF5 file (None where there is no such name), or an
+    `InputFileError` for a name that cannot be opened: an external link to a file or object
+    that is not there, a soft link to nothing or a loop of links."""
+    import h5py
+
+    try:
+        link = h5.get(key, getlink=True)
+        if link is None:
+            return None
+        return h5[key]
+    except (KeyError, RuntimeError, OSError) as exc:
+        if isinstance(link, h5py.ExternalLink):
+            found = f"an external link to {link.filename}:{link.path}"
+        elif isinstance(link, h5py.SoftLink):
+            found = f"a link to {link.path}"
+        else:
+            found = type(link).__name__
+        text = str(exc.args[0]) if exc.args else type(exc).__name__
+        reason = text.rpartition("(")[2].rstrip(")") or text
+        raise InputFileError(
+            path, f"cannot be opened ({reason})", key=key, expected="a dataset", found=found
+        ) from None
 
 
 def _special(mode: int) -> str:

@@ -180,6 +180,17 @@ def transform_from_dict(d: dict[str, Any]) -> Transform:
         raise CaloforgeError(
             f"unknown transform '{name}'; known transforms: {', '.join(TRANSFORMS)}"
         )
+    # Every parameter of every transform is a number: a text or a flag (a hand-edited
+    # config.json) would fail later inside a comparison or a power.
+    for key, value in d.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise CaloforgeError(
+                f"transform '{name}': parameter '{key}' must be a number, got {value!r}"
+            )
+        if not math.isfinite(value):
+            raise CaloforgeError(
+                f"transform '{name}': parameter '{key}' must be finite, got {value!r}"
+            )
     try:
         transform: Transform = TRANSFORMS[name](**d)
     except TypeError as exc:

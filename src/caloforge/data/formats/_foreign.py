@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 
 from caloforge.data.canonical import open_h5
-from caloforge.data.source import Batch, check_conditions, check_showers
+from caloforge.data.source import Batch, check_conditions, check_showers, h5_member
 from caloforge.errors import CaloforgeError, InputFileError
 from caloforge.geometry import Geometry
 
@@ -179,7 +179,7 @@ def dataset(
     Conditions may be integers (10 GeV is 10); `cells` (shower arrays) must be floating
     point, as the canonical reader asks: integer cells are counts or truncated energies
     (every deposit below one MeV or GeV lost), not energies a model should learn."""
-    ds = h5.get(key)
+    ds = h5_member(h5, path, key)
     if not isinstance(ds, h5py.Dataset):
         if isinstance(ds, h5py.Group):
             raise InputFileError(path, "not a dataset", key=key, expected=expected, found="a group")
