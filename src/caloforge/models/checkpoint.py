@@ -232,26 +232,14 @@ def load_checkpoint(
 
     folder = resolve_checkpoint(path)
     config_path = folder / CONFIG
-    try:
-        config = json.loads(config_path.read_text())
-        model_config = dict(config["model"])
-        transform = transform_from_dict(config["transform"])
-        geometry = Geometry.from_dict(config["geometry"], source=str(config_path))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{config_path}: unreadable checkpoint config ({_config_problem(exc)})"
-        ) from None
-    found_family = model_config.get("family")
-    if not isinstance(found_family, str):
-        raise CheckpointError(
-            f"{config_path}: unreadable checkpoint config (key 'model.family': expected a "
-            f"model family name, found {found_family!r})"
-        )
+    config, model_config, geometry = _read_config(config_path)
+    found_family = model_config["family"]
+    transform = _config_part(config_path, "transform", transform_from_dict, config["transform"])
     if family is not None and found_family != family:
         raise CheckpointError(
             f"{folder}: checkpoint of model family '{found_family}', expected '{family}'"
         )
-    bundle = build_model(str(found_family), model_config)
+    bundle = _config_part(config_path, "model", build_model, found_family, model_config)
     weights_path = folder / WEIGHTS
     try:
         tensors = load_file(str(weights_path))
@@ -261,12 +249,14 @@ def load_checkpoint(
     for role, module in bundle.modules.items():
         prefix = f"{role}."
         state = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        try:
-            module.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
+        misfit = _misfit(module.state_dict(), state)
+        if misfit:
             raise CheckpointError(
-                f"{weights_path}: weights do not fit the '{role}' of '{found_family}' ({exc})"
-            ) from None
+                f"{weights_path}: the weights do not fit the '{role}' that {CONFIG} describes "
+                f"('{found_family}'): {misfit}; the config was changed after the weights were "
+                "written, or they belong to another checkpoint"
+            )
+        module.load_state_dict(state, strict=True)
     bundle.to(device)
     return Checkpoint(folder, config, bundle, transform, geometry)
 
@@ -322,6 +312,61 @@ def _flatten(value: Any) -> list[Any]:
     return [value]
 
 
+def _read_config(config_path: Path) -> tuple[dict[str, Any], dict[str, Any], Geometry]:
+    """A checkpoint's `config.json`: the whole, its model section (with a family name) and
+    its geometry, each refused in one line naming the file and the key: a hand-edited file
+    fails here, not later in a traceback."""
+    try:
+        config = json.loads(config_path.read_text())
+        model_config = dict(config["model"])
+        if not isinstance(config["transform"], Mapping):
+            raise TypeError("transform")
+        geometry = Geometry.from_dict(config["geometry"], source=str(config_path))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(
+            f"{config_path}: unreadable checkpoint config ({_config_problem(exc)})"
+        ) from None
+    found_family = model_config.get("family")
+    if not isinstance(found_family, str):
+        raise CheckpointError(
+            f"{config_path}: unreadable checkpoint config (key 'model.family': expected a "
+            f"model family name, found {found_family!r})"
+        )
+    for key in ("step", "epoch"):
+        value = config.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(
+                f"{config_path}: unreadable checkpoint config (key '{key}': expected a whole "
+                f"number >= 0, found {value!r})"
+            )
+    return config, model_config, geometry
+
+
+def _misfit(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str:
+    """How saved tensors differ from a module's (names, then shapes), in a few words; "" when
+    they fit."""
+    problems = [f"'{k}' missing" for k in expected if k not in found]
+    problems += [f"'{k}' not in the model" for k in found if k not in expected]
+    problems += [
+        f"'{k}' is {tuple(found[k].shape)} in the weights, {tuple(v.shape)} by the config"
+        for k, v in expected.items()
+        if k in found and tuple(found[k].shape) != tuple(v.shape)
+    ]
+    if not problems:
+        return ""
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return problems[0] + more
+
+
+def _config_part(config_path: Path, key: str, build: Any, *args: Any) -> Any:
+    """`build(*args)` of a section of `config.json` (the model, the transform), its errors
+    prefixed with the file and the key they come from."""
+    try:
+        return build(*args)
+    except CaloforgeError as exc:
+        raise CheckpointError(f"{config_path}, key '{key}': {exc}") from None
+
+
 def _config_problem(exc: BaseException) -> str:
     """Why a checkpoint's config.json could not be read, in one line of plain words."""
     if isinstance(exc, json.JSONDecodeError):
@@ -346,16 +391,10 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
     given = Path(path)
     folder = resolve_checkpoint(given)
     config_path = folder / CONFIG
-    try:
-        config = json.loads(config_path.read_text())
-        model_config = dict(config["model"])
-        geometry = Geometry.from_dict(config["geometry"], source=str(config_path))
-        family = str(model_config["family"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CheckpointError(
-            f"{config_path}: unreadable checkpoint config ({_config_problem(exc)})"
-        ) from None
-    training = config.get("training") if isinstance(config.get("training"), Mapping) else {}
+    config, model_config, geometry = _read_config(config_path)
+    family = str(model_config["family"])
+    found = config.get("training")
+    training: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
     # A run folder given, or the run folder a checkpoint given alone lies in.
     run = None if (given / CONFIG).is_file() else given
     if run is None and folder.parent.name == "checkpoints":
@@ -389,8 +428,8 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
         geometry=geometry.name,
         shower_shape=tuple(geometry.shape),
         units={c.name: c.unit for c in geometry.conditions},
-        step=int(config.get("step", 0)),
-        epoch=int(config.get("epoch", 0)),
+        step=config.get("step", 0),
+        epoch=config.get("epoch", 0),
         steps=steps,
         planned={
             k: training.get(k) for k in ("max_steps", "epochs", "batch_size") if k in training
