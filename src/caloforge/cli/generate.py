@@ -272,7 +272,14 @@ def _bench(args: argparse.Namespace) -> int:
     from caloforge.generation.pipeline import ShowerPipeline
 
     if args.json:
-        check_output(args.json, option="--json")  # before the timings, not after
+        # before the timings, not after; never over the checkpoint it measures
+        checkpoint_files = []
+        if args.checkpoint:
+            from caloforge.models.checkpoint import resolve_checkpoint
+
+            folder = resolve_checkpoint(args.checkpoint)
+            checkpoint_files = [p for p in folder.iterdir() if p.is_file()]
+        check_output(args.json, inputs=checkpoint_files, option="--json")
     for option, value, least in (
         ("--warmup", args.warmup, 0),
         ("--repeats", args.repeats, 1),
@@ -289,8 +296,14 @@ def _bench(args: argparse.Namespace) -> int:
     if args.threads is not None:
         import torch
 
+        from caloforge._processes import max_workers
+
         if args.threads <= 0:
             raise CaloforgeError(f"--threads must be positive, got {args.threads}")
+        if args.threads > max_workers():  # 100000 threads: a crash in the thread pool
+            raise CaloforgeError(
+                f"--threads {args.threads}: at most {max_workers()} (four per core of this machine)"
+            )
         torch.set_num_threads(args.threads)
     if args.checkpoint:
         pipeline = ShowerPipeline.from_checkpoint(args.checkpoint, device=args.device)

@@ -231,6 +231,20 @@ def _check_output(output: Path) -> None:
         raise CaloforgeError(f"{output}: folder {parent} is not writable")
 
 
+# The oldest opset torch's exporter writes: below it, it writes this one and converts down,
+# which fails for these graphs (no adapter for Pad) and then keeps this one.
+FIRST_OPSET = 18
+
+
+def _check_opset(opset: int | None, newest: int) -> None:
+    """Refuse an opset the export cannot write, before the (slow) export."""
+    if opset is not None and not FIRST_OPSET <= opset <= newest:
+        raise CaloforgeError(
+            f"--opset {opset}: expected {FIRST_OPSET} to {newest} (the exporter writes opsets "
+            f"from {FIRST_OPSET}; the installed onnx knows them up to {newest})"
+        )
+
+
 def export_onnx(
     checkpoint: str | os.PathLike[str],
     output: str | os.PathLike[str],
@@ -259,6 +273,7 @@ def export_onnx(
     onnx_module, _ = require_onnx("caloforge export --format onnx")
     output = Path(output)
     _check_output(output)
+    _check_opset(opset, onnx_module.defs.onnx_opset_version())
     say = _status(progress)
     pipeline = ShowerPipeline.from_checkpoint(checkpoint, device="cpu")
     say(
@@ -266,6 +281,9 @@ def export_onnx(
         "seconds, minutes for a large generator) ..."
     )
     model = pipeline_to_onnx(pipeline, opset=opset)
+    written = max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset is not None and written != opset:
+        raise OnnxExportError(f"--opset {opset}: the exporter wrote opset {written} instead")
     if int8:
         say(f"quantizing to int8 under the accuracy guard ({calibration_size} showers) ...")
         from caloforge.generation.int8 import calibration_conditions, quantize_onnx_model

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import shutil
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -222,8 +223,14 @@ def run_tune(options: TuneOptions) -> TuneOutcome:
     """Run (or continue) a study and write its page, `trials.json` and the chosen preset."""
     job, spec = prepare(options)
     out = Path(job.settings.out)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    open_study(spec, job.storage, job.study_name, resume=options.resume, out=out)
+    try:
+        open_study(spec, job.storage, job.study_name, resume=options.resume, out=out)
+    except BaseException:
+        if created:  # a storage that cannot be opened leaves no study folder behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     recipe = trial_recipe(job.settings, {})
     shown = write_heldout(
         job.settings.data,

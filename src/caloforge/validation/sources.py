@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from caloforge._processes import signals_held
 from caloforge.data.io import open_showers
 from caloforge.data.source import Batch, ShowerSource, iter_batches
 from caloforge.errors import CaloforgeError, InputFileError
@@ -320,15 +321,19 @@ def features_of_sets(
 
                 # Results are taken in order, with at most two jobs per worker in flight, so
                 # that finished chunks do not pile up waiting for an earlier one.
+                # A submit may start a worker: SIGTERM or Ctrl-C in the middle of that start
+                # leaves a half-started worker that fails loudly after the clean-up.
                 queue = iter(jobs)
-                pending = deque((job, submit(*job)) for job in islice(queue, 2 * workers))
+                with signals_held():
+                    pending = deque((job, submit(*job)) for job in islice(queue, 2 * workers))
                 while pending:
                     (k, lo, hi), future = pending.popleft()
                     collect(k, lo, hi, future.result(), copy=True)
                     del future
                     job = next(queue, None)
                     if job is not None:
-                        pending.append((job, submit(*job)))
+                        with signals_held():
+                            pending.append((job, submit(*job)))
         else:
             for k, lo, hi in jobs:
                 first, here = job_picks(k, lo, hi)

@@ -13,6 +13,7 @@ import dataclasses
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
+from caloforge._processes import signals_held
 from caloforge.validation.plots import PLOTS, NotApplicableError, PlotSpec, png_bytes
 from caloforge.validation.plots.base import Comparison
 
@@ -72,5 +73,6 @@ def draw_all(comparison: Comparison, workers: int = 1) -> list[Drawn]:
         initializer=_receive,
         initargs=(_for_plots(comparison),),
     ) as pool:
-        futures = [pool.submit(_draw_by_name, spec.name) for spec in PLOTS]
+        with signals_held():  # a submit may start a worker; see `signals_held`
+            futures = [pool.submit(_draw_by_name, spec.name) for spec in PLOTS]
         return [(spec, *future.result()) for spec, future in zip(PLOTS, futures, strict=True)]
