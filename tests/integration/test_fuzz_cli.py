@@ -1370,7 +1370,368 @@ CASES = [
         ],
         ("config.json", "'model.family'", "None"),
     ),
+    # Fourth round (issue 18): inputs no earlier round tried.
+    # A checkpoint's config.json edited by hand: named with the file and the key.
+    Case(
+        "checkpoint-config-latent-size-changed",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, "model", "latent_size", 100)),
+        ("model.safetensors", "do not fit", "'dense.weight'", "(3136, 100) by the config"),
+    ),
+    Case(
+        "checkpoint-config-latent-size-text",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, "model", "latent_size", "200")),
+        ("config.json", "key 'model'", "'latent_size'", "'200'"),
+    ),
+    Case(
+        "checkpoint-config-family-of-other-weights",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, "model", "family", "flow-match")),
+        ("config.json", "key 'model'", "'flow-match'", "'batchnorm_eps'"),
+    ),
+    Case(
+        "checkpoint-config-unknown-model-key",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, "model", "wings", 3)),
+        ("config.json", "key 'model'", "'wings'"),
+    ),
+    Case(
+        "checkpoint-config-dropout-nan",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, "model", "dropout", np.nan)),
+        ("config.json", "key 'model'", "'dropout'", "nan"),
+    ),
+    Case(
+        "checkpoint-config-transform-parameter-text",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, "transform", "power", "x")),
+        ("config.json", "key 'transform'", "parameter 'power'", "'x'"),
+    ),
+    Case(
+        "checkpoint-config-transform-parameter-flag",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, "transform", "scale", True)),
+        ("config.json", "key 'transform'", "parameter 'scale'", "True"),
+    ),
+    Case(
+        "checkpoint-config-transform-unknown",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, "transform", "name", "log9")),
+        ("config.json", "key 'transform'", "'log9'"),
+    ),
+    Case(
+        "checkpoint-config-step-text",
+        lambda tmp, ck: ["inspect", edited_checkpoint(tmp, ck, None, "step", "ten")],
+        ("config.json", "key 'step'", "whole number", "'ten'"),
+    ),
+    Case(
+        "checkpoint-config-epoch-negative",
+        lambda tmp, ck: ["inspect", edited_checkpoint(tmp, ck, None, "epoch", -3)],
+        ("config.json", "key 'epoch'", "-3"),
+    ),
+    # Names longer than the file system allows, given as outputs and as inputs.
+    Case(
+        "generate-output-name-too-long",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "-o", "x" * 300 + ".h5"),
+        ("-o xxx", "303 bytes long", "allows 238", "temporary name"),
+    ),
+    Case(
+        "simulate-output-name-too-long",
+        lambda tmp, ck: ["simulate", "--n", "2", "--workers", "1", "-o", "y" * 250 + ".h5"],
+        ("-o yyy", "253 bytes long", "allows 238"),
+    ),
+    Case(
+        "convert-output-name-too-long",
+        lambda tmp, ck: ["convert", ref(tmp), "z" * 300],
+        ("300 bytes long",),
+    ),
+    Case(
+        "export-output-name-too-long",
+        lambda tmp, ck: ["export", "--checkpoint", str(ck), "-o", "q" * 300 + ".onnx"],
+        ("-o qqq", "305 bytes long"),
+    ),
+    Case(
+        "train-out-name-too-long",
+        lambda tmp, ck: ["train", "--config", "gan3d", "--data", ref(tmp), "--out", "w" * 300],
+        ("--out www", "300 bytes long"),
+    ),
+    Case(
+        "inspect-input-name-too-long",
+        lambda tmp, ck: ["inspect", "n" * 300 + ".h5"],
+        ("nnn", "too long for the file system", "303 bytes"),
+    ),
+    Case(
+        "generate-checkpoint-name-too-long",
+        lambda tmp, ck: ["generate", "--checkpoint", "c" * 300, "--n", "2", "-o", "g.h5"],
+        ("ccc", "too long for the file system"),
+    ),
+    Case(
+        "simulate-geometry-name-too-long",
+        lambda tmp, ck: ["simulate", "--n", "2", "--geometry", "g" * 300 + ".yaml", "-o", "s.h5"],
+        ("ggg", "too long for the file system"),
+    ),
+    # Empty values: '' is the current folder to every path function.
+    Case(
+        "train-out-empty",
+        lambda tmp, ck: ["train", "--config", "gan3d", "--data", ref(tmp), "--out", ""],
+        ("argument --out", "empty string"),
+    ),
+    Case(
+        "generate-output-empty",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "-o", ""),
+        ("argument -o", "empty string"),
+    ),
+    Case(
+        "generate-output-equals-empty",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--output="),
+        ("argument --output", "empty string"),
+    ),
+    Case(
+        "validate-out-empty",
+        lambda tmp, ck: [*validate_of(tmp), "--out", ""],
+        ("argument --out", "empty string"),
+    ),
+    Case(
+        "bench-json-empty",
+        lambda tmp, ck: ["bench", "--checkpoint", str(ck), "--json", ""],
+        ("argument --json", "empty string"),
+    ),
+    Case(
+        "tune-study-name-empty",
+        lambda tmp, ck: tune_of(tmp, "--study-name", ""),
+        ("argument --study-name", "empty string"),
+    ),
+    Case(
+        "inspect-empty-path",
+        lambda tmp, ck: ["inspect", ""],
+        ("an empty string given as an argument",),
+    ),
+    # YAML files: a key given twice (PyYAML took its last value), folders, lists, tabs.
+    Case(
+        "simulate-geometry-key-twice",
+        lambda tmp, ck: simulate_with(
+            tmp, "readout: layers\n", "readout: layers\nshape: [6, 6, 2]\n"
+        ),
+        ("mine.yaml", "'shape' given twice", "line 2, column 1", "line 4, column 1"),
+    ),
+    Case(
+        "simulate-geometry-is-a-folder",
+        lambda tmp, ck: [
+            "simulate",
+            "--n",
+            "2",
+            "--geometry",
+            str(a_folder(tmp, "g.yaml")),
+            "-o",
+            "s.h5",
+        ],
+        ("g.yaml", "is a folder", "geometry file"),
+    ),
+    Case(
+        "simulate-geometry-repeat-fraction",
+        lambda tmp, ck: simulate_with(tmp, "repeat: 2", "repeat: 1.5"),
+        ("mine.yaml", "'layers'", "whole number", "1.5"),
+    ),
+    Case(
+        "train-config-key-twice",
+        lambda tmp, ck: train_with_config(tmp, "model:\n  family: gan3d\nmodel:\n  family: x\n"),
+        ("--config", "c.yaml", "'model' given twice"),
+    ),
+    Case(
+        "train-config-a-list",
+        lambda tmp, ck: train_with_config(tmp, "- model\n"),
+        ("--config", "c.yaml", "mapping of sections", "found a list"),
+    ),
+    Case(
+        "train-config-is-a-folder",
+        lambda tmp, ck: train_with_config(tmp, None),
+        ("--config", "c.yaml", "is a folder"),
+    ),
+    Case(
+        "validate-config-key-twice",
+        lambda tmp, ck: [
+            *validate_of(tmp, "--out", str(tmp / "rep")),
+            *("--config", str(a_file(tmp, "v.yaml", "subsample: 10\nsubsample: 20\n"))),
+        ],
+        ("--config", "v.yaml", "'subsample' given twice"),
+    ),
+    Case(
+        "tune-space-key-twice",
+        lambda tmp, ck: tune_of(tmp, space=f"parameters:\n{SHAPE_STEPS}{SHAPE_STEPS}"),
+        ("space.yaml", "'model.shape_steps' given twice"),
+    ),
+    Case(
+        "tune-space-tab",
+        lambda tmp, ck: tune_of(tmp, space=f"parameters:\n\t{SHAPE_STEPS.strip()}\n"),
+        ("space.yaml", "not valid YAML", "'\\t'", "at line 2, column 1"),
+    ),
+    Case(
+        "tune-config-a-list",
+        lambda tmp, ck: tune_of(tmp, config="- 1\n"),
+        ("c.yaml", "mapping of sections", "found a list"),
+    ),
+    Case(
+        "tune-validation-key-twice",
+        lambda tmp, ck: tune_of(
+            tmp, "--validation", str(a_file(tmp, "v.yaml", "subsample: 1\nsubsample: 2\n"))
+        ),
+        ("v.yaml", "'subsample' given twice"),
+    ),
+    Case(
+        "tune-storage-unknown-leaves-no-folder",
+        lambda tmp, ck: tune_of(tmp, "--storage", "bogus://x"),
+        ("--storage bogus://x", "cannot open"),
+    ),
+    # Readers: links inside HDF5 files that lead nowhere; counts that are not whole.
+    Case(
+        "showers-external-link-to-a-missing-file",
+        inspect_of(lambda f: relink(f, "showers", h5py.ExternalLink("gone.h5", "/showers"))),
+        ("in.h5", "'showers'", "cannot be opened", "external link to gone.h5:/showers"),
+    ),
+    Case(
+        "energy-soft-link-loop",
+        inspect_of(lambda f: relink(f, "energy", h5py.SoftLink("/energy"))),
+        ("in.h5", "'energy'", "too many links"),
+    ),
+    Case(
+        "lcd-ecal-external-link-to-a-missing-file",
+        lambda tmp, ck: foreign(tmp, "lcd", "ECAL", h5py.ExternalLink("gone.h5", "/ECAL")),
+        ("lcd.h5", "'ECAL'", "external link to gone.h5:/ECAL"),
+    ),
+    Case(
+        "geometry-json-shape-fraction",
+        inspect_of(geometry_json(lambda d: d.update(shape=[25.5, 25, 25]))),
+        ("'geometry_json'", "'shape'", "whole number", "25.5"),
+    ),
+    # One file given twice: its showers would count twice.
+    Case(
+        "convert-one-input-twice",
+        lambda tmp, ck: ["convert", ref(tmp), str(tmp / "ref.h5"), str(tmp / "out.h5")],
+        ("ref.h5", "given twice"),
+    ),
+    Case(
+        "convert-a-pattern-and-a-name-of-one-file",
+        lambda tmp, ck: ["convert", str(tmp / "re*.h5"), ref(tmp), str(tmp / "out.h5")],
+        ("ref.h5", "given twice"),
+    ),
+    Case(
+        "train-data-a-file-and-its-link",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp)),
+            *(link(tmp, str(tmp / "ref.h5")), "--out", str(tmp / "run")),
+        ],
+        ("alias.h5", "given twice", "the same file as"),
+    ),
+    Case(
+        "validate-generated-twice",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp), "--generated", str(canonical(tmp / "g.h5"))),
+            *(str(tmp / "g.h5"), "--out", str(tmp / "rep")),
+        ],
+        ("g.h5", "given twice"),
+    ),
+    # Options: ranges from -inf, outputs over other files, numbers a library cannot take.
+    Case(
+        "simulate-point-from-minus-inf",
+        lambda tmp, ck: [
+            *("simulate", "--geometry", "lhcb-30", "--n", "2", "--point", "-inf:0", "-o", "s.h5")
+        ],
+        ("--point", "-inf:0.0", "finite"),
+    ),
+    Case(
+        "generate-energy-from-minus-inf",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "--energy", "-inf:5", "-o", "g.h5"),
+        ("--energy", "-inf:5.0", "finite"),
+    ),
+    Case(
+        "convert-binning-xml-onto-a-showers-file",
+        lambda tmp, ck: [
+            *("convert", ref(tmp), "--to", "calochallenge"),
+            *("--binning", str(canonical(tmp / "other.h5")), str(tmp / "cc.h5")),
+        ],
+        ("--binning", "other.h5", "not a CaloChallenge binning XML"),
+    ),
+    Case(
+        "convert-binning-xml-beside-the-output-onto-a-text",
+        lambda tmp, ck: [
+            *("convert", ref(tmp), "--to", "calochallenge"),
+            *(str(a_file(tmp, "cc.xml", "notes\n").with_suffix(".h5")),),
+        ],
+        ("cc.xml", "beside the output", "not a CaloChallenge binning XML"),
+    ),
+    Case(
+        "bench-json-onto-its-checkpoint-config",
+        lambda tmp, ck: [
+            *("bench", "--checkpoint", copy_checkpoint(tmp, ck, lambda f: None)),
+            *("--json", str(tmp / "ck" / "config.json")),
+        ],
+        ("--json", "config.json", "would overwrite an input"),
+    ),
+    Case(
+        "bench-threads-100000",
+        lambda tmp, ck: ["bench", "--checkpoint", str(ck), "--threads", "100000"],
+        ("--threads 100000", "at most", "per core"),
+    ),
+    Case(
+        "export-opset-0",
+        lambda tmp, ck: ["export", "--checkpoint", str(ck), "--opset", "0", "-o", "m.onnx"],
+        ("--opset 0", "expected 18 to"),
+    ),
+    Case(
+        "export-opset-17",
+        lambda tmp, ck: ["export", "--checkpoint", str(ck), "--opset", "17", "-o", "m.onnx"],
+        ("--opset 17", "expected 18 to"),
+    ),
+    Case(
+        "export-opset-9999",
+        lambda tmp, ck: ["export", "--checkpoint", str(ck), "--opset", "9999", "-o", "m.onnx"],
+        ("--opset 9999",),
+    ),
 ]
+
+
+# --- fourth round's inputs ---------------------------------------------------------------------
+SHAPE_STEPS = "  model.shape_steps: {low: 1, high: 3}\n"
+
+
+def edited_checkpoint(tmp: Path, ck: Path, section: str | None, key: str, value: object) -> str:
+    """A copy of the checkpoint whose config.json has `key` of `section` (None: the top
+    level) set to `value`, as a hand edit would."""
+
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        (config if section is None else config[section])[key] = value
+        (folder / "config.json").write_text(json.dumps(config))
+
+    return copy_checkpoint(tmp, ck, edit)
+
+
+def two_showers(checkpoint: str) -> list[str]:
+    return ["generate", "--checkpoint", checkpoint, "--n", "2", "-o", "g.h5"]
+
+
+def relink(f: h5py.File, key: str, target: object) -> None:
+    """Dataset `key` replaced by a link (external or soft)."""
+    del f[key]
+    f[key] = target
+
+
+def validate_of(tmp: Path, *extra: str) -> list[str]:
+    return [
+        *("validate", "--reference", ref(tmp), "--generated", str(canonical(tmp / "g.h5"))),
+        *extra,
+    ]
+
+
+def train_with_config(tmp: Path, text: str | None) -> list[str]:
+    """`train` with a config c.yaml holding `text` (None: c.yaml is a folder)."""
+    config = a_folder(tmp, "c.yaml") if text is None else a_file(tmp, "c.yaml", text)
+    return ["train", "--config", str(config), "--data", ref(tmp), "--out", str(tmp / "run")]
+
+
+def tune_of(
+    tmp: Path, *extra: str, space: str = f"parameters:\n{SHAPE_STEPS}", config: str | None = None
+) -> list[str]:
+    """`tune` of the flow-match recipe (or a c.yaml holding `config`) over `space`."""
+    recipe = "flow-match" if config is None else str(a_file(tmp, "c.yaml", config))
+    return [
+        *("tune", "--config", recipe, "--data", ref(tmp)),
+        *("--space", str(a_file(tmp, "space.yaml", space)), "--out", str(tmp / "study")),
+        *("--trials", "2", "--budget-steps", "2", *extra),
+    ]
 
 
 def _link_loop(tmp: Path) -> str:
