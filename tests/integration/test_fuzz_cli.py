@@ -2183,6 +2183,32 @@ def test_resume_logs_each_step_once_refuses_another_batch_size(
     ]
 
 
+@pytest.mark.parametrize("damage", ["no-optimizer", "foreign-optimizer", "not-a-dict"])
+def test_resume_from_a_damaged_trainer_state_names_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str
+) -> None:
+    import torch
+
+    data, run = canonical(tmp_path / "in.h5", n=10), tmp_path / "run"
+    assert _train(data, run) == 0
+    path = run / "checkpoints" / "step-00000003" / "trainer_state.pt"
+    state = torch.load(path, weights_only=False)
+    if damage == "no-optimizer":
+        del state["optimizer_g"]
+    elif damage == "foreign-optimizer":  # another model's: one parameter group of one tensor
+        other = torch.optim.Adam([torch.nn.Parameter(torch.zeros(3))])
+        state["optimizer_g"] = other.state_dict()
+    else:
+        state = [1, 2, 3]
+    torch.save(state, path)
+    before = snapshot(run)
+    capsys.readouterr()
+    assert _train(data, run, "training.max_steps=5", "--resume") == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert str(path) in line and "earlier checkpoint" in line, line
+    assert snapshot(run) == before
+
+
 class FullDiskWriter:
     """A stand-in for TensorBoard's SummaryWriter (which need not be installed) on a disk that
     fills at step `full_at`: add_scalar and flush raise ENOSPC from then on."""

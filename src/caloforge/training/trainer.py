@@ -42,11 +42,17 @@ from caloforge.geometry import Geometry
 from caloforge.models import ModelBundle, build_model, parameter_counts
 from caloforge.models.checkpoint import (
     BEST,
+    CheckpointError,
     latest_checkpoint,
     load_checkpoint,
     resolve_checkpoint,
 )
-from caloforge.training.checkpoint import load_trainer_state, save_checkpoint, write_pointer
+from caloforge.training.checkpoint import (
+    TRAINER_STATE,
+    load_trainer_state,
+    save_checkpoint,
+    write_pointer,
+)
 from caloforge.training.config import RunConfig, TrainConfig
 from caloforge.training.distributed import synchronise_batchnorm, wrap_ddp
 from caloforge.training.physics_check import PhysicsCheck, run_check
@@ -55,6 +61,8 @@ from caloforge.training.steps import Step, StepContext, StepModels, make_step
 
 # The settings that decide which showers each step sees: a resume must keep them.
 _RESUME_FIXED = ("batch_size", "seed", "split_seed", "fractions", "window")
+# what a resume reads of the trainer state beside a checkpoint (`_trainer_state`)
+_RESUME_STATE = ("optimizer_g", "optimizer_d", "rng", "torch_rng", "train_state")
 
 
 class TrainingCollapsedError(CaloforgeError):
@@ -323,13 +331,26 @@ class Trainer:
             module.load_state_dict(checkpoint.bundle.modules[role].state_dict())
         self.transform = checkpoint.transform
         state = load_trainer_state(checkpoint.folder, map_location=self.context.device)
-        self.models.optimizer_g.load_state_dict(state["optimizer_g"])
-        if self.models.optimizer_d is not None:
-            self.models.optimizer_d.load_state_dict(state["optimizer_d"])
-        self.rng.set_state(state["rng"].to(self.rng.get_state().device))
-        torch.set_rng_state(state["torch_rng"][self.context.rank % len(state["torch_rng"])])
-        self.step_fn.load_state_dict(state)
-        self.state = TrainState(**state["train_state"])
+        where = checkpoint.folder / TRAINER_STATE
+        missing = [k for k in _RESUME_STATE if not isinstance(state, dict) or k not in state]
+        if missing:
+            raise CheckpointError(
+                f"{where}: no {', '.join(missing)} in it; it was not written by a caloforge "
+                "training, or not whole: resume from an earlier checkpoint (remove this one)"
+            )
+        try:
+            self.models.optimizer_g.load_state_dict(state["optimizer_g"])
+            if self.models.optimizer_d is not None:
+                self.models.optimizer_d.load_state_dict(state["optimizer_d"])
+            self.rng.set_state(state["rng"].to(self.rng.get_state().device))
+            torch.set_rng_state(state["torch_rng"][self.context.rank % len(state["torch_rng"])])
+            self.step_fn.load_state_dict(state)
+            self.state = TrainState(**state["train_state"])
+        except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
+            raise CheckpointError(
+                f"{where}: a trainer state that does not fit this run ({exc!r}): resume from "
+                "an earlier checkpoint (remove this one)"
+            ) from None
         if self.context.is_main:  # the steps after the checkpoint run again: log them once
             self.log.truncate(self.state.step)
 
