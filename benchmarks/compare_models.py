@@ -66,8 +66,8 @@ def evaluate(name: str, source: str, reference: Path, n: int, args: argparse.Nam
     edges = np.array([b["low"] for b in metrics["response"]["energy"]])
     edges = np.append(edges, metrics["response"]["energy"][-1]["high"])
     headline = metrics["headline"]
-    with open_showers(reference) as source:  # the reference file's own geometry
-        geometry = source.geometry
+    with open_showers(reference) as opened:  # the reference file's own geometry
+        geometry = opened.geometry
     return {
         "source": source,
         "showers": len(gen),
