@@ -34,7 +34,7 @@ from torch import nn
 
 from caloforge._files import is_write_failure, os_error_text, partial_path
 from caloforge.data.transforms import Transform
-from caloforge.errors import OutputError
+from caloforge.errors import CaloforgeError, OutputError
 from caloforge.geometry import Geometry
 from caloforge.models import ModelBundle
 from caloforge.models.checkpoint import (
@@ -52,7 +52,10 @@ from caloforge.models.checkpoint import (
 RUN_RECORD = ("condition_ranges", "family", "data", "data_showers")
 
 __all__ = [
+    "RESUME_FIXED",
+    "RESUME_STATE",
     "TRAINER_STATE",
+    "check_resumable",
     "load_trainer_state",
     "save_checkpoint",
     "unwrap",
@@ -60,6 +63,10 @@ __all__ = [
 ]
 
 TRAINER_STATE = "trainer_state.pt"
+# The settings that decide which showers each step sees: a resume must keep them.
+RESUME_FIXED = ("batch_size", "seed", "split_seed", "fractions", "window")
+# what a resume reads of the trainer state beside a checkpoint (the trainer's `_trainer_state`)
+RESUME_STATE = ("optimizer_g", "optimizer_d", "rng", "torch_rng", "train_state")
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -145,9 +152,12 @@ def _prune(run: Path, keep: int, keep_every: int = 0) -> None:
 
 
 def load_trainer_state(
-    folder: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+    folder: str | os.PathLike[str],
+    map_location: str | torch.device = "cpu",
+    required: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """The trainer state saved beside a checkpoint's model (for `--resume`)."""
+    """The trainer state saved beside a checkpoint's model (for `--resume`), a mapping
+    holding at least the `required` keys."""
     path = Path(folder) / TRAINER_STATE
     if not path.is_file():
         raise CheckpointError(f"{folder}: missing {TRAINER_STATE}; cannot resume from it")
@@ -155,7 +165,34 @@ def load_trainer_state(
         state: dict[str, Any] = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as exc:  # corrupt pickle, truncated file
         raise CheckpointError(f"{path}: unreadable trainer state ({exc})") from None
+    missing = [k for k in required if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: no {', '.join(missing)} in it; it was not written by a caloforge "
+            "training, or not whole: resume from an earlier checkpoint (remove this one)"
+        )
     return state
+
+
+def check_resumable(
+    saved: dict[str, Any], cfg: Any, split: int, run_dir: Path, folder: Path
+) -> None:
+    """Refuse a resume whose settings (`cfg`, a TrainConfig; `split` training showers) would
+    feed other data than the run's (`saved`, the checkpoint's training record): the run
+    would go on, but no longer as the uninterrupted one."""
+    changed = []
+    for key in RESUME_FIXED:
+        mine = json.loads(json.dumps(getattr(cfg, key)))
+        if key in saved and saved[key] != mine:
+            changed.append(f"training.{key}={mine} (the run used {saved[key]})")
+    if saved.get("data_showers", split) != split:  # another data file under the name
+        changed.append(f"--data: {split} training showers (the run had {saved['data_showers']})")
+    if changed:
+        raise CaloforgeError(
+            f"{run_dir}: --resume continues the run of {folder.name} exactly only with the "
+            f"settings that order its data; changed: {'; '.join(changed)}. Give the run's "
+            "values, or start a new run in another --out"
+        )
 
 
 def saved_run(run_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any], list[str] | None]:

@@ -13,7 +13,6 @@ a resumed run gives the same losses as an uninterrupted one.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -48,7 +47,9 @@ from caloforge.models.checkpoint import (
     resolve_checkpoint,
 )
 from caloforge.training.checkpoint import (
+    RESUME_STATE,
     TRAINER_STATE,
+    check_resumable,
     load_trainer_state,
     save_checkpoint,
     write_pointer,
@@ -58,11 +59,6 @@ from caloforge.training.distributed import synchronise_batchnorm, wrap_ddp
 from caloforge.training.physics_check import PhysicsCheck, run_check
 from caloforge.training.run_log import RunLog
 from caloforge.training.steps import Step, StepContext, StepModels, make_step
-
-# The settings that decide which showers each step sees: a resume must keep them.
-_RESUME_FIXED = ("batch_size", "seed", "split_seed", "fractions", "window")
-# what a resume reads of the trainer state beside a checkpoint (`_trainer_state`)
-_RESUME_STATE = ("optimizer_g", "optimizer_d", "rng", "torch_rng", "train_state")
 
 
 class TrainingCollapsedError(CaloforgeError):
@@ -326,18 +322,12 @@ class Trainer:
         folder = latest_checkpoint(self.run_dir)
         assert folder is not None
         checkpoint = load_checkpoint(folder, family=self.config.family, device=self.context.device)
-        self._check_resumable(checkpoint.config.get("training", {}), folder)
+        saved = checkpoint.config.get("training", {})
+        check_resumable(saved, self.cfg, len(self.stream.indices), self.run_dir, folder)
         for role, module in self.bundle.modules.items():
             module.load_state_dict(checkpoint.bundle.modules[role].state_dict())
         self.transform = checkpoint.transform
-        state = load_trainer_state(checkpoint.folder, map_location=self.context.device)
-        where = checkpoint.folder / TRAINER_STATE
-        missing = [k for k in _RESUME_STATE if not isinstance(state, dict) or k not in state]
-        if missing:
-            raise CheckpointError(
-                f"{where}: no {', '.join(missing)} in it; it was not written by a caloforge "
-                "training, or not whole: resume from an earlier checkpoint (remove this one)"
-            )
+        state = load_trainer_state(checkpoint.folder, self.context.device, RESUME_STATE)
         try:
             self.models.optimizer_g.load_state_dict(state["optimizer_g"])
             if self.models.optimizer_d is not None:
@@ -348,31 +338,11 @@ class Trainer:
             self.state = TrainState(**state["train_state"])
         except (KeyError, ValueError, TypeError, RuntimeError, AttributeError) as exc:
             raise CheckpointError(
-                f"{where}: a trainer state that does not fit this run ({exc!r}): resume from "
-                "an earlier checkpoint (remove this one)"
+                f"{checkpoint.folder / TRAINER_STATE}: a trainer state that does not fit this "
+                f"run ({exc!r}): resume from an earlier checkpoint (remove this one)"
             ) from None
         if self.context.is_main:  # the steps after the checkpoint run again: log them once
             self.log.truncate(self.state.step)
-
-    def _check_resumable(self, saved: dict[str, Any], folder: Path) -> None:
-        """Refuse a resume whose settings would feed other data than the run's: the run
-        would go on, but no longer as the uninterrupted one."""
-        changed = []
-        for key in _RESUME_FIXED:
-            mine = json.loads(json.dumps(getattr(self.cfg, key)))
-            if key in saved and saved[key] != mine:
-                changed.append(f"training.{key}={mine} (the run used {saved[key]})")
-        split = len(self.stream.indices)
-        if saved.get("data_showers", split) != split:  # another data file under the name
-            changed.append(
-                f"--data: {split} training showers (the run had {saved['data_showers']})"
-            )
-        if changed:
-            raise CaloforgeError(
-                f"{self.run_dir}: --resume continues the run of {folder.name} exactly only "
-                f"with the settings that order its data; changed: {'; '.join(changed)}. Give "
-                "the run's values, or start a new run in another --out"
-            )
 
     def _trainer_state(self) -> dict[str, Any]:
         """What an exact resume needs beyond the weights; every rank's global RNG (dropout)."""
