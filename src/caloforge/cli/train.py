@@ -106,34 +106,7 @@ def _new_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     for option, value in (("--config", args.config), ("--data", args.data)):
         if not value:
             raise CaloforgeError(f"{option} is required for a new run (or give --resume)")
-    _check_config_file(args.config)
-    try:
-        return load_config(args.config, args.overrides), args.data
-    except UnicodeDecodeError as exc:  # a binary file given as the config
-        raise CaloforgeError(
-            f"--config {args.config}: not a YAML text file ({exc.reason} at byte {exc.start})"
-        ) from None
-
-
-def _check_config_file(config: str) -> None:
-    """A config file (not a preset name) read first by the shared YAML reader, which also
-    refuses a key given twice and a folder, and checked to be a mapping: the config loader
-    would take a repeated key's last value and fail on a list with a traceback."""
-    from collections.abc import Mapping
-    from pathlib import Path
-
-    from caloforge.config import read_yaml
-    from caloforge.training.config import TrainConfigError
-
-    path = Path(config)
-    if not path.exists():  # a preset name, or a missing file the loader names with the presets
-        return
-    data = read_yaml(path, "config file", lambda message: TrainConfigError(f"--config {message}"))
-    if data is not None and not isinstance(data, Mapping):
-        raise TrainConfigError(
-            f"--config {path}: expected a mapping of sections (model, training, ...) at the "
-            f"top level, found a {type(data).__name__}"
-        )
+    return load_config(args.config, args.overrides, option="--config"), args.data
 
 
 def _resume_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
@@ -144,8 +117,7 @@ def _resume_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     folder, saved, saved_data = saved_run(args.out)
     config = resumed_config(saved, args.overrides, source=f"{folder}/config.json")
     if args.config is not None:
-        _check_config_file(args.config)
-        given = load_config(args.config).family
+        given = load_config(args.config, option="--config").family
         if given != config.family:
             raise CaloforgeError(
                 f"--config {args.config} is a {given} config but {args.out} is a "

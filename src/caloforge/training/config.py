@@ -30,6 +30,7 @@ from caloforge.config import (
     coerce,
     one_of,
     positive,
+    read_yaml,
     setting,
 )
 from caloforge.errors import yaml_problem
@@ -292,20 +293,28 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
 
-def load_config(path: str | os.PathLike[str], overrides: list[str] | None = None) -> RunConfig:
+def load_config(
+    path: str | os.PathLike[str], overrides: list[str] | None = None, option: str = ""
+) -> RunConfig:
     """Read a YAML config file (or a shipped preset by name, e.g. 'gan3d'), apply overrides,
-    check everything."""
-    import yaml
-
+    check everything. `option` (e.g. '--config') starts the messages about the file."""
+    prefix = f"{option} " if option else ""
     p = Path(path)
     if not p.is_file() and str(path) in preset_names():
         p = PRESET_DIR / f"{path}.yaml"
-    if not p.is_file():
-        raise TrainConfigError(f"{p}: config file not found (presets: {', '.join(preset_names())})")
-    try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise TrainConfigError(f"{p}: not valid YAML ({yaml_problem(exc)})") from None
+    if not p.exists():
+        raise TrainConfigError(
+            f"{prefix}{p}: config file not found (presets: {', '.join(preset_names())})"
+        )
+    # the shared reader: a folder named as one, a key given twice refused, one-line errors
+    raw = read_yaml(p, "config file", lambda message: TrainConfigError(prefix + message))
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise TrainConfigError(
+            f"{prefix}{p}: expected a mapping of sections (model, training, ...) at the top "
+            f"level, found a {type(raw).__name__}"
+        )
     return parse_config(apply_overrides(raw, overrides or []), source=str(p))
 
 
