@@ -73,3 +73,91 @@ def test_train_then_generate_from_the_command_line(clic_file: Path, tmp_path: Pa
         and (showers >= 0).all()
         and (showers.sum(axis=(1, 2, 3)) > 0).all()
     )
+
+
+# --- training.shape_patience: stage 2 stops at its best check -------------------------------
+# The physics checks' layer-width errors are scripted (the real ones of a few tiny steps are
+# noise): best at the second check, then two worse ones, so patience 2 freezes stage 2 at
+# step 4 with the weights of step 2.
+WIDTHS = [0.9, 0.4, 0.5, 0.6, 0.3, 0.2]
+
+
+@pytest.fixture
+def scripted_widths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from caloforge.training import trainer as trainer_module
+    from caloforge.training.physics_check import PhysicsCheck
+
+    calls: list[int] = []
+
+    def check(*args: object, **kwargs: object) -> PhysicsCheck:
+        calls.append(1)
+        return PhysicsCheck(0.02, 0.02, 0.0, 0.0, 0.0, width_error=WIDTHS[len(calls) - 1])
+
+    monkeypatch.setattr(trainer_module, "run_check", check)
+    return calls
+
+
+def stopping_config(max_steps: int) -> object:
+    overrides = [*FAST, *TINY_OVERRIDES, "training.batch_size=8", "training.check_every=1"]
+    overrides += ["training.shape_patience=2", "training.optimizer.schedule=constant"]
+    overrides += ["training.keep_checkpoints=10", f"training.max_steps={max_steps}"]
+    return load_config("flow-match", overrides)
+
+
+def weights(folder: Path, prefix: str) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    found = load_file(str(folder / "model.safetensors"))
+    chosen = {k: v for k, v in found.items() if prefix in k}
+    assert chosen, f"no {prefix} weights in {folder}"
+    return chosen
+
+
+def test_shape_patience_freezes_stage_2_at_its_best_check(
+    clic_file: Path, tmp_path: Path, scripted_widths: list[int]
+) -> None:
+    run = tmp_path / "run"
+    Trainer(stopping_config(6), clic_file, run).fit()  # type: ignore[arg-type]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    frozen = [r for r in records if r["event"] == "shape_frozen"]
+    assert frozen == [{"event": "shape_frozen", "step": 4, "best_step": 2, "width_error": 0.4}]
+    # The later, smaller widths (steps 5, 6) change nothing: stage 2 no longer trains.
+    assert [s for s, _, shape in step_records(run) if shape == 0.0] == [5, 6]
+    steps = run / "checkpoints"
+    for prefix in ("shape_net.", "ema.shape_net."):
+        best = weights(steps / "step-00000002", prefix)
+        last = weights(steps / "step-00000006", prefix)
+        for key, value in best.items():
+            np.testing.assert_array_equal(last[key], value, err_msg=key)
+        moved = weights(steps / "step-00000003", prefix)  # trained on after the best check
+        assert any(not np.array_equal(moved[k], v) for k, v in best.items())
+    energy_best = weights(steps / "step-00000002", "energy_net.")
+    energy_last = weights(steps / "step-00000006", "energy_net.")
+    assert any(not np.array_equal(energy_last[k], v) for k, v in energy_best.items())
+
+
+def test_shape_patience_resumes_as_the_uninterrupted_run(
+    clic_file: Path, tmp_path: Path, scripted_widths: list[int]
+) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    Trainer(stopping_config(6), clic_file, whole).fit()  # type: ignore[arg-type]
+    scripted_widths.clear()
+    Trainer(stopping_config(3), clic_file, parts).fit()  # type: ignore[arg-type]
+    Trainer(stopping_config(6), clic_file, parts, resume=True).fit()  # type: ignore[arg-type]
+    assert step_records(parts) == step_records(whole)  # stopped at the same step, bit for bit
+    end = "checkpoints/step-00000006"
+    for prefix in ("shape_net.", "energy_net."):
+        expected = weights(whole / end, prefix)
+        for key, value in weights(parts / end, prefix).items():
+            np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
+def test_shape_patience_is_refused_for_a_family_without_stages(
+    clic_file: Path, tmp_path: Path
+) -> None:
+    from caloforge.training.config import TrainConfigError
+
+    overrides = ["training.shape_patience=2", "training.max_steps=1", "training.batch_size=8"]
+    config = load_config("gan3d", overrides)
+    with pytest.raises(TrainConfigError, match="shape_patience=2: only flow-match"):
+        Trainer(config, clic_file, tmp_path / "run")

@@ -383,6 +383,7 @@ class FlowMatchGenerator(ShowerGenerator):
         )
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         self._ema_resolved = False  # frozen(): the networks already hold the EMA weights
+        self.shape_frozen = False  # freeze_shape(): stage 2 no longer trains
 
     @property
     def noise_size(self) -> int:
@@ -440,12 +441,14 @@ class FlowMatchGenerator(ShowerGenerator):
                 layer_energy, torch.exp(energy[:, 0]), self.prep.hit_counts(cells)
             )
         )
-        uniform = draws[:, 2:].reshape(cells.shape)
-        c_target = self.prep.cells_forward(cells, layer_energy, uniform)
         e_noise, c_noise = self._split(noise)
         t1, t2 = draws[:, 0], draws[:, 1]
         x1 = (1 - t1[:, None]) * e_noise + t1[:, None] * e_target
         loss_e = functional.mse_loss(self.energy_net(x1, t1, cond), e_target - e_noise)
+        if self.shape_frozen:  # stage 2 is not run: no gradient reaches it, none is computed
+            return torch.stack([loss_e, torch.zeros_like(loss_e)])
+        uniform = draws[:, 2:].reshape(cells.shape)
+        c_target = self.prep.cells_forward(cells, layer_energy, uniform)
         x2 = (1 - t2[:, None, None]) * c_noise + t2[:, None, None] * c_target
         own = self.prep.layer_features(e_target)
         v2 = self.shape_net(x2, t2, torch.cat([cond, e_target], dim=1), own)
@@ -522,11 +525,18 @@ class FlowMatchGenerator(ShowerGenerator):
     def update_ema(self) -> None:
         """Move the EMA weights towards the trained ones (copy them at the first call)."""
         decay = self.config.ema_decay if int(self.ema_updates) > 0 else 0.0
-        for name in ("energy_net", "shape_net"):
+        for name in ("energy_net",) if self.shape_frozen else ("energy_net", "shape_net"):
             average = dict(self.ema[name].named_buffers())
             for key, p in getattr(self, name).named_parameters():
                 average[key].lerp_(p.detach(), 1.0 - decay)
         self.ema_updates += 1
+
+    def freeze_shape(self) -> None:
+        """Stop training stage 2: its weights (and their EMA) stay as they are, the training
+        loss no longer runs it (its term reads 0). For a run whose cell shapes were best
+        before its layer energies (`training.shape_patience`)."""
+        self.shape_frozen = True
+        self.shape_net.requires_grad_(False)
 
     def _nets(self) -> tuple[nn.Module, nn.Module]:
         """The networks that generate: the EMA in eval mode once it exists."""

@@ -170,6 +170,12 @@ class TrainConfig:
     collapse_patience: int = setting(
         3, "consecutive checks with only empty showers before stopping", check=positive
     )
+    shape_patience: int = setting(
+        0,
+        "flow-match: checks without a smaller layer-width error before stage 2 goes back to "
+        "its best check's weights and stops training (0: never)",
+        check=at_least(0, words="must be 0 or more"),
+    )
     device: str = setting("auto", "auto | cpu | cuda | cuda:N")
     precision: str = setting(
         "auto",

@@ -14,10 +14,11 @@ the same computation as one process with the global batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -28,8 +29,12 @@ from caloforge.data.transforms import Transform
 from caloforge.devices import Distributed
 from caloforge.models import ModelBundle
 from caloforge.training import losses
-from caloforge.training.config import TrainConfig
+from caloforge.training.config import TrainConfig, TrainConfigError
 from caloforge.training.distributed import wrap_ddp
+
+if TYPE_CHECKING:
+    from caloforge.models.flow_match import FlowMatchGenerator
+    from caloforge.training.physics_check import PhysicsCheck
 
 __all__ = [
     "STEPS",
@@ -139,6 +144,11 @@ class Step:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.count = state["step_count"]
+
+    def after_check(self, check: PhysicsCheck | None, step: int) -> dict[str, Any] | None:
+        """Act on the physics check just made at `step` (rank 0's; None on the others; every
+        rank calls this). A record for the run's metrics if the step changed something."""
+        return None
 
     def __call__(self, real: Tensor, conditions: Conditions) -> dict[str, float]:
         raise NotImplementedError
@@ -377,7 +387,25 @@ class FlowMatchStep(Step):
     global batch; after each update the generator's EMA weights follow. `pretrain` fits the
     generator's preprocessing statistics on the first `fit_showers` training showers (summed
     over the ranks), once per run: a resumed run loads them with the weights.
+
+    With `training.shape_patience` P > 0, stage 2 stops where its cells were best: the step
+    keeps the stage-2 weights of the physics check with the smallest layer-width error so
+    far, and after P checks in a row without a smaller one puts them back and freezes stage
+    2 (`freeze_shape`); stage 1 trains on, alone. The two stages have disjoint weights and
+    stage 2 trains on the true layer energies, so neither needs the other's best step; on
+    Geant4 clic-25 the layer energies improved to the end while the cell shapes were best
+    at a third of the run and narrowed after (benchmarks/flow_match.md). The kept weights
+    travel in the trainer state, so a resumed run decides as the uninterrupted one.
     """
+
+    def __init__(self, ctx: StepContext) -> None:
+        super().__init__(ctx)
+        self.patience = ctx.config.shape_patience
+        self.best_width = math.inf
+        self.best_step = 0
+        self.misses = 0  # checks in a row without a better width
+        self.frozen_at: int | None = None  # the check's step that froze stage 2
+        self.best_shape: dict[str, dict[str, Tensor]] | None = None
 
     @classmethod
     def for_model(
@@ -423,6 +451,76 @@ class FlowMatchStep(Step):
             "fm_shape": float(terms[1].detach()),
         }
 
+    def after_check(self, check: PhysicsCheck | None, step: int) -> dict[str, Any] | None:
+        if self.patience == 0 or self.frozen_at is not None:
+            return None
+        better = check is not None and not check.collapsed and check.width_error < self.best_width
+        if self.context.broadcast_flag(better):  # rank 0 checks; every rank keeps its weights
+            self.best_width = math.inf if check is None else check.width_error
+            self.best_step, self.misses = step, 0
+            g = self._generator
+            self.best_shape = {
+                "net": _copy(g.shape_net.state_dict()),
+                "ema": _copy(g.ema["shape_net"].state_dict()),
+            }
+            return None
+        self.misses += 1
+        if self.misses < self.patience or self.best_shape is None:
+            return None
+        self._freeze()
+        self.frozen_at = step
+        return {
+            "event": "shape_frozen",
+            "step": step,
+            "best_step": self.best_step,
+            "width_error": self.best_width,
+        }
+
+    @property
+    def _generator(self) -> FlowMatchGenerator:
+        return cast("FlowMatchGenerator", self.m.generator_plain)
+
+    def _freeze(self) -> None:
+        """Put the best stage-2 weights back, freeze stage 2 and wrap the generator anew for
+        data parallelism (DDP expects a gradient for every weight it was built with)."""
+        g = self._generator
+        assert self.best_shape is not None
+        g.shape_net.load_state_dict(self.best_shape["net"])
+        g.ema["shape_net"].load_state_dict(self.best_shape["ema"])
+        g.freeze_shape()
+        self.best_shape = None  # the weights hold them now
+        if self.context.enabled:
+            self.m.generator = wrap_ddp(g, self.context)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            **super().state_dict(),
+            "shape_stop": {
+                "best_width": self.best_width,
+                "best_step": self.best_step,
+                "misses": self.misses,
+                "frozen_at": self.frozen_at,
+                "best_shape": self.best_shape,
+            },
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        stop = state.get("shape_stop")  # absent in the states of earlier versions
+        if stop is None:
+            return
+        self.best_width, self.best_step = stop["best_width"], stop["best_step"]
+        self.misses, self.frozen_at = stop["misses"], stop["frozen_at"]
+        self.best_shape = stop["best_shape"]
+        if self.frozen_at is not None:  # the checkpoint's weights are the frozen ones
+            self._generator.freeze_shape()
+            if self.context.enabled:
+                self.m.generator = wrap_ddp(self.m.generator_plain, self.context)
+
+
+def _copy(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {key: value.detach().clone() for key, value in state.items()}
+
 
 STEPS: dict[str, type[Step]] = {
     "gan": GanStep,
@@ -433,4 +531,10 @@ STEPS: dict[str, type[Step]] = {
 
 def make_step(ctx: StepContext, bundle: ModelBundle, transform: Transform) -> Step:
     """The training step `bundle`'s family names (`ModelConfig.training_step`)."""
-    return STEPS[bundle.config.training_step].for_model(ctx, bundle, transform)
+    kind = bundle.config.training_step
+    if ctx.config.shape_patience and kind != "flow-matching":
+        raise TrainConfigError(
+            f"training.shape_patience={ctx.config.shape_patience}: only flow-match has a "
+            f"stage 2 to stop (this model trains as {kind}); leave it at 0"
+        )
+    return STEPS[kind].for_model(ctx, bundle, transform)

@@ -556,11 +556,13 @@ class Trainer:
         """Count and log the check just made; True if it is the best yet."""
         check = self._last_check
         improved = self._after_check(check)
+        event = self.step_fn.after_check(check, self.state.step)  # e.g. stage 2 frozen
         if check is not None:
             record = {"event": "check", "step": self.state.step, "epoch": self.state.epoch}
             record.update(check.to_dict())
             self.state.history.append(record)
-            self.log.write(record)
+            for item in (record,) if event is None else (record, event):
+                self.log.write(item)
         return improved
 
     def _progress_bar(self) -> Any:
