@@ -1246,20 +1246,31 @@ CASES = [
     Case(
         "simulate-more-memory-than-exists",
         lambda tmp, ck: [
-            *("simulate", "--n", "100000000000000", "--batch-size", "100000000000"),
+            # 10^8 showers: their conditions fit on disk (800 MB), a batch of them not in memory
+            *("simulate", "--n", "100000000", "--batch-size", "100000000"),
             *("--workers", "1", "-o", "s.h5"),
         ],
         ("out of memory", "--batch-size"),
+    ),
+    Case(
+        "simulate-more-disk-than-exists",
+        lambda tmp, ck: ["simulate", "--n", "100000000000000", "-o", "s.h5"],
+        ("conditions of 100,000,000,000,000 showers alone take 800 TB", "free on its disk"),
     ),
     Case(
         "generate-more-memory-than-exists",
         lambda tmp, ck: generate(
             tmp,
             ck,
-            *("--n", "1000000000000", "--batch-size", "100000000000"),
-            *("--backend", "eager", "-o", "g.h5"),  # the conditions alone would take 800 GB
+            *("--n", "100000000", "--batch-size", "100000000"),
+            *("--backend", "eager", "-o", "g.h5"),
         ),
         ("out of memory", "--batch-size"),
+    ),
+    Case(
+        "generate-more-disk-than-exists",
+        lambda tmp, ck: generate(tmp, ck, *("--n", "100000000000000", "-o", "g.h5")),
+        ("conditions of 100,000,000,000,000 showers alone take 800 TB", "free on its disk"),
     ),
     # YAML and JSON that do not parse: one line with where, not the parser's paragraph.
     Case(

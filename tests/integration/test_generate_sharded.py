@@ -70,3 +70,16 @@ def test_without_merge_each_rank_keeps_its_batches(checkpoint, tmp_path):
     for rank in range(2):  # batches 0 and 2 on rank 0, 1 and 3 on rank 1
         _, part = read(shard_path(out, rank, 2))
         np.testing.assert_array_equal(part, np.concatenate(batches[rank::2]))
+
+
+def test_each_ranks_share_is_counted_as_the_batches_fall():
+    from caloforge.generation.run import _share
+
+    for n in range(0, 30):
+        for batch_size in range(1, 7):
+            for world in range(1, 4):
+                starts = range(0, n, batch_size)
+                for rank in range(world):
+                    dealt = sum(min(batch_size, n - s) for s in starts[rank::world])
+                    assert _share(n, batch_size, rank, world) == dealt, (n, batch_size, rank)
+    assert _share(10**14, 256, 1, 2) == 5 * 10**13  # counted, not summed

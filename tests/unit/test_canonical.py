@@ -155,6 +155,44 @@ def test_abort_discards_a_new_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+def _free_bytes(monkeypatch: pytest.MonkeyPatch, free: int) -> None:
+    """The writer's disk has `free` bytes free (shutil.disk_usage as the module sees it)."""
+    from caloforge.data import canonical
+
+    usage = shutil.disk_usage("/")._replace(free=free)
+    monkeypatch.setattr(canonical.shutil, "disk_usage", lambda path: usage)
+
+
+def test_more_showers_than_their_conditions_fit_on_disk_are_refused_before_any_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _free_bytes(monkeypatch, 10_000)  # 3 conditions of 8 bytes a shower: 417 showers fit
+    with pytest.raises(CaloforgeError, match=r"of 1,000 showers alone take 24 kB and 10 kB"):
+        ShowerWriter(tmp_path / "x.h5", TINY, expected=1000)
+    assert list(tmp_path.iterdir()) == []
+    ShowerWriter(tmp_path / "y.h5", TINY, expected=400).abort()  # these fit
+
+
+@pytest.mark.parametrize("append", [False, True])
+def test_showers_projected_past_the_free_disk_stop_after_the_first_batch(
+    good_file: Path, monkeypatch: pytest.MonkeyPatch, append: bool
+) -> None:
+    # Conditions fit (24 kB), the showers do not: 12 floats each, ~50 bytes compressed.
+    target = good_file if append else good_file.with_name("new.h5")
+    before = sorted(good_file.parent.iterdir())
+    kept = good_file.read_bytes()
+    _free_bytes(monkeypatch, 30_000)
+    w = ShowerWriter(target, TINY, append=append, expected=1000)
+    with pytest.raises(CaloforgeError, match=r"1,000 showers need about .* more on disk") as err:
+        w.write(make_batch(50))
+    assert "nothing was written" in str(err.value)
+    assert ("keeps its" in str(err.value)) == append
+    assert sorted(good_file.parent.iterdir()) == before  # no partial, no new file
+    assert good_file.read_bytes() == kept
+    _free_bytes(monkeypatch, 10**9)  # with room, the same writes go through
+    write(target, make_batch(50), append=append, expected=1000)
+
+
 def _interrupt_once_the_partial_exists(folder: Path) -> Callable[..., None]:
     """A stand-in for a step of the writer's construction: checks that the partial is
     there, then raises what the CLI's SIGTERM handler and Ctrl-C raise."""

@@ -47,6 +47,26 @@ def test_batches_do_not_depend_on_batch_position_only_on_first_index():
     np.testing.assert_array_equal(whole[1].showers, tail[0].showers)
 
 
+def test_the_first_batch_of_a_huge_request_costs_no_memory_in_n():
+    # The batches are made as they are asked for: a request of a million batches holds no
+    # list of a million jobs (a typo as `--n 1e14` once filled the memory before the disk).
+    import tracemalloc
+
+    geometry = PRESETS["clic-25"]
+    ranges = ConditionRanges.for_geometry(geometry, energy=(10.0, 20.0))
+    small = next(simulate_batches(geometry, ranges, 2, seed=5, batch_size=2))
+    tracemalloc.start()
+    try:
+        stream = simulate_batches(geometry, ranges, 2_000_000, seed=5, batch_size=2)
+        huge = next(stream)
+        stream.close()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(huge.showers, small.showers)
+    assert peak < 20e6, f"{peak / 1e6:.0f} MB traced for one batch of two showers"
+
+
 def test_perpendicular_shower_is_centred_and_inclined_one_moves_along_y():
     # The track geometry of the parametrization itself (bare): the front-to-back shift is
     # 20.1 mm here; Geant4 gives 22.3 mm, the engine calibrated on perpendicular showers 18.0.

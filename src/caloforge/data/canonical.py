@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,46 @@ def _provenance_of(f: h5py.File) -> dict[str, Any] | None:
     return None
 
 
+def check_room(path: str | os.PathLike[str], geometry: Geometry, n: int) -> None:
+    """Refuse, before any work, `n` showers whose conditions alone (float64, stored
+    uncompressed) would not fit on the disk of `path`: a bound that compression cannot
+    undercut (the showers' own size is known only once a batch is written, which
+    `ShowerWriter(expected=...)` checks)."""
+    folder = Path(path).absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    per_shower = 8 * sum(c.size for c in geometry.conditions)
+    free = shutil.disk_usage(folder).free
+    if n * per_shower > free:
+        raise OutputError(
+            f"{path}: the conditions of {n:,} showers alone take {_size(n * per_shower)} and "
+            f"{_size(free)} is free on its disk: write fewer showers or free space"
+        )
+
+
+def check_batch_memory(geometry: Geometry, batch: int, option: str = "--batch-size") -> None:
+    """Refuse a batch whose showers alone (float32, as written) exceed this machine's memory:
+    one line now, not a MemoryError after minutes of drawing its conditions."""
+    need = 4 * batch * math.prod(geometry.shape)
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every system says
+        return
+    if need > have:
+        raise CaloforgeError(
+            f"a batch of {batch:,} {geometry.name} showers takes {_size(need)}, more than this "
+            f"machine's {_size(have)}: it would run out of memory; ask for a smaller {option}"
+        )
+
+
+def _size(n_bytes: float) -> str:
+    """A byte count as people read it: 3.2 GB, 512 kB."""
+    for unit, scale in (("PB", 1e15), ("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{n_bytes:.0f} B"
+
+
 class ShowerWriter:
     """Write showers and their conditions batch by batch to a canonical file.
 
@@ -78,6 +119,9 @@ class ShowerWriter:
 
     `append=True` adds to an existing file of the same geometry; otherwise the file is written
     under a temporary name and appears at `path` only when the writer closes without error.
+    `expected`: the showers the caller will write; after the first batch the writer projects
+    the file's size from it (compression makes a shower's size unknown until written) and
+    stops, the partial removed, if the disk has not that much free.
     """
 
     def __init__(
@@ -89,6 +133,7 @@ class ShowerWriter:
         append: bool = False,
         compression: str = "gzip",
         provenance: Mapping[str, Any] | None = None,
+        expected: int | None = None,
     ) -> None:
         if compression not in COMPRESSIONS:
             raise CaloforgeError(
@@ -101,7 +146,11 @@ class ShowerWriter:
         self._held: int | None = None  # a descriptor of the file appended to, locked
         self._n_before: int | None = None  # the showers in it before, when appending
         self._names = geometry.condition_names
+        self._expected = expected
+        self._size_before = 0  # bytes of the partial before the first batch
         check_output(self.path)
+        if expected is not None:
+            check_room(self.path, geometry, expected)
         # Whatever stops the construction once the partial exists (an error, Ctrl-C, SIGTERM
         # handled as Ctrl-C) takes the partial with it: no writer, nothing left behind.
         try:
@@ -125,6 +174,7 @@ class ShowerWriter:
         except OSError as exc:
             raise OutputError(f"{self.path}: cannot be created ({os_error_text(exc)})") from None
         self._fd = _descriptor(self._file)
+        self._size_before = self._partial.stat().st_size
         self.n = 0
         f = self._file
         f.attrs["geometry"] = geometry.name
@@ -217,6 +267,7 @@ class ShowerWriter:
                 f"({os_error_text(exc)}); the file is unchanged"
             ) from None
         self._fd = _descriptor(self._file)
+        self._size_before = self._partial.stat().st_size
 
     def _release_hold(self) -> None:
         if self._held is not None:
@@ -254,7 +305,30 @@ class ShowerWriter:
             f.flush()
         except (OSError, RuntimeError) as exc:
             raise self._failed(exc) from None
+        first = self.n == (self._n_before or 0)
         self.n = hi
+        if first and self._expected is not None:
+            self._check_room(n, self._expected - n)
+
+    def _check_room(self, written: int, remaining: int) -> None:
+        """Stop now if the showers still to come, at the size the first batch took, need
+        more than the disk has free (a typo as `--n 1e14` would otherwise run until the
+        disk is full)."""
+        assert self._partial is not None
+        per_shower = (self._partial.stat().st_size - self._size_before) / written
+        needed = per_shower * remaining
+        free = shutil.disk_usage(self._partial.parent).free
+        if needed <= free:
+            return
+        self._release()
+        self.abort()
+        total = remaining + written
+        raise OutputError(
+            f"{self.path}: {total:,} showers need about {_size(needed)} more on disk "
+            f"({_size(per_shower)} a shower, measured on the first {written}) and "
+            f"{_size(free)} is free: write fewer showers or free space; nothing was written"
+            + (f" (the file keeps its {self._n_before} showers)" if self._n_before else "")
+        )
 
     def _failed(self, exc: BaseException) -> OutputError:
         """After a write the file system refused: give up the file without another write to

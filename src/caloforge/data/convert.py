@@ -111,7 +111,9 @@ def write_canonical(
     from tqdm import tqdm
 
     with (
-        ShowerWriter(output, source.geometry, producer="caloforge convert") as writer,
+        ShowerWriter(
+            output, source.geometry, producer="caloforge convert", expected=len(source)
+        ) as writer,
         tqdm(
             total=len(source),
             unit="shower",

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from caloforge._files import check_output
-from caloforge.data.canonical import ShowerWriter
+from caloforge.data.canonical import ShowerWriter, check_batch_memory, check_room
 from caloforge.data.io import expand_paths, open_showers
 from caloforge.data.source import Batch
 from caloforge.devices import init_distributed
@@ -283,6 +283,8 @@ def generate_to_file(
         return _drawn(geometry, ranges, n, batch_size, seed)
 
     rank, world = context.rank, context.world_size
+    check_batch_memory(geometry, min(n, batch_size))
+    check_room(output, geometry, n)  # before the range check below, which goes over all n
     if rank == 0 or strict:  # every rank refuses alike; one warns
         _check_training_range(pipeline, batches(), n, strict)
 
@@ -298,10 +300,10 @@ def generate_to_file(
             "(seconds; a minute or more for a large generator)"
         )
     bar = None
+    share = _share(n, batch_size, rank, world)
     if progress and rank == 0:
         from tqdm import tqdm
 
-        share = sum(min(batch_size, n - s) for s in range(0, n, batch_size)[rank::world])
         label = f"generate {geometry.name}" + (f" (rank 0 of {world})" if world > 1 else "")
         bar = tqdm(total=share, unit="shower", desc=label, mininterval=0.5)
 
@@ -326,7 +328,7 @@ def generate_to_file(
                 done = _first_batch(pipeline, conditions, noise, seed, say)
             else:
                 done = pipeline(conditions, generator=noise)
-        with ShowerWriter(target, geometry, producer=producer()) as writer:
+        with ShowerWriter(target, geometry, producer=producer(), expected=share) as writer:
             if done is not None:
                 writer.write(Batch(done.showers, done.conditions))
                 if bar is not None:
@@ -410,6 +412,15 @@ def shard_path(output: str | os.PathLike[str], rank: int, world_size: int) -> Pa
     return path.with_name(f"{path.stem}.rank{rank:03d}-of-{world_size:03d}{path.suffix}")
 
 
+def _share(n: int, batch_size: int, rank: int, world: int) -> int:
+    """The showers of `rank` when batch i of n showers goes to rank i mod `world` (counted,
+    not summed: n may be huge)."""
+    batches = -(-n // batch_size)
+    mine = len(range(rank, batches, world))
+    short = batches * batch_size - n  # the last batch's missing showers
+    return mine * batch_size - (short if batches and (batches - 1) % world == rank else 0)
+
+
 def merge_shards(
     parts: Sequence[str | os.PathLike[str]],
     output: str | os.PathLike[str],
@@ -426,7 +437,7 @@ def merge_shards(
     try:
         geometry = sources[0].geometry
         total = sum(len(s) for s in sources)
-        with ShowerWriter(output, geometry, producer=producer) as writer:
+        with ShowerWriter(output, geometry, producer=producer, expected=total) as writer:
             for i in range(math.ceil(total / batch_size)):
                 source, local = sources[i % len(sources)], i // len(sources)
                 rows = np.arange(local * batch_size, min((local + 1) * batch_size, len(source)))

@@ -18,7 +18,7 @@ import numpy as np
 
 from caloforge._files import check_output
 from caloforge._processes import default_workers, die_with_parent, signals_held
-from caloforge.data.canonical import ShowerWriter
+from caloforge.data.canonical import ShowerWriter, check_batch_memory
 from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry, load_geometry
@@ -124,18 +124,21 @@ def simulate_batches(
             f"need n >= 0, batch_size > 0 and workers >= 1, got n={n}, "
             f"batch_size={batch_size}, workers={workers}"
         )
-    jobs = [
-        (geometry, ranges, particle, seed, first_index + lo, min(batch_size, n - lo), calibration)
-        for lo in range(0, n, batch_size)
-    ]
-    if not jobs:
+    # A range, not a list of jobs: n may be larger than memory holds jobs for.
+    starts = range(0, n, batch_size)
+
+    def job(lo: int) -> tuple[Any, ...]:
+        size = min(batch_size, n - lo)
+        return (geometry, ranges, particle, seed, first_index + lo, size, calibration)
+
+    if not starts:
         return
     start = time.process_time()
-    first = _simulate_batch(*jobs[0])
-    if workers == 1 or (time.process_time() - start) * (len(jobs) - 1) < POOL_MIN_CPU_S:
+    first = _simulate_batch(*job(0))
+    if workers == 1 or (time.process_time() - start) * (len(starts) - 1) < POOL_MIN_CPU_S:
         yield first
-        for job in jobs[1:]:
-            yield _simulate_batch(*job)
+        for lo in starts[1:]:
+            yield _simulate_batch(*job(lo))
         return
     context = multiprocessing.get_context("forkserver")
     # Workers are forked from a server that has imported this module (numpy, scipy, h5py:
@@ -152,12 +155,15 @@ def simulate_batches(
         initializer=die_with_parent,
         initargs=(os.getpid(),),
     ) as pool:
-        todo = deque(jobs[1:])
+        todo = iter(starts[1:])
         pending: deque[_Job] = deque()
 
         def submit() -> None:
-            while todo and len(pending) < 2 * workers:
-                args = todo.popleft()
+            while len(pending) < 2 * workers:
+                lo = next(todo, None)
+                if lo is None:
+                    break
+                args = job(lo)
                 with signals_held():  # a submit may start a worker
                     pending.append(_Job(args, pool.submit(_simulate_sparse, *args)))
 
@@ -230,6 +236,7 @@ def simulate_to_file(
     theta = None if theta_deg is None else (math.radians(theta_deg[0]), math.radians(theta_deg[1]))
     ranges = ConditionRanges.for_geometry(geo, energy, spectrum, theta, point)
     workers = default_workers() if workers is None else workers
+    check_batch_memory(geo, min(n, batch_size or 256))
     if engine == "geant4":
         batches, producer, provenance = _geant4_batches(
             geo,
@@ -280,6 +287,7 @@ def simulate_to_file(
             append=append,
             compression=compression,
             provenance=provenance,
+            expected=n,
         ) as writer:
             # Appending continues the seed's sequence after the showers already in the file.
             # closing: an interrupt here ends the batches' workers now, not at exit.
