@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import h5py
@@ -80,6 +81,7 @@ def test_train_then_generate_from_the_command_line(clic_file: Path, tmp_path: Pa
 # noise): best at the second check, then two worse ones, so patience 2 freezes stage 2 at
 # step 4 with the weights of step 2.
 WIDTHS = [0.9, 0.4, 0.5, 0.6, 0.3, 0.2]
+PROFILES = [0.0] * 6  # the checks' profile errors (their score adds the width's)
 
 
 @pytest.fixture
@@ -91,7 +93,8 @@ def scripted_widths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     def check(*args: object, **kwargs: object) -> PhysicsCheck:
         calls.append(1)
-        return PhysicsCheck(0.02, 0.02, 0.0, 0.0, 0.0, width_error=WIDTHS[len(calls) - 1])
+        i = len(calls) - 1
+        return PhysicsCheck(0.02, 0.02, 0.0, PROFILES[i], 0.0, width_error=WIDTHS[i])
 
     monkeypatch.setattr(trainer_module, "run_check", check)
     return calls
@@ -134,6 +137,18 @@ def test_shape_patience_freezes_stage_2_at_its_best_check(
     energy_best = weights(steps / "step-00000002", "energy_net.")
     energy_last = weights(steps / "step-00000006", "energy_net.")
     assert any(not np.array_equal(energy_last[k], v) for k, v in energy_best.items())
+
+
+def test_the_check_that_froze_stage_2_names_no_best_checkpoint(
+    clic_file: Path, tmp_path: Path, scripted_widths: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scores 1.9, 1.4, 1.0, 0.6: step 4's is the lowest, but its numbers are those of the
+    # stage 2 that the freeze then replaced: best.json stays at step 3.
+    monkeypatch.setattr(sys.modules[__name__], "PROFILES", [1.0, 1.0, 0.5, 0.0, 0.0, 0.0])
+    run = tmp_path / "run"
+    Trainer(stopping_config(4), clic_file, run).fit()  # type: ignore[arg-type]
+    assert "shape_frozen" in (run / "metrics.jsonl").read_text()
+    assert json.loads((run / "best.json").read_text())["step"] == 3
 
 
 def test_shape_patience_resumes_as_the_uninterrupted_run(

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,25 @@ TRAINER_STATE = "trainer_state.pt"
 RESUME_FIXED = ("batch_size", "seed", "split_seed", "fractions", "window")
 # what a resume reads of the trainer state beside a checkpoint (the trainer's `_trainer_state`)
 RESUME_STATE = ("optimizer_g", "optimizer_d", "rng", "torch_rng", "train_state")
+
+
+@dataclass
+class TrainState:
+    """Counters that a checkpoint carries for an exact resume."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of `epoch` already consumed
+    best_score: float = math.inf
+    collapse_count: int = 0
+    regressor_done: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    # The current epoch's loss sums, steps and seconds so far: its summary record covers
+    # the whole epoch, also across a resume.
+    epoch_sums: dict[str, float] = field(default_factory=dict)
+    epoch_steps: int = 0
+    epoch_seconds: float = 0.0
+    epoch_cpu_seconds: float = 0.0  # CPU time of this process (all its threads)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

@@ -19,7 +19,7 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from caloforge.models.checkpoint import (
 from caloforge.training.checkpoint import (
     RESUME_STATE,
     TRAINER_STATE,
+    TrainState,
     check_resumable,
     load_trainer_state,
     save_checkpoint,
@@ -63,25 +64,6 @@ from caloforge.training.steps import Step, StepContext, StepModels, make_step
 
 class TrainingCollapsedError(CaloforgeError):
     """The generator emitted only empty showers for `collapse_patience` checks in a row."""
-
-
-@dataclass
-class TrainState:
-    """Counters that a checkpoint carries for an exact resume."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # batches of `epoch` already consumed
-    best_score: float = math.inf
-    collapse_count: int = 0
-    regressor_done: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)
-    # The current epoch's loss sums, steps and seconds so far: its summary record covers
-    # the whole epoch, also across a resume.
-    epoch_sums: dict[str, float] = field(default_factory=dict)
-    epoch_steps: int = 0
-    epoch_seconds: float = 0.0
-    epoch_cpu_seconds: float = 0.0  # CPU time of this process (all its threads)
 
 
 @dataclass(frozen=True)
@@ -407,11 +389,14 @@ class Trainer:
             )
         return check
 
-    def _after_check(self, check: PhysicsCheck | None) -> bool:
-        """Count collapsed checks (on every rank); True if rank 0's check is the best yet."""
+    def _after_check(self, check: PhysicsCheck | None, changed: bool) -> bool:
+        """Count collapsed checks (on every rank); True if rank 0's check is the best yet,
+        unless the step `changed` the weights after it (its numbers no longer hold)."""
         collapsed = self.context.broadcast_flag(check is not None and check.collapsed)
         self.state.collapse_count = self.state.collapse_count + 1 if collapsed else 0
-        if check is not None and not check.collapsed and check.score < self.state.best_score:
+        if check is None or changed or check.collapsed:
+            return False
+        if check.score < self.state.best_score:
             self.state.best_score = check.score
             return True
         return False
@@ -555,8 +540,8 @@ class Trainer:
     def _record_check(self) -> bool:
         """Count and log the check just made; True if it is the best yet."""
         check = self._last_check
-        improved = self._after_check(check)
         event = self.step_fn.after_check(check, self.state.step)  # e.g. stage 2 frozen
+        improved = self._after_check(check, changed=event is not None)
         if check is not None:
             record = {"event": "check", "step": self.state.step, "epoch": self.state.epoch}
             record.update(check.to_dict())
