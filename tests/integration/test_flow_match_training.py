@@ -124,6 +124,10 @@ def test_shape_patience_freezes_stage_2_at_its_best_check(
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     frozen = [r for r in records if r["event"] == "shape_frozen"]
     assert frozen == [{"event": "shape_frozen", "step": 4, "best_step": 2, "width_error": 0.4}]
+    from caloforge.models.checkpoint import summarize_checkpoint
+
+    expected = "stage 2 frozen at step 4 with the weights of step 2 (width error 0.4"
+    assert any(note.startswith(expected) for note in summarize_checkpoint(run).notes)
     # The later, smaller widths (steps 5, 6) change nothing: stage 2 no longer trains.
     assert [s for s, _, shape in step_records(run) if shape == 0.0] == [5, 6]
     steps = run / "checkpoints"

@@ -413,6 +413,7 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
             best = json.loads((run / BEST).read_text()) if (run / BEST).is_file() else None
         except (OSError, ValueError):
             notes.append(f"{run / BEST} is unreadable")
+        notes += _weight_events(run)
     data = training.get("data")
     data_paths = tuple(str(d) for d in (data if isinstance(data, list) else [data] if data else []))
     parameters: dict[str, int] = {}
@@ -446,6 +447,29 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
         latest_step=latest_step,
         notes=tuple(notes),
     )
+
+
+def _weight_events(run: Path) -> list[str]:
+    """What the run's log says the trainer did to the weights besides training them: stage
+    2 of flow-match frozen at its best check (`training.shape_patience`)."""
+    try:
+        lines = (run / "metrics.jsonl").read_text().splitlines()  # training.run_log.METRICS
+    except (OSError, ValueError):
+        return []
+    found = []
+    for line in lines:
+        if '"shape_frozen"' not in line:
+            continue
+        try:
+            record = json.loads(line)
+            found.append(
+                f"stage 2 frozen at step {record['step']} with the weights of step "
+                f"{record['best_step']} (width error {float(record['width_error']):.4g}; "
+                "training.shape_patience)"
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
 
 
 def print_checkpoint_summary(summary: CheckpointSummary, file: TextIO | None = None) -> None:
