@@ -100,9 +100,9 @@ def scripted_widths(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
-def stopping_config(max_steps: int) -> object:
+def stopping_config(max_steps: int, patience: int = 2) -> object:
     overrides = [*FAST, *TINY_OVERRIDES, "training.batch_size=8", "training.check_every=1"]
-    overrides += ["training.shape_patience=2", "training.optimizer.schedule=constant"]
+    overrides += [f"training.shape_patience={patience}", "training.optimizer.schedule=constant"]
     overrides += ["training.keep_checkpoints=10", f"training.max_steps={max_steps}"]
     return load_config("flow-match", overrides)
 
@@ -141,6 +141,24 @@ def test_shape_patience_freezes_stage_2_at_its_best_check(
     energy_best = weights(steps / "step-00000002", "energy_net.")
     energy_last = weights(steps / "step-00000006", "energy_net.")
     assert any(not np.array_equal(energy_last[k], v) for k, v in energy_best.items())
+
+
+def test_a_frozen_stage_2_leaves_stage_1_as_training_both_would(
+    clic_file: Path, tmp_path: Path, scripted_widths: list[int]
+) -> None:
+    # The stages share no weight, no gradient clipping and no random draw that the freeze
+    # skips: the frozen run's weights are the unfrozen run's stage 1 at its end and stage 2
+    # at its best check, bit for bit (what benchmarks/combine_stages.py makes by hand).
+    frozen, both = tmp_path / "frozen", tmp_path / "both"
+    Trainer(stopping_config(6), clic_file, frozen).fit()  # type: ignore[arg-type]
+    scripted_widths.clear()
+    Trainer(stopping_config(6, patience=0), clic_file, both).fit()  # type: ignore[arg-type]
+    assert "shape_frozen" not in (both / "metrics.jsonl").read_text()
+    last = frozen / "checkpoints/step-00000006"
+    for prefix, step in (("energy_net.", 6), ("shape_net.", 2)):
+        expected = weights(both / f"checkpoints/step-{step:08d}", prefix)
+        for key, value in weights(last, prefix).items():
+            np.testing.assert_array_equal(value, expected[key], err_msg=key)
 
 
 def test_the_check_that_froze_stage_2_names_no_best_checkpoint(
