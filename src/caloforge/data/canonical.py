@@ -80,8 +80,11 @@ def check_room(path: str | os.PathLike[str], geometry: Geometry, n: int) -> None
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     per_shower = 8 * sum(c.size for c in geometry.conditions)
-    free = shutil.disk_usage(folder).free
-    if n * per_shower > free:
+    usage = shutil.disk_usage(folder)
+    free = usage.free
+    # A file system of no size (/proc) says nothing of room: creating the file there fails
+    # with its own message.
+    if usage.total and n * per_shower > free:
         raise OutputError(
             f"{path}: the conditions of {n:,} showers alone take {_size(n * per_shower)} and "
             f"{_size(free)} is free on its disk: write fewer showers or free space"
@@ -317,8 +320,9 @@ class ShowerWriter:
         assert self._partial is not None
         per_shower = (self._partial.stat().st_size - self._size_before) / written
         needed = per_shower * remaining
-        free = shutil.disk_usage(self._partial.parent).free
-        if needed <= free:
+        usage = shutil.disk_usage(self._partial.parent)
+        free = usage.free
+        if needed <= free or not usage.total:
             return
         self._release()
         self.abort()
