@@ -116,6 +116,13 @@ def weights(folder: Path, prefix: str) -> dict[str, np.ndarray]:
     return chosen
 
 
+def assert_same_weights(a: Path, b: Path, prefix: str) -> None:
+    """The weights whose names contain `prefix` are identical in checkpoints `a` and `b`."""
+    expected = weights(b, prefix)
+    for key, value in weights(a, prefix).items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
+
+
 def test_shape_patience_freezes_stage_2_at_its_best_check(
     clic_file: Path, tmp_path: Path, scripted_widths: list[int]
 ) -> None:
@@ -132,10 +139,8 @@ def test_shape_patience_freezes_stage_2_at_its_best_check(
     assert [s for s, _, shape in step_records(run) if shape == 0.0] == [5, 6]
     steps = run / "checkpoints"
     for prefix in ("shape_net.", "ema.shape_net."):
+        assert_same_weights(steps / "step-00000006", steps / "step-00000002", prefix)
         best = weights(steps / "step-00000002", prefix)
-        last = weights(steps / "step-00000006", prefix)
-        for key, value in best.items():
-            np.testing.assert_array_equal(last[key], value, err_msg=key)
         moved = weights(steps / "step-00000003", prefix)  # trained on after the best check
         assert any(not np.array_equal(moved[k], v) for k, v in best.items())
     energy_best = weights(steps / "step-00000002", "energy_net.")
@@ -156,9 +161,7 @@ def test_a_frozen_stage_2_leaves_stage_1_as_training_both_would(
     assert "shape_frozen" not in (both / "metrics.jsonl").read_text()
     last = frozen / "checkpoints/step-00000006"
     for prefix, step in (("energy_net.", 6), ("shape_net.", 2)):
-        expected = weights(both / f"checkpoints/step-{step:08d}", prefix)
-        for key, value in weights(last, prefix).items():
-            np.testing.assert_array_equal(value, expected[key], err_msg=key)
+        assert_same_weights(last, both / f"checkpoints/step-{step:08d}", prefix)
 
 
 def test_the_check_that_froze_stage_2_names_no_best_checkpoint(
@@ -184,9 +187,7 @@ def test_shape_patience_resumes_as_the_uninterrupted_run(
     assert step_records(parts) == step_records(whole)  # stopped at the same step, bit for bit
     end = "checkpoints/step-00000006"
     for prefix in ("shape_net.", "energy_net."):
-        expected = weights(whole / end, prefix)
-        for key, value in weights(parts / end, prefix).items():
-            np.testing.assert_array_equal(value, expected[key], err_msg=key)
+        assert_same_weights(parts / end, whole / end, prefix)
 
 
 def test_shape_patience_is_refused_for_a_family_without_stages(
