@@ -44,9 +44,18 @@ SHOWERS = 400
 # Layers below this mean share of the visible energy are left out of the profile.
 MIN_SHARE = 0.01
 
-# The W-Si table of commit e793cb1, in the package when the reference was made (a family not
-# listed here runs the package's table, unchanged since).
+# The tables of commit e793cb1, in the package when the reference was made (each refitted
+# since).
 REFERENCE_TABLES = {
+    "Pb-polystyrene": {
+        "Rt_front": 0.22730722168079942,
+        "Rt_scale": 0.826686845179361,
+        "constant_scale": 0.3986654281616211,
+        "p_shift": -0.14930388573617437,
+        "response_scale": 1.0694421207942677,
+        "response_slope": 0.00019750409804674088,
+        "stochastic_scale": 0.681440601348877,
+    },
     "W-Si": {
         "Rt_front": -0.15983336296238693,
         "Rt_scale": 1.0645511930535374,
