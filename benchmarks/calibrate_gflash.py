@@ -191,13 +191,15 @@ def compare(geometry_name: str, n: int) -> None:
 
 def layer_features(paths: list[str]) -> dict[str, np.ndarray]:
     """Per shower: primary energy (GeV), visible energy per layer (GeV) and the transverse
-    second moment per layer (mm^2, the mean of x and y about the layer's own centre)."""
+    second moment per layer (mm^2, the mean of x and y about the layer's own centre). A
+    summed readout (lhcb-30) is one layer."""
     parts: dict[str, list[np.ndarray]] = {"energy": [], "layers": [], "m2": []}
     for path in paths:
         with open_canonical(path) as source:
             f = compute_features(source, batch_size=250)
         parts["energy"].append(f["condition/energy"])
-        parts["layers"].append(f["longitudinal_profile"])
+        layers = f.get("longitudinal_profile")
+        parts["layers"].append(f["total_energy"][:, None] if layers is None else layers)
         parts["m2"].append(0.5 * (f["width_x_layer"] ** 2 + f["width_y_layer"] ** 2))
     return {k: np.concatenate(v) for k, v in parts.items()}
 
@@ -254,7 +256,7 @@ def validate(
     calibration: str,
     label: str,
     seed: int,
-    spectrum: str,
+    spectrum: str | None,
     given: tuple[Path, str] | None = None,
 ) -> None:
     """`given`: a file of parametrized showers made beforehand and how it was made, used
@@ -273,7 +275,8 @@ def validate(
         simulate = [
             *cli, "simulate", "--engine", "gflash", "--calibration", calibration,
             "--geometry", geometry_name, "--n", str(n), "--energy", energy,
-            "--spectrum", spectrum, "--seed", str(seed), "--workers", "1", "-o", generated,
+            *(["--spectrum", spectrum] if spectrum else []),
+            "--seed", str(seed), "--workers", "1", "-o", generated,
         ]  # fmt: skip
         made_by = " ".join(["caloforge", *simulate[len(cli) :]])
         if given is None:
@@ -364,7 +367,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bands", type=int, default=5, help="fit: bands of --spectrum-set")
     parser.add_argument("--reference", nargs="+", help="validate: Geant4 files or globs")
     parser.add_argument("--energy", default="10:200", help="validate: energy range, GeV")
-    parser.add_argument("--spectrum", default="uniform", help="validate: energy spectrum")
+    parser.add_argument(
+        "--spectrum",
+        help="validate: energy spectrum (default: simulate's for the geometry, as the "
+        "reference sets draw theirs: uniform for clic-25, 1/E for lhcb-30)",
+    )
     parser.add_argument("--calibration", default="auto", help="validate: auto or none")
     parser.add_argument("--label", default="calibrated", help="validate: name of the results")
     parser.add_argument("--seed", type=int, default=4004, help="validate: simulate's seed")
