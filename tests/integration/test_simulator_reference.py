@@ -69,7 +69,7 @@ REFERENCE_TABLES = {
         "sigma_T_scale": 1.0938345336914064,
         "sigma_alpha_scale": 1.4888957214355467,
         "stochastic_scale": 1.04673583984375,
-    }
+    },
 }
 
 # name: geometry, calibrated or bare, particle, energy range (GeV), theta range (deg).
