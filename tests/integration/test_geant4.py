@@ -486,8 +486,8 @@ def test_resolution_has_the_measured_stochastic_and_constant_terms(setup):
     for energy in energies:
         s, _ = showers(setup, CLIC, float(energy), 200)
         resolution.append(robust_resolution((s.sum(axis=(1, 2)) * weights).sum(axis=1)))
-    # Fit sigma^2/E^2 = a^2/E + c^2 (linear in 1/E).
-    c2, a2 = np.polyfit(1.0 / energies, np.square(resolution), 1)
+    # Fit sigma^2/E^2 = a^2/E + c^2 (linear in 1/E; polyfit gives the slope first).
+    a2, c2 = np.polyfit(1.0 / energies, np.square(resolution), 1)
     assert 0.14 < math.sqrt(a2) < 0.23
     assert c2 < 0.03**2
 
