@@ -130,6 +130,7 @@ def fit(
     spectrum_sets: list[str],
     n_bands: int,
     evaluations: int,
+    only: list[str] | None = None,
 ) -> Calibration:
     geometry = load_geometry(geometry_name)
     refs = references(geometry_name, "fit")
@@ -143,6 +144,9 @@ def fit(
         names = ", ".join(Path(p).name for p in spectrum_sets)
         total = sum(len(r.showers) for r in spectrum.values())
         described += f"; {names}: {total} showers in {n_bands} bands"
+    if only:
+        kept = "the package's table" if resume else "the fit's start"
+        described += f"; only {', '.join(only)} fitted, the rest from {kept}"
     start = time.perf_counter()
     result, report = calibrate.fit(
         geometry,
@@ -151,6 +155,7 @@ def fit(
         rounds=rounds,
         evaluations=evaluations,
         start=for_geometry(geometry) if resume else None,
+        only=only,
         fitted_on=f"Geant4 engine ({described})",
     )
     report["seconds"] = time.perf_counter() - start
@@ -365,6 +370,13 @@ def main(argv: list[str] | None = None) -> int:
         "the ladder (e.g. the training parts of clic25-10-200)",
     )
     parser.add_argument("--bands", type=int, default=5, help="fit: bands of --spectrum-set")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="FACTOR",
+        choices=sorted(calibrate.BOUNDS),
+        help="fit: vary these factors alone, the others held (with --resume: the table's)",
+    )
     parser.add_argument("--reference", nargs="+", help="validate: Geant4 files or globs")
     parser.add_argument("--energy", default="10:200", help="validate: energy range, GeV")
     parser.add_argument(
@@ -394,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             args.spectrum_set or [],
             args.bands,
             args.evaluations,
+            args.only,
         )
     elif args.command == "compare":
         compare(args.geometry, args.n or 400)

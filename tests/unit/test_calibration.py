@@ -177,13 +177,65 @@ def test_a_fit_finds_the_factors_it_is_shown():
         evaluations=25,
         profile_stages=stages,
         lateral=("Rt_scale",),
+        only={"T_shift", "origin", "stochastic_scale", "Rt_scale"},
     )
+    assert fitted.tail_spots == 1.0  # not in `only`: held
     assert report["cost_after"] < 0.5 * report["cost_before"]
     assert fitted.response_scale == pytest.approx(1.15, rel=0.02)
     assert fitted.Rt_scale == pytest.approx(1.4, rel=0.15)
     assert fitted.T_shift == pytest.approx(0.6, abs=0.3)
     assert fitted.origin == pytest.approx(1.0, abs=0.4)
     assert fitted.stochastic_scale == pytest.approx(1.2, rel=0.1)
+
+
+LHCB = PRESETS["lhcb-30"]
+
+
+def _lhcb(n: int, energy: float, seed: int, **factors: float) -> tuple[np.ndarray, dict]:
+    from caloforge.simulation.conditions import ConditionRanges, sample_conditions
+
+    ranges = ConditionRanges.for_geometry(LHCB, energy=(energy, energy))
+    conditions = sample_conditions(LHCB, ranges, n, np.random.default_rng(seed))
+    return calibrate.simulate(LHCB, Calibration(**factors), conditions, seed), conditions
+
+
+def test_a_finer_tail_reaches_more_cells_with_the_same_profile():
+    assert Calibration().tail_split(np.array([5.0])) is None
+    split = Calibration(tail_spots=2.0, tail_spots_slope=0.5).tail_split(np.array([10.0, 40.0]))
+    np.testing.assert_allclose(split, [2.0, 4.0])
+    bare, conditions = _lhcb(400, 50.0, 11)
+    fine, _ = _lhcb(400, 50.0, 11, tail_spots=4.0)
+    a = calibrate.summarize(bare, conditions["energy"], LHCB)
+    b = calibrate.summarize(fine, conditions["energy"], LHCB)
+    # The same energy (the shower's fluctuation is drawn apart from its spots; only what
+    # leaks out of the grid differs) and the same mean radial profile: width and core share
+    # within a percent or two ...
+    total_bare, total_fine = bare.sum(axis=(1, 2)), fine.sum(axis=(1, 2))
+    np.testing.assert_allclose(total_fine, total_bare, rtol=1e-2)
+    assert total_fine.mean() == pytest.approx(total_bare.mean(), rel=1e-3)
+    assert b.width[0] == pytest.approx(a.width[0], rel=0.02)
+    assert b.peak[0] == pytest.approx(a.peak[0], rel=0.02)
+    # ... but the tail's energy in more, smaller deposits: more cells hit, above 10 keV
+    # and above 100 keV alike.
+    assert b.hits is not None and a.hits is not None
+    assert np.all(b.hits > 1.2 * a.hits)
+
+
+def test_a_fit_finds_the_tail_spots_it_is_shown_and_holds_the_rest():
+    truth = dict(tail_spots=3.0, Rt_scale=0.9)
+    references = {}
+    for k, energy in enumerate((5.0, 50.0)):
+        showers, conditions = _lhcb(400, energy, 30 + k, **truth)
+        references[energy] = calibrate.Reference(showers, conditions)
+    start = Calibration(Rt_scale=0.9)
+    fitted, report = calibrate.fit(
+        LHCB, references, start=start, n=300, rounds=1, evaluations=20, only={"tail_spots"}
+    )
+    assert fitted.tail_spots == pytest.approx(3.0, rel=0.2)
+    assert fitted.Rt_scale == 0.9 and fitted.stochastic_scale == 1.0 and fitted.p_shift == 0.0
+    assert report["cost_after"] < report["cost_before"]
+    with pytest.raises(ValueError, match="tail_spot"):
+        calibrate.fit(LHCB, references, start=start, only={"tail_spot"})
 
 
 DATA = Path(os.environ.get("CALOFORGE_DATA", "~/caloforge-data")).expanduser() / "geant4"

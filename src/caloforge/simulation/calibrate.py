@@ -14,7 +14,9 @@ over the tolerance and the reference's statistical error, in quadrature):
 - the resolution, sigma90/mu90 of E_vis/E (as `caloforge validate` measures it): 5 %; and
   the same for the sum with each layer weighted by its inverse sampling fraction, where the
   sampling term shows without the thin/thick-layer fluctuations of the raw sum: 5 %;
-- the response, mu90 of E_vis/E: 1 %.
+- the response, mu90 of E_vis/E: 1 %;
+- the mean number of cells above 10 keV and above 100 keV of visible energy (the hits of
+  `caloforge validate`, and where a halo of small deposits shows): 5 %.
 
 Two kinds of stages. What acts along the depth (the profile's depth, shape and fluctuations,
 the sampling per layer and the stochastic and constant terms) is fitted on `layer_energies`:
@@ -29,7 +31,7 @@ form.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -40,7 +42,7 @@ from caloforge.geometry import Geometry
 from caloforge.simulation import gflash
 from caloforge.simulation.calibration import PIVOT_GEV, Calibration
 from caloforge.simulation.simulator import STEP_X0, ShowerSimulator
-from caloforge.validation.features import centre_and_width, longitudinal_profile
+from caloforge.validation.features import HIT_THRESHOLD, centre_and_width, longitudinal_profile
 
 TOLERANCE = {
     "share": 0.03,
@@ -50,7 +52,10 @@ TOLERANCE = {
     "peak": 0.05,
     "resolution": 0.05,
     "response": 0.01,
+    "hits": 0.05,
 }
+# The visible energies (GeV) above which cells are counted as hits.
+HIT_THRESHOLDS = (HIT_THRESHOLD, 10 * HIT_THRESHOLD)
 # Layers holding at least this share of the energy are compared; those between
 # MIN_SMALL_SHARE and MIN_SHARE only in their mean share, at the looser tolerance.
 MIN_SHARE = 0.01
@@ -79,6 +84,8 @@ BOUNDS = {
     "p_shift": (-0.5, 0.5),
     "p_energy": (-0.2, 0.2),
     "p_depth": (-0.3, 0.3),
+    "tail_spots": (0.5, 8.0),
+    "tail_spots_slope": (-0.5, 0.5),
     "stochastic_scale": (0.3, 3.0),
     "constant_scale": (0.0, 5.0),
     "sampling_exponent": (-0.5, 0.5),
@@ -137,9 +144,15 @@ LATERAL_PARAMETERS = (
     "p_energy",
     "p_depth",
 )
+# Fitted on simulated showers, after the lateral factors: the tail's spot count on the hits.
+HALO_STAGE: tuple[tuple[str, ...], tuple[str, ...]] = (
+    ("tail_spots", "tail_spots_slope"),
+    ("hits",),
+)
 # Depth-summed images show no profile: their sampling factors are fitted on simulated showers.
 SUMMED_STAGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (LATERAL_PARAMETERS, ("width", "peak")),
+    HALO_STAGE,
     (("stochastic_scale", "constant_scale"), ("resolution",)),
 )
 
@@ -156,6 +169,8 @@ class Summary:
     spread: np.ndarray  # (layers,) its standard deviation over showers
     width: np.ndarray | None = None  # (layers,) energy-weighted transverse RMS in x, mm
     peak: np.ndarray | None = None  # (layers,) share of a layer's energy in its hottest cell
+    hits: np.ndarray | None = None  # (thresholds,) mean number of cells above HIT_THRESHOLDS
+    hits_spread: np.ndarray | None = None  # (thresholds,) its standard deviation
 
 
 def mu90_sigma90(values: np.ndarray) -> tuple[float, float]:
@@ -192,7 +207,15 @@ def summarize(showers: np.ndarray, energy: np.ndarray, geometry: Geometry) -> Su
     weight = layers / np.maximum(layers.sum(axis=0, keepdims=True), 1e-30)
     hottest = grid.max(axis=(1, 2)) / np.maximum(layers, 1e-30)
     summary = summarize_layers(layers, np.asarray(energy, dtype=np.float64), geometry)
-    return replace(summary, width=(width * weight).sum(axis=0), peak=(hottest * weight).sum(axis=0))
+    flat = showers.reshape(len(showers), -1)
+    counts = np.stack([(flat > t).sum(axis=1) for t in HIT_THRESHOLDS], axis=1)
+    return replace(
+        summary,
+        width=(width * weight).sum(axis=0),
+        peak=(hottest * weight).sum(axis=0),
+        hits=counts.mean(axis=0),
+        hits_spread=counts.std(axis=0),
+    )
 
 
 def layer_energies(
@@ -282,6 +305,14 @@ def residual_groups(model: Summary, reference: Summary) -> dict[str, np.ndarray]
         m, r = getattr(model, name), getattr(reference, name)
         if m is not None and r is not None:
             groups[name] = relative(m[used], r[used], TOLERANCE[name], np.array(0.0))
+    if model.hits is not None and reference.hits is not None and reference.hits_spread is not None:
+        seen = reference.hits > 0
+        groups["hits"] = relative(
+            model.hits[seen],
+            reference.hits[seen],
+            TOLERANCE["hits"],
+            reference.hits_spread[seen] / reference.hits[seen] / np.sqrt(n),
+        )
     if len(reference.share) > 1:  # per-layer readout: the profile's fluctuations, and the
         # sampling term apart from the layers' (the weighted sum is the raw one otherwise)
         groups["spread"] = relative(
@@ -327,6 +358,7 @@ def fit(
     profile_stages: Sequence[tuple[tuple[str, ...], tuple[str, ...]]] = PROFILE_STAGES,
     profile_showers: int = 800,
     lateral: tuple[str, ...] = LATERAL_PARAMETERS,
+    only: Collection[str] | None = None,
     fitted_on: str = "",
 ) -> tuple[Calibration, dict[str, float]]:
     """The calibration whose showers match the references best; returns it and a report
@@ -337,8 +369,13 @@ def fit(
     `profile_showers` per reference), then the `lateral` factors by a Nelder-Mead search on
     `n` simulated showers per reference (at most `evaluations`); the response last, in
     closed form. Depth-summed images show no longitudinal profile: their lateral and
-    sampling factors are fitted on simulated showers (`SUMMED_STAGES`).
+    sampling factors are fitted on simulated showers (`SUMMED_STAGES`). With `only`, the
+    stages vary those factors alone and hold the rest where `start` has them (a refit of a
+    table's sampling terms that keeps its lateral factors, say).
     """
+    unknown = sorted(set(only or ()) - set(BOUNDS))
+    if unknown:
+        raise ValueError(f"not factors a fit varies: {unknown}; those are {sorted(BOUNDS)}")
     per_layer = geometry.readout == "layers"
     calibration = start or (FIT_START if per_layer else Calibration())
     targets = {
@@ -365,13 +402,16 @@ def fit(
             sum(np.sum(_soft(g[name])) for g in groups_of(cal) for name in which if name in g)
         )
 
-    stages = ((lateral, ("width", "peak")),) if per_layer else SUMMED_STAGES
+    stages = ((lateral, ("width", "peak")), HALO_STAGE) if per_layer else SUMMED_STAGES
     every = tuple(name for _, which in stages for name in which)
     every += PROFILE_QUANTITIES if per_layer else ()
+    depth_stages = tuple(profile_stages) if per_layer else ()
+    if only is not None:
+        stages, depth_stages = _restricted(stages, only), _restricted(depth_stages, only)
     before = cost(calibration, which=every)
     energies = {e: np.asarray(r.conditions["energy"]) for e, r in references.items()}
     for _ in range(rounds):
-        for names, which in profile_stages if per_layer else ():
+        for names, which in depth_stages:
             calibration = fit_profile(
                 geometry, calibration, energies, targets, names, which, profile_showers
             )
@@ -384,6 +424,14 @@ def fit(
         "evaluations": float(used),
     }
     return replace(calibration, fitted_on=fitted_on), report
+
+
+def _restricted(
+    stages: Sequence[tuple[tuple[str, ...], tuple[str, ...]]], only: Collection[str]
+) -> tuple[tuple[tuple[str, ...], tuple[str, ...]], ...]:
+    """The stages with their factors cut to `only`; those left with none dropped."""
+    kept = ((tuple(n for n in names if n in only), which) for names, which in stages)
+    return tuple((names, which) for names, which in kept if names)
 
 
 def fit_profile(

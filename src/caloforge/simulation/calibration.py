@@ -28,7 +28,10 @@ and the fluctuations. A `Calibration` holds a few factors that act where the phy
   front (times exp(-tau), as the parametrization's own sampling corrections); a shift of the
   core fraction, `p_shift + p_energy ln(E/10 GeV) + p_depth (tau - 1)`. The core radius
   (about a millimetre) is left alone: cells of a few millimetres do not see it, so no fit
-  could;
+  could. And the number of the tail's energy spots, times `tail_spots (E/10 GeV)^
+  tail_spots_slope` (each of proportionally less energy): the mean profile stays, but far
+  from the axis Geant4 spreads its energy over many cells in small deposits (soft photons),
+  where a few spots of the core's energy reach too few cells;
 - the sampling fluctuations: scales of the stochastic term c_s and of the constant term;
 - the response: the visible energy scaled by `response_scale + response_slope ln(E/10 GeV)`.
 
@@ -90,6 +93,8 @@ class Calibration:
     p_shift: float = 0.0
     p_energy: float = 0.0
     p_depth: float = 0.0
+    tail_spots: float = 1.0
+    tail_spots_slope: float = 0.0
     stochastic_scale: float = 1.0
     constant_scale: float = 1.0
     sampling_exponent: float = 0.0
@@ -197,6 +202,14 @@ class Calibration:
                 1.0,
             ),
         )
+
+    def tail_split(self, energy: np.ndarray) -> np.ndarray | None:
+        """Factor on the number of the radial tail's spots at primary energies `energy`
+        (GeV); None where it is one."""
+        if self.tail_spots == 1.0 and self.tail_spots_slope == 0.0:
+            return None
+        ratio = np.asarray(energy, dtype=np.float64) / PIVOT_GEV
+        return self.tail_spots * ratio**self.tail_spots_slope
 
     def response(self, energy: np.ndarray) -> np.ndarray:
         """Factor on each shower's visible energy (primary energy in GeV)."""

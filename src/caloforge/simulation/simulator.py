@@ -80,6 +80,8 @@ class _Plan:
     counts: np.ndarray  # (n, S) spots per step
     core: np.ndarray  # (n, S) how many of them in the radial core
     e_spot: np.ndarray  # (n, S) mean deposited energy of each spot, GeV
+    # (n, S) that of each tail spot where the tail is split finer than the core, else None
+    e_tail: np.ndarray | None
     depth0: np.ndarray  # (n, S) perpendicular depth of the step's start, X0 (float32)
     depth_step: np.ndarray  # (n,) perpendicular X0 of one step (float32)
     Rc: np.ndarray  # (n, S) core radius, RM (float32)
@@ -328,10 +330,22 @@ class ShowerSimulator:
             gflash.radial_parameters(energy[:, None], tau, self.material), tau, energy[:, None]
         )
         core = spot_rng.binomial(counts, radial.p)
+        e_spot = dE / np.maximum(counts, 1)
+        e_tail = None
+        split_factor = self.calibration.tail_split(energy)
+        if split_factor is not None:
+            # The tail's energy in more (or fewer) spots of less (or more) energy each: the
+            # same mean radial profile, more cells reached far from the axis.
+            tail = counts - core
+            split = np.floor(tail * split_factor[:, None] + spot_rng.random(tail.shape))
+            split = np.where(tail > 0, np.maximum(split, 1), 0).astype(np.int64)
+            e_tail = e_spot * tail / np.maximum(split, 1)
+            counts = core + split
         return _Plan(
             counts=counts,
             core=core,
-            e_spot=dE / np.maximum(counts, 1),
+            e_spot=e_spot,
+            e_tail=e_tail,
             depth0=((t_start[:, None] + rel[None, :-1]) * cos_normal[:, None]).astype(_F32),
             depth_step=(self.step_X0 * cos_normal).astype(_F32),
             Rc=radial.Rc.astype(_F32),
@@ -386,7 +400,13 @@ class ShowerSimulator:
         phi *= _F32(2.0 * np.pi)
         off1 = radius * np.cos(phi)
         off2 = radius * np.sin(phi)
-        e_mean = np.repeat(plan.e_spot[a:b].ravel(), counts)
+        if plan.e_tail is None:
+            e_mean = np.repeat(plan.e_spot[a:b].ravel(), counts)
+        else:
+            e_mean = np.repeat(
+                np.stack([plan.e_spot[a:b].ravel(), plan.e_tail[a:b].ravel()], axis=1).ravel(),
+                np.stack([core, counts - core], axis=1).ravel(),
+            )
 
         z_axis = None
         if with_z or not plan.perpendicular:
