@@ -242,7 +242,7 @@ def test_auto_compiles_a_long_run_on_this_cpu_and_keeps_eager_the_reference(tmp_
     assert pipeline.backend == "compiled" and pipeline.engine.startswith(engine)
     assert "int8 not checked for this checkpoint" in pipeline.choice.reason
 
-    monkeypatch.setattr(auto, "SHORT_RUN_SECONDS", 0.0)  # as for a long run
+    monkeypatch.setattr(auto, "eager_seconds", lambda pipeline, showers: 1e4)  # a long run
     files = {}
     for backend in ("auto", "eager"):
         files[backend] = generate_to_file(
@@ -254,3 +254,51 @@ def test_auto_compiles_a_long_run_on_this_cpu_and_keeps_eager_the_reference(tmp_
     with open_showers(files["eager"]) as eager, open_showers(files["auto"]) as chosen:
         a, b = eager.take(np.arange(10)).showers, chosen.take(np.arange(10)).showers
     np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * float(a.max()))
+
+
+def test_auto_stays_eager_where_compiling_takes_longer_than_it_saves(tmp_path, monkeypatch):
+    from caloforge.generation import auto
+    from caloforge.generation.compile_record import compile_seconds, record_compile
+
+    monkeypatch.setenv("CALOFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(auto, "openvino_available", lambda: True)
+    monkeypatch.setattr(auto, "eager_seconds", lambda pipeline, showers: 0.01 * showers)
+    flow = ShowerPipeline.random_weights("flow-match", seed=1)
+    gan = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
+    # Not yet compiled here: the family's estimate. The flow-matching exporter's two
+    # minutes are repaid only by a run of several minutes in eager (at most half saved).
+    assert compile_seconds(flow.generator, "openvino") == (120.0, False)
+    choice = auto.choose_backend(flow, showers=5_000)  # 50 s in eager
+    assert choice.backend == "eager"
+    assert "takes about 120 s (the family's estimate)" in choice.reason
+    assert auto.choose_backend(flow, showers=50_000).backend == "compiled"  # 500 s
+    assert auto.choose_backend(flow).backend == "compiled"  # bench: steady speed decides
+    assert auto.choose_backend(gan, showers=5_000).backend == "compiled"  # 15 s estimate
+    # What it took here replaces the estimate, per generator (weights) and engine.
+    record_compile(gan.generator, "openvino 2026.4.1", 40.0)
+    assert compile_seconds(gan.generator, "openvino") == (40.0, True)
+    assert compile_seconds(gan.generator, "inductor") == (15.0, False)
+    other = ShowerPipeline.random_weights("wgan-lhcb", seed=2)
+    assert compile_seconds(other.generator, "openvino") == (15.0, False)
+    choice = auto.choose_backend(gan, showers=5_000)
+    assert choice.backend == "eager" and "40 s (as it took here last time)" in choice.reason
+    record_compile(flow.generator, "openvino", 10.0)
+    assert auto.choose_backend(flow, showers=5_000).backend == "compiled"
+    # A record that cannot be read is no record.
+    for path in (tmp_path / "cache" / "compiled").glob("*.json"):
+        path.write_text("{not json")
+    assert compile_seconds(gan.generator, "openvino") == (15.0, False)
+
+
+@pytest.mark.skipif(not openvino_available(), reason="needs OpenVINO")
+def test_the_compiled_backend_records_what_compiling_took(tmp_path, monkeypatch):
+    from caloforge.generation.compile_record import compile_seconds
+
+    monkeypatch.setenv("CALOFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
+    assert compile_seconds(pipeline.generator, "openvino")[1] is False
+    pipeline.set_backend("compiled")
+    conditions = pipeline.calibration_conditions(4, seed=0)
+    pipeline(conditions, torch.Generator().manual_seed(0))
+    seconds, measured = compile_seconds(pipeline.generator, "openvino")
+    assert measured and 0.0 < seconds < 600.0

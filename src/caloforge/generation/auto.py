@@ -14,7 +14,10 @@ any work and said out loud.
 - Short runs: where the number of showers is known (`generate`) and eager would make them
   all in less than `SHORT_RUN_SECONDS` (estimated from one timed call on a few showers),
   `eager`: compiling a graph alone costs about that (seconds for the GANs; an int8 backend
-  tens of seconds more), so a faster graph cannot pay for itself.
+  tens of seconds more), so a faster graph cannot pay for itself. Nor where compiling this
+  generator took longer than half the run's eager time (`caloforge.generation.
+  compile_record`: as timed here the last time it was compiled, else the family's
+  estimate; the flow-matching family's exporter takes two minutes).
 
 `compiled` fp32 gives eager's showers to float rounding (reordered sums, about 1e-6
 relative); `bf16` keeps 8 bits of mantissa per value; `int8` is held by its guard (response,
@@ -34,6 +37,7 @@ import torch
 from caloforge.devices import full_fp32
 from caloforge.generation import int8_verdict as verdicts
 from caloforge.generation.backends import openvino_available
+from caloforge.generation.compile_record import compile_seconds
 
 if TYPE_CHECKING:
     from caloforge.generation.pipeline import ShowerPipeline
@@ -44,6 +48,10 @@ AUTO = "auto"
 # Below this many seconds of eager work, compiling cannot pay for itself (an OpenVINO export and
 # compilation of a GAN takes 5-15 s on 2 loaded cores).
 SHORT_RUN_SECONDS = 15.0
+# What a compiled fp32 graph gains over eager at best on the CPU (1.5-2x measured for the GANs,
+# 1.0-1.3x for flow-match): a run repays compiling only if that share of its eager time
+# exceeds what compiling takes.
+COMPILED_SPEEDUP = 2.0
 # int8 replaces compiled fp32 only when measured at least this much faster (beyond the timing
 # noise of a shared machine: below it, the exact fp32 path costs next to nothing).
 INT8_MIN_SPEEDUP = 1.10
@@ -71,6 +79,7 @@ def choose_backend(pipeline: ShowerPipeline, showers: int | None = None) -> Back
     """The backend `auto` runs `pipeline`'s generator with (see the module docstring);
     `showers`: how many the run makes, where known (a short run stays eager)."""
     device = pipeline.device
+    seconds = None
     if showers is not None:
         seconds = eager_seconds(pipeline, showers)
         if seconds < SHORT_RUN_SECONDS:
@@ -83,7 +92,7 @@ def choose_backend(pipeline: ShowerPipeline, showers: int | None = None) -> Back
         return _gpu_choice(device)
     if device.type != "cpu":
         return BackendChoice("eager", f"no compiled backend for device type '{device.type}'")
-    return _cpu_choice(pipeline, showers)
+    return _cpu_choice(pipeline, showers, seconds)
 
 
 def eager_seconds(pipeline: ShowerPipeline, showers: int, probe: int = 8) -> float:
@@ -123,7 +132,28 @@ def _gpu_choice(device: torch.device) -> BackendChoice:
     return BackendChoice("eager", f"{name}: torch.compile needs Triton, which is not installed")
 
 
-def _cpu_choice(pipeline: ShowerPipeline, showers: int | None) -> BackendChoice:
+def _compiling_costs_more(
+    pipeline: ShowerPipeline, engine: str, showers: int | None, eager: float | None
+) -> BackendChoice | None:
+    """Eager, where compiling with `engine` would take more than a compiled graph could save
+    on a run that takes `eager` seconds in eager (it saves at most 1 - 1/COMPILED_SPEEDUP of
+    them); None where it pays or the run's length is unknown."""
+    if showers is None or eager is None:
+        return None
+    setup, measured = compile_seconds(pipeline.generator, engine)
+    if eager * (1.0 - 1.0 / COMPILED_SPEEDUP) > setup:
+        return None
+    source = "as it took here last time" if measured else "the family's estimate"
+    return BackendChoice(
+        "eager",
+        f"compiling ({engine}) takes about {setup:.0f} s ({source}), more than it could save "
+        f"on {showers} showers (about {eager:.0f} s in eager; name a backend to force one)",
+    )
+
+
+def _cpu_choice(
+    pipeline: ShowerPipeline, showers: int | None, eager: float | None = None
+) -> BackendChoice:
     verdict = verdicts.int8_verdict(pipeline.generator, pipeline.transform)
     int8_note = (
         "int8 not checked for this checkpoint here yet: `--backend int8` runs its accuracy "
@@ -144,9 +174,11 @@ def _cpu_choice(pipeline: ShowerPipeline, showers: int | None) -> BackendChoice:
     elif verdict is not None:
         int8_note = f"int8 not used: {verdict.describe()}"
     if openvino_available():
-        return BackendChoice("compiled", f"OpenVINO fp32 on the CPU; {int8_note}")
+        costly = _compiling_costs_more(pipeline, "openvino", showers, eager)
+        return costly or BackendChoice("compiled", f"OpenVINO fp32 on the CPU; {int8_note}")
     if any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
-        return BackendChoice(
+        costly = _compiling_costs_more(pipeline, "inductor", showers, eager)
+        return costly or BackendChoice(
             "compiled",
             "torch.compile (Inductor) fp32 on the CPU; OpenVINO, which runs the fastest fp32 "
             "and the int8 backend here, is not installed (pip install 'caloforge[int8]')",

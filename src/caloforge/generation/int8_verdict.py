@@ -33,6 +33,7 @@ __all__ = [
     "SEARCH_VERSION",
     "Verdict",
     "cpu_name",
+    "generator_digest",
     "int8_cache",
     "int8_verdict",
     "verdict_key",
@@ -135,22 +136,26 @@ def verdict_key(
     library = _library_versions()
     if not library:
         return None
-    digest = hashlib.sha256()
-    for name, value in sorted(generator.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(value.detach().to("cpu", copy=True).contiguous().numpy().tobytes())
     context = {
-        "family": repr(generator.config),
         "transform": transform.to_dict(),
         "tolerance": dict(tolerance) if tolerance is not None else "default",
         "output_threshold": output_threshold,
         "threads": threads or torch.get_num_threads(),
         "library": library,
         "cpu": cpu_name(),
-        "caloforge": __version__,
         "search": SEARCH_VERSION,
     }
-    digest.update(json.dumps(context, sort_keys=True, default=str).encode())
+    return generator_digest(generator, context)
+
+
+def generator_digest(generator: ShowerGenerator, context: Mapping[str, object]) -> str:
+    """A digest of the generator's weights and config and of `context` (JSON-able)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(generator.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().to("cpu", copy=True).contiguous().numpy().tobytes())
+    full = {"family": repr(generator.config), "caloforge": __version__, **context}
+    digest.update(json.dumps(full, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:40]
 
 

@@ -348,6 +348,9 @@ class FlowMatchGenerator(ShowerGenerator):
     """
 
     ema_updates: Tensor
+    # The exporter traces the solver unrolled, every network call of every step: 98 s of the
+    # 125 s that `compiled` took before its first batch (preset, 2 cores).
+    compile_seconds = 120.0
 
     def __init__(self, config: FlowMatchConfig) -> None:
         super().__init__(config)
