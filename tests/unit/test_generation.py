@@ -13,6 +13,7 @@ from caloforge.data.transforms import Log
 from caloforge.devices import resolve_device
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.generation.pipeline import (
+    EDGE_MARGIN,
     GeneratedShowers,
     ShowerPipeline,
     training_ranges,
@@ -250,3 +251,20 @@ def test_outside_training_range_marks_showers_but_not_derived_conditions(checkpo
     np.testing.assert_array_equal(masks["energy"], CONDITIONS["wgan-lhcb"]["energy"] > 50)
     y = CONDITIONS["wgan-lhcb"]["point"][:, 1]
     np.testing.assert_array_equal(masks["point"], np.abs(y) > 2)
+
+
+def test_training_range_edges_allow_a_sample_s_shortfall(checkpoints):
+    """The recorded range is the training sample's edges: just beyond them (under
+    EDGE_MARGIN of the width) is inside, further out is not."""
+    checkpoint = load_checkpoint(checkpoints["gan3d"])
+    pipeline = ShowerPipeline(
+        checkpoint.bundle.generator,
+        checkpoint.transform,
+        checkpoint.geometry,
+        training_ranges={"energy": ((10.0, 200.0),)},
+    )
+    slack = EDGE_MARGIN * 190.0
+    energy = np.array([10.0 - 2 * slack, 10.0 - 0.5 * slack, 100.0, 200.0 + 0.5 * slack])
+    energy = np.append(energy, 200.0 + 2 * slack)
+    masks = pipeline.outside_training_range({"energy": energy})
+    np.testing.assert_array_equal(masks["energy"], [True, False, False, False, True])

@@ -32,7 +32,13 @@ from caloforge.geometry import Geometry
 from caloforge.models import ShowerGenerator
 from caloforge.models.checkpoint import CheckpointError, load_checkpoint
 
-__all__ = ["GeneratedShowers", "ShowerPipeline", "training_ranges"]
+__all__ = ["EDGE_MARGIN", "GeneratedShowers", "ShowerPipeline", "training_ranges"]
+
+# A training range is the smallest and largest condition of the training showers: a sample's
+# edges, which fall short of the range the showers were drawn from by about width / n (a
+# model trained on 10-200 GeV has seen 199.95 at most). Conditions within this fraction of the
+# width beyond an edge are inside: only extrapolation worth the name is reported.
+EDGE_MARGIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -256,7 +262,8 @@ class ShowerPipeline:
 
         Only the conditions both recorded in the checkpoint and given are checked; derived
         conditions (the LHCb momentum, whose angles are drawn from unbounded Gaussians) are
-        not, as their sampled tails would always poke out of a finite sample's range.
+        not, as their sampled tails would always poke out of a finite sample's range. Each
+        range is widened by `EDGE_MARGIN` of its width on either side.
         """
         out: dict[str, np.ndarray] = {}
         for name, pairs in self.training_ranges.items():
@@ -272,7 +279,8 @@ class ShowerPipeline:
                     f"pairs; the condition has {columns.shape[1]} component(s)"
                 )
             bounds = np.asarray(pairs, dtype=np.float64)
-            outside = (columns < bounds[:, 0]) | (columns > bounds[:, 1])
+            margin = EDGE_MARGIN * (bounds[:, 1] - bounds[:, 0])
+            outside = (columns < bounds[:, 0] - margin) | (columns > bounds[:, 1] + margin)
             out[name] = np.asarray(outside.any(axis=1), dtype=bool)
         return out
 

@@ -138,16 +138,64 @@ class StorageSpec:
 
 
 def make_sampler(spec: StudySpec) -> Any:
-    """NSGA-II for two objectives, TPE for one ("auto"), or the one named."""
+    """NSGA-II for two objectives, TPE for one ("auto"), or the one named; its random draws
+    seeded per trial (`trial_seed`)."""
     optuna = optuna_module()
     name = spec.sampler
     if name == "auto":
         name = "nsga2" if len(spec.objectives) > 1 else "tpe"
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=spec.population, seed=spec.seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=spec.seed)
-    return optuna.samplers.RandomSampler(seed=spec.seed)
+
+    def sampler(seed: int) -> Any:
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=spec.population, seed=seed)
+        if name == "tpe":
+            return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    return _per_trial_sampler(optuna)(sampler, spec.seed)
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of the sampler's draws for trial `number` of a study seeded `seed`."""
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
+def _per_trial_sampler(optuna: ModuleType) -> Any:
+    """A sampler class that makes its inner sampler afresh for each trial, seeded by the
+    study's seed and the trial's number. One sampler seeded once would draw the same values in
+    every worker process and machine (each starts its generator from the same seed), and again
+    after a `--resume`; trial numbers are unique in the storage, so these draws differ, and
+    trial k's are the same in every run of the same study. The samplers keep nothing else
+    between trials (NSGA-II reads its generations from the storage)."""
+    base = optuna.samplers.BaseSampler
+
+    class PerTrialSeed(base):  # type: ignore[misc, valid-type]
+        def __init__(self, make: Callable[[int], Any], seed: int) -> None:
+            self._make, self._seed = make, seed
+            self._inner = make(seed)
+
+        def before_trial(self, study: Any, trial: Any) -> None:
+            self._inner = self._make(trial_seed(self._seed, trial.number))
+            self._inner.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self._inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self._inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(
+            self, study: Any, trial: Any, param_name: str, distribution: Any
+        ) -> Any:
+            return self._inner.sample_independent(study, trial, param_name, distribution)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self._inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self._inner.reseed_rng()
+
+    return PerTrialSeed
 
 
 def open_study(spec: StudySpec, storage: StorageSpec, name: str, *, resume: bool, out: Path) -> Any:
