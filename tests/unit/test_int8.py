@@ -131,8 +131,8 @@ class _AdditiveLayers(QuantizerDefaults):
         self.errors = errors
         self.quantizations = 0
 
-    def layers(self) -> dict[str, str]:
-        return {label: f"node_{label}" for label in self.errors}
+    def layers(self) -> dict[str, tuple[str, ...]]:
+        return {label: (f"node_{label}",) for label in self.errors}
 
     def quantize(self, fp32_nodes: frozenset[str]) -> float:
         self.quantizations += 1
@@ -606,8 +606,8 @@ class _NoisyClampedLayers(QuantizerDefaults):
         self.a = (cells.z, rng.standard_normal(cells.z.shape).astype(np.float32))
         self.b = (fresh.z, rng.standard_normal(fresh.z.shape).astype(np.float32))
 
-    def layers(self) -> dict[str, str]:
-        return {label: f"node_{label}" for label in self.noise}
+    def layers(self) -> dict[str, tuple[str, ...]]:
+        return {label: (f"node_{label}",) for label in self.noise}
 
     def quantize(self, fp32_nodes: frozenset[str]) -> tuple[float, float]:
         return sum(s for k, s in self.noise.items() if f"node_{k}" not in fp32_nodes), 0.0
@@ -709,3 +709,37 @@ def test_building_int8_keeps_a_verdict_that_auto_reads(monkeypatch, capsys):
     monkeypatch.setattr(auto, "INT8_MIN_SPEEDUP", float("inf"))
     choice = auto.choose_backend(pipeline)
     assert choice.backend == "compiled" and "int8 not used: guard held" in choice.reason
+
+
+class _Repeated(torch.nn.Module):
+    """A network called several times in one graph, as a flow's solver calls its field."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.field = torch.nn.Linear(8, 8)
+        self.head = torch.nn.Linear(8, 4)
+
+    def forward(self, noise: torch.Tensor, *conditions: torch.Tensor) -> torch.Tensor:
+        x = noise * conditions[0][:, None]
+        for _ in range(3):
+            x = x + torch.relu(self.field(x))
+        return self.head(x)
+
+
+def test_a_layer_is_every_call_of_one_weight_tensor():
+    # Each call of a network a graph repeats was one "layer" of its own (the shipped
+    # flow-match model had hundreds, and the guard's search, two quantizations per layer,
+    # ran for hours); a layer is now every node that reads one weight tensor.
+    pytest.importorskip("onnxscript")
+    from caloforge.generation.int8.graph import labelled, layer_labels, multiply_adds, nodes_of
+    from caloforge.generation.onnx_graph import module_to_onnx
+
+    example = {"noise": torch.randn(2, 8), "energy": torch.tensor([1.0, 2.0])}
+    graph = module_to_onnx(_Repeated(), example, output_name="out", what="repeated")
+    labels = layer_labels(graph)
+    assert sorted(labels) == ["field/linear", "head/linear"]
+    field, head = "field/linear", "head/linear"
+    assert len(labels[field]) == 3 and len(labels[head]) == 1
+    assert nodes_of(labels, [field, head]) == [*labels[field], labels[head][0]]
+    work = labelled(labels, multiply_adds(graph))
+    assert work == {field: 3 * 64.0, head: 32.0}

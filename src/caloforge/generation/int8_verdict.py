@@ -41,8 +41,9 @@ __all__ = [
 ]
 
 # Raised when the search would choose differently for the same inputs (2: the output threshold;
-# 3: the projection-MSE baseline from the paired showers); part of both keys.
-SEARCH_VERSION = 3
+# 3: the projection-MSE baseline from the paired showers; 4: a layer is every node of one
+# weight tensor, named without the exporter's call count); part of both keys.
+SEARCH_VERSION = 4
 VERDICTS = "verdicts"  # the folder of the verdicts, inside the int8 cache
 
 

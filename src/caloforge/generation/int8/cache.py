@@ -23,6 +23,7 @@ from caloforge import __version__
 from caloforge._files import CACHE_ENVIRONMENT, atomic_output
 from caloforge.data.transforms import Transform
 from caloforge.errors import OutputError
+from caloforge.generation.int8.graph import nodes_of
 from caloforge.generation.int8.guard import Guard, Int8Tolerance, cell_energy
 from caloforge.generation.int8.report import Int8Report
 from caloforge.generation.int8.search import Quantizer, evaluate
@@ -96,7 +97,7 @@ def cached(
         log(f"ignoring the cached choice {path}: made for other layers")
         return None
     backend.scheme = report.scheme
-    trial = evaluate(backend, transform, feeds, guard, [layers[k] for k in fp32])
+    trial = evaluate(backend, transform, feeds, guard, nodes_of(layers, fp32))
     if not trial.metrics.holds(report.tolerance):
         log(f"the cached choice {path} no longer holds ({trial.describe()}): searching again")
         return None

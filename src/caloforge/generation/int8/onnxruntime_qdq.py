@@ -45,7 +45,7 @@ class OnnxRuntimeQuantizer(QuantizerDefaults):
         self.labels = layer_labels(model)
         self._multiply_adds = multiply_adds(model)
 
-    def layers(self) -> dict[str, str]:
+    def layers(self) -> dict[str, tuple[str, ...]]:
         return dict(self.labels)
 
     def multiply_adds(self) -> Mapping[str, float]:

@@ -92,9 +92,13 @@ class OpenVinoQuantizer:
         types = {op.get_type_name() for op in self.model.get_ordered_ops()}
         self.other_types = sorted(types - OPENVINO_LAYER_OPS)
 
-    def layers(self) -> dict[str, str]:
+    def layers(self) -> dict[str, tuple[str, ...]]:
         names = {op.get_friendly_name().split("/")[0] for op in self.model.get_ordered_ops()}
-        return {label: node for label, node in self.labels.items() if node in names}
+        return {
+            label: nodes
+            for label, nodes in self.labels.items()
+            if all(node in names for node in nodes)
+        }
 
     def multiply_adds(self) -> Mapping[str, float]:
         return labelled(self.labels, self._multiply_adds)

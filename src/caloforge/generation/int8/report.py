@@ -16,7 +16,7 @@ __all__ = ["Int8Report"]
 class Int8Report:
     """What `quantize_int8` / `quantize_onnx_model` did, and the guard's verdict.
 
-    layers: every quantizable layer (label -> graph node), in graph order;
+    layers: every quantizable layer (label -> its graph nodes), in graph order;
     int8_layers / fp32_layers: the labels left int8 / fallen back to fp32 (the most sensitive
         first);
     faster_in_fp32: labels the guard allowed in int8 but that made the generator slower there,
@@ -29,7 +29,7 @@ class Int8Report:
     """
 
     library: str
-    layers: Mapping[str, str]
+    layers: Mapping[str, tuple[str, ...]]
     int8_layers: tuple[str, ...]
     fp32_layers: tuple[str, ...]
     sensitivity: Mapping[str, float]
@@ -58,6 +58,11 @@ class Int8Report:
         fields["tolerance"] = Int8Tolerance(**fields["tolerance"])
         for key in ("int8_layers", "fp32_layers", "faster_in_fp32"):
             fields[key] = tuple(fields[key])
+        # (a node name alone: written before layers grouped the nodes of shared weights)
+        fields["layers"] = {
+            label: (nodes,) if isinstance(nodes, str) else tuple(nodes)
+            for label, nodes in fields["layers"].items()
+        }
         return cls(**fields)
 
     @property

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Literal, NamedTuple, Protocol
 import numpy as np
 
 from caloforge.data.transforms import Transform
+from caloforge.generation.int8.graph import nodes_of
 from caloforge.generation.int8.guard import (
     Guard,
     GuardMetrics,
@@ -72,7 +73,7 @@ class Quantizer(Protocol):
     schemes: ClassVar[tuple[str, ...]]
     scheme: str
 
-    def layers(self) -> dict[str, str]:
+    def layers(self) -> dict[str, tuple[str, ...]]:
         """label -> graph node of each quantizable layer, in graph order."""
         ...
 
@@ -162,7 +163,7 @@ def search(
         raise Int8Error(f"{source}: the generator has no layer that {backend.library} quantizes")
 
     def trial(fp32: Sequence[str]) -> Trial:
-        return evaluate(backend, transform, feeds, guard, [layers[label] for label in fp32])
+        return evaluate(backend, transform, feeds, guard, nodes_of(layers, fp32))
 
     # The activation scheme (where the backend offers several): the one whose all-int8
     # model scores best, the first on a tie.
@@ -212,7 +213,7 @@ def search(
 
 def _fall_back(
     trial: Callable[[Sequence[str]], Trial],
-    layers: Mapping[str, str],
+    layers: Mapping[str, tuple[str, ...]],
     costs: Mapping[str, float],
     tolerance: Int8Tolerance,
     log: Callable[[str], None],
@@ -253,7 +254,7 @@ def _fall_back(
 def _faster_in_fp32(
     backend: Quantizer,
     trial: Callable[[Sequence[str]], Trial],
-    layers: Mapping[str, str],
+    layers: Mapping[str, tuple[str, ...]],
     fallen: list[str],
     best: Trial,
     tolerance: Int8Tolerance,
@@ -354,7 +355,7 @@ def output_threshold(transform: Transform, guard: Guard, before_clamp: np.ndarra
     return 0.5 * (low + high)
 
 
-def _costs(backend: Quantizer, layers: Mapping[str, str]) -> dict[str, float]:
+def _costs(backend: Quantizer, layers: Mapping[str, tuple[str, ...]]) -> dict[str, float]:
     """label -> multiply-adds per shower where the backend counts them all; else 1 each."""
     counted = dict(backend.multiply_adds())
     if all(counted.get(label, 0) > 0 for label in layers):
