@@ -135,7 +135,7 @@ def interleaved_rates(
 
 
 def markdown(doc: dict[str, Any]) -> str:
-    keys = list(doc["models"]["default"]["headline"])
+    keys = list(doc["models"]["default"]["headline"])  # the same keys for every model
     lines = [
         "| | " + " | ".join(["fidelity", *keys, "GFLOP/shower", "showers/s"]) + " |",
         "|---" * (len(keys) + 4) + "|",
@@ -158,10 +158,18 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=7, help="timed calls per model")
     parser.add_argument("--smoke", action="store_true", help="2 tiny trials: the code path")
+    parser.add_argument(
+        "--control-ema",
+        type=float,
+        default=0.99,
+        help="also compare the default with only this EMA decay (none: --control-ema -1)",
+    )
     args = parser.parse_args()
     if args.smoke:
         for key, value in SMOKE.items():
             setattr(args, key, value)
+    if args.control_ema is not None and args.control_ema < 0:
+        args.control_ema = None
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     data = simulate(out / "data" / "study.h5", args.n, seed=1)
@@ -206,6 +214,18 @@ def main() -> None:
             str(outcome.preset), data, out / "final" / "chosen", args.budget_steps, overrides
         ),
     }
+    if args.control_ema is not None:
+        # The default with only its EMA's decay changed: at a short budget the default's
+        # long-horizon EMA still holds much of its initial weights, which alone can make it
+        # lose; this control says what the search found beyond that.
+        name = f"default, ema_decay {args.control_ema:g}"
+        checkpoints[name] = train_for_budget(
+            FAMILY,
+            data,
+            out / "final" / f"default-ema{args.control_ema:g}",
+            args.budget_steps,
+            [*overrides, f"model.ema_decay={args.control_ema}"],
+        )
     rates = interleaved_rates(checkpoints, final, batch=128, repeats=args.repeats)
     doc: dict[str, Any] = {
         "study": str(study),
@@ -216,7 +236,8 @@ def main() -> None:
         "models": {},
     }
     for name, checkpoint in checkpoints.items():
-        found = judge(checkpoint, final, out / "final" / name, validation, seed)
+        run = out / "final" / name.replace(", ema_decay ", "-ema")  # the run's folder
+        found = judge(checkpoint, final, run, validation, seed)
         pipeline = ShowerPipeline.from_checkpoint(checkpoint)
         with contextlib.closing(open_showers(final)) as source:
             conditions = {k: np.asarray(v[:4]) for k, v in source.conditions.items()}
