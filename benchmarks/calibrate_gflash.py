@@ -3,6 +3,8 @@
     python benchmarks/calibrate_gflash.py sample clic-25      # Geant4 showers at fixed energies
     python benchmarks/calibrate_gflash.py fit clic-25         # fit, write the package's table
     python benchmarks/calibrate_gflash.py compare clic-25     # before/after, per energy
+    python benchmarks/calibrate_gflash.py taper clic-angle-51 --reference 'G4A/part-*.h5'
+                                                              # the far halo, on a wide grid
     python benchmarks/calibrate_gflash.py validate clic-25 --reference 'G4/part-000[4-9].h5' \
         --energy 10:200 --calibration none --label bare      # `caloforge validate` + targets
 
@@ -54,7 +56,8 @@ LADDERS = {
     "lhcb-30": (2.0, 5.0, 10.0, 20.0, 50.0, 100.0),
 }
 SAMPLE_SEED = 2001
-# Held to Geant4 by `validate` alone: the table of its material family acts along the track.
+# Held to Geant4 by `validate` (and its wide grid fits `taper`): the table of its material
+# family acts along the track.
 VALIDATE_ONLY = ("clic-angle-51",)
 
 
@@ -194,6 +197,47 @@ def compare(geometry_name: str, n: int) -> None:
             print(
                 f"{row['energy']:6g} {label:>10} " + " ".join(f"{row[c]:+12.3f}" for c in columns)
             )
+
+
+def taper(geometry_name: str, reference: list[str], n: int, evaluations: int, out: Path | None):
+    """Fit the far halo's taper of the family's table on a wide grid's Geant4 showers (the
+    first `n` of the files), keep the rest of the table, and write it."""
+    from caloforge.simulation import calibrate_taper
+
+    geometry = load_geometry(geometry_name)
+    files = sorted(p for pattern in reference for p in glob.glob(os.path.expanduser(pattern)))
+    if not files:
+        raise SystemExit(f"no reference file matches {reference}")
+    showers, conditions = [], {}
+    for path in files:
+        with open_canonical(path) as source:
+            batch = source.read(0, len(source))
+        showers.append(batch.showers)
+        for key, value in batch.conditions.items():
+            conditions.setdefault(key, []).append(np.asarray(value))
+    all_showers = np.concatenate(showers)[:n]
+    joined = {k: np.concatenate(v)[: len(all_showers)] for k, v in conditions.items()}
+    shares = calibrate_taper.ring_shares(all_showers, geometry)
+    start = for_geometry(geometry)
+    began = time.perf_counter()
+    fitted, report = calibrate_taper.fit_taper(
+        geometry, shares, joined, start, evaluations=evaluations
+    )
+    report["seconds"] = time.perf_counter() - began
+    report["reference"] = files
+    report["showers"] = len(all_showers)
+    print(json.dumps(report, indent=1))
+    names = ", ".join(Path(f).name for f in files)
+    fitted = replace(
+        fitted,
+        fitted_on=f"{start.fitted_on}; taper on {geometry_name} ({names}: "
+        f"{len(all_showers)} showers)",
+    )
+    path = out or TABLES / f"{family_of(geometry)}.json"
+    path.write_text(replace(fitted, family=family_of(geometry)).to_json())
+    result = RESULTS / f"calibration-{geometry_name.replace('-', '')}-taper.json"
+    result.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {path} and {result}")
 
 
 def layer_features(paths: list[str]) -> dict[str, np.ndarray]:
@@ -413,7 +457,7 @@ def validate(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("sample", "fit", "compare", "validate"))
+    parser.add_argument("command", choices=("sample", "fit", "compare", "validate", "taper"))
     parser.add_argument(
         "geometry",
         choices=sorted([*LADDERS, *VALIDATE_ONLY]),
@@ -468,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         help="validate: use these parametrized showers (and say how they were made)",
     )
     args = parser.parse_args(argv)
-    if args.command != "validate" and args.geometry in VALIDATE_ONLY:
+    if args.command not in ("validate", "taper") and args.geometry in VALIDATE_ONLY:
         parser.error(f"{args.geometry}: no ladder of Geant4 samples to {args.command} with")
     if args.command == "sample":
         sample(args.geometry, args.n or 300, args.workers)
@@ -486,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif args.command == "compare":
         compare(args.geometry, args.n or 400)
+    elif args.command == "taper":
+        if not args.reference:
+            parser.error("taper needs --reference (Geant4 showers on a wide grid)")
+        taper(args.geometry, args.reference, args.n or 1000, args.evaluations, args.out)
     else:
         if not args.reference:
             parser.error("validate needs --reference")

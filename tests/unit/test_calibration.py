@@ -238,6 +238,47 @@ def test_a_fit_finds_the_tail_spots_it_is_shown_and_holds_the_rest():
         calibrate.fit(LHCB, references, start=start, only={"tail_spot"})
 
 
+WIDE = PRESETS["clic-angle-51"]
+
+
+def _wide(n: int, seed: int, **factors: float) -> tuple[np.ndarray, dict]:
+    """clic-angle-51 (a 26 cm wide grid) showers at 100 GeV, perpendicular."""
+    conditions = {"energy": np.full(n, 100.0), "theta": np.full(n, np.pi / 2)}
+    return calibrate.simulate(WIDE, Calibration(**factors), conditions, seed), conditions
+
+
+def test_the_taper_thins_the_far_halo_and_keeps_the_energy():
+    from caloforge.simulation.calibrate_taper import RING_EDGES_RM, ring_shares
+
+    assert Calibration().taper() is None
+    assert Calibration(taper_radius=4.0, taper_length=2.0).taper() == (4.0, 2.0)
+    bare, _ = _wide(150, 3)
+    tapered, _ = _wide(150, 3, taper_radius=4.0, taper_length=1.0)
+    # The energy moves inwards, none is lost: the showers' sums agree but for what leaked
+    # out of the grid (bare: the far halo).
+    total_bare, total_tapered = bare.sum(axis=(1, 2, 3)), tapered.sum(axis=(1, 2, 3))
+    assert total_tapered.mean() == pytest.approx(total_bare.mean(), rel=2e-3)
+    a, b = ring_shares(bare, WIDE).mean(axis=0), ring_shares(tapered, WIDE).mean(axis=0)
+    edges = np.asarray(RING_EDGES_RM)
+    far = edges[1:] > 6.0  # rings reaching beyond 6 RM: r1 + 2 lambda
+    near = edges[1:] <= 4.0  # inside r1, untouched but for the spots moved there
+    assert np.all(b[far] < 0.5 * a[far])
+    assert b[near].sum() > a[near].sum()
+    np.testing.assert_allclose(b[near], a[near], rtol=0.05)
+
+
+def test_a_fit_finds_a_taper_that_gives_back_the_reference_halo():
+    from caloforge.simulation.calibrate_taper import fit_taper, residuals, ring_shares
+
+    reference, conditions = _wide(200, 8, taper_radius=3.0, taper_length=1.5)
+    shares = ring_shares(reference, WIDE)
+    fitted, report = fit_taper(WIDE, shares, conditions, Calibration(), evaluations=30)
+    assert report["cost"] < 0.1 * report["cost_untapered"]
+    model = ring_shares(calibrate.simulate(WIDE, fitted, conditions, 9), WIDE)
+    assert np.all(np.abs(residuals(model, shares)) < 3.0)
+    assert fitted.p_shift == 0.0 and fitted.Rt_scale == 1.0  # the rest of the table held
+
+
 DATA = Path(os.environ.get("CALOFORGE_DATA", "~/caloforge-data")).expanduser() / "geant4"
 
 

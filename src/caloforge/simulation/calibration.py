@@ -95,6 +95,8 @@ class Calibration:
     p_depth: float = 0.0
     tail_spots: float = 1.0
     tail_spots_slope: float = 0.0
+    taper_radius: float = 0.0
+    taper_length: float = 1.0
     stochastic_scale: float = 1.0
     constant_scale: float = 1.0
     sampling_exponent: float = 0.0
@@ -210,6 +212,15 @@ class Calibration:
             return None
         ratio = np.asarray(energy, dtype=np.float64) / PIVOT_GEV
         return self.tail_spots * ratio**self.tail_spots_slope
+
+    def taper(self) -> tuple[float, float] | None:
+        """(r1, lambda), Moliere radii: beyond r1 from the axis a spot is kept with probability
+        exp(-(r - r1) / lambda) (and drawn again otherwise), so the far halo falls off
+        exponentially as Geant4's does, not as the profile's r^-3 tail; None where there is
+        no taper (taper_radius 0)."""
+        if self.taper_radius <= 0.0:
+            return None
+        return self.taper_radius, max(self.taper_length, 1e-6)
 
     def response(self, energy: np.ndarray) -> np.ndarray:
         """Factor on each shower's visible energy (primary energy in GeV)."""

@@ -199,6 +199,7 @@ class ShowerSimulator:
         # fraction and the variance of the sampling per GeV deposited (c_s^2), calibrated.
         rm_mm = np.array([lay.properties.RM_cm * 10.0 for lay in layers])
         self._rm_mm = np.append(rm_mm, rm_mm[-1]).astype(_F32)
+        self._taper = calibration.taper()
         f_e = np.array([lay.properties.f_e for lay in layers]) * calibration.layer_response(
             geometry
         )
@@ -366,6 +367,27 @@ class ShowerSimulator:
             yield a, b
             a = b
 
+    def _taper_radii(
+        self, radius: np.ndarray, u: np.ndarray, rm: np.ndarray, rng: np.random.Generator
+    ) -> None:
+        """The calibration's taper, in place: a spot beyond r1 (Moliere radii) from the axis is
+        kept with probability exp(-(r - r1) / lambda), else its radius is drawn again from
+        its own component, until every spot is kept. The energy stays; it moves inwards.
+        radius: mm, drawn as R sqrt(u / (1 - u)) from the uniform draws `u`."""
+        assert self._taper is not None
+        r1, length = self._taper
+        todo = np.flatnonzero(radius > rm * _F32(r1))
+        # each spot's component radius R (mm), recovered from its draw
+        scale = radius[todo] / np.sqrt(u[todo] / (_F32(1.0) - u[todo]))
+        while todo.size:
+            beyond = radius[todo] > rm[todo] * _F32(r1)
+            todo, scale = todo[beyond], scale[beyond]
+            excess = (radius[todo] - rm[todo] * _F32(r1)) / (rm[todo] * _F32(length))
+            again = rng.random(todo.size, dtype=_F32) >= np.exp(-excess)
+            todo, scale = todo[again], scale[again]
+            draw = rng.random(todo.size, dtype=_F32)
+            radius[todo] = scale * np.sqrt(draw / (_F32(1.0) - draw))
+
     def _place(self, plan: _Plan, a: int, b: int, *, with_z: bool = False) -> _Cloud:
         """Positions of the spots of showers [a, b) (steps 3-4)."""
         rng = plan.spot_rng
@@ -393,9 +415,12 @@ class ShowerSimulator:
             np.stack([plan.Rc[a:b].ravel(), plan.Rt[a:b].ravel()], axis=1).ravel(),
             np.stack([core, counts - core], axis=1).ravel(),
         )
-        radius *= self._rm_mm[axis_layer]
+        rm = self._rm_mm[axis_layer]
+        radius *= rm
         u = rng.random(m, dtype=_F32)
         radius *= np.sqrt(u / (_F32(1.0) - u))
+        if self._taper is not None:
+            self._taper_radii(radius, u, rm, rng)
         phi = rng.random(m, dtype=_F32)
         phi *= _F32(2.0 * np.pi)
         off1 = radius * np.cos(phi)
