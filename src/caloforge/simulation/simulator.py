@@ -11,6 +11,8 @@ How one batch of showers is made (physics.md, sections 1-4):
    two-component radial profile evaluated at the step's middle (scaled depth tau), in
    Moliere radii of the layer it falls in, at a uniform azimuth around the track. The spots
    of a step are exchangeable, so the number in the core is one binomial draw per step.
+   Where the calibration has a taper, a spot beyond its radius is kept with a probability
+   falling exponentially with the distance, else drawn again (Geant4's far halo).
 4. The track may be inclined (angle theta in the (y, depth) plane, or an LHCb momentum): the
    material crossed per layer grows as 1/cos(angle to the normal), so the profile runs along
    the track and each spot is projected into the grid by its own position.
