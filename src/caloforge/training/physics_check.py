@@ -6,8 +6,12 @@ epoch: the relative error of the mean visible/primary energy ratio and the L1 di
 the mean normalised longitudinal profiles (the x profile for depth-summed geometries); and,
 where the showers are images, the error of the transverse widths of each layer (which the
 first two cannot see: a model that places each layer's energy right but spreads it wrongly
-scores well on them). Their sum is the score (lower is better). A generator that emits only
-empty showers has collapsed.
+scores well on them). Their sum, plus the fraction of generated showers with no energy at
+all, is the score (lower is better). An empty shower is as wrong as a shower can be, and the
+other terms see it only in part (the widths and the profile are those of the showers that
+have energy): without it the demo's 100-step gan3d kept its step 20, 53 % of its showers
+empty and a response 94 % low, over a step 100 with none empty and the response 22 % low.
+A generator that emits only empty showers has collapsed.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class PhysicsCheck:
 
     @property
     def score(self) -> float:
-        return self.response_error + self.profile_error + self.width_error
+        return self.response_error + self.profile_error + self.width_error + self.empty_fraction
 
     @property
     def collapsed(self) -> bool:
