@@ -9,14 +9,18 @@ showers per set, the binning of the challenge's data set 1 photons, threshold 1 
   the separation powers read from the histogram_chi2 file they write; evaluate.py's
   prepare_high_data_for_classifier for the high-level vectors;
 - jetnet 0.2.5 (pip), jetnet.evaluation.fpd(ref, gen, min_samples=1000, max_samples=5000)
-  and kpd(ref, gen, batch_size=1000), default seed 42; numpy 2.4.6, scipy 1.17.1.
+  and kpd(ref, gen, batch_size=1000), default seed 42; numpy 2.4.6 running its AVX2
+  kernels (see `PINNED`), scipy 1.17.1.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -130,7 +134,38 @@ def test_layout_has_the_reference_layers_and_202_features_for_clic25() -> None:
     assert len(high_level_names(ChallengeLayout.from_binning(grid))) == 202
 
 
+# The reference numbers were computed where numpy ran its AVX2 kernels (x86-64-v3). Its
+# AVX-512 kernels sum float32 in another order: one layer sum came out an ulp higher on a
+# Sapphire Rapids machine, which moved the shower with the largest "E layer 0" across that
+# histogram's top edge (set by that very sum) and the KPD by 2.5e-8. The comparisons with the
+# reference numbers therefore run in a Python whose numpy has its AVX-512 dispatch turned off;
+# nothing else changes (no tolerance). `PINNED` marks that Python.
+PINNED = "CALOFORGE_TEST_NUMPY_AVX2"
+
+
+def _elsewhere_pinned(test: str) -> bool:
+    """Run `test` of this module in a Python whose numpy uses the reference's kernels and
+    assert it passes; False where this process is that Python (or numpy has no AVX-512
+    kernels to turn off): run the test here."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__
+
+    avx512 = [t for t in __cpu_dispatch__ if t.startswith(("X86_V4", "AVX512"))]
+    if os.environ.get(PINNED) or not avx512:
+        return False
+    env = {**os.environ, PINNED: "1", "NPY_DISABLE_CPU_FEATURES": " ".join(avx512)}
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
+    return True
+
+
 def test_every_separation_power_agrees_with_the_reference_code(sets: dict) -> None:
+    if _elsewhere_pinned("test_every_separation_power_agrees_with_the_reference_code"):
+        return
     layout = sets["layout"]
     (ref, fr), (gen, fg) = sets["ref"], sets["gen"]
     specs = histograms.histogram_specs(layout, "1-photons", 1.0, 2000.0)
@@ -152,6 +187,8 @@ def test_every_separation_power_agrees_with_the_reference_code(sets: dict) -> No
 
 
 def test_fpd_and_kpd_agree_with_jetnet(sets: dict) -> None:
+    if _elsewhere_pinned("test_fpd_and_kpd_agree_with_jetnet"):
+        return
     r, g, r2 = (high_level_vector(sets[k][1]) for k in ("ref", "gen", "ref2"))
     small = {"min_samples": 1000, "max_samples": 5000}
     for (value, error), expected in (
