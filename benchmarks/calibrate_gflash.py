@@ -103,13 +103,19 @@ def references(geometry: str, fold: str) -> dict[float, calibrate.Reference]:
     return out
 
 
+def matching(patterns: list[str]) -> list[str]:
+    """The files the paths or globs name, sorted; exits where none matches."""
+    files = sorted(p for pattern in patterns for p in glob.glob(os.path.expanduser(pattern)))
+    if not files:
+        raise SystemExit(f"no file matches {patterns}")
+    return files
+
+
 def bands(patterns: list[str], n_bands: int) -> dict[float, calibrate.Reference]:
     """Reference showers of a spectrum of energies (files or globs) in `n_bands` log-spaced
     bands of energy (as `caloforge validate` bins them), keyed by each band's geometric mean
     energy."""
-    files = sorted(p for pattern in patterns for p in glob.glob(os.path.expanduser(pattern)))
-    if not files:
-        raise SystemExit(f"no file matches {patterns}")
+    files = matching(patterns)
     showers, energy = [], []
     for path in files:
         with open_canonical(path) as source:
@@ -205,18 +211,19 @@ def taper(geometry_name: str, reference: list[str], n: int, evaluations: int, ou
     from caloforge.simulation import calibrate_taper
 
     geometry = load_geometry(geometry_name)
-    files = sorted(p for pattern in reference for p in glob.glob(os.path.expanduser(pattern)))
-    if not files:
-        raise SystemExit(f"no reference file matches {reference}")
-    showers, conditions = [], {}
+    files = matching(reference)
+    showers, conditions, left = [], {}, n
     for path in files:
-        with open_canonical(path) as source:
-            batch = source.read(0, len(source))
+        if left <= 0:
+            break
+        with open_canonical(path) as source:  # the first `n` showers, no more read
+            batch = source.read(0, min(left, len(source)))
+        left -= len(batch)
         showers.append(batch.showers)
         for key, value in batch.conditions.items():
             conditions.setdefault(key, []).append(np.asarray(value))
-    all_showers = np.concatenate(showers)[:n]
-    joined = {k: np.concatenate(v)[: len(all_showers)] for k, v in conditions.items()}
+    all_showers = np.concatenate(showers)
+    joined = {k: np.concatenate(v) for k, v in conditions.items()}
     shares = calibrate_taper.ring_shares(all_showers, geometry)
     start = for_geometry(geometry)
     began = time.perf_counter()
@@ -360,9 +367,7 @@ def validate(
 ) -> None:
     """`given`: a file of parametrized showers made beforehand and how it was made, used
     instead of simulating (an earlier version of the engine, say)."""
-    files = sorted(p for pattern in reference for p in glob.glob(os.path.expanduser(pattern)))
-    if not files:
-        raise SystemExit(f"no reference file matches {reference}")
+    files = matching(reference)
     n = 0
     for path in files:
         with open_canonical(path) as source:

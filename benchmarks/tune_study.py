@@ -206,26 +206,24 @@ def main() -> None:
         raise SystemExit("no trial completed: nothing to compare (see the study's report)")
 
     seed = load_config(FAMILY).training.seed
-    checkpoints = {
-        "default": train_for_budget(
-            FAMILY, data, out / "final" / "default", args.budget_steps, overrides
-        ),
-        "chosen": train_for_budget(
-            str(outcome.preset), data, out / "final" / "chosen", args.budget_steps, overrides
-        ),
+    # name -> (recipe, run folder, overrides), each trained the study's budget
+    runs: dict[str, tuple[str, Path, list[str]]] = {
+        "default": (FAMILY, out / "final" / "default", overrides),
+        "chosen": (str(outcome.preset), out / "final" / "chosen", overrides),
     }
     if args.control_ema is not None:
         # The default with only its EMA's decay changed: at a short budget the default's
         # long-horizon EMA still holds much of its initial weights, which alone can make it
         # lose; this control says what the search found beyond that.
-        name = f"default, ema_decay {args.control_ema:g}"
-        checkpoints[name] = train_for_budget(
+        runs[f"default, ema_decay {args.control_ema:g}"] = (
             FAMILY,
-            data,
             out / "final" / f"default-ema{args.control_ema:g}",
-            args.budget_steps,
             [*overrides, f"model.ema_decay={args.control_ema}"],
         )
+    checkpoints = {
+        name: train_for_budget(recipe, data, folder, args.budget_steps, extra)
+        for name, (recipe, folder, extra) in runs.items()
+    }
     rates = interleaved_rates(checkpoints, final, batch=128, repeats=args.repeats)
     doc: dict[str, Any] = {
         "study": str(study),
@@ -236,8 +234,7 @@ def main() -> None:
         "models": {},
     }
     for name, checkpoint in checkpoints.items():
-        run = out / "final" / name.replace(", ema_decay ", "-ema")  # the run's folder
-        found = judge(checkpoint, final, run, validation, seed)
+        found = judge(checkpoint, final, runs[name][1], validation, seed)
         pipeline = ShowerPipeline.from_checkpoint(checkpoint)
         with contextlib.closing(open_showers(final)) as source:
             conditions = {k: np.asarray(v[:4]) for k, v in source.conditions.items()}

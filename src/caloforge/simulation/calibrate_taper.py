@@ -24,6 +24,7 @@ import numpy as np
 from caloforge.geometry import Geometry
 from caloforge.simulation.calibrate import simulate
 from caloforge.simulation.calibration import Calibration
+from caloforge.validation.features import barycentre_per_layer, cell_centres_mm
 
 __all__ = ["BOUNDS", "RING_EDGES_RM", "TOLERANCE", "fit_taper", "ring_shares"]
 
@@ -38,17 +39,13 @@ def ring_shares(showers: np.ndarray, geometry: Geometry, chunk: int = 100) -> np
     """`(n, rings)`: each shower's share of its visible energy in the rings of
     `RING_EDGES_RM` about each layer's barycentre (energy beyond the last edge counts in the
     last ring). `showers`: `(n, x, y, layers)` GeV, a per-layer readout."""
-    assert geometry.cell_size_mm is not None
-    nx, ny = showers.shape[1:3]
-    x = (np.arange(nx) - (nx - 1) / 2.0) * geometry.cell_size_mm[0]
-    y = (np.arange(ny) - (ny - 1) / 2.0) * geometry.cell_size_mm[1]
+    x, y = cell_centres_mm(geometry)
     edges = np.asarray(RING_EDGES_RM) * geometry.front.RM_cm * 10.0
     out = np.zeros((len(showers), len(edges) - 1))
     for a in range(0, len(showers), chunk):
         s = np.asarray(showers[a : a + chunk], dtype=np.float64)
-        layer = np.maximum(s.sum(axis=(1, 2)), 1e-30)  # (n, L)
-        cx = (s.sum(axis=2) * x[None, :, None]).sum(axis=1) / layer
-        cy = (s.sum(axis=1) * y[None, :, None]).sum(axis=1) / layer
+        cx, _ = barycentre_per_layer(s, geometry, axis=0)  # (n, layers)
+        cy, _ = barycentre_per_layer(s, geometry, axis=1)
         r = np.hypot(
             x[None, :, None, None] - cx[:, None, None, :],
             y[None, None, :, None] - cy[:, None, None, :],
@@ -90,16 +87,16 @@ def fit_taper(
     def shares(calibration: Calibration) -> np.ndarray:
         return ring_shares(simulate(geometry, calibration, conditions, seed), geometry)
 
+    low, high = np.array(list(BOUNDS.values())).T
+
     def cost(x: np.ndarray) -> float:
-        low = [BOUNDS[k][0] for k in BOUNDS]
-        high = [BOUNDS[k][1] for k in BOUNDS]
         if np.any(x < low) or np.any(x > high):
             return 1e12
         calibration = replace(start, taper_radius=float(x[0]), taper_length=float(x[1]))
         return float((residuals(shares(calibration), reference) ** 2).sum())
 
-    untapered = replace(start, taper_radius=0.0)
-    before = float((residuals(shares(untapered), reference) ** 2).sum())
+    untapered = shares(replace(start, taper_radius=0.0))
+    before = float((residuals(untapered, reference) ** 2).sum())
     x0 = np.array([start.taper_radius or 5.0, start.taper_length if start.taper_radius else 4.0])
     # A simplex a few Moliere radii across: the cost is flat for small steps (noise).
     simplex = np.array([x0, x0 * [0.6, 1.0], x0 * [1.0, 0.5]])
@@ -124,7 +121,7 @@ def fit_taper(
         "taper_length": fitted.taper_length,
         "ring_edges_rm": list(RING_EDGES_RM),
         "reference_shares": reference.mean(axis=0).tolist(),
-        "untapered_shares": shares(untapered).mean(axis=0).tolist(),
+        "untapered_shares": untapered.mean(axis=0).tolist(),
         "fitted_shares": model.mean(axis=0).tolist(),
     }
     return fitted, report

@@ -17,6 +17,7 @@ SIGTERM, at the next `--resume` on the same machine after SIGKILL or a power cut
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -160,6 +161,7 @@ def trial_seed(seed: int, number: int) -> int:
     return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
 
 
+@functools.cache
 def _per_trial_sampler(optuna: ModuleType) -> Any:
     """A sampler class that makes its inner sampler afresh for each trial, seeded by the
     study's seed and the trial's number. One sampler seeded once would draw the same values in
