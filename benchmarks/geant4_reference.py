@@ -1,6 +1,7 @@
 """Make caloforge's Geant4 reference sets, reproducibly and resumably.
 
     python benchmarks/geant4_reference.py clic25-10-200 [--workers 2] [--out FOLDER]
+    python benchmarks/geant4_reference.py clic25-10-200 --start 7 --parts 10   # held out
     python benchmarks/geant4_reference.py --list
 
 Each set is a recipe (geometry, conditions, seed, size) run by `caloforge simulate --engine
@@ -51,14 +52,19 @@ RECIPES = {
 }
 
 
-def make(name: str, out: Path, part: int, workers: int, parts: int | None) -> Path | None:
-    """Make the missing parts of a set (at most `parts` of them), then join them if all are
-    there; returns the joined file, or None while parts are missing."""
+def make(
+    name: str, out: Path, part: int, workers: int, parts: int | None, start: int = 0
+) -> Path | None:
+    """Make the missing parts of a set from part `start` on (at most `parts` of them), then
+    join them if all are there; returns the joined file, or None while parts are missing.
+
+    A held-out set beside a training set is parts `start`.. of the same sequence: the
+    showers differ from the training parts' and need none of them made first."""
     recipe = RECIPES[name]
     folder = out / name
     n_parts = -(-recipe.n // part)
     made = 0
-    for k in range(n_parts):
+    for k in range(start, n_parts):
         path = folder / f"part-{k:04d}.h5"
         if path.exists():
             continue
@@ -122,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--part", type=int, default=1000, help="showers per part file")
     parser.add_argument("--parts", type=int, help="make at most this many parts, then stop")
+    parser.add_argument(
+        "--start", type=int, default=0, help="first part to make (earlier parts are left alone)"
+    )
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
     if args.list or not args.sets:
@@ -132,7 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.sets:
             if name not in RECIPES:
                 raise CaloforgeError(f"unknown set '{name}'; sets: {', '.join(RECIPES)}")
-            make(name, args.out, args.part, args.workers, args.parts)
+            if not 0 <= args.start:
+                raise CaloforgeError(f"--start must be 0 or more, not {args.start}")
+            make(name, args.out, args.part, args.workers, args.parts, args.start)
     except CaloforgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
