@@ -1,5 +1,5 @@
-"""The help of `generate`, `export` and `bench`: every option says what it does and, where it
-has one, its default; the commands that run a model name the model families."""
+"""The help of every command: every option and positional says what it does and, where it has
+one, its default; the commands that run a model name the model families."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import pytest
 from caloforge.cli import build_parser
 from caloforge.models import MODEL_FAMILIES
 
-COMMANDS = ("generate", "export", "bench")
+COMMANDS = (
+    "simulate",
+    "convert",
+    "inspect",
+    "train",
+    "generate",
+    "validate",
+    "export",
+    "bench",
+    "tune",
+)
 
 
 def _command(name: str) -> argparse.ArgumentParser:
@@ -28,11 +38,17 @@ def test_every_option_has_help_and_shows_its_default(command):
             continue
         assert action.help, f"{command} {action.option_strings}: no help"
         shown = parser._get_formatter()._get_help_string(action) or ""  # type: ignore[attr-defined]
-        if action.default is not None and action.default is not False:
+        if action.default is not None and action.default is not False and action.default != []:
             assert "default" in shown, f"{command} {action.option_strings}: default not shown"
         else:
             assert "(default: None)" not in shown and "(default: False)" not in shown
     assert "(default: None)" not in text
+    assert "(none: " not in text  # a YAML setting's None, not what a command line reads
+
+
+def test_every_command_is_checked():
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", ["generate", "bench"])

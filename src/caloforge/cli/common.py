@@ -8,6 +8,19 @@ from collections.abc import Callable
 Handler = Callable[[argparse.Namespace], int]
 
 
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each option's default, where it has one worth showing (not None or off);
+    every command's parser uses it, so that `caloforge COMMAND --help` shows them all."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        default = action.default
+        if default is None or default is False or default == argparse.SUPPRESS:
+            return action.help
+        if default == [] or "default" in (action.help or ""):  # said in the help's own words
+            return action.help
+        return super()._get_help_string(action)
+
+
 def parse_range(text: str) -> tuple[float, float]:
     """'100:200' -> (100.0, 200.0); '150' -> (150.0, 150.0)."""
     try:

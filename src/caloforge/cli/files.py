@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from caloforge.cli.common import DefaultsFormatter
 from caloforge.errors import CaloforgeError
 
 
@@ -14,13 +15,21 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
         help="convert between shower file formats",
+        formatter_class=DefaultsFormatter,
+        usage="caloforge convert [-h] [OPTIONS] IN [IN ...] OUT",
         description=(
             "Convert a shower file (LCD/3DGAN, CaloChallenge, CaloGAN, LHCb npz, canonical) to "
-            "the canonical caloforge format, or a canonical file to CaloChallenge (--to)."
+            "the canonical caloforge format, or a canonical file to CaloChallenge (--to). Options "
+            "may come before, between or after the paths; the last path is the output."
         ),
     )
-    p.add_argument("input", nargs="+", help="input file(s) or glob; the last path is OUT")
-    p.add_argument("--format", help="input format (default: detected)")
+    p.add_argument(
+        "input", nargs="+", metavar="IN... OUT", help="input file(s) or globs, then the output file"
+    )
+    p.add_argument(
+        "--format",
+        help="input format: caloforge, lcd, calochallenge, calogan or lhcb (default: detected)",
+    )
     p.add_argument("--to", default="caloforge", help="output format: caloforge or calochallenge")
     p.add_argument("--binning", help="CaloChallenge binning XML (reading, or writing with --to)")
     p.add_argument(
@@ -29,7 +38,9 @@ def add_convert(sub: argparse._SubParsersAction) -> None:
         "fraction, so E_tot/E_inc is near 1 as in the challenge files; CaloChallenge sets "
         "as they are), sampling-fraction, none, or a factor; recorded in the file",
     )
-    p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument(
+        "--batch-size", type=int, default=1000, help="showers read and written at a time (memory)"
+    )
     p.set_defaults(handler=_convert)
 
 
@@ -58,6 +69,7 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "inspect",
         help="summarise shower files, run folders and checkpoints",
+        formatter_class=DefaultsFormatter,
         description="Print format, shower count, shapes, units, condition ranges, the mean "
         "visible/primary energy ratio and the cell occupancy of each file; for a run or "
         "checkpoint folder: family, geometry, step and epoch, the best physics check, the "
@@ -70,7 +82,7 @@ def add_inspect(sub: argparse._SubParsersAction) -> None:
         "--max-showers",
         type=int,
         default=10000,
-        help="showers read for the energy ratio and occupancy (default 10000)",
+        help="showers read for the energy ratio and occupancy",
     )
     p.set_defaults(handler=_inspect)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from caloforge.cli.common import parse_range
+from caloforge.cli.common import DefaultsFormatter, parse_range
 from caloforge.errors import CaloforgeError
 
 # The backends `generate` and `bench` take (caloforge.generation.backends.BACKENDS, and auto);
@@ -20,18 +20,6 @@ BACKEND_HELP = (
     "bf16); int8: CPU, quantized under an accuracy guard whose choice and verdict are kept "
     "in $CALOFORGE_CACHE_DIR or ~/.cache/caloforge"
 )
-
-
-class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Help with each option's default, where it has one worth showing (not None or off)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        default = action.default
-        if default is None or default is False or default == argparse.SUPPRESS:
-            return action.help
-        if "default" in (action.help or ""):  # said in the help's own words
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _families() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from caloforge.cli.common import parse_range
+from caloforge.cli.common import DefaultsFormatter, parse_range
 from caloforge.errors import CaloforgeError
 
 
@@ -12,6 +12,7 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate",
         help="simulate showers (embedded parametrization, or Geant4)",
+        formatter_class=DefaultsFormatter,
         description=(
             "Simulate electromagnetic showers and write a canonical shower file. Two engines: "
             "gflash, the embedded GFlash-style parametrization (fast, approximate), and "
@@ -52,14 +53,28 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         help="preset (clic-25, clic-angle-51, lhcb-30) or a geometry YAML file",
     )
     p.add_argument("--n", type=int, required=True, help="number of showers")
-    p.add_argument("--energy", type=parse_range, help="primary energy range, GeV")
+    p.add_argument(
+        "--energy",
+        type=parse_range,
+        help="primary energy range, GeV (default: the geometry's: 2:500 for clic-25, 100:200 "
+        "for clic-angle-51, 1:100 for lhcb-30)",
+    )
     p.add_argument(
         "--spectrum",
         choices=("uniform", "inverse"),
         help="energy spectrum: flat, or 1/E (log-uniform; default for lhcb-30)",
     )
-    p.add_argument("--theta", type=parse_range, help="polar angle range, degrees")
-    p.add_argument("--point", type=parse_range, help="entry point range for x and y, mm (lhcb-30)")
+    p.add_argument(
+        "--theta",
+        type=parse_range,
+        help="polar angle range, degrees (geometries with an angle; default: the geometry's, "
+        "60:120 for clic-angle-51)",
+    )
+    p.add_argument(
+        "--point",
+        type=parse_range,
+        help="entry point range for x and y, mm (lhcb-30; default: the geometry's, -5:5)",
+    )
     p.add_argument(
         "--particle",
         choices=("electron", "positron", "photon"),
@@ -78,8 +93,15 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         help="processes simulating in parallel (default: one per core, at most 8); "
         "the showers do not depend on it",
     )
-    p.add_argument("--compression", choices=("gzip", "lzf", "none"), default="gzip")
-    p.add_argument("--append", action="store_true", help="append to an existing file")
+    p.add_argument(
+        "--compression",
+        choices=("gzip", "lzf", "none"),
+        default="gzip",
+        help="HDF5 compression of the cells: gzip (smallest), lzf (faster) or none",
+    )
+    p.add_argument(
+        "--append", action="store_true", help="append to an existing file made the same way"
+    )
     p.add_argument("-o", "--output", required=True, help="output canonical HDF5 file")
     p.set_defaults(handler=_simulate)
 

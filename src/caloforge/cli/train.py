@@ -6,6 +6,7 @@ import argparse
 import os
 from typing import TYPE_CHECKING
 
+from caloforge.cli.common import DefaultsFormatter
 from caloforge.errors import CaloforgeError
 
 if TYPE_CHECKING:
@@ -18,26 +19,29 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a model on shower files",
+        formatter_class=DefaultsFormatter,
         description=(
             "Train a model family on shower files. The config (configs/<family>.yaml) holds "
             "the model, the preprocessing and the training recipe; KEY=VALUE arguments "
             "override entries by dotted path, e.g. training.batch_size=64 "
-            "training.loss.energy=0.2. Runs as one process or under torchrun for "
-            "data-parallel training: torchrun --nproc-per-node N -m caloforge train ... "
-            "--resume continues a run as it was configured: its saved config and data, "
-            "with only the KEY=VALUE entries given changed (e.g. training.max_steps=2000 "
-            "to train longer)."
+            "training.loss.energy=0.2. With --resume the run in --out continues as it was "
+            "configured: its saved config and data, with only the KEY=VALUE entries given "
+            "changed (e.g. training.max_steps=2000 to train longer). Runs as one process, as "
+            "--processes N ranks on this machine, or under torchrun for data-parallel "
+            "training on several GPUs or nodes (torchrun --nproc-per-node N -m caloforge "
+            "train ...)."
         ),
     )
     p.add_argument(
         "--config",
-        help=f"YAML training config, or a preset name: {', '.join(preset_names())} "
-        "(with --resume: the run's own, saved in its checkpoint)",
+        help=f"YAML training config, or a preset name: {', '.join(preset_names())}; "
+        "required for a new run (with --resume: the run's own, saved in its checkpoint)",
     )
     p.add_argument(
         "--data",
         nargs="+",
-        help="shower file(s) or glob (with --resume: the files the run was trained on)",
+        help="shower file(s) or glob; required for a new run (with --resume: the files the "
+        "run was trained on)",
     )
     p.add_argument("--format", help="input format (default: detected)")
     p.add_argument("--out", required=True, help="run folder (checkpoints, logs)")
@@ -52,7 +56,13 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "share of the cores; 'auto': one per core (at most 8). On a CPU several ranks "
         "use the cores better than one process (default: 1)",
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config entries by dotted path, values in YAML, e.g. training.max_steps=400 "
+        "(every entry: src/caloforge/training/config.py)",
+    )
     p.set_defaults(handler=_train)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from caloforge.cli.common import DefaultsFormatter
+
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
@@ -15,6 +17,7 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tune",
         help="search a recipe's hyper-parameters and architecture",
+        formatter_class=DefaultsFormatter,
         description=(
             "Search entries of a training recipe (learning rates, batch size, loss weights, "
             "transform parameters, network widths, solver steps...) declared in a YAML search "
@@ -34,7 +37,11 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trials", required=True, type=int, help="trials of the study in all")
     p.add_argument("--out", required=True, help="study folder (storage, trials, report)")
     budget = p.add_argument_group("budget and pruning")
-    budget.add_argument("--budget-steps", type=int, help="training steps of each trial")
+    budget.add_argument(
+        "--budget-steps",
+        type=int,
+        help="training steps of each trial (give this, --budget-minutes or both)",
+    )
     budget.add_argument(
         "--budget-minutes", type=float, help="training minutes of each trial (checked at checks)"
     )
@@ -55,15 +62,15 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         "--prune-startup",
         type=int,
         default=2,
-        help="finished trials needed before any pruning (default 2)",
+        help="finished trials needed before any pruning",
     )
     goal = p.add_argument_group("objectives and sampler")
     goal.add_argument(
         "--cost",
         default="flops",
         choices=("flops", "speed", "none"),
-        help="the second objective: FLOPs per shower (counted, default), measured showers/s, "
-        "or none (fidelity alone, TPE)",
+        help="the second objective: FLOPs per shower (counted), measured showers/s, or none "
+        "(fidelity alone, TPE)",
     )
     goal.add_argument(
         "--fidelity",
@@ -71,17 +78,28 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         help="headline metrics of the fidelity, comma-separated (default: all)",
     )
     goal.add_argument(
-        "--validation", help="validation settings YAML (as caloforge validate --config)"
+        "--validation",
+        help="validation settings YAML, as caloforge validate --config takes (default: "
+        "validate's own defaults)",
     )
-    goal.add_argument("--heldout", type=int, help="at most this many held-out (test split) showers")
+    goal.add_argument(
+        "--heldout",
+        type=int,
+        help="at most this many held-out (test split) showers (default: the whole split)",
+    )
     goal.add_argument(
         "--sampler",
         default="auto",
         choices=("auto", "nsga2", "tpe", "random"),
         help="auto: NSGA-II for two objectives, TPE for one",
     )
-    goal.add_argument("--population", type=int, default=8, help="NSGA-II population (default 8)")
-    goal.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    goal.add_argument("--population", type=int, default=8, help="NSGA-II population")
+    goal.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="the sampler's seed (the same study draws the same trials)",
+    )
     goal.add_argument(
         "--choose",
         default="fidelity",
@@ -102,7 +120,9 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
         help="Optuna storage: a database URL (sqlite:///..., postgresql://...) or a journal "
         "file path on a shared disk (default: sqlite OUT/study.db)",
     )
-    run.add_argument("--study-name", default="caloforge-tune", help="the study's name")
+    run.add_argument(
+        "--study-name", default="caloforge-tune", help="the study's name in its storage"
+    )
     run.add_argument(
         "--resume", action="store_true", help="continue the study (or join it from another machine)"
     )
@@ -114,7 +134,12 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     run.add_argument(
         "--timing-batch", type=int, default=128, help="batch size of generation and timing"
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="recipe entries by dotted path, values in YAML, as caloforge train takes them",
+    )
     p.set_defaults(handler=_tune)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from caloforge.cli.common import DefaultsFormatter
 from caloforge.errors import CaloforgeError, InputFileError
 
 
@@ -15,6 +16,7 @@ def add_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate",
         help="compare generated showers with reference (Monte Carlo) showers",
+        formatter_class=DefaultsFormatter,
         description=(
             "Compare generated showers with reference showers (any readable format) and write "
             "a report folder: index.html (self-contained), metrics.json and plots/*.png. "

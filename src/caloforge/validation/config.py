@@ -157,7 +157,7 @@ class ValidationConfig:
     theta_bins: int | tuple[float, ...] | None = setting(
         None,
         "angle bins, for files with a theta condition (refused for others): a number or "
-        f"edges in degrees, e.g. 60,90,120 (none: {DEFAULT_THETA_BINS})",
+        f"edges in degrees, e.g. 60,90,120 (default: {DEFAULT_THETA_BINS})",
         check=_bins,
         metavar="N|EDGES",
     )
@@ -202,13 +202,13 @@ class ValidationConfig:
     )
     workers: int | None = setting(
         None,
-        "processes computing features and drawing the plots (none: one per core, at most 8)",
+        "processes computing features and drawing the plots (default: one per core, at most 8)",
         check=_workers,
         metavar="N",
     )
     batch_size: int | None = setting(
         None,
-        "showers per feature batch (none: about 128 MB of cells)",
+        "showers per feature batch (default: about 128 MB of cells)",
         check=_integer_at_least(1),
         metavar="N",
     )
@@ -241,7 +241,7 @@ class ValidationConfig:
     )
     challenge_min_energy: float | None = setting(
         None,
-        "calochallenge protocol: readout threshold per voxel in MeV (none: the data set's; "
+        "calochallenge protocol: readout threshold per voxel in MeV (default: the data set's; "
         "0.5 keV / 0.033 for other binnings)",
         check=_number_at_least_zero,
         metavar="MEV",
@@ -396,7 +396,7 @@ def add_cli_options(parser: argparse.ArgumentParser) -> None:
                 f"--{f.name.replace('_', '-')}",
                 dest=f.name,
                 metavar=f.metadata["metavar"],
-                help=help if f.default is None else f"{help} (default {_default_text(f)})",
+                help=help if f.default is None else f"{help} (default: {_default_text(f)})",
             )
 
 
