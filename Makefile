@@ -24,6 +24,8 @@ $(VENV)/.installed: pyproject.toml
 # Geant4 showers.
 DEMO_STEPS ?= 100
 DEMO_GEANT4 ?= 500
+# named in the closing list only where part 2 ran
+DEMO_PART2_OUTPUTS = and geant4.h5 (Geant4 showers made now), pretrained.h5, report-pretrained/index.html (part 2)
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
 	$(VENV)/bin/caloforge simulate --geometry clic-25 --n 3000 --energy 10:200 --seed 1 -o $(DEMO_DIR)/showers.h5
@@ -39,8 +41,8 @@ demo: $(VENV)/.installed
 	    echo "that CALOFORGE_GEANT4_INCLUDE names; see 'Geant4 inside caloforge' in README.md)"; fi
 	@echo
 	@echo "demo outputs in $(DEMO_DIR)/: showers.h5 (training data), run/ (checkpoints, metrics.jsonl),"
-	@echo "reference.h5 (an independent simulated sample), generated.h5, report/index.html (part 1);"
-	@echo "geant4.h5 (Geant4 showers made now), pretrained.h5, report-pretrained/index.html (part 2)"
+	@echo "reference.h5 (an independent simulated sample), generated.h5, report/index.html (part 1)"
+	$(if $(GEANT4_FOUND),@echo "$(DEMO_PART2_OUTPUTS)")
 
 # Part 2 alone (needs Geant4: `geant4-config` on the PATH, or calzone's libraries and the
 # headers CALOFORGE_GEANT4_INCLUDE names).

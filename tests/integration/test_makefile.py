@@ -38,6 +38,8 @@ def test_demo_part_two_is_skipped_with_a_message_without_geant4() -> None:
     assert not any("--engine geant4" in line for line in out)
     part_one = "caloforge validate --reference /nonexistent/demo/reference.h5"
     assert any(part_one in line for line in out)
+    # the closing list of outputs names no file of the part that did not run
+    assert not any("report-pretrained/index.html (part 2)" in line for line in out)
 
 
 def test_demo_part_two_runs_where_geant4_headers_are_named(tmp_path: Path) -> None:
@@ -45,3 +47,4 @@ def test_demo_part_two_runs_where_geant4_headers_are_named(tmp_path: Path) -> No
     assert not any(line.startswith("part 2 skipped") for line in out)
     assert any("simulate --engine geant4 --geometry clic-25" in line for line in out)
     assert any("--checkpoint pretrained:clic25-geant4" in line for line in out)
+    assert any("report-pretrained/index.html (part 2)" in line for line in out)
