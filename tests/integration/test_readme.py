@@ -102,3 +102,20 @@ def _geant4_available() -> bool:
         print(f"the README's Geant4 command is not run: {exc}")
         return False
     return True
+
+
+def test_the_dev_extra_holds_what_the_readme_says():
+    """The README: `[dev]` has every extra but `[tensorboard]`; `train` names that extra."""
+    import tomllib
+
+    text = " ".join(README.read_text().split())
+    assert "`[dev]` has them all but `[tensorboard]`" in text
+    extras = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    dev = set(extras["dev"])
+    for name, packages in extras.items():
+        if name in ("dev", "tensorboard"):
+            continue
+        assert set(packages) <= dev, f"[dev] lacks [{name}]: {set(packages) - dev}"
+    assert not set(extras["tensorboard"]) & dev, "[dev] has tensorboard: say so in the README"
