@@ -45,6 +45,14 @@ def partial_path(final: PathLike) -> Path:
     return final.with_name(f".{final.name}.partial-{os.getpid()}")
 
 
+def through_link(final: PathLike) -> Path:
+    """The file that writing `final` replaces: where a symbolic link points (the rename
+    would otherwise put a file in the link's place, and the file linked to would keep its
+    old contents), else `final` itself."""
+    final = Path(final)
+    return Path(os.path.realpath(final)) if final.is_symlink() else final
+
+
 def commit(partial: Path, final: PathLike) -> None:
     """Move a finished temporary file into place, atomically."""
     os.replace(partial, final)
@@ -61,8 +69,7 @@ def atomic_output(final: PathLike) -> Iterator[Path]:
     A write that fails on the file system (full disk, no permission) becomes an
     `OutputError` naming `final`; the temporary file is removed in every case.
     """
-    final = Path(final)
-    check_output(final)
+    final = through_link(check_output(final))
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -53,6 +53,9 @@ class Material:
         return ES_MEV * self.X0 / self.Ec
 
 
+# The unit each condition caloforge knows is stored, simulated and learned in.
+UNITS = {"energy": "GeV", "theta": "rad", "momentum": "GeV", "point": "mm"}
+
 MATERIALS: dict[str, Material] = {
     m.name: m
     for m in (
@@ -249,6 +252,20 @@ class Geometry:
                 f"geometry '{self.name}': cell_size_mm must be two positive lengths in mm, "
                 f"got {list(self.cell_size_mm)}"
             )
+        for term in ("stochastic_term", "constant_term"):
+            value = getattr(self, term)
+            if not (math.isfinite(value) and value >= 0):
+                raise GeometryError(
+                    f"geometry '{self.name}': {term} must be a finite number >= 0 (a term of "
+                    f"the resolution sigma/E), got {value}"
+                )
+        for c in self.conditions:
+            unit = UNITS.get(c.name)
+            if unit is not None and c.unit != unit:
+                raise GeometryError(
+                    f"geometry '{self.name}': condition '{c.name}' is in {unit}, as caloforge "
+                    f"stores and simulates it; got unit '{c.unit}' (convert the values instead)"
+                )
         for i, layer in enumerate(self.layers):
             if not all(
                 math.isfinite(t) and t >= 0 for t in (layer.absorber_mm, layer.sensor_mm)
@@ -372,7 +389,7 @@ class Geometry:
             conditions = tuple(
                 Condition(
                     name=str(c["name"]),
-                    unit=str(c.get("unit", "")),
+                    unit=str(c.get("unit", UNITS.get(str(c["name"]), ""))),
                     size=_whole(c.get("size", 1)),
                     default=_range(c.get("default")),
                     valid=_range(c.get("valid")),
@@ -383,9 +400,16 @@ class Geometry:
             )
             key = "cell_size_mm"
             cell = d.get("cell_size_mm")
-            cell_size = None if cell is None else (float(cell[0]), float(cell[1]))
+            cell_size = None if cell is None else _pair(cell)
             key = "shape"
-            shape = tuple(_whole(s) for s in d["shape"])
+            shape = tuple(_whole(s) for s in _list(d["shape"]))
+            terms = {}
+            for key, default in (("stochastic_term", 0.15), ("constant_term", 0.01)):
+                terms[key] = _number(d.get(key, default))
+            key = "extra"
+            extra = d.get("extra", {}) or {}
+            if not isinstance(extra, Mapping):
+                raise ValueError(f"expected a mapping, found {extra!r}")
             key = "the other keys"
             return cls(
                 name=str(d["name"]),
@@ -394,11 +418,10 @@ class Geometry:
                 conditions=conditions,
                 cell_size_mm=cell_size,
                 layers=tuple(layers),
-                stochastic_term=float(d.get("stochastic_term", 0.15)),
-                constant_term=float(d.get("constant_term", 0.01)),
                 particle=str(d.get("particle", "electron")),
                 description=str(d.get("description", "")),
-                extra=dict(d.get("extra", {}) or {}),
+                extra=dict(extra),
+                **terms,
             )
         except GeometryError as exc:
             if str(exc).startswith(source):
@@ -421,6 +444,28 @@ class Geometry:
                 f"{source}: expected a JSON object of geometry keys, found {type(d).__name__}"
             )
         return cls.from_dict(d, source)
+
+
+def _list(value: Any) -> Sequence[Any]:
+    """A YAML or JSON list (a text such as '25x25x25' is not one: it iterates by letter)."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise ValueError(f"expected a list, found {value!r}")
+    return value
+
+
+def _pair(value: Any) -> tuple[float, float]:
+    """Two numbers (x and y); a third would be ignored."""
+    values = _list(value)
+    if len(values) != 2:
+        raise ValueError(f"expected two numbers (x, y), found {list(values)!r}")
+    return (_number(values[0]), _number(values[1]))
+
+
+def _number(value: Any) -> float:
+    """A number: float() would take True as 1 and the text '0.2' as 0.2."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"expected a number, found {value!r}")
+    return float(value)
 
 
 def _whole(value: Any) -> int:

@@ -42,6 +42,7 @@ from caloforge._files import (
     os_error_text,
     partial_path,
     remove_stale_partials,
+    through_link,
 )
 from caloforge.data.source import Batch, check_conditions, check_showers, h5_member, require_file
 from caloforge.errors import CaloforgeError, GeometryError, InputFileError, OutputError
@@ -160,6 +161,7 @@ class ShowerWriter:
             if append and self.path.exists():
                 self._open_for_appending(provenance)
             else:
+                self.path = through_link(self.path)
                 self._create(producer, compression, provenance)
         except BaseException:
             self.abort()
@@ -621,6 +623,36 @@ def _check_format_version(path: str | os.PathLike[str], value: Any) -> None:
     )
 
 
+def _check_units(path: str | os.PathLike[str], value: Any, geometry: Geometry) -> None:
+    """Refuse a `units` attribute that says a dataset holds other units than the geometry's
+    (showers in MeV read as GeV would be a thousand times too much); a file without one is
+    read in the geometry's units."""
+    if value is None:
+        return
+    expected = units_of(geometry)
+    try:
+        units = json.loads(_text(value))
+    except (ValueError, TypeError):
+        units = None
+    if not isinstance(units, dict):
+        raise InputFileError(
+            path,
+            "bad units attribute",
+            key="units",
+            expected=f"a JSON map of dataset to unit, {json.dumps(expected)}",
+            found=repr(value)[:60],
+        )
+    for key, unit in expected.items():
+        if key in units and units[key] != unit:
+            raise InputFileError(
+                path,
+                "a dataset in other units than caloforge reads",
+                key="units",
+                expected=f"'{key}' in {unit}",
+                found=f"{units[key]!r} (convert the values and the attribute)",
+            )
+
+
 def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
     if "geometry_json" not in h5.attrs:
         raise InputFileError(
@@ -637,6 +669,7 @@ def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
         raise InputFileError(
             path, f"bad geometry description ({exc})", key="geometry_json"
         ) from None
+    _check_units(path, h5.attrs.get("units"), geometry)
     if SHOWERS_KEY not in h5:
         raise InputFileError(
             path,

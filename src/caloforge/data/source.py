@@ -126,7 +126,7 @@ def h5_member(h5: Any, path: str | os.PathLike[str], key: str) -> Any:
         link = h5.get(key, getlink=True)
         if link is None:
             return None
-        return h5[key]
+        member = h5[key]
     except (KeyError, RuntimeError, OSError) as exc:
         if isinstance(link, h5py.ExternalLink):
             found = f"an external link to {link.filename}:{link.path}"
@@ -139,6 +139,56 @@ def h5_member(h5: Any, path: str | os.PathLike[str], key: str) -> Any:
         raise InputFileError(
             path, f"cannot be opened ({reason})", key=key, expected="a dataset", found=found
         ) from None
+    if isinstance(member, h5py.Dataset):
+        _check_storage(member, path, key)
+    return member
+
+
+def _check_storage(ds: Any, path: str | os.PathLike[str], key: str) -> None:
+    """Refuse a dataset HDF5 would read wrongly or not at all: compressed with a filter this
+    installation lacks (read as "corrupt"), or virtual with a source file or dataset that is
+    not there (read as its fill value: zeros, without a word)."""
+    import h5py
+
+    plist = ds.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code, _, _, name = plist.get_filter(i)
+        if not h5py.h5z.filter_avail(code):
+            label = name.decode(errors="replace") if isinstance(name, bytes) else str(name)
+            raise InputFileError(
+                path,
+                "compressed with an HDF5 filter this installation does not have",
+                key=key,
+                expected="a filter h5py can read (gzip, lzf, szip, or its plugin on "
+                "HDF5_PLUGIN_PATH, e.g. from the hdf5plugin package)",
+                found=f"filter {code}" + (f" ({label})" if label else ""),
+            )
+    if not ds.is_virtual:
+        return
+    folder = Path(path).absolute().parent
+    for source in ds.virtual_sources():
+        name, member = source.file_name, source.dset_name
+        if name == ".":
+            continue  # the file itself
+        file = Path(name) if Path(name).is_absolute() else folder / name
+        problem = None
+        if not file.is_file():
+            problem = f"{name} is not there"
+        else:
+            try:
+                with h5py.File(file, "r") as f:
+                    if not isinstance(f.get(member), h5py.Dataset):
+                        problem = f"{name} has no dataset '{member}'"
+            except OSError:
+                problem = f"{name} is not a readable HDF5 file"
+        if problem is not None:
+            raise InputFileError(
+                path,
+                "a virtual dataset whose source is missing (HDF5 would read zeros for it)",
+                key=key,
+                expected="every source file and dataset of the virtual dataset",
+                found=problem,
+            )
 
 
 def _special(mode: int) -> str:

@@ -155,13 +155,23 @@ def read_binning(path: str | os.PathLike[str]) -> Binning:
 
 def _layer(path: Path, element: ET.Element) -> BinningLayer:
     where = f"Layer id={element.get('id', '?')}"
+    name, expected = "r_edges", "comma-separated numbers (mm)"
     try:
-        edges = tuple(float(e) for e in element.attrib["r_edges"].split(",") if e.strip())
-        layer = BinningLayer(int(element.attrib["id"]), edges, int(element.attrib["n_bin_alpha"]))
+        edges = tuple(float(e) for e in element.attrib[name].split(",") if e.strip())
+        name, expected = "id", "an integer"
+        number = int(element.attrib[name])
+        name, expected = "n_bin_alpha", "an integer"
+        layer = BinningLayer(number, edges, int(element.attrib[name]))
     except KeyError as exc:
         raise InputFileError(path, f"missing attribute {exc}", key=where) from None
-    except ValueError as exc:
-        raise InputFileError(path, f"bad attribute value ({exc})", key=where) from None
+    except ValueError:
+        raise InputFileError(
+            path,
+            f"bad attribute {name}",
+            key=where,
+            expected=expected,
+            found=repr(element.attrib[name])[:60],
+        ) from None
     finite = np.isfinite(edges).all()
     if (
         layer.n_bin_alpha < 1

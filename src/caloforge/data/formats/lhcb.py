@@ -68,23 +68,36 @@ class NpyMember:
             shape, fortran_order, dtype = npy.read_array_header_2_0(self._file)
         else:
             raise InputFileError(path, f"unsupported .npy version {version}", key=self.key)
-        if fortran_order or dtype.hasobject or not shape:
+        if dtype.hasobject or not shape:
             raise InputFileError(
                 path,
                 "cannot read this array by rows",
                 key=self.key,
-                expected="a C-ordered numeric array (as np.savez writes)",
-                found=f"shape {shape}, dtype {dtype}, fortran_order={fortran_order}",
+                expected="a numeric array of one row per shower (as np.savez writes)",
+                found=f"shape {shape}, dtype {dtype}",
             )
         self.shape: tuple[int, ...] = tuple(shape)
         self.dtype = np.dtype(dtype)
         self._data_start = self._file.tell()
         self._row_bytes = math.prod(self.shape[1:]) * self.dtype.itemsize
+        # A Fortran-ordered array (np.save of a transposed array) keeps a row's values apart:
+        # it is read whole, once, in row order.
+        self._whole: np.ndarray | None = None
+        if fortran_order:
+            flat = self._read(0, math.prod(self.shape) * self.dtype.itemsize)
+            self._whole = np.ascontiguousarray(
+                np.frombuffer(flat, dtype=self.dtype).reshape(self.shape[::-1]).T
+            )
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         """Rows `start:stop` (compressed members seek forward cheaply, backward by rereading)."""
-        self._file.seek(self._data_start + start * self._row_bytes)
-        size = (stop - start) * self._row_bytes
+        if self._whole is not None:
+            return self._whole[start:stop]
+        data = self._read(start * self._row_bytes, (stop - start) * self._row_bytes)
+        return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
+
+    def _read(self, offset: int, size: int) -> bytes:
+        self._file.seek(self._data_start + offset)
         data = self._file.read(size)
         if len(data) != size:
             raise InputFileError(
@@ -94,7 +107,7 @@ class NpyMember:
                 expected=f"{size} bytes",
                 found=f"{len(data)} bytes",
             )
-        return np.frombuffer(data, dtype=self.dtype).reshape((stop - start, *self.shape[1:]))
+        return data
 
     def all(self) -> np.ndarray:
         return self.rows(0, self.shape[0])
@@ -204,7 +217,7 @@ def _vectors(
             path, "wrong shape", key=key, expected=f"({n}, 3)", found=shape_text(member.shape)
         )
     try:
-        return np.asarray(member.all(), dtype=np.float64)
+        values = np.asarray(member.all(), dtype=np.float64)
     except READ_ERRORS as exc:
         raise InputFileError(
             path, f"unreadable data, truncated or corrupt? ({exc})", key=key
@@ -217,6 +230,16 @@ def _vectors(
             expected="numbers",
             found=f"dtype {getattr(member, 'dtype', 'not numeric')}",
         ) from None
+    bad = ~np.isfinite(values[:, :columns]).all(axis=1)
+    if bad.any():  # named here: the energy is computed from the momentum
+        raise InputFileError(
+            path,
+            "NaN or infinite values",
+            key=key,
+            expected="finite numbers",
+            found=f"{int(bad.sum())} bad row(s), first at row {int(np.argmax(bad))}",
+        )
+    return values
 
 
 def _images(image: NpyMember, selection: Selection, energy_scale: float) -> np.ndarray:
