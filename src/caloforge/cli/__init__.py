@@ -14,7 +14,7 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from caloforge import __version__
 from caloforge.cli import files, generate, simulate, train, tune, validate
@@ -24,8 +24,53 @@ from caloforge.errors import CaloforgeError, one_line
 __all__ = ["build_parser", "main", "parse_range"]
 
 
+class _StoreOnce(argparse._StoreAction):
+    """argparse's store, refusing an option of several values (`--data A B`) given twice
+    with different values: argparse kept the last list alone, silently (`--data a.h5 --data
+    b.h5` trained on b.h5). An option of one value keeps the last given, as is usual (a
+    script's defaults, then the caller's choice)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        given: dict[str, object] = getattr(parser, "given", {})
+        several = self.nargs in ("+", "*", argparse.REMAINDER)
+        if several and option_string and self.dest in given and given[self.dest] != values:
+            parser.error(
+                f"argument {'/'.join(self.option_strings)}: given twice "
+                f"({_shown(given[self.dest])}, then {_shown(values)}); give it once with all "
+                "its values"
+            )
+        given[self.dest] = values
+        super().__call__(parser, namespace, values, option_string)
+
+
+def _shown(value: object) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+class _Parser(argparse.ArgumentParser):
+    """The parser of caloforge and of each command (argparse makes the commands' parsers of
+    the same class): an option of several values given twice is refused."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        self.given: dict[str, object] = {}
+        return super().parse_known_args(args, namespace)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="caloforge",
         description="Fast calorimeter shower simulation with deep generative models.",
     )
@@ -70,7 +115,36 @@ def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpa
         if dest is None or any(word.startswith("-") for word in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         getattr(args, dest).extend(extra)
+    _take_overrides_back(args)
+    _refuse_folder_names(parser, args)
     return args
+
+
+# An override, `training.max_steps=5`: `--data a.h5 training.max_steps=5` gives it to --data
+# (which takes every word up to the next option), where it was read as a missing file.
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*(\.\w+)+=")
+
+
+def _take_overrides_back(args: argparse.Namespace) -> None:
+    data = getattr(args, "data", None)
+    if args.command not in ("train", "tune") or not data:
+        return
+    overrides = [w for w in data if _OVERRIDE.match(w) and not os.path.lexists(w)]
+    if overrides:
+        args.data = [w for w in data if w not in overrides]
+        args.overrides = [*overrides, *args.overrides]
+
+
+def _refuse_folder_names(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A file to write named with a trailing slash (`-o out.h5/`) names a folder: it was
+    written as a file `out.h5`."""
+    for dest, option in (("output", "-o/--output"), ("json", "--json")):
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and value.endswith(("/", os.sep)) and len(value) > 1:
+            parser.error(
+                f"argument {option}: '{value}' ends with '/', the name of a folder; "
+                "expected the path of a file to write"
+            )
 
 
 def _refuse_empty_words(parser: argparse.ArgumentParser, words: list[str]) -> None:

@@ -32,3 +32,18 @@ def parse_range(text: str) -> tuple[float, float]:
     if len(parts) != 2:
         raise argparse.ArgumentTypeError(f"expected LOW:HIGH or VALUE, got '{text}'")
     return (parts[0], parts[1])
+
+
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed takes a signed 64-bit integer
+
+
+def seed(text: str) -> int:
+    """A --seed: an integer from 0 to 2**63 - 1 (numpy refuses a negative seed, torch one
+    beyond 64 bits, each with a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got '{text}'") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**63 - 1, got {text}")
+    return value

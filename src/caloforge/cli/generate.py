@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from caloforge.cli.common import DefaultsFormatter, parse_range
+from caloforge.cli.common import DefaultsFormatter, parse_range, seed
 from caloforge.errors import CaloforgeError
 
 # The backends `generate` and `bench` take (caloforge.generation.backends.BACKENDS, and auto);
@@ -84,7 +84,7 @@ def add_generate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
         help="seed of the drawn conditions and the noise: the same seed and batch size give "
         "the same file",
@@ -157,7 +157,7 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
     p.add_argument("--calibration-size", type=int, default=512, help="showers calibrating --int8")
-    p.add_argument("--seed", type=int, default=0, help="seed of the --int8 calibration set")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the --int8 calibration set")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
     p.set_defaults(handler=_export)
 
@@ -242,7 +242,7 @@ def add_bench(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
         help="seed of the random weights (--model), the timed conditions and noise, and the "
         "int8 calibration",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from caloforge.cli.common import DefaultsFormatter, parse_range
+from caloforge.cli.common import DefaultsFormatter, parse_range, seed
 from caloforge.errors import CaloforgeError
 
 
@@ -81,7 +81,7 @@ def add_simulate(sub: argparse._SubParsersAction) -> None:
         default="electron",
         help="primary particle (positron: geant4 only)",
     )
-    p.add_argument("--seed", type=int, default=0, help="same seed, same showers")
+    p.add_argument("--seed", type=seed, default=0, help="same seed, same showers")
     p.add_argument(
         "--batch-size",
         type=int,
@@ -121,8 +121,6 @@ def _simulate(args: argparse.Namespace) -> int:
         raise CaloforgeError(
             f"--workers {args.workers}: at most {max_workers()} (four per core of this machine)"
         )
-    if args.seed < 0:
-        raise CaloforgeError(f"--seed must be a non-negative integer, got {args.seed}")
     if Path(args.geometry).is_file():  # a geometry YAML is an input: never the output
         check_output(args.output, inputs=[args.geometry], option="-o")
     path = simulate_to_file(

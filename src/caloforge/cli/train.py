@@ -134,6 +134,13 @@ def _resume_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
                 f"{config.family} run; --resume continues the run with its own configuration "
                 "(leave --config out, or start a new run in another --out)"
             )
+    step = int(folder.name.rpartition("-")[2]) if folder.name.startswith("step-") else 0
+    max_steps = config.training.max_steps
+    if max_steps is not None and max_steps < step:
+        raise CaloforgeError(
+            f"training.max_steps={max_steps}: {args.out} is already at step {step} "
+            f"({folder.name}), past it; give a larger training.max_steps to train on"
+        )
     data = args.data or saved_data
     if not data:
         raise CaloforgeError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from caloforge.cli.common import DefaultsFormatter
+from caloforge.cli.common import DefaultsFormatter, seed
 
 
 def _names(text: str) -> list[str]:
@@ -96,7 +96,7 @@ def add_tune(sub: argparse._SubParsersAction) -> None:
     goal.add_argument("--population", type=int, default=8, help="NSGA-II population")
     goal.add_argument(
         "--seed",
-        type=int,
+        type=seed,
         default=0,
         help="the sampler's seed (the same study draws the same trials)",
     )

@@ -45,6 +45,11 @@ TRAINING = Root("training", error=TrainConfigError)
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+def _seed(value: int) -> str | None:
+    # torch.Generator.manual_seed takes a signed 64-bit integer, numpy no negative one.
+    return None if 0 <= value < 2**63 else "must be an integer from 0 to 2**63 - 1"
+
+
 def _loss_weight(value: float) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
@@ -142,8 +147,10 @@ class TrainConfig:
         default_factory=OptimizerConfig, metadata={"help": "the optimizer and its schedule"}
     )
     loss: LossConfig = field(default_factory=LossConfig, metadata={"help": "the loss weights"})
-    seed: int = setting(0, "weights, noise, labels, data order")
-    split_seed: int = setting(0, "train/validation/test split (kept apart from `seed`)")
+    seed: int = setting(0, "weights, noise, labels, data order", check=_seed)
+    split_seed: int = setting(
+        0, "train/validation/test split (kept apart from `seed`)", check=_seed
+    )
     fractions: tuple[float, float, float] = setting(
         (0.8, 0.1, 0.1), "train/validation/test fractions", check=_fractions
     )
