@@ -1788,6 +1788,163 @@ def _truncated(tmp: Path) -> Path:
     return path
 
 
+# --- fifth round's inputs ----------------------------------------------------------------------
+def _virtual_showers(f: h5py.File) -> None:
+    """'showers' made a virtual dataset of a file that is not there (HDF5 reads zeros)."""
+    shape = f["showers"].shape
+    del f["showers"]
+    layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+    layout[:] = h5py.VirtualSource("gone.h5", "showers", shape=shape)
+    f.create_virtual_dataset("showers", layout, fillvalue=0)
+
+
+def _blosc_showers(f: h5py.File) -> None:
+    """'showers' compressed with filter 32001 (Blosc, a plugin h5py does not bring)."""
+    old = f["showers"][()]
+    del f["showers"]
+    ds = f.create_dataset(
+        "showers",
+        shape=old.shape,
+        dtype="f4",
+        chunks=(1, *old.shape[1:]),
+        compression=32001,
+        allow_unknown_filter=True,
+    )
+    for i, shower in enumerate(old):
+        ds.id.write_direct_chunk((i, 0, 0, 0), shower.tobytes())
+
+
+def _momentum_nan(arrays: np.ndarray) -> np.ndarray:
+    arrays = arrays.copy()
+    arrays[1, 2] = np.nan
+    return arrays
+
+
+def _run_at_step_5(tmp: Path, ck: Path) -> str:
+    """A run folder whose latest checkpoint is step 5 (a copy of the module's checkpoint)."""
+    run = tmp / "run"
+    shutil.copytree(ck, run / "checkpoints" / "step-00000005")
+    (run / "latest.json").write_text(json.dumps({"checkpoint": "checkpoints/step-00000005"}))
+    return str(run)
+
+
+CASES += [
+    Case(
+        "showers-virtual-of-a-missing-file",
+        convert_of(_virtual_showers),
+        ("in.h5", "'showers'", "virtual dataset whose source is missing", "gone.h5"),
+    ),
+    Case(
+        "showers-compressed-with-a-missing-filter",
+        convert_of(_blosc_showers),
+        ("in.h5", "'showers'", "HDF5 filter this installation does not have", "filter 32001"),
+    ),
+    Case(
+        "units-say-showers-in-mev",
+        convert_of(attribute("units", json.dumps({"showers": "MeV", "energy": "GeV"}))),
+        ("in.h5", "'units'", "'showers' in GeV", "'MeV'"),
+    ),
+    Case(
+        "units-not-json",
+        inspect_of(attribute("units", "{{")),
+        ("in.h5", "'units'", "bad units attribute", "'{{'"),
+    ),
+    Case(
+        "geometry-json-shape-a-text",
+        inspect_of(geometry_json(lambda d: d.__setitem__("shape", "25x25x25"))),
+        ("'geometry_json'", "key 'shape'", "expected a list", "'25x25x25'"),
+    ),
+    Case(
+        "simulate-geometry-stochastic-term-negative",
+        lambda tmp, ck: simulate_with(tmp, "conditions:", "stochastic_term: -0.1\nconditions:"),
+        ("mine.yaml", "stochastic_term must be a finite number >= 0", "got -0.1"),
+    ),
+    Case(
+        "simulate-geometry-stochastic-term-text",
+        lambda tmp, ck: simulate_with(tmp, "conditions:", "stochastic_term: big\nconditions:"),
+        ("mine.yaml", "key 'stochastic_term'", "expected a number", "'big'"),
+    ),
+    Case(
+        "simulate-geometry-cell-size-of-three",
+        lambda tmp, ck: simulate_with(tmp, "cell_size_mm: [5, 5]", "cell_size_mm: [5, 5, 5]"),
+        ("mine.yaml", "key 'cell_size_mm'", "two numbers (x, y)", "[5, 5, 5]"),
+    ),
+    Case(
+        "simulate-geometry-energy-in-mev",
+        lambda tmp, ck: simulate_with(tmp, "unit: GeV", "unit: MeV"),
+        ("mine.yaml", "condition 'energy' is in GeV", "unit 'MeV'"),
+    ),
+    Case(
+        "simulate-geometry-extra-a-list",
+        lambda tmp, ck: simulate_with(tmp, "conditions:", "extra: [5, 5]\nconditions:"),
+        ("mine.yaml", "key 'extra'", "expected a mapping", "[5, 5]"),
+    ),
+    Case(
+        "lhcb-momentum-nan",
+        lambda tmp, ck: (
+            ["convert", *foreign(tmp, "lhcb", "ParticleMomentum", _momentum_nan)[1:], "out.h5"]
+        ),
+        ("ch.npz", "'ParticleMomentum'", "NaN or infinite", "first at row 1"),
+    ),
+    Case(
+        "calochallenge-binning-alpha-text",
+        lambda tmp, ck: _binning(tmp, "r_edges='0,1' n_bin_alpha='x'"),
+        ("binning.xml", "Layer id=0", "bad attribute n_bin_alpha", "an integer", "'x'"),
+    ),
+    Case(
+        "train-data-given-twice",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "--data", _zero_showers(tmp)),
+            *("--out", str(tmp / "run")),
+        ],
+        ("argument --data", "given twice", "ref.h5, then", "zero.h5", "with all its values"),
+    ),
+    Case(
+        "validate-reference-given-twice",
+        lambda tmp, ck: validate_of(tmp, "--reference", _zero_showers(tmp), "--out", "rep"),
+        ("argument --reference", "given twice", "ref.h5, then", "zero.h5"),
+    ),
+    Case(
+        "simulate-output-with-a-trailing-slash",
+        lambda tmp, ck: ["simulate", "--n", "2", "--workers", "1", "-o", "s.h5/"],
+        ("-o/--output", "'s.h5/' ends with '/'", "the path of a file"),
+    ),
+    Case(
+        "train-seed-beyond-64-bits",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "--out", str(tmp / "run")),
+            f"training.seed={2**70}",
+        ],
+        ("training.seed", "from 0 to 2**63 - 1", str(2**70)),
+    ),
+    Case(
+        "bench-seed-beyond-64-bits",
+        lambda tmp, ck: ["bench", "--checkpoint", str(ck), "--seed", str(2**70)],
+        ("argument --seed", "from 0 to 2**63 - 1", str(2**70)),
+    ),
+    Case(
+        "export-seed-of-2-to-the-64",
+        lambda tmp, ck: ["export", "--checkpoint", str(ck), "--seed", str(2**64), "-o", "m.onnx"],
+        ("argument --seed", "from 0 to 2**63 - 1", str(2**64)),
+    ),
+    Case(
+        "train-override-after-data",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "training.max_steps=x"),
+            *("--out", str(tmp / "run")),
+        ],
+        ("training.max_steps", "expected an integer", "'x'"),
+    ),
+    Case(
+        "train-resume-max-steps-below-the-runs-step",
+        lambda tmp, ck: (
+            ["train", "--out", _run_at_step_5(tmp, ck), "--resume", "training.max_steps=2"]
+        ),
+        ("training.max_steps=2", "already at step 5", "a larger training.max_steps"),
+    ),
+]
+
+
 def _zero_showers(tmp: Path) -> str:
     return str(canonical(tmp / "zero.h5", n=0, energy=np.zeros(0)))
 
@@ -1854,6 +2011,36 @@ def test_readme_convert_lines_with_options_between_paths(tmp_path: Path) -> None
     back = tmp_path / "back.h5"
     assert run_cli(["convert", str(cc), "--binning", str(xml), str(back)]) == 0
     assert back.is_file()
+
+
+def test_a_fortran_ordered_npz_is_read_as_written(tmp_path: Path) -> None:
+    """np.save of a transposed array stores it in Fortran order: valid, and was refused."""
+    make_lhcb(tmp_path / "c.npz")
+    arrays = dict(np.load(tmp_path / "c.npz"))
+    np.savez(tmp_path / "f.npz", **{k: np.asfortranarray(v) for k, v in arrays.items()})
+    for name in ("c", "f"):
+        assert (
+            run_cli(["convert", str(tmp_path / f"{name}.npz"), str(tmp_path / f"{name}.h5")]) == 0
+        )
+    with h5py.File(tmp_path / "c.h5") as c, h5py.File(tmp_path / "f.h5") as f:
+        for key in ("showers", "energy", "momentum", "point"):
+            np.testing.assert_array_equal(c[key][()], f[key][()])
+
+
+def test_an_output_through_a_symbolic_link_replaces_the_file_linked_to(tmp_path: Path) -> None:
+    """The rename into place put a file in the link's place (the link lost, the file linked
+    to left with its old contents); a dangling link gets its file made where it points."""
+    source = canonical(tmp_path / "in.h5")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    (disk / "old.h5").write_text("old contents\n")
+    os.symlink(disk / "old.h5", tmp_path / "out.h5")
+    os.symlink("disk/new/made.h5", tmp_path / "dangling.h5")
+    for name in ("out.h5", "dangling.h5"):
+        assert run_cli(["convert", str(source), str(tmp_path / name)]) == 0
+        assert (tmp_path / name).is_symlink()
+    assert h5py.is_hdf5(disk / "old.h5") and h5py.is_hdf5(disk / "new" / "made.h5")
+    assert sorted(p.name for p in disk.iterdir()) == ["new", "old.h5"]  # no partial left
 
 
 def test_inspect_of_zero_showers_says_so(
