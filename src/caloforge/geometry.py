@@ -350,6 +350,9 @@ class Geometry:
         derived, description}), cell_size_mm, layers (list of {absorber, absorber_mm, sensor,
         sensor_mm, repeat}), stochastic_term, constant_term, particle, description, extra.
         """
+        if not isinstance(d, Mapping):
+            found = f"{type(d).__name__} {d!r:.60}"
+            raise GeometryError(f"{source}: expected a mapping of geometry keys, found {found}")
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(d) - known
         if unknown:

@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -1936,6 +1937,11 @@ CASES += [
         ("training.max_steps", "expected an integer", "'x'"),
     ),
     Case(
+        "checkpoint-config-geometry-a-name",
+        lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, None, "geometry", "lhcb-30")),
+        ("config.json", "expected a mapping of geometry keys", "found str 'lhcb-30'"),
+    ),
+    Case(
         "train-resume-max-steps-below-the-runs-step",
         lambda tmp, ck: (
             ["train", "--out", _run_at_step_5(tmp, ck), "--resume", "training.max_steps=2"]
@@ -2041,6 +2047,36 @@ def test_an_output_through_a_symbolic_link_replaces_the_file_linked_to(tmp_path:
         assert (tmp_path / name).is_symlink()
     assert h5py.is_hdf5(disk / "old.h5") and h5py.is_hdf5(disk / "new" / "made.h5")
     assert sorted(p.name for p in disk.iterdir()) == ["new", "old.h5"]  # no partial left
+
+
+def test_a_report_through_a_symbolic_link_replaces_the_folder_linked_to(
+    tmp_path: Path,
+) -> None:
+    """The report folder was put in the link's place, the link left as `.rep.old-PID`."""
+    (tmp_path / "reports").mkdir()
+    os.symlink("reports", tmp_path / "rep")
+    argv = validate_of(tmp_path, "--out", str(tmp_path / "rep"), "--no-plots")
+    assert run_cli(argv) == 0
+    assert (tmp_path / "rep").is_symlink()
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == [
+        "index.html",
+        "metrics.json",
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.h5", "ref.h5", "rep", "reports"]
+
+
+def test_convert_to_calochallenge_says_which_conditions_it_cannot_write(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_lcd_angle(tmp_path / "Ang.h5")
+    xml, out = tmp_path / "b.xml", tmp_path / "cc.h5"
+    argv = ["convert", str(tmp_path / "Ang.h5"), "--to", "calochallenge", "--binning", str(xml)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")  # as outside pytest, which turns warnings into errors
+        assert run_cli([*argv, str(out)]) == 0
+    warning = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warning) == 1 and warning[0].startswith("caloforge: warning: ")
+    assert "holds the primary energy alone; theta of" in warning[0]
 
 
 def test_inspect_of_zero_showers_says_so(

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from caloforge._files import through_link
 from caloforge.errors import CaloforgeError
 from caloforge.validation.comparison import compare
 from caloforge.validation.config import ValidationConfig
@@ -54,7 +55,7 @@ def validate(
     (`format` and `options`, such as a CaloChallenge `binning`, apply to both). Problems
     with the input raise `CaloforgeError` before anything is written."""
     config = config or ValidationConfig()
-    out = Path(out)
+    out = through_link(out)  # a link to the report folder stays a link to it
     _check_out(out)
     specs = (source_spec(reference, format, options), source_spec(generated, format, options))
     ref = specs[0].open()

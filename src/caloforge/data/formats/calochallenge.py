@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +68,10 @@ DEFAULT_N_ALPHA = 16
 DEFAULT_R_EDGES_IN_CELLS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0)
 CHUNK_BYTES = 1 << 18
 PDG_IDS = {"electron": 11, "positron": -11, "photon": 22, "pion": 211}
+
+
+class ConditionsNotWrittenWarning(UserWarning):
+    """Conditions of a set (theta, momentum, point) that a CaloChallenge file cannot hold."""
 
 
 # --- binning --------------------------------------------------------------------------------
@@ -504,6 +509,15 @@ def write_calochallenge(
     if batch_size < 1:
         raise CaloforgeError(f"batch_size must be at least 1, got {batch_size}")
     binning, to_voxels, scale = challenge_voxels(source.geometry, calibration, n_alpha, r_edges)
+    dropped = [c.name for c in source.geometry.conditions if c.name != "energy"]
+    if dropped:
+        warnings.warn(
+            f"{out_path}: the CaloChallenge format holds the primary energy alone; "
+            f"{', '.join(dropped)} of {source.path} not written (keep the canonical file "
+            "for them)",
+            ConditionsNotWrittenWarning,
+            stacklevel=2,
+        )
     # The showers' file innermost: a failed write is reported under its name.
     with atomic_output(xml_path) as xml_partial, atomic_output(out_path) as h5_partial:
         write_binning(binning, xml_partial)

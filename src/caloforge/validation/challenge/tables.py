@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from caloforge._files import through_link
 from caloforge.errors import CaloforgeError
 from caloforge.validation.challenge.classifier import RecipeResult
 from caloforge.validation.challenge.histograms import LAYER_FAMILIES, Separation
@@ -246,7 +247,7 @@ def write_challenge_report(result: ChallengeResult, out: str | os.PathLike[str])
     temporary folder beside it, renamed when complete; a former report is replaced, any
     other folder with contents refused)."""
 
-    out = Path(out)
+    out = through_link(out)  # a link to the report folder stays a link to it
     if out.exists() and not out.is_dir():
         raise CaloforgeError(f"{out}: exists and is not a folder; choose another --out")
     report = (out / "index.html").exists() and (out / "metrics.json").exists()
