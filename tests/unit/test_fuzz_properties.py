@@ -299,3 +299,33 @@ def test_negative_ranges_reach_the_option(text: str) -> None:
 
     args = _parse(build_parser(), ["simulate", "--n", "1", "--energy", text, "-o", "x.h5"])
     assert args.energy == parse_range(text)
+
+
+# Any JSON value in any entry of a geometry description: a text shape ("25x25x25", iterated
+# by letter), a cell size of three values, a text or negative resolution term were taken.
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-10, 10) | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=6,
+)
+GEOMETRY_KEYS = st.sampled_from(
+    ["shape", "cell_size_mm", "stochastic_term", "constant_term", "extra", "readout", "name"]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(key=GEOMETRY_KEYS, value=JSON_VALUES)
+def test_a_geometry_entry_of_any_value_is_read_as_meant_or_refused(key: str, value: object) -> None:
+    try:
+        geometry = Geometry.from_dict({**TINY, key: value})
+    except CaloforgeError:
+        return
+    # Accepted: the entry means what it says.
+    assert geometry.shape == SHAPE or list(geometry.shape) == value
+    assert geometry.cell_size_mm is not None and len(geometry.cell_size_mm) == 2
+    for term in (geometry.stochastic_term, geometry.constant_term):
+        assert math.isfinite(term) and term >= 0
+    if key in ("stochastic_term", "constant_term"):
+        assert getattr(geometry, key) == value and not isinstance(value, bool)
+    if key == "cell_size_mm":
+        assert isinstance(value, list) and list(geometry.cell_size_mm) == value
