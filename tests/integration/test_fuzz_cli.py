@@ -1821,6 +1821,11 @@ def _momentum_nan(arrays: np.ndarray) -> np.ndarray:
     return arrays
 
 
+def _weights_a_folder(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+    (folder / "model.safetensors").mkdir()
+
+
 def _run_at_step_5(tmp: Path, ck: Path) -> str:
     """A run folder whose latest checkpoint is step 5 (a copy of the module's checkpoint)."""
     run = tmp / "run"
@@ -1940,6 +1945,11 @@ CASES += [
         "checkpoint-config-geometry-a-name",
         lambda tmp, ck: two_showers(edited_checkpoint(tmp, ck, None, "geometry", "lhcb-30")),
         ("config.json", "expected a mapping of geometry keys", "found str 'lhcb-30'"),
+    ),
+    Case(
+        "generate-weights-a-folder",
+        lambda tmp, ck: two_showers(copy_checkpoint(tmp, ck, _weights_a_folder)),
+        ("model.safetensors", "is a folder", "expected the file of the weights"),
     ),
     Case(
         "train-resume-max-steps-below-the-runs-step",

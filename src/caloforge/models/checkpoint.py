@@ -241,6 +241,8 @@ def load_checkpoint(
         )
     bundle = _config_part(config_path, "model", build_model, found_family, model_config)
     weights_path = folder / WEIGHTS
+    if weights_path.is_dir():  # safetensors would say "No such device (os error 19)"
+        raise CheckpointError(f"{weights_path}: is a folder; expected the file of the weights")
     try:
         tensors = load_file(str(weights_path))
     except (OSError, SafetensorError) as exc:
