@@ -44,6 +44,7 @@ from caloforge._files import (
     remove_stale_partials,
     through_link,
 )
+from caloforge.data import deflate
 from caloforge.data.source import Batch, check_conditions, check_showers, h5_member, require_file
 from caloforge.errors import CaloforgeError, GeometryError, InputFileError, OutputError
 from caloforge.geometry import Geometry
@@ -152,6 +153,7 @@ class ShowerWriter:
         self._names = geometry.condition_names
         self._expected = expected
         self._size_before = 0  # bytes of the partial before the first batch
+        self._deflate_here: bool | None = None  # chunks compressed here (`deflate`); unknown
         check_output(self.path)
         if expected is not None:
             check_room(self.path, geometry, expected)
@@ -304,7 +306,12 @@ class ShowerWriter:
                 )
             showers = f[SHOWERS_KEY]
             showers.resize(hi, axis=0)
-            showers[lo:hi] = np.asarray(batch.showers, dtype=np.float32)
+            if self._deflate_here is None:
+                self._deflate_here = deflate.compresses_here(showers)
+            if self._deflate_here:
+                deflate.write_chunks(showers, lo, batch.showers)
+            else:
+                showers[lo:hi] = np.asarray(batch.showers, dtype=np.float32)
             # Each batch reaches the device now: a full disk is met here, as an exception,
             # and not later inside HDF5's own clean-up (where it ends the process).
             f.flush()

@@ -208,6 +208,10 @@ class ShowerSimulator:
         self._f_e = np.append(f_e, 0.0)
         c2 = self.stochastic_term**2 * calibration.layer_stochastic(geometry)
         self._c2 = np.append(c2, c2[-1])
+        # Per-spot draws (float32): a spot's Gamma shape per GeV (0 behind the calorimeter)
+        # and the visible GeV per unit of its draw, c_s^2 f_e (0 behind).
+        self._inv_c2 = np.append(1.0 / c2, 0.0).astype(_F32)
+        self._visible_per_draw = (self._c2 * self._f_e).astype(_F32)
         assert geometry.cell_size_mm is not None
         self._cell = np.array(geometry.cell_size_mm, dtype=np.float64)
         self._nxy = (int(geometry.shape[0]), int(geometry.shape[1]))
@@ -558,12 +562,12 @@ class ShowerSimulator:
         `rng`, split by Gamma draws from the spots' stream normalised to one (a Dirichlet
         split): the same joint distribution, and a shower's visible energy keeps its
         fluctuation when the spots are redrawn."""
-        draws = plan.spot_rng.standard_gamma(shape.astype(_F32), dtype=_F32).astype(np.float64)
+        draws = plan.spot_rng.standard_gamma(shape.astype(_F32, copy=False), dtype=_F32)
         total_shape = np.bincount(group, shape, minlength=n_groups)
         drawn = np.bincount(group, draws, minlength=n_groups)
         total = rng.standard_gamma(total_shape)
         factor = np.divide(total, drawn, out=np.zeros(n_groups), where=drawn > 0)
-        draws *= factor[group]
+        draws *= factor.astype(_F32)[group]
         return draws
 
     def _deposit_per_spot(
@@ -577,28 +581,24 @@ class ShowerSimulator:
         out: np.ndarray,
     ) -> None:
         """Write the visible cell energies (GeV) of showers [a, b) into `out` (flat, zeros),
-        images centred on their barycentre: every spot its own Gamma draw (step 5)."""
+        images centred on their barycentre: every spot its own Gamma draw (step 5). Spots
+        behind the calorimeter get shape 0, a draw of 0 that adds nothing to their group."""
         n = b - a
-        c2 = self._c2[cloud.layer]
-        inside = cloud.layer < self._n_layers
-        visible = np.zeros(len(inside))
-        group = cloud.shower[inside] * self._n_classes + self._f_class[cloud.layer[inside]]
-        shape = cloud.e_mean[inside] / c2[inside]
-        visible[inside] = self._fluctuate(shape, group, n * self._n_classes, plan, rng)
-        visible *= c2
-        visible *= self._f_e[cloud.layer]
-        visible *= plan.scale[a:b][cloud.shower]
-        x, y = _centred(cloud.shower, visible, cloud.x, cloud.y, n)
-        per_shower = np.bincount(cloud.shower, minlength=n)
-        x += np.repeat(offset[:, 0], per_shower)
-        y += np.repeat(offset[:, 1], per_shower)
+        layer = cloud.layer
+        shape = cloud.e_mean * self._inv_c2[layer]
+        group = cloud.shower * self._n_classes
+        group += self._f_class[layer]
+        visible = self._fluctuate(shape, group, n * self._n_classes, plan, rng)
+        visible *= self._visible_per_draw[layer]
+        visible *= plan.scale[a:b].astype(_F32)[cloud.shower]
+        x, y = _centred(cloud.shower, visible, cloud.x, cloud.y, n, offset)
         outside = n * self.geometry.n_cells
-        key = self._cell_keys(cloud.shower, x, y, cloud.layer, n, outside // n)
+        key = self._cell_keys(cloud.shower, x, y, layer, n, outside // n)
         inside = key < outside
-        # Adding in place, the spots outside add nothing to the first cell.
-        np.add.at(out, np.where(inside, key, 0), np.where(inside, visible, 0.0).astype(_F32))
-        low = out[key[inside]] < self.min_cell_energy
-        out[key[inside][low]] = 0.0
+        key, visible = key[inside], visible[inside]
+        np.add.at(out, key, visible)
+        low = out[key] < self.min_cell_energy
+        out[key[low]] = 0.0
 
 
 def _keep_total(dE: np.ndarray, changed: np.ndarray) -> np.ndarray:
@@ -608,14 +608,29 @@ def _keep_total(dE: np.ndarray, changed: np.ndarray) -> np.ndarray:
 
 
 def _centred(
-    shower: np.ndarray, visible: np.ndarray, x: np.ndarray, y: np.ndarray, n: int
+    shower: np.ndarray,
+    visible: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    n: int,
+    offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """x and y less their shower's barycentre, weighted by the visible energy."""
+    """x and y less their shower's barycentre, weighted by the visible energy, plus the
+    shower's `offset` (n, 2) where given."""
     w = np.bincount(shower, visible, minlength=n)
     w = np.where(w > 0, w, 1.0)
-    bx = np.bincount(shower, visible * x, minlength=n) / w
-    by = np.bincount(shower, visible * y, minlength=n) / w
-    return x - bx[shower].astype(x.dtype), y - by[shower].astype(y.dtype)
+    shift = np.stack(
+        [
+            np.bincount(shower, visible * x, minlength=n),
+            np.bincount(shower, visible * y, minlength=n),
+        ],
+        axis=1,
+    )
+    shift /= w[:, None]
+    if offset is not None:
+        shift -= offset
+    shift = shift.astype(x.dtype)
+    return x - shift[shower, 0], y - shift[shower, 1]
 
 
 def _transverse_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
