@@ -54,6 +54,18 @@ def test_two_ranks_train_exactly_as_under_torchrun(data, tmp_path, capfd, monkey
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_a_resumed_run_on_two_ranks_says_once_what_it_resumes(data, tmp_path, capfd):
+    run = str(tmp_path / "run")
+    one_step = [t for t in TINY if not t.startswith("training.max_steps")]
+    argv = ["train", "--config", "conv2d-g1", "--data", str(data), "--out", run, *one_step]
+    assert main([*argv, "training.max_steps=1"]) == 0
+    capfd.readouterr()
+    command = ["train", "--out", run, "--resume", "--processes", "2", "training.max_steps=2"]
+    assert main(command) == 0
+    out = capfd.readouterr().out
+    assert out.count("resuming") == 1 and "trained 2 steps" in out
+
+
 def test_a_mistake_in_the_ranks_is_reported_once_and_ends_them_all(data, tmp_path, capfd):
     missing = tmp_path / "missing.h5"
     argv = ["train", "--config", "conv2d-g1", "--data", str(missing), "--out", str(tmp_path / "r")]

@@ -71,8 +71,10 @@ def _train(args: argparse.Namespace) -> int:
     from caloforge.training.launch import launch_ranks, resolve_processes
     from caloforge.training.trainer import Trainer
 
-    config, data = _resume_settings(args) if args.resume else _new_settings(args)
     processes = resolve_processes(args.processes)
+    # the ranks started below say it themselves (rank 0), so the launcher does not
+    announce = processes == 1 and os.environ.get("RANK", "0") == "0"
+    config, data = _resume_settings(args, announce) if args.resume else _new_settings(args)
     if processes > 1:  # the settings are checked above, once, before any rank starts
         return launch_ranks(_without_processes(args.argv), processes)
     try:
@@ -119,8 +121,9 @@ def _new_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     return load_config(args.config, args.overrides, option="--config"), args.data
 
 
-def _resume_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
-    """The run's own configuration and data, changed only where KEY=VALUE says."""
+def _resume_settings(args: argparse.Namespace, announce: bool) -> tuple[RunConfig, list[str]]:
+    """The run's own configuration and data, changed only where KEY=VALUE says; `announce`
+    prints what is resumed."""
     from caloforge.training.checkpoint import saved_run
     from caloforge.training.config import load_config, resumed_config
 
@@ -150,6 +153,6 @@ def _resume_settings(args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     changed = f", changed: {' '.join(args.overrides)}" if args.overrides else ""
     if args.config is not None:
         changed += f" (--config {args.config} is not read again)"
-    if os.environ.get("RANK", "0") == "0":
+    if announce:
         print(f"caloforge train: resuming {args.out} from {folder.name}, as configured{changed}")
     return config, data
