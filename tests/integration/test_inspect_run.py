@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,18 @@ def test_a_run_folder_is_summarised(run, tmp_path, capsys):
     assert "energy        10.04 : 199.95 GeV (training data)" in out
     counts = parameter_counts(build_model("gan3d"))
     assert f"generator {counts['generator']:,}, discriminator {counts['discriminator']:,}" in out
+
+
+def test_a_resumed_run_shows_the_length_it_now_trains_to(run, capsys):
+    """The README's first hour: 300 steps, then `--resume training.max_steps=400`; the best
+    checkpoint may be one of the first 300, the run's planned length is 400."""
+    latest = run / "checkpoints" / "step-00000020" / "config.json"
+    config = json.loads(latest.read_text())
+    config["training"]["max_steps"] = 400
+    latest.write_text(json.dumps(config))
+    assert main(["inspect", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "(the best): step 10" in out and "max_steps 400, epochs 60" in out
 
 
 def test_a_checkpoint_folder_names_its_run_and_its_own_step(run, capsys):

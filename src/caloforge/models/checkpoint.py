@@ -269,8 +269,9 @@ class CheckpointSummary:
 
     checkpoint: the folder summarised (a run's best, else its latest); run: the run folder,
         None for a checkpoint given alone; steps: the run's kept checkpoints, by step.
-    planned: the training's length and batch (`max_steps`, `epochs`, `batch_size`) as its
-        config records them; best: `best.json` (the step and the physics check's numbers).
+    planned: the training's length and batch (`max_steps`, `epochs`, `batch_size`) as the
+        checkpoint records them, for a run folder its latest (a resume may have changed them);
+        best: `best.json` (the step and the physics check's numbers).
     data: the training files the config records (absolute paths; empty where it names none);
     condition_ranges: name -> `(min, max)` pairs of the training data, in `units`.
     parameters: trainable parameters per role (generator, discriminator, ...).
@@ -407,10 +408,15 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
     best = None
     steps: tuple[int, ...] = ()
     latest_step = None
+    # A run folder's planned length is what its latest checkpoint was trained towards (a
+    # resume may have changed it since the best one), the rest what the checkpoint shown says.
+    planned_by = training
     if run is not None:
         steps = tuple(step_of(f) for f in step_folders(run))
         latest = latest_checkpoint(run)
         latest_step = step_of(latest) if latest is not None else None
+        if given == run and latest is not None and latest != folder:
+            planned_by = _training_of(latest / CONFIG) or training
         try:
             best = json.loads((run / BEST).read_text()) if (run / BEST).is_file() else None
         except (OSError, ValueError):
@@ -435,7 +441,7 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
         epoch=config.get("epoch", 0),
         steps=steps,
         planned={
-            k: training.get(k) for k in ("max_steps", "epochs", "batch_size") if k in training
+            k: planned_by.get(k) for k in ("max_steps", "epochs", "batch_size") if k in planned_by
         },
         best=best,
         data=data_paths,
@@ -449,6 +455,15 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
         latest_step=latest_step,
         notes=tuple(notes),
     )
+
+
+def _training_of(config_path: Path) -> Mapping[str, Any] | None:
+    """The `training` mapping of a checkpoint's config.json, None where unreadable."""
+    try:
+        found = json.loads(config_path.read_text()).get("training")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return found if isinstance(found, Mapping) else None
 
 
 def _weight_events(run: Path) -> list[str]:
