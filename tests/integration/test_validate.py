@@ -95,7 +95,13 @@ def test_an_independent_sample_passes_and_the_report_is_self_contained(files, tm
         "Geant4,Simulated again",
     )
     assert code == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # No long silence after the features' bar: each stage says when it is done, the plots
+    # have a bar of their own.
+    for stage in ("fpd", "kpd", "cell_level"):
+        assert re.search(rf"^  {stage}: [0-9.]+ s$", printed, flags=re.M), stage
+    assert "plots: 100%" in captured.err
     doc = json.loads((out / "metrics.json").read_text())
     # Two samples of one distribution: no verdict may fail, and each figure lies within three
     # of its errors of its ideal. Not every verdict need be PASS: with 200 showers per set

@@ -82,7 +82,7 @@ def compare(
     edges = condition_edges(overlap, config)  # bad bins refused before the features' work
     geometry = reference.geometry
     created = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    timer = StageTimer()
+    timer = StageTimer(progress)  # with progress, each stage's end is a line: no long silence
     lap = timer.lap
     sources = (reference, generated)
     counts = [

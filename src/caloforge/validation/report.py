@@ -67,7 +67,7 @@ def validate(
             gen.close()
     finally:
         ref.close()
-    write_report(result, out)
+    write_report(result, out, progress=progress)
     return result
 
 
@@ -98,12 +98,19 @@ class DrawnPlot:
 
 
 def render_plots(
-    result: ValidationResult, folder: Path | None, workers: int | None = None
+    result: ValidationResult,
+    folder: Path | None,
+    workers: int | None = None,
+    progress: bool = False,
 ) -> list[DrawnPlot]:
     """Draw every plot of `plots.PLOTS` (those that do not apply say why); the PNGs are also
     written to `folder` when given. The figures are drawn by `workers` processes (None: the
-    run's `workers` setting, else one per core; 1: in this process)."""
+    run's `workers` setting, else one per core; 1: in this process); `progress` shows a bar
+    of them."""
+    from tqdm import tqdm
+
     from caloforge._processes import default_workers
+    from caloforge.validation.plots import PLOTS
     from caloforge.validation.plots.render import draw_all
 
     assert result.comparison is not None
@@ -112,7 +119,9 @@ def render_plots(
     out = []
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-    for spec, png, reason in draw_all(result.comparison, workers):
+    with tqdm(total=len(PLOTS), unit="plot", desc="plots", disable=not progress) as bar:
+        drawn = draw_all(result.comparison, workers, on_drawn=bar.update)
+    for spec, png, reason in drawn:
         if png is None:
             out.append(DrawnPlot(spec, reason=reason))
             continue
@@ -122,9 +131,12 @@ def render_plots(
     return out
 
 
-def write_report(result: ValidationResult, out: str | os.PathLike[str]) -> Path:
+def write_report(
+    result: ValidationResult, out: str | os.PathLike[str], progress: bool = False
+) -> Path:
     """Write index.html, metrics.json and plots/*.png into the folder `out`, atomically: all
-    is written into a temporary folder beside it, renamed to `out` when complete."""
+    is written into a temporary folder beside it, renamed to `out` when complete; `progress`
+    shows a bar of the plots."""
     out = Path(out)
     _check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -132,7 +144,11 @@ def write_report(result: ValidationResult, out: str | os.PathLike[str]) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        plots = render_plots(result, tmp / "plots") if result.comparison is not None else []
+        plots = (
+            render_plots(result, tmp / "plots", progress=progress)
+            if result.comparison is not None
+            else []
+        )
         doc = dict(result.metrics)
         doc["plots"] = [f"plots/{p.name}.png" for p in plots if p.png]
         doc["plots_not_drawn"] = {p.name: p.reason for p in plots if not p.png}

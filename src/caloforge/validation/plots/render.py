@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
 from caloforge._processes import signals_held
@@ -60,12 +61,19 @@ def _for_plots(comparison: Comparison) -> Comparison:
     )
 
 
-def draw_all(comparison: Comparison, workers: int = 1) -> list[Drawn]:
+def draw_all(
+    comparison: Comparison, workers: int = 1, on_drawn: Callable[[], object] | None = None
+) -> list[Drawn]:
     """Every plot of `PLOTS`, in order: drawn by `workers` processes (at most one per plot),
-    or in this process when `workers` is 1."""
+    or in this process when `workers` is 1; `on_drawn()` is called as each one is ready."""
     workers = min(workers, len(PLOTS))
+    done = on_drawn or (lambda: None)
     if workers <= 1:
-        return [(spec, *draw_png(spec, comparison)) for spec in PLOTS]
+        drawn = []
+        for spec in PLOTS:
+            drawn.append((spec, *draw_png(spec, comparison)))
+            done()
+        return drawn
     context = multiprocessing.get_context("forkserver")
     with ProcessPoolExecutor(
         max_workers=workers,
@@ -75,4 +83,8 @@ def draw_all(comparison: Comparison, workers: int = 1) -> list[Drawn]:
     ) as pool:
         with signals_held():  # a submit may start a worker; see `signals_held`
             futures = [pool.submit(_draw_by_name, spec.name) for spec in PLOTS]
-        return [(spec, *future.result()) for spec, future in zip(PLOTS, futures, strict=True)]
+        drawn = []
+        for spec, future in zip(PLOTS, futures, strict=True):
+            drawn.append((spec, *future.result()))
+            done()
+        return drawn
