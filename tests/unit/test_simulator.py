@@ -230,3 +230,25 @@ def test_workers_give_the_showers_of_one_process(monkeypatch):
     for a, b in zip(one, two, strict=True):
         np.testing.assert_array_equal(a.showers, b.showers)
         np.testing.assert_array_equal(a.conditions["energy"], b.conditions["energy"])
+
+
+def test_fluctuations_of_groups_of_tiny_draws_stay_finite_and_keep_the_totals():
+    """A group whose float32 draws are tiny (shape 0.01 draws values far below 1e-38) has a
+    scale factor beyond float32's range: the draws must still come out finite, each group's
+    adding up to its total (one draw a group: the total itself)."""
+    from types import SimpleNamespace
+
+    sim = ShowerSimulator(PRESETS["clic-25"])
+    n_groups = 4000
+    shape = np.full(n_groups, 0.01)
+    group = np.arange(n_groups)
+    plan = SimpleNamespace(spot_rng=np.random.default_rng(1))
+    with np.errstate(over="raise", invalid="raise"):
+        draws = sim._fluctuate(shape, group, n_groups, plan, np.random.default_rng(2))
+    assert np.isfinite(draws).all()
+    totals = np.random.default_rng(2).standard_gamma(shape)
+    kept = draws > 0
+    assert kept.sum() > n_groups // 4
+    # to float32 precision (values under its smallest normal number have fewer digits)
+    tiny = np.finfo(np.float32).tiny
+    assert np.allclose(draws[kept], totals[kept], rtol=1e-6, atol=tiny)

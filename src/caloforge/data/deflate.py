@@ -20,6 +20,7 @@ from types import ModuleType
 import h5py
 import numpy as np
 
+_isal_zlib: ModuleType | None
 try:  # optional: a wheel for x86-64 and ARM64 (see pyproject.toml)
     from isal import isal_zlib as _isal_zlib
 except ImportError:  # pragma: no cover - exercised where isal is absent
@@ -55,10 +56,12 @@ def write_chunks(dataset: h5py.Dataset, first: int, showers: np.ndarray) -> None
     module = deflater()
     assert module is not None
     n = len(showers)
-    data = np.ascontiguousarray(showers, dtype="<f4").reshape(n, -1)
-    # HDF5's shuffle: the first bytes of every value, then the second bytes, and so on.
-    shuffled = np.ascontiguousarray(data.view(np.uint8).reshape(n, -1, 4).transpose(0, 2, 1))
-    rows = shuffled.reshape(n, -1)
+    data = np.ascontiguousarray(showers, dtype="<f4").reshape(n, -1, 1).view(np.uint8)
+    # HDF5's shuffle: the first bytes of every value, then the second bytes, and so on; one
+    # shower at a time into a buffer that stays in the cache (a whole batch's transposed copy
+    # costs more in fresh pages than the transpose itself).
+    shuffled = np.empty((4, data.shape[1]), dtype=np.uint8)
     zeros = (0,) * (dataset.ndim - 1)
     for i in range(n):
-        dataset.id.write_direct_chunk((first + i, *zeros), module.compress(rows[i], ISAL_LEVEL))
+        np.copyto(shuffled, data[i].T)
+        dataset.id.write_direct_chunk((first + i, *zeros), module.compress(shuffled, ISAL_LEVEL))

@@ -567,7 +567,9 @@ class ShowerSimulator:
         drawn = np.bincount(group, draws, minlength=n_groups)
         total = rng.standard_gamma(total_shape)
         factor = np.divide(total, drawn, out=np.zeros(n_groups), where=drawn > 0)
-        draws *= factor.astype(_F32)[group]
+        # In float64: a group of tiny draws has a factor beyond float32's range, while each
+        # product is at most the group's total.
+        np.multiply(draws, factor[group], out=draws, casting="unsafe")
         return draws
 
     def _deposit_per_spot(
@@ -619,14 +621,16 @@ def _centred(
     shower's `offset` (n, 2) where given."""
     w = np.bincount(shower, visible, minlength=n)
     w = np.where(w > 0, w, 1.0)
-    shift = np.stack(
-        [
-            np.bincount(shower, visible * x, minlength=n),
-            np.bincount(shower, visible * y, minlength=n),
-        ],
-        axis=1,
+    shift = (
+        np.stack(
+            [
+                np.bincount(shower, visible * x, minlength=n),
+                np.bincount(shower, visible * y, minlength=n),
+            ],
+            axis=1,
+        )
+        / w[:, None]
     )
-    shift /= w[:, None]
     if offset is not None:
         shift -= offset
     shift = shift.astype(x.dtype)
