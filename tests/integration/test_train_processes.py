@@ -63,7 +63,7 @@ def test_a_resumed_run_on_two_ranks_says_once_what_it_resumes(data, tmp_path, ca
     command = ["train", "--out", run, "--resume", "--processes", "2", "training.max_steps=2"]
     assert main(command) == 0
     out = capfd.readouterr().out
-    assert out.count("resuming") == 1 and "trained 2 steps" in out
+    assert out.count("resuming") == 1 and "from step 1 to 2" in out
 
 
 def test_a_mistake_in_the_ranks_is_reported_once_and_ends_them_all(data, tmp_path, capfd):

@@ -202,11 +202,16 @@ def test_resume_continues_the_run_as_it_was_configured(clic_data, tmp_path, caps
     capsys.readouterr()
     assert main(["train", "--out", str(run), "--resume", "training.max_steps=4"]) == 0
     out = capsys.readouterr().out
-    assert "resuming" in out and "trained 4 steps" in out
+    assert "resuming" in out and "trained 2 steps, from step 2 to 4" in out
     saved = json.loads((run / "checkpoints" / "step-00000004" / "config.json").read_text())
     assert saved["training"]["batch_size"] == 4 and saved["training"]["max_steps"] == 4
     assert saved["training"]["check_showers"] == 8  # the first run's override, kept
     assert saved["training"]["data"] == [str(clic_data.resolve())]
+    # a finished run resumed as it is: nothing to train, and it says so (it said "trained 4
+    # steps", the README's `--resume` after a complete run)
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to train" in out and "at step 4" in out and "trained" not in out
     # a change of what orders the data is refused, and says what changed
     assert main(["train", "--out", str(run), "--resume", "training.batch_size=8"]) == 2
     assert "changed: training.batch_size=8 (the run used 4)" in capsys.readouterr().err

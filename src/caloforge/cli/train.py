@@ -81,6 +81,7 @@ def _train(args: argparse.Namespace) -> int:
         trainer = Trainer(
             config, data, args.out, resume=args.resume, progress=True, data_format=args.format
         )
+        start = trainer.state.step  # a resumed run's step
         result = trainer.fit()
     finally:
         shutdown_distributed()
@@ -92,7 +93,18 @@ def _train(args: argparse.Namespace) -> int:
             if check is not None
             else ""
         )
-        print(f"trained {result.steps} steps, {result.epochs_completed} epoch(s){summary}")
+        if result.steps == start and args.resume:  # nothing was left to train
+            print(
+                f"nothing to train: {args.out} is at step {start}, the end its training.max_steps "
+                "and training.epochs set; give training.max_steps=N (larger) to train on"
+            )
+        elif start:
+            print(
+                f"trained {result.steps - start} steps, from step {start} to {result.steps}, "
+                f"{result.epochs_completed} epoch(s) in all{summary}"
+            )
+        else:
+            print(f"trained {result.steps} steps, {result.epochs_completed} epoch(s){summary}")
         print(f"run folder: {result.run_dir}; best checkpoint: {result.best_checkpoint}")
     return 0
 
