@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import h5py
 import numpy as np
 import pytest
@@ -144,3 +146,32 @@ def test_the_calibration_is_chosen_and_recorded(tmp_path):
         )
         == 2
     )
+
+
+def test_showers_of_another_particle_are_not_appended(tmp_path, capsys):
+    out = tmp_path / "electrons.h5"
+    common = ("simulate", "--n", "4", "--energy", "20", "--seed", "3", "--workers", "1")
+    assert run(*common, "-o", str(out)) == 0
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["simulation"])["particle"] == "electron"
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert run(*common, "--particle", "photon", "--append", "-o", str(out)) == 2
+    err = capsys.readouterr().err
+    assert str(out) in err and "photon" in err and "electron" in err
+    assert out.read_bytes() == before
+    assert run(*common, "--append", "-o", str(out)) == 0
+
+
+def test_a_file_made_before_the_particle_was_recorded_appends_by_its_producer_line(tmp_path):
+    out = tmp_path / "photons.h5"
+    common = ("simulate", "--n", "4", "--energy", "20", "--seed", "3", "--workers", "1")
+    assert run(*common, "--particle", "photon", "-o", str(out)) == 0
+    with h5py.File(out, "a") as f:  # as files of caloforge before the record
+        record = json.loads(f.attrs["simulation"])
+        del record["particle"]
+        f.attrs["simulation"] = json.dumps(record)
+    assert run(*common, "--append", "-o", str(out)) == 2
+    assert run(*common, "--particle", "photon", "--append", "-o", str(out)) == 0
+    with h5py.File(out) as f:
+        assert len(f["showers"]) == 8

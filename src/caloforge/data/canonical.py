@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -66,11 +67,19 @@ def _provenance_of(f: h5py.File) -> dict[str, Any] | None:
     """The engine record of a file; files simulated before it was written down were made by
     the bare parametrized engine, which their producer line names."""
     recorded = f.attrs.get(PROVENANCE_KEY)
+    producer = str(f.attrs.get("producer", ""))
     if recorded is not None:
-        return dict(json.loads(recorded))
-    if "GFlash" in str(f.attrs.get("producer", "")):
-        return {"engine": "gflash", "calibration": "bare parametrization"}
-    return None
+        record = dict(json.loads(recorded))
+    elif "GFlash" in producer:
+        record = {"engine": "gflash", "calibration": "bare parametrization"}
+    else:
+        return None
+    # Files simulated before the particle was recorded name it in their producer line
+    # ("..., photon, seed 1)"; electrons when none is named).
+    if "particle" not in record:
+        named = re.search(r"\b(electron|positron|photon), seed", producer)
+        record["particle"] = named.group(1) if named else "electron"
+    return record
 
 
 def check_room(path: str | os.PathLike[str], geometry: Geometry, n: int) -> None:

@@ -274,6 +274,8 @@ def simulate_to_file(
                 calibration=chosen,
             )
 
+    # An append must continue a file of the same particle (the producer line names it too).
+    provenance = {**provenance, "particle": particle}
     bar = None
     if progress:
         from tqdm import tqdm
