@@ -1321,6 +1321,15 @@ CASES = [
         ("mine.yaml", "not valid YAML", "at line 4, column 1"),
     ),
     Case(
+        "simulate-geometry-condition-not-drawn",
+        lambda tmp, ck: simulate_with(
+            tmp,
+            "valid: [1, 1000]}\n",
+            "valid: [1, 1000]}\n  - {name: spin, unit: '', default: [0, 1], valid: [0, 1]}\n",
+        ),
+        ("mine.yaml", "cannot draw", "'spin'"),
+    ),
+    Case(
         "simulate-geometry-shape-text",
         lambda tmp, ck: simulate_with(tmp, "shape: [5, 5, 2]", "shape: [a, b, c]"),
         ("mine.yaml", "key 'shape'", "'a'"),

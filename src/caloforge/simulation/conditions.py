@@ -104,12 +104,23 @@ def sample_conditions(
     if geometry.has_condition("point"):
         assert ranges.point is not None
         out["point"] = rng.uniform(ranges.point[0], ranges.point[1], (n, 2))
-    missing = set(geometry.condition_names) - set(out)
-    if missing:
-        raise ConditionError(
-            f"geometry '{geometry.name}': the simulator cannot draw condition(s) {sorted(missing)}"
-        )
+    check_drawable(geometry)
     return out
+
+
+DRAWABLE = ("energy", "theta", "momentum", "point")
+
+
+def check_drawable(geometry: Geometry, source: str | None = None) -> None:
+    """Refuse a geometry with conditions the simulator cannot draw; `source`, the file the
+    geometry was read from, starts the message."""
+    missing = sorted(set(geometry.condition_names) - set(DRAWABLE))
+    if missing:
+        where = f"{source}: " if source else ""
+        raise ConditionError(
+            f"{where}geometry '{geometry.name}': the simulator cannot draw condition(s) "
+            f"{missing}; it draws {', '.join(DRAWABLE)}"
+        )
 
 
 def track_direction(conditions: Mapping[str, np.ndarray], n: int) -> np.ndarray:

@@ -23,7 +23,7 @@ from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry, load_geometry
 from caloforge.simulation.calibration import Calibration, for_geometry
-from caloforge.simulation.conditions import ConditionRanges, sample_conditions
+from caloforge.simulation.conditions import ConditionRanges, check_drawable, sample_conditions
 from caloforge.simulation.simulator import ShowerSimulator
 
 
@@ -233,6 +233,7 @@ def simulate_to_file(
         raise CaloforgeError("--calibration applies to --engine gflash only")
     check_output(output, option="-o")
     geo = geometry if isinstance(geometry, Geometry) else load_geometry(geometry)
+    check_drawable(geo, None if isinstance(geometry, Geometry) else str(geometry))
     theta = None if theta_deg is None else (math.radians(theta_deg[0]), math.radians(theta_deg[1]))
     ranges = ConditionRanges.for_geometry(geo, energy, spectrum, theta, point)
     workers = default_workers() if workers is None else workers
