@@ -58,11 +58,16 @@ def test_resumed_run_gives_the_same_losses(clic_file: Path, tmp_path: Path) -> N
     assert step_records(parts) == expected  # bit for bit on CPU
 
 
-def test_train_then_generate_from_the_command_line(clic_file: Path, tmp_path: Path) -> None:
+def test_train_then_generate_from_the_command_line(
+    clic_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     run, out = tmp_path / "run", tmp_path / "gen.h5"
     overrides = [*FAST, *TINY_OVERRIDES, "training.batch_size=8", "training.max_steps=4"]
     args = ["train", "--config", "flow-match", "--data", str(clic_file), "--out", str(run)]
     assert main([*args, *overrides]) == 0
+    # the pass over the data before the first step says so (24 s of silence on the README's
+    # first-hour data, in `tune`'s trials too)
+    assert "caloforge train: fitting the preprocessing" in capsys.readouterr().out
     generate = ["generate", "--checkpoint", str(run), "--conditions-from", str(clic_file)]
     assert main([*generate, "--n", "5", "--seed", "3", "-o", str(out)]) == 0
     with h5py.File(out) as f, h5py.File(clic_file) as ref:

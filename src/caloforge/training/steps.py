@@ -138,6 +138,10 @@ class Step:
         `epoch`; log: a record for the run's metrics."""
         return False
 
+    def pretrain_status(self) -> str | None:
+        """What `pretrain` will do, in a few words for a status line; None: nothing."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs of the step (the trainer's checkpoint keeps it)."""
         return {"step_count": self.count, "last_g": {}}
@@ -282,6 +286,12 @@ class WganStep(Step):
     def cycle(self) -> int:
         return self.config.critic_steps
 
+    def pretrain_status(self) -> str | None:
+        if self.m.regressor is None or self.config.regressor_epochs == 0:
+            return None
+        passes = self.config.regressor_epochs
+        return f"training the condition regressor first ({passes} passes over the training data)"
+
     def pretrain(
         self,
         epoch_batches: Callable[[int], Iterable[tuple[Tensor, Conditions]]],
@@ -417,6 +427,11 @@ class FlowMatchStep(Step):
                 f"got {transform.to_dict()}"
             )
         return cls(ctx)
+
+    def pretrain_status(self) -> str | None:
+        if getattr(self.m.generator_plain, "fit_preprocessing", None) is None:
+            return None
+        return "fitting the preprocessing to the training data (one pass)"
 
     def pretrain(
         self,

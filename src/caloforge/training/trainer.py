@@ -436,6 +436,9 @@ class Trainer:
                 f"device {self.context.device}; parameters: "
                 + ", ".join(f"{k} {v:,}" for k, v in counts.items())
             )
+        status = None if st.regressor_done else self.step_fn.pretrain_status()
+        if status is not None and self.progress and self.context.is_main:
+            print(f"caloforge train: {status} ...", flush=True)  # before the steps' bar
         if not st.regressor_done and self.step_fn.pretrain(self._epoch_batches, self.log.write):
             st.regressor_done = True
         bar = self._progress_bar()
