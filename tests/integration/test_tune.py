@@ -105,9 +105,15 @@ def summary(out: Path) -> dict:
     return json.loads((out / "trials.json").read_text())
 
 
-def test_a_tiny_study_end_to_end(inputs: dict[str, Path], tmp_path: Path) -> None:
+def test_a_tiny_study_end_to_end(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "study"
     assert main(tune_args(inputs, out, "--trials", "3", "--budget-steps", "12")) == 0
+    # after each trial's training (a minute of silence on 2 cores before): its stages said
+    printed = capsys.readouterr().out
+    for doing in ("showers for the held-out", "validating them", "the generator's cost"):
+        assert f"caloforge tune: trial 0: {doing}" in printed, doing
     doc = summary(out)
     assert len(doc["trials"]) == 3
     done = [t for t in doc["trials"] if t["state"] == "complete"]

@@ -236,6 +236,7 @@ def generate_heldout(checkpoint: Path, output: Path, settings: TrialSettings, se
             device=settings.device,
             batch_size=settings.timing_batch,
             backend="eager",
+            progress=settings.progress,
         )
 
 
@@ -290,14 +291,20 @@ def run_trial(
         timer.lap(stage)
         trial.set_user_attr("seconds", timer.timings)
 
+    def say(doing: str) -> None:  # the stages after training take a minute on 2 cores
+        if settings.progress:
+            print(f"caloforge tune: trial {trial.number}: {doing} ...", flush=True)
+
     checkpoint = resolve_checkpoint(run_dir)
     trial.set_user_attr("checkpoint", str(checkpoint.relative_to(settings.out)))
     trial.set_user_attr("steps", result.steps)
 
     generated = run_dir / "heldout-generated.h5"
     seed = config.training.seed
+    say("showers for the held-out conditions")
     generate_heldout(checkpoint, generated, settings, seed)
     lap("generate")
+    say("validating them against the held-out showers")
     try:
         validation = ValidationConfig(**{**settings.validation, "plots": False})
         with contextlib.ExitStack() as stack:
@@ -327,6 +334,7 @@ def run_trial(
         ],
     )
 
+    say("the generator's cost (FLOPs, showers/s)")
     pipeline = ShowerPipeline.from_checkpoint(checkpoint, device=settings.device)
     with contextlib.closing(open_showers(settings.heldout)) as reference:
         conditions = {k: v[: settings.timing_batch] for k, v in reference.conditions.items()}
