@@ -9,6 +9,7 @@ import json
 import pytest
 
 from caloforge.errors import OutputError
+from caloforge.training import run_log
 from caloforge.training.run_log import METRICS, RunLog
 
 
@@ -22,6 +23,7 @@ def no_tensorboard(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", refuse)
+    monkeypatch.setattr(run_log, "_missing_said", False)  # as in a new process
 
 
 def test_records_are_kept_and_cut_back_to_a_step(tmp_path, no_tensorboard, capsys):
@@ -37,6 +39,15 @@ def test_records_are_kept_and_cut_back_to_a_step(tmp_path, no_tensorboard, capsy
     # the missing TensorBoard is named once, with the extra that brings it
     err = capsys.readouterr().err
     assert err.count("caloforge[tensorboard]") == 1
+
+
+def test_the_missing_tensorboard_is_named_once_a_process(tmp_path, no_tensorboard, capsys):
+    """A tune study trains one run per trial in one process: the note comes once."""
+    for trial in ("0000", "0001"):
+        log = RunLog(tmp_path / trial)
+        log.write({"event": "step", "step": 1})
+        log.close()
+    assert capsys.readouterr().err.count("caloforge[tensorboard]") == 1
 
 
 def test_a_disabled_log_writes_nothing(tmp_path):

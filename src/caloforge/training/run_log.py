@@ -15,6 +15,9 @@ from caloforge.errors import OutputError
 
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
+# Whether this process has said that TensorBoard is missing: once, not once per run (a tune
+# study trains a run per trial).
+_missing_said = False
 
 
 class RunLog:
@@ -96,12 +99,15 @@ class RunLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
+                global _missing_said
                 self._writer = False
-                print(
-                    f"caloforge train: {self.path.name} only; for {TENSORBOARD}/ install the "
-                    "tensorboard package (pip install 'caloforge[tensorboard]')",
-                    file=sys.stderr,
-                )
+                if not _missing_said:
+                    _missing_said = True
+                    print(
+                        f"caloforge train: {self.path.name} only; for {TENSORBOARD}/ install the "
+                        "tensorboard package (pip install 'caloforge[tensorboard]')",
+                        file=sys.stderr,
+                    )
             else:
                 self._writer = SummaryWriter(str(self.run_dir / TENSORBOARD))
         return self._writer or None
