@@ -69,6 +69,27 @@ def test_contenders_are_timed_round_robin_with_the_peak_probe(monkeypatch):
     assert result.to_dict()["peaks"]["compiled"] == rates["max_gflops"]
 
 
+def test_a_long_batch_size_is_announced_before_its_calls(monkeypatch):
+    """Between two result lines a large batch took minutes without a word (2048 on 2 cores)."""
+    monkeypatch.setattr(bench_module, "ANNOUNCE_AFTER_S", 0.0)
+    pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)
+    said: list[str] = []
+    bench_generation(
+        pipeline,
+        ["eager"],
+        [4],
+        warmup=0,
+        repeats=1,
+        simulator_showers=0,
+        peak=1.0,
+        log=said.append,
+    )
+    announced = [line for line in said if line.endswith("s) ...")]
+    # batch sizes 1, 4 and 100: each after the first is announced before its result line
+    assert [line.split(":")[0] for line in announced] == ["batch 4", "batch 100"]
+    assert said.index(announced[0]) < next(i for i, x in enumerate(said) if "batch     4:" in x)
+
+
 def test_a_given_peak_is_used_and_nothing_is_probed(monkeypatch):
     monkeypatch.setattr(PeakProbe, "measure", lambda *_: pytest.fail("probed"))
     pipeline = ShowerPipeline.random_weights("wgan-lhcb", seed=1)

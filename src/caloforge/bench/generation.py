@@ -56,6 +56,9 @@ __all__ = [
 ]
 
 DEFAULT_BATCH_SIZES = (1, 8, 64, 128, 512, 2048)
+# A batch size expected to take longer than this (from the previous one's calls) is announced
+# before its calls: the larger sizes take minutes on a small CPU, between two result lines.
+ANNOUNCE_AFTER_S = 10.0
 LATENCY_BATCHES = (1, 100)
 # Published: Geant4 on one CLIC-like ECAL electron shower, Xeon Platinum 8180 (3DGAN paper).
 GEANT4_SECONDS_PER_SHOWER = 17.0
@@ -256,12 +259,16 @@ def bench_generation(
     timings: list[Timing] = []
     skipped: list[dict[str, Any]] = []
     too_slow: set[str] = set()
+    per_shower = 0.0  # the slowest backend's seconds per shower at the previous batch size
     for n in sizes:
         for name in [b for b in names if b in too_slow]:
             skipped.append({"backend": name, "batch_size": n, "reason": "time budget"})
         active = [b for b in names if b not in too_slow]
         if not active:
             continue
+        expected = per_shower * n * len(active) * (warmup + repeats)
+        if expected > ANNOUNCE_AFTER_S:
+            log(f"batch {n}: timing {', '.join(active)} (about {expected:.0f} s) ...")
         noise, conditions = inputs(n)
         calls = {b: functools.partial(contenders[b].forward, noise, conditions) for b in active}
         first: dict[str, float] = {}
@@ -273,6 +280,7 @@ def bench_generation(
                     _time_call(calls[b], device)
                 first[b] = _time_call(calls[b], device)
             rounds = max(1, min(repeats, int(time_budget / max(max(first.values()), 1e-9))))
+            per_shower = max(first.values()) / n
             found = {b: Timing(b, n, [first[b]]) for b in active}
             order = [*active, *(f"peak {p}" for p in precisions if probe is not None)]
             for r in range(rounds - 1):
