@@ -109,11 +109,14 @@ def test_a_tiny_study_end_to_end(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "study"
-    assert main(tune_args(inputs, out, "--trials", "3", "--budget-steps", "12")) == 0
+    args = tune_args(inputs, out, "--trials", "3", "--budget-steps", "12")
+    args[args.index("none")] = "chosen"  # the chosen trial's full report, announced
+    assert main(args) == 0
     # after each trial's training (a minute of silence on 2 cores before): its stages said
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
     for doing in ("showers for the held-out", "validating them", "the generator's cost"):
-        assert f"caloforge tune: trial 0: {doing}" in printed, doing
+        assert f"caloforge tune: trial 0: {doing}" in captured.out, doing
+    assert "caloforge tune: the full validation report of trial" in captured.err
     doc = summary(out)
     assert len(doc["trials"]) == 3
     done = [t for t in doc["trials"] if t["state"] == "complete"]

@@ -291,6 +291,12 @@ def finish(job: WorkerJob, options: TuneOptions) -> TuneOutcome:
     elif options.reports == "chosen" and chosen is not None:
         reported = [chosen]
     for trial in reported:
+        if options.progress:  # showers, metrics and plots: a minute on 2 cores
+            print(
+                f"caloforge tune: the full validation report of trial {trial.number} ...",
+                file=sys.stderr,
+                flush=True,
+            )
         with contextlib.suppress(CheckpointError):  # its run folder removed by hand
             _regenerate_and_validate(job, trial.number, trial_values(trial, job.space.parameters))
     preset, text = None, ""
