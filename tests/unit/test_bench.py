@@ -88,6 +88,7 @@ def test_a_long_batch_size_is_announced_before_its_calls(monkeypatch):
     # batch sizes 1, 4 and 100: each after the first is announced before its result line
     assert [line.split(":")[0] for line in announced] == ["batch 4", "batch 100"]
     assert said.index(announced[0]) < next(i for i, x in enumerate(said) if "batch     4:" in x)
+    assert said[-1].startswith("end to end: ")  # after the last batch size: its own line
 
 
 def test_a_given_peak_is_used_and_nothing_is_probed(monkeypatch):

@@ -307,9 +307,15 @@ def bench_generation(
             if first[b] > time_budget:
                 too_slow.add(b)
 
+    largest = max(t.batch_size for t in timings) if timings else 0
+    if per_shower * largest * len(contenders) * 4 > ANNOUNCE_AFTER_S:
+        log("end to end: each backend through the whole pipeline at its largest batch ...")
     end_to_end = _end_to_end(pipeline, contenders, timings, seed)
     pipeline.set_backend("eager")
-    sim = simulator_rate(pipeline, simulator_showers, seed) if simulator_showers > 0 else None
+    sim = None
+    if simulator_showers > 0:
+        log(f"the embedded simulator on {simulator_showers} showers ...")
+        sim = simulator_rate(pipeline, simulator_showers, seed)
     if device.type == "cuda":
         hardware = torch.cuda.get_device_name(device)
     else:
