@@ -10,6 +10,7 @@ import argparse
 import errno
 import os
 import re
+import resource
 import signal
 import sys
 import warnings
@@ -172,10 +173,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM (a batch system ending the job, `kill`) is handled as Ctrl-C: outputs in
     # progress are removed and workers ended.
     previous = signal.signal(signal.SIGTERM, _terminated)
+    stdout = sys.stdout
     try:
+        if stdout is not None:  # None: started with standard output closed
+            sys.stdout = _StandardOutput(stdout)
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return handler(args)
+    except _StandardOutputError as exc:
+        # `caloforge inspect f.h5 | head -1`: the reader has what it wanted; quiet, with the
+        # code of a process ended by SIGPIPE, as other tools in a pipe end. A full device:
+        # one line. Either way what is left to print goes nowhere (not a second error at exit).
+        _silence_standard_output()
+        if exc.errno == errno.EPIPE:
+            return 128 + signal.SIGPIPE
+        print(f"caloforge: error: cannot write to standard output: {exc}", file=sys.stderr)
+        return 2
     except CaloforgeError as exc:
         print(f"caloforge: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
@@ -183,6 +196,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("caloforge: interrupted; no partial output was kept", file=sys.stderr)
         return 130
     except OSError as exc:
+        if exc.errno in (errno.EMFILE, errno.ENFILE):
+            # `ulimit -n` below what the command's files and workers need (partial outputs
+            # are removed on the way out).
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            print(
+                f"caloforge: error: too many open files: this process may open {limit} "
+                "(`ulimit -n`); raise the limit, or ask for fewer workers or processes",
+                file=sys.stderr,
+            )
+            return 2
         # A path longer than the system allows fails at its first look (`Path.exists`
         # raises rather than answering no), wherever it is read; outputs are checked before.
         if exc.errno != errno.ENAMETOOLONG:
@@ -207,7 +230,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     finally:
+        sys.stdout = stdout
         signal.signal(signal.SIGTERM, previous)
+
+
+class _StandardOutputError(Exception):
+    """Standard output could not be written (a closed pipe, a full device): not an `OSError`,
+    so that no handler of an output file's errors takes it for one of its own."""
+
+    def __init__(self, exc: OSError) -> None:
+        self.errno = exc.errno
+        super().__init__(exc.strerror or str(exc))
+
+
+class _StandardOutput:
+    """`sys.stdout` whose write errors raise `_StandardOutputError`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError as exc:
+            raise _StandardOutputError(exc) from exc
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError as exc:
+            raise _StandardOutputError(exc) from exc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _silence_standard_output() -> None:
+    """Point standard output at /dev/null: the text still buffered is dropped at exit instead
+    of failing again ("Exception ignored ... BrokenPipeError")."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+        os.close(devnull)
+    except (OSError, ValueError):  # no file descriptor (captured in tests): nothing to drop
+        pass
 
 
 def _out_of_memory(exc: BaseException) -> bool:
