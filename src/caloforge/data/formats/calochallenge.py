@@ -389,7 +389,8 @@ def _bin_of(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 def _r_edges(r_edges: Sequence[float] | None, r_max: float, pitch: float) -> tuple[float, ...]:
     """Radial edges in mm whose last edge lies beyond `r_max`, the farthest cell centre."""
     if r_edges is None:
-        inner = [k * pitch for k in DEFAULT_R_EDGES_IN_CELLS if k * pitch < r_max]
+        # 0 always: a grid of one column (r_max 0) has one radial bin, not none.
+        inner = [0.0, *(k * pitch for k in DEFAULT_R_EDGES_IN_CELLS[1:] if k * pitch < r_max)]
         return (*inner, math.ceil((r_max + pitch / 2) * 100) / 100)
     edges = tuple(float(r) for r in r_edges)
     if len(edges) < 2 or edges[0] != 0 or (np.diff(edges) <= 0).any():
