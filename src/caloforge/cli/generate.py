@@ -8,6 +8,8 @@ import argparse
 from caloforge.cli.common import DefaultsFormatter, parse_range, seed
 from caloforge.errors import CaloforgeError
 
+# Showers calibrating `export --int8` (its guard judges the int8 model on them).
+EXPORT_CALIBRATION_SIZE = 512
 # The backends `generate` and `bench` take (caloforge.generation.backends.BACKENDS, and auto);
 # spelled here so that building the parser imports no torch.
 BACKEND_CHOICES = ("auto", "eager", "compiled", "bf16", "int8")
@@ -156,8 +158,12 @@ def add_export(sub: argparse._SubParsersAction) -> None:
         help="int8 model (ONNX Runtime static quantization with the accuracy guard)",
     )
     p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
-    p.add_argument("--calibration-size", type=int, default=512, help="showers calibrating --int8")
-    p.add_argument("--seed", type=seed, default=0, help="seed of the --int8 calibration set")
+    p.add_argument(
+        "--calibration-size",
+        type=int,
+        help=f"showers calibrating --int8 (default: {EXPORT_CALIBRATION_SIZE})",
+    )
+    p.add_argument("--seed", type=seed, help="seed of the --int8 calibration set (default: 0)")
     p.add_argument("-o", "--output", required=True, help="ONNX file to write")
     p.set_defaults(handler=_export)
 
@@ -167,15 +173,22 @@ def _export(args: argparse.Namespace) -> int:
     from caloforge.export import export_onnx
     from caloforge.models.checkpoint import resolve_checkpoint
 
+    # Before minutes of export: options of --int8 alone, and its calibration set's size.
+    for option, value in (("--calibration-size", args.calibration_size), ("--seed", args.seed)):
+        if value is not None and not args.int8:
+            raise CaloforgeError(f"{option} applies to --int8 only (the fp32 model needs none)")
+    size = EXPORT_CALIBRATION_SIZE if args.calibration_size is None else args.calibration_size
+    if size < 2:
+        raise CaloforgeError(f"--calibration-size must be at least 2 showers, got {size}")
     files = [p for p in resolve_checkpoint(args.checkpoint).iterdir() if p.is_file()]
-    check_output(args.output, inputs=files, option="-o")  # before minutes of export
+    check_output(args.output, inputs=files, option="-o")
     path = export_onnx(
         args.checkpoint,
         args.output,
         int8=args.int8,
         opset=args.opset,
-        calibration_size=args.calibration_size,
-        seed=args.seed,
+        calibration_size=size,
+        seed=0 if args.seed is None else args.seed,
         progress=True,
     )
     print(f"wrote {path}")

@@ -22,7 +22,7 @@ import time
 from collections.abc import Sequence
 from typing import IO
 
-from caloforge._processes import default_workers, die_with_parent
+from caloforge._processes import default_workers, die_with_parent, max_workers
 from caloforge.errors import CaloforgeError
 
 _POLL_S = 0.2
@@ -40,6 +40,10 @@ def resolve_processes(value: str) -> int:
         count = 0
     if count < 1:
         raise CaloforgeError(f"--processes must be a positive integer or 'auto', got '{value}'")
+    if count > max_workers():  # 100000 ranks: the machine's file and process limits first
+        raise CaloforgeError(
+            f"--processes {count}: at most {max_workers()} (four per core of this machine)"
+        )
     return count
 
 

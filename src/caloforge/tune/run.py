@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from caloforge._files import check_output
+from caloforge._processes import max_workers
 from caloforge.errors import CaloforgeError
 from caloforge.training.config import parse_config
 from caloforge.tune import report as pages
@@ -121,6 +122,12 @@ def _check_options(o: TuneOptions) -> None:
     positive("--budget-minutes", o.budget_minutes)
     positive("--check-every", o.check_every)
     positive("--population", o.population)
+    if o.population < 2:  # NSGA-II breeds pairs
+        raise CaloforgeError(f"--population must be at least 2, got {o.population}")
+    if o.workers > max_workers():  # 100000 processes: the machine's limits first
+        raise CaloforgeError(
+            f"--workers {o.workers}: at most {max_workers()} (four per core of this machine)"
+        )
     positive("--heldout", o.heldout)
     positive("--timing-batch", o.timing_batch)
     if o.budget_steps is None and o.budget_minutes is None:
