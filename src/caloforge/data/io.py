@@ -19,8 +19,14 @@ def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
     """Paths in the order given, each glob pattern expanded in sorted order."""
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    if not isinstance(paths, Sequence):
+        raise CaloforgeError(
+            f"expected a path, a glob pattern or a list of them, got {type(paths).__name__}"
+        )
     out: list[Path] = []
     for p in paths:
+        if not isinstance(p, (str, os.PathLike)):
+            raise CaloforgeError(f"expected a path or a glob pattern, got {p!r}")
         s = str(p)
         if any(ch in s for ch in "*?["):
             matches = sorted(glob.glob(s))

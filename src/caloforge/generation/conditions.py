@@ -21,16 +21,32 @@ _RANGED = ("energy", "theta", "point")
 
 
 def check_conditions(
-    conditions: Mapping[str, np.ndarray], needed: Sequence[str], source: str = "generator"
+    conditions: Mapping[str, np.ndarray],
+    needed: Sequence[str],
+    source: str = "generator",
+    geometry: Geometry | None = None,
 ) -> dict[str, np.ndarray]:
-    """`conditions` as float64 arrays of one length, each finite, with every name in `needed`;
-    else a `ConditionError` naming what is wrong (`source`: the model, for the message)."""
+    """`conditions` as float64 arrays of one length, each finite, with every name in `needed`
+    and (given the `geometry`) inside the range where the geometry is valid; else a
+    `ConditionError` naming what is wrong (`source`: the model, for the message)."""
+    if not isinstance(conditions, Mapping):
+        raise ConditionError(
+            f"{source}: conditions must be a mapping name -> array (one row per shower), got "
+            f"{type(conditions).__name__}"
+        )
     missing = [name for name in needed if name not in conditions]
     if missing:
         raise ConditionError(
             f"{source}: the model needs condition(s) {missing}; got {sorted(conditions)}"
         )
-    arrays = {name: np.asarray(value, dtype=np.float64) for name, value in conditions.items()}
+    arrays = {}
+    for name, value in conditions.items():
+        try:
+            arrays[name] = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ConditionError(
+                f"{source}: condition '{name}' must hold numbers, found {exc}"
+            ) from None
     lengths = {name: (len(a) if a.ndim else -1) for name, a in arrays.items()}
     if len(set(lengths.values())) != 1 or -1 in lengths.values():
         raise ConditionError(
@@ -42,6 +58,12 @@ def check_conditions(
                 f"condition '{name}' has {int((~np.isfinite(values)).sum())} NaN or "
                 "infinite value(s)"
             )
+    for c in geometry.conditions if geometry is not None else ():
+        given = arrays.get(c.name)
+        if given is None or c.valid is None or c.derived or len(given) == 0:
+            continue
+        # -5 GeV or 1e9 GeV (a unit mistake) is refused as `generate --energy` refuses it.
+        c.check(float(given.min()), float(given.max()), source=f"{source}: conditions")
     return arrays
 
 

@@ -291,9 +291,16 @@ class ShowerPipeline:
 
         The noise is `self.generator.sample_noise(n, generator)`: the same conditions and
         the same generator state give the same showers. Raises `ConditionError` for missing
-        or malformed conditions and `CaloforgeError` if the model produces NaN or inf.
+        or malformed conditions or values outside the range where the geometry is valid, and
+        `CaloforgeError` for a `generator` that is not a `torch.Generator` or if the model
+        produces NaN or inf.
         """
-        arrays = check_conditions(conditions, self.condition_names, self.source)
+        if not isinstance(generator, torch.Generator):
+            raise CaloforgeError(
+                f"{self.source}: the noise needs a torch.Generator (seeded: "
+                f"torch.Generator().manual_seed(seed)), got {type(generator).__name__}"
+            )
+        arrays = check_conditions(conditions, self.condition_names, self.source, self.geometry)
         n = len(next(iter(arrays.values())))
         shape = (n, *self.geometry.shape)
         if n == 0:

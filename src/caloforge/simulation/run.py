@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import numbers
 import os
 import time
 from collections import deque
@@ -221,8 +222,19 @@ def simulate_to_file(
     (default: from 0, or after the showers already in the file when appending), so a large
     set can be made in parts that together equal one run.
     """
-    if n <= 0:
-        raise CaloforgeError(f"--n must be a positive number of showers, got {n}")
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0:
+        raise CaloforgeError(f"--n must be a positive number of showers, got {n!r}")
+    for option, value, low in (("--seed", seed, 0), ("--batch-size", batch_size, 1)):
+        # batch_size=0 was taken as the default, a negative seed failed deep in numpy.
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, numbers.Integral)
+        ):
+            raise CaloforgeError(f"{option} must be an integer, got {value!r}")
+        if value is not None and value < low:
+            raise CaloforgeError(f"{option} must be an integer >= {low}, got {value}")
+    for option, pair in (("--energy", energy), ("--theta", theta_deg), ("--point", point)):
+        if pair is not None and (isinstance(pair, str) or len(pair) != 2):
+            raise CaloforgeError(f"{option} must be a pair (low, high), got {pair!r}")
     if first_index is not None and first_index < 0:
         raise CaloforgeError(f"first_index must be >= 0, got {first_index}")
     if engine not in ENGINES:
@@ -295,7 +307,7 @@ def simulate_to_file(
             # Appending continues the seed's sequence after the showers already in the file.
             # closing: an interrupt here ends the batches' workers now, not at exit.
             stream = batches(writer.n if first_index is None else first_index)
-            with contextlib.closing(stream):  # type: ignore[type-var]
+            with contextlib.closing(stream):
                 for batch in stream:
                     writer.write(batch)
                     if bar is not None:
