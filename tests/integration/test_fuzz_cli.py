@@ -29,11 +29,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from caloforge.cli import main
 from caloforge.data.canonical import ShowerWriter
+from caloforge.data.io import open_showers
 from caloforge.data.source import Batch
+from caloforge.errors import CaloforgeError
+from caloforge.generation import ShowerPipeline
 from caloforge.geometry import PRESETS
+from caloforge.simulation.run import simulate_to_file
 from model_files import random_checkpoint
 from shower_files import (
     make_calochallenge,
@@ -1967,6 +1972,45 @@ CASES += [
         ),
         ("training.max_steps=2", "already at step 5", "a larger training.max_steps"),
     ),
+    # Round six (a blind check): options the table had not tried.
+    Case(
+        "export-int8-calibration-size-1",
+        lambda tmp, ck: [
+            *("export", "--checkpoint", str(ck), "--int8", "--calibration-size", "1"),
+            *("-o", "m.onnx"),
+        ],
+        ("--calibration-size", "at least 2", "got 1"),
+    ),
+    Case(
+        "export-calibration-size-without-int8",
+        lambda tmp, ck: [
+            *("export", "--checkpoint", str(ck), "--calibration-size", "5", "-o", "m.onnx"),
+        ],
+        ("--calibration-size", "--int8 only"),
+    ),
+    Case(
+        "export-seed-without-int8",
+        lambda tmp, ck: ["export", "--checkpoint", str(ck), "--seed", "5", "-o", "m.onnx"],
+        ("--seed", "--int8 only"),
+    ),
+    Case(
+        "tune-population-1",
+        lambda tmp, ck: tune_of(tmp, "--population", "1"),
+        ("--population", "at least 2", "got 1"),
+    ),
+    Case(
+        "tune-workers-100000",
+        lambda tmp, ck: tune_of(tmp, "--workers", "100000"),
+        ("--workers 100000", "at most", "per core"),
+    ),
+    Case(
+        "train-processes-100000",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "--out", str(tmp / "run")),
+            *("--processes", "100000"),
+        ],
+        ("--processes 100000", "at most", "per core"),
+    ),
 ]
 
 
@@ -2687,3 +2731,151 @@ def test_validate_check_does_not_pass_a_comparison_it_could_not_decide(
     (line,) = [x for x in captured.err.splitlines() if "check not passed" in x]
     assert line.startswith("caloforge: check not passed: verdict unclear; ")
     assert "Response deviation +0 ± 16 % (tolerance 2 %)" in line
+
+
+# --- round six: standard output, file limits, one-column grids -----------------------------------
+def test_a_closed_pipe_on_standard_output_ends_quietly(tmp_path: Path) -> None:
+    """`caloforge inspect f.h5 | head -1`: no BrokenPipeError traceback, the code of SIGPIPE."""
+    path = canonical(tmp_path / "in.h5")
+    log = tmp_path / "stderr.txt"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            [*CALOFORGE, "inspect", str(path)], stdout=subprocess.PIPE, stderr=err, cwd=tmp_path
+        )
+        assert proc.stdout is not None
+        proc.stdout.close()  # the reader is gone before a line is written
+        assert proc.wait(timeout=120) == 128 + signal.SIGPIPE
+    text = log.read_text()
+    assert "Traceback" not in text and "Exception ignored" not in text, text
+
+
+def test_a_full_standard_output_is_one_line(tmp_path: Path) -> None:
+    path = canonical(tmp_path / "in.h5")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(
+            [*CALOFORGE, "inspect", str(path)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 2
+    assert error_lines(proc.stderr) == [
+        "caloforge: error: cannot write to standard output: No space left on device"
+    ]
+
+
+def test_too_many_open_files_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ulimit -n` below what a command needs (validate's plot workers at `ulimit -n 16`)."""
+    from caloforge.data import canonical as module
+
+    def no_descriptor(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    path = canonical(tmp_path / "in.h5")
+    monkeypatch.setattr(module.ShowerWriter, "write", no_descriptor)
+    before = snapshot(tmp_path)
+    assert run_cli(["convert", str(path), str(tmp_path / "out.h5")]) == 2
+    lines = error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and "too many open files" in lines[0] and "ulimit -n" in lines[0]
+    assert snapshot(tmp_path) == before
+
+
+def test_a_one_column_grid_converts_to_calochallenge(tmp_path: Path) -> None:
+    """A 1 x 1 summed geometry (its one cell at r = 0) has one radial bin (IndexError before)."""
+    yaml = a_file(
+        tmp_path,
+        "one.yaml",
+        "name: one-cell\nshape: [1, 1]\nreadout: summed\ncell_size_mm: [20, 20]\n"
+        "layers:\n  - {absorber: Pb, absorber_mm: 2, sensor: polystyrene, sensor_mm: 4, "
+        "repeat: 3}\nconditions:\n  - {name: energy, unit: GeV, default: [10, 100], "
+        "valid: [1, 1000]}\nstochastic_term: 0.1\nconstant_term: 0.01\n",
+    )
+    showers = tmp_path / "one.h5"
+    assert run_cli(["simulate", "--geometry", str(yaml), "--n", "3", "-o", str(showers)]) == 0
+    out, binning = tmp_path / "cc.h5", tmp_path / "cc.xml"
+    argv = ["convert", str(showers), "--to", "calochallenge", "--binning", str(binning), str(out)]
+    assert run_cli(argv) == 0
+    assert run_cli(["inspect", str(out), "--binning", str(binning)]) == 0
+
+
+API_CASES = {
+    # name: (call of (tmp, checkpoint), words of the message)
+    "open_showers-an-int": (lambda tmp, ck: open_showers(5), ("expected a path", "got int")),
+    "open_showers-none": (lambda tmp, ck: open_showers(None), ("got NoneType",)),
+    "simulate_to_file-seed-negative": (
+        lambda tmp, ck: simulate_to_file(tmp / "s.h5", n=2, seed=-1),
+        ("--seed", ">= 0", "got -1"),
+    ),
+    "simulate_to_file-batch-size-0": (
+        lambda tmp, ck: simulate_to_file(tmp / "s.h5", n=2, batch_size=0),
+        ("--batch-size", ">= 1", "got 0"),
+    ),
+    "simulate_to_file-n-fractional": (
+        lambda tmp, ck: simulate_to_file(tmp / "s.h5", n=2.5),
+        ("--n", "positive number", "2.5"),
+    ),
+    "simulate_to_file-energy-one-value": (
+        lambda tmp, ck: simulate_to_file(tmp / "s.h5", n=2, energy=(10,)),
+        ("--energy", "pair (low, high)", "(10,)"),
+    ),
+    "simulate_to_file-energy-text": (
+        lambda tmp, ck: simulate_to_file(tmp / "s.h5", n=2, energy="10:20"),
+        ("--energy", "pair (low, high)", "'10:20'"),
+    ),
+    "pipeline-energy-negative": (
+        lambda tmp, ck: _pipeline(ck)({"energy": np.array([-5.0])}, _noise()),
+        ("conditions for 'energy'", "-5:-5 GeV", "valid for"),
+    ),
+    "pipeline-energy-1e9": (
+        lambda tmp, ck: _pipeline(ck)({"energy": np.array([1e9])}, _noise()),
+        ("conditions for 'energy'", "1e+09", "valid for"),
+    ),
+    "pipeline-energy-text": (
+        lambda tmp, ck: _pipeline(ck)({"energy": np.array(["a"])}, _noise()),
+        ("condition 'energy'", "must hold numbers"),
+    ),
+    "pipeline-conditions-a-list": (
+        lambda tmp, ck: _pipeline(ck)([10.0], _noise()),  # type: ignore[arg-type]
+        ("conditions must be a mapping", "got list"),
+    ),
+    "pipeline-generator-none": (
+        lambda tmp, ck: _pipeline(ck)({"energy": np.array([10.0])}, None),  # type: ignore[arg-type]
+        ("torch.Generator", "got NoneType"),
+    ),
+}
+
+
+def _pipeline(ck: Path) -> ShowerPipeline:
+    return ShowerPipeline.from_checkpoint(ck)
+
+
+def _noise() -> torch.Generator:
+    return torch.Generator().manual_seed(0)
+
+
+@pytest.mark.parametrize("name", list(API_CASES))
+def test_the_python_api_refuses_bad_arguments_with_its_own_errors(
+    name: str, checkpoint: Path, tmp_path: Path
+) -> None:
+    """The API the README documents, given what the command line would refuse: caloforge's
+    own error naming the argument (not a bare TypeError, AttributeError or numpy's words),
+    and nothing written."""
+    call, expect = API_CASES[name]
+    with pytest.raises(CaloforgeError) as caught:
+        call(tmp_path, checkpoint)
+    message = str(caught.value)
+    assert all(word in message for word in expect), message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_python_api_takes_numpy_integers_and_one_shower(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    path = simulate_to_file(tmp_path / "s.h5", n=np.int64(1), seed=np.int64(3), workers=1)
+    with open_showers([path]) as source:
+        assert len(source) == 1
+    showers = _pipeline(checkpoint)({"energy": [10.0]}, _noise()).showers
+    assert showers.shape == (1, *PRESETS["clic-25"].shape)
