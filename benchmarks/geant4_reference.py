@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.sets:
             if name not in RECIPES:
                 raise CaloforgeError(f"unknown set '{name}'; sets: {', '.join(RECIPES)}")
-            if not 0 <= args.start:
+            if args.start < 0:
                 raise CaloforgeError(f"--start must be 0 or more, not {args.start}")
             make(name, args.out, args.part, args.workers, args.parts, args.start)
     except CaloforgeError as exc:
