@@ -336,9 +336,14 @@ def test_angle_and_lhcb_geometries_get_their_own_plots(tmp_path, geometry, range
         assert run(*simulate, "--seed", str(seed), "--workers", "2", "-o", path) == 0
         paths.append(path)
     out = tmp_path / "report"
-    options = ["--subsample", "300", "--energy-bins", "3"]
+    # The cell classifier's AUC of two samples of one distribution is 0.5 within an error
+    # that falls as 1 / sqrt(subsample): 300 showers of 65 025 cells, 1000 of lhcb-30's 900
+    # (0.57 +- 0.05 at 300 read "unclear" against its tolerance).
+    options = ["--energy-bins", "3"]
     if geometry == "clic-angle-51":  # refused for files without an angle
-        options += ["--theta-bins", "2"]
+        options += ["--subsample", "300", "--theta-bins", "2"]
+    else:
+        options += ["--subsample", "1000"]
     assert validate_cli(paths[0], paths[1], out, *options) == 0
     doc = json.loads((out / "metrics.json").read_text())
     assert f"plots/{plot}.png" in doc["plots"]

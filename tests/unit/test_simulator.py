@@ -252,3 +252,12 @@ def test_fluctuations_of_groups_of_tiny_draws_stay_finite_and_keep_the_totals():
     # to float32 precision (values under its smallest normal number have fewer digits)
     tiny = np.finfo(np.float32).tiny
     assert np.allclose(draws[kept], totals[kept], rtol=1e-6, atol=tiny)
+
+
+def test_the_simulator_takes_a_presets_name_and_names_missing_conditions():
+    by_name = ShowerSimulator("lhcb-30")
+    assert by_name.geometry == PRESETS["lhcb-30"]
+    with pytest.raises(ConditionError, match=r"needs condition\(s\) \['momentum', 'point'\]"):
+        by_name.simulate({"energy": np.array([10.0])}, np.random.default_rng(0))
+    with pytest.raises(ConditionError, match="needs condition"):
+        ShowerSimulator("clic-25").simulate({}, np.random.default_rng(0))

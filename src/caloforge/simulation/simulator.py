@@ -37,8 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from caloforge.errors import CaloforgeError
-from caloforge.geometry import Geometry
+from caloforge.errors import CaloforgeError, ConditionError
+from caloforge.geometry import Geometry, load_geometry
 from caloforge.simulation import gflash
 from caloforge.simulation.calibration import Calibration, for_geometry
 from caloforge.simulation.conditions import entry_point, track_direction
@@ -161,13 +161,15 @@ class ShowerSimulator:
 
     def __init__(
         self,
-        geometry: Geometry,
+        geometry: Geometry | str,
         *,
         particle: str = "electron",
         step_X0: float = STEP_X0,
         min_cell_energy: float = MIN_CELL_ENERGY,
         calibration: Calibration | str = "auto",
     ) -> None:
+        if not isinstance(geometry, Geometry):  # a preset's name or a YAML file
+            geometry = load_geometry(geometry)
         if not geometry.simulable:
             raise CaloforgeError(
                 f"geometry '{geometry.name}' has readout '{geometry.readout}' and no cell grid "
@@ -282,6 +284,12 @@ class ShowerSimulator:
     # --- one batch, step by step ----------------------------------------------------------
     def _plan(self, conditions: Mapping[str, np.ndarray], rng: np.random.Generator) -> _Plan:
         """Profiles, steps, spot counts and radial parameters of every shower (steps 1-2)."""
+        missing = [name for name in self.geometry.condition_names if name not in conditions]
+        if missing:
+            raise ConditionError(
+                f"geometry '{self.geometry.name}': the simulator needs condition(s) {missing}, "
+                f"got {sorted(conditions)}"
+            )
         energy = np.asarray(conditions["energy"], dtype=np.float64)
         n = len(energy)
         direction = track_direction(conditions, n)
