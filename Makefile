@@ -11,6 +11,7 @@ DEMO_DIR ?= demo-output
 .PHONY: demo demo-geant4 test test-all lint bench geant4-reference clean
 
 $(VENV)/.installed: pyproject.toml
+	@echo "building the environment in $(VENV): torch and caloforge's dependencies (a minute or more, once)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"

@@ -99,5 +99,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
             print_checkpoint_summary(summarize_checkpoint(f))
             continue
-        print_summary(summarize(f, format=args.format, max_showers=args.max_showers, **options))
+        summary = summarize(
+            f, format=args.format, max_showers=args.max_showers, progress=True, **options
+        )
+        print_summary(summary)
     return 0

@@ -49,18 +49,21 @@ def summarize(
     path: str | os.PathLike[str],
     format: str | None = None,
     max_showers: int = 10000,
+    progress: bool = False,
     **options: Any,
 ) -> Summary:
     """Summarise a shower file (or a glob of files of one geometry) in any readable format.
 
     The ratio and the occupancy read the first `max_showers` showers in batches; the rest of
-    the file is not read.
+    the file is not read. `progress`: a bar while they are read (it goes when done).
     """
     files = expand_paths(path)
     format = input_format(files[0], format)
     source = open_showers(files, format, **options)
     try:
-        ratio, occupancy, n_used = _shower_means(source, max(0, max_showers))
+        ratio, occupancy, n_used = _shower_means(
+            source, max(0, max_showers), f"reading {path}" if progress else None
+        )
         return Summary(
             path=str(path),
             format=format,
@@ -77,15 +80,30 @@ def summarize(
         source.close()
 
 
-def _shower_means(source: ShowerSource, max_showers: int) -> tuple[float, float, int]:
-    """Mean visible/primary energy ratio and mean occupancy of the first showers."""
+def _shower_means(
+    source: ShowerSource, max_showers: int, bar_title: str | None = None
+) -> tuple[float, float, int]:
+    """Mean visible/primary energy ratio and mean occupancy of the first showers, with a
+    progress bar titled `bar_title` where one is given."""
     ratio_sum = occupancy_sum = 0.0
     n_used = 0
-    for batch in iter_batches(source, BATCH_SIZE, stop=max_showers):
-        cells = batch.showers.reshape(len(batch), -1)
-        ratio_sum += float(response(batch.showers, batch.energy).sum())
-        occupancy_sum += float((cells > 0).mean(axis=1).sum())
-        n_used += len(batch)
+    bar = None
+    if bar_title is not None:
+        from tqdm import tqdm
+
+        total = min(len(source), max_showers)
+        bar = tqdm(total=total, unit="shower", desc=bar_title, leave=False, mininterval=0.5)
+    try:
+        for batch in iter_batches(source, BATCH_SIZE, stop=max_showers):
+            cells = batch.showers.reshape(len(batch), -1)
+            ratio_sum += float(response(batch.showers, batch.energy).sum())
+            occupancy_sum += float((cells > 0).mean(axis=1).sum())
+            n_used += len(batch)
+            if bar is not None:
+                bar.update(len(batch))
+    finally:
+        if bar is not None:
+            bar.close()
     if n_used == 0:
         return float("nan"), float("nan"), 0
     return ratio_sum / n_used, occupancy_sum / n_used, n_used
