@@ -97,3 +97,15 @@ def test_numbers_wrap_only_where_the_formatter_allows_and_tables_scroll_in_their
     # The deviation and its badge share a cell: the badge wraps under the value if needed.
     assert template.count("<td class='num verdict'>") == 2
     assert "<td>{{ badge(b." not in template
+
+
+def test_values_beyond_floating_points_powers_of_ten_are_written():
+    # A KS p-value of two 10 000-shower sets reached 5e-324, whose power 10.0**-324 is 0:
+    # the report divided by it (ZeroDivisionError).
+    from caloforge.validation.formatting import measured
+    from caloforge.validation.report import num
+
+    tiny = measured(5e-324)
+    assert tiny is not None and (tiny.value, tiny.exponent) == ("4.94", -324)
+    assert "324" in num(5e-324)
+    assert measured(1e300) == measured(1e300, None)

@@ -107,6 +107,15 @@ def _exponent(value: float, error: float | None) -> int:
     return math.floor(math.log10(size))
 
 
+def _scaled(x: float, exponent: int) -> float:
+    """x / 10**exponent, also where 10**exponent is beyond floating point (a KS p-value of
+    5e-324: 10.0**-324 is 0)."""
+    if abs(exponent) < 300:
+        return x / 10.0**exponent
+    half = exponent // 2
+    return x * 10.0**-half * 10.0 ** (half - exponent)
+
+
 def measured(
     value: float | None,
     error: float | None = None,
@@ -129,12 +138,11 @@ def measured(
     if error is not None and (not math.isfinite(error) or error < 0):
         error = None
     exponent = _exponent(value, error)
-    scale = 10.0**exponent
-    v = value / scale
+    v = _scaled(value, exponent)
     if error is None:
         decimals = _decimals_for(v, digits) if v != 0 else digits - 1
         return Rounded(_fixed(v, max(decimals, 0), sign), None, exponent, unit)
-    e = error / scale
+    e = _scaled(error, exponent)
     if e <= NOISE * abs(v) or e == 0:
         decimals = _decimals_for(v, digits) if v != 0 else digits - 1
         return Rounded(_fixed(v, max(decimals, 0), sign), "0", exponent, unit)
