@@ -121,8 +121,10 @@ def test_train_then_generate_from_the_command_line(clic_data, tmp_path, capsys):
         ]
     )
     assert code == 0
-    printed = capsys.readouterr().out
+    printed, shown = capsys.readouterr()
     assert "trained 2 steps" in printed and "best checkpoint" in printed
+    # The bar says when the physics check runs between steps (it was still meanwhile).
+    assert "physics check ..." in shown
     assert (run / "best.json").exists() and (run / "metrics.jsonl").exists()
     out = tmp_path / "gen.h5"
     assert (

@@ -175,7 +175,14 @@ def test_generate_options_agree_with_generate_to_file():
 def test_export_options_agree_with_export_onnx():
     from caloforge.export import export_onnx
 
-    _check_options("export", _defaults(export_onnx), format=None)
+    parameters = _defaults(export_onnx)
+    _check_options("export", parameters, format=None, calibration_size=None, seed=None)
+    # The options of --int8 alone have no default on the command line (given without --int8
+    # they are refused); their help names the function's.
+    options = _options("export")
+    for dest in ("calibration_size", "seed"):
+        assert options[dest].default is None
+        assert f"(default: {parameters[dest].default})" in options[dest].help
 
 
 def test_bench_options_agree_with_bench_generation():

@@ -202,6 +202,7 @@ class Trainer:
         self._check_data = self._validation_slice(data_format)
         self.log = RunLog(self.run_dir, enabled=ctx.is_main)
         self._last_check: PhysicsCheck | None = None
+        self._bar: Any = None  # the steps' progress bar while they run
         if self._lock is not None:
             self._lock.acquire()
         if resume:
@@ -441,7 +442,7 @@ class Trainer:
             print(f"caloforge train: {status} ...", flush=True)  # before the steps' bar
         if not st.regressor_done and self.step_fn.pretrain(self._epoch_batches, self.log.write):
             st.regressor_done = True
-        bar = self._progress_bar()
+        bar = self._bar = self._progress_bar()
         try:
             while st.epoch < self.cfg.epochs and st.step < self.total_steps:
                 if self._run_epoch(bar) == 0:
@@ -527,7 +528,8 @@ class Trainer:
             or finished
         )
         if check_now:
-            self._last_check = self.physics_check()
+            with self._status("physics check"):
+                self._last_check = self.physics_check()
         if end_of_epoch:  # before the check is recorded: its record names the epoch reached
             st.epoch += 1
             st.batch_in_epoch = 0
@@ -552,6 +554,18 @@ class Trainer:
             for item in (record,) if event is None else (record, event):
                 self.log.write(item)
         return improved
+
+    @contextlib.contextmanager
+    def _status(self, what: str) -> Iterator[None]:
+        """`what` on the steps' bar while a phase between steps runs (the physics check)."""
+        bar, before = self._bar, getattr(self._bar, "postfix", None) or ""
+        if bar is not None:
+            bar.set_postfix_str(", ".join(filter(None, (before, f"{what} ..."))), refresh=True)
+        try:
+            yield
+        finally:
+            if bar is not None:
+                bar.set_postfix_str(before, refresh=True)
 
     def _progress_bar(self) -> Any:
         """A tqdm bar of the steps on rank 0 with `progress`, else None."""
