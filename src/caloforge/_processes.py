@@ -86,3 +86,27 @@ def default_workers() -> int:
     """Worker processes for parallel work (simulation, validation features): the cores this
     process may use, at most 8."""
     return max(1, min(_cores(), 8))
+
+
+# A pool's descriptors in this process: the forkserver's socket and pipes, the queues', and
+# a sentinel and pipes per worker (measured: validate's plot pool of two ran at `ulimit -n`
+# 24 and failed at 20).
+POOL_DESCRIPTORS = 8
+WORKER_DESCRIPTORS = 4
+
+
+def workers_within_descriptors(workers: int) -> int:
+    """`workers`, or fewer where this process's open-file limit (`ulimit -n`) leaves too few
+    descriptors for a pool of them; 1 (work in this process) where none fits. Unchanged where
+    the limit or the open count cannot be read."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        open_now = len(os.listdir("/proc/self/fd"))
+    except (ImportError, OSError):
+        return workers
+    if soft == resource.RLIM_INFINITY:
+        return workers
+    fits = (soft - open_now - POOL_DESCRIPTORS) // WORKER_DESCRIPTORS
+    return workers if fits >= workers else max(1, fits)

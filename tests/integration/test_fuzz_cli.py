@@ -2783,6 +2783,29 @@ def test_too_many_open_files_is_one_line_and_leaves_nothing(
     assert snapshot(tmp_path) == before
 
 
+def test_validate_under_a_low_open_file_limit_draws_its_plots_itself(tmp_path: Path) -> None:
+    """At `ulimit -n 16` the plot pool's forkserver could not open its pipes and printed an
+    EOFError traceback of its own; validate now draws in its process where a pool does not
+    fit, and completes."""
+    files = []
+    for seed in (1, 2):
+        files.append(tmp_path / f"{seed}.h5")
+        simulate = ["simulate", "--n", "200", "--seed", str(seed), "--workers", "1"]
+        assert run_cli([*simulate, "-o", str(files[-1])]) == 0
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+
+    command = [sys.executable, "-m", "caloforge", "validate", "--reference", str(files[0])]
+    command += ["--generated", str(files[1]), "--out", str(tmp_path / "report")]
+    done = subprocess.run(
+        command, preexec_fn=low_limit, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "report" / "index.html").is_file()
+
+
 def test_a_one_column_grid_converts_to_calochallenge(tmp_path: Path) -> None:
     """A 1 x 1 summed geometry (its one cell at r = 0) has one radial bin (IndexError before)."""
     yaml = a_file(

@@ -14,7 +14,7 @@ import multiprocessing
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
-from caloforge._processes import signals_held
+from caloforge._processes import signals_held, workers_within_descriptors
 from caloforge.validation.plots import PLOTS, NotApplicableError, PlotSpec, png_bytes
 from caloforge.validation.plots.base import Comparison
 
@@ -66,7 +66,9 @@ def draw_all(
 ) -> list[Drawn]:
     """Every plot of `PLOTS`, in order: drawn by `workers` processes (at most one per plot),
     or in this process when `workers` is 1; `on_drawn()` is called as each one is ready."""
-    workers = min(workers, len(PLOTS))
+    # Under a low `ulimit -n`, fewer workers or none (a pool that cannot open its pipes
+    # fails inside the forkserver, which prints a traceback of its own).
+    workers = workers_within_descriptors(min(workers, len(PLOTS)))
     done = on_drawn or (lambda: None)
     if workers <= 1:
         drawn = []
