@@ -106,12 +106,13 @@ def run_worker(job: WorkerJob, on_trial: Callable[[Any], None] | None = None) ->
     return ran
 
 
-def _worker_process(job: WorkerJob, threads: int) -> None:
-    """A spawned worker: ends with its parent, SIGTERM handled as Ctrl-C (the running trial
-    is given back), torch on its share of the cores."""
+def _worker_process(job: WorkerJob, threads: int, owner: int) -> None:
+    """A spawned worker: ends with its parent `owner` (also one that died while this process
+    was still starting), SIGTERM handled as Ctrl-C (the running trial is given back), torch
+    on its share of the cores."""
     from caloforge._processes import die_with_parent
 
-    die_with_parent()
+    die_with_parent(owner)
 
     def terminated(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
@@ -185,7 +186,9 @@ def _run_processes(job: WorkerJob, workers: int, study: Any, backend: Any, bar: 
     context = multiprocessing.get_context("spawn")
     threads = max(1, _cores() // workers)
     processes = [
-        context.Process(target=_worker_process, args=(job, threads), name=f"tune-worker-{i}")
+        context.Process(
+            target=_worker_process, args=(job, threads, os.getpid()), name=f"tune-worker-{i}"
+        )
         for i in range(workers)
     ]
     seen = {t.number for t in finished_trials(study)}
