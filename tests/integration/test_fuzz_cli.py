@@ -2783,6 +2783,18 @@ def test_too_many_open_files_is_one_line_and_leaves_nothing(
     assert snapshot(tmp_path) == before
 
 
+def _under_16_open_files(*args: str) -> subprocess.CompletedProcess[str]:
+    """`caloforge ARGS` in a process that may open 16 files (`ulimit -n 16`)."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
+
+    command = [sys.executable, "-m", "caloforge", *args]
+    return subprocess.run(
+        command, preexec_fn=low_limit, capture_output=True, text=True, timeout=300
+    )
+
+
 def test_validate_under_a_low_open_file_limit_draws_its_plots_itself(tmp_path: Path) -> None:
     """At `ulimit -n 16` the plot pool's forkserver could not open its pipes and printed an
     EOFError traceback of its own; validate now draws in its process where a pool does not
@@ -2792,18 +2804,28 @@ def test_validate_under_a_low_open_file_limit_draws_its_plots_itself(tmp_path: P
         files.append(tmp_path / f"{seed}.h5")
         simulate = ["simulate", "--n", "200", "--seed", str(seed), "--workers", "1"]
         assert run_cli([*simulate, "-o", str(files[-1])]) == 0
-
-    def low_limit() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (16, 16))
-
-    command = [sys.executable, "-m", "caloforge", "validate", "--reference", str(files[0])]
-    command += ["--generated", str(files[1]), "--out", str(tmp_path / "report")]
-    done = subprocess.run(
-        command, preexec_fn=low_limit, capture_output=True, text=True, timeout=300
+    done = _under_16_open_files(
+        *("validate", "--reference", str(files[0]), "--generated", str(files[1])),
+        *("--out", str(tmp_path / "report")),
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert (tmp_path / "report" / "index.html").is_file()
+
+
+def test_simulate_under_a_low_open_file_limit_makes_its_showers_in_fewer_processes(
+    tmp_path: Path,
+) -> None:
+    """`simulate --workers 2` at `ulimit -n 16` stopped at its pool with "too many open
+    files"; it now makes the showers with the workers the limit leaves room for."""
+    out = tmp_path / "s.h5"
+    done = _under_16_open_files(
+        *("simulate", "--geometry", "clic-angle-51", "--n", "4000", "--workers", "2"),
+        *("-o", str(out)),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    with h5py.File(out) as f:
+        assert len(f["showers"]) == 4000
 
 
 def test_a_one_column_grid_converts_to_calochallenge(tmp_path: Path) -> None:

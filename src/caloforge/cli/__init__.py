@@ -10,7 +10,6 @@ import argparse
 import errno
 import os
 import re
-import resource
 import signal
 import sys
 import warnings
@@ -199,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             # `ulimit -n` below what the command's files and workers need (partial outputs
             # are removed on the way out).
+            import resource  # POSIX only: imported where an EMFILE says it is there
+
             limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
             print(
                 f"caloforge: error: too many open files: this process may open {limit} "

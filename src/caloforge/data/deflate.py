@@ -1,11 +1,11 @@
 """Showers compressed in caloforge and written to HDF5 as finished chunks.
 
 A canonical file stores each shower as one chunk through HDF5's shuffle and deflate filters.
-HDF5 deflates with zlib, which at level 1 takes about three times as long as simulating a
-clic-angle-51 shower takes to draw its spots' fluctuations. Where the `isal` package (Intel's
-ISA-L deflate) is installed, the writer does the same two steps itself, byte shuffle in numpy
-and deflate with ISA-L, about three times faster and a few per cent smaller, and hands HDF5
-each finished chunk (`write_direct_chunk`). The bytes are a standard zlib stream: any HDF5
+HDF5 deflates with zlib: at level 1, 0.72 ms of CPU a clic-angle-51 shower, half of what
+simulating it costs. Where the `isal` package (Intel's ISA-L deflate) is installed, the
+writer does the same two steps itself, byte shuffle in numpy and deflate with ISA-L (0.25
+ms, and files about 10 % smaller), and hands HDF5 each finished chunk
+(`write_direct_chunk`). The bytes are a standard zlib stream: any HDF5
 reader inflates them with its own zlib, and the showers read back bit for bit.
 
 Used only where a dataset's filters are exactly shuffle then deflate, one shower a chunk, as

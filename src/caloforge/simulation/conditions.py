@@ -86,6 +86,7 @@ def sample_conditions(
     geometry: Geometry, ranges: ConditionRanges, n: int, rng: np.random.Generator
 ) -> dict[str, np.ndarray]:
     """Conditions of `n` showers in the geometry's units, keyed by the geometry's names."""
+    check_drawable(geometry)
     lo, hi = ranges.energy
     u = rng.random(n)
     if ranges.spectrum == "inverse" and hi > lo:
@@ -104,7 +105,6 @@ def sample_conditions(
     if geometry.has_condition("point"):
         assert ranges.point is not None
         out["point"] = rng.uniform(ranges.point[0], ranges.point[1], (n, 2))
-    check_drawable(geometry)
     return out
 
 

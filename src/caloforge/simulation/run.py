@@ -18,7 +18,12 @@ from typing import Any
 import numpy as np
 
 from caloforge._files import check_output
-from caloforge._processes import default_workers, die_with_parent, signals_held
+from caloforge._processes import (
+    default_workers,
+    die_with_parent,
+    signals_held,
+    workers_within_descriptors,
+)
 from caloforge.data.canonical import ShowerWriter, check_batch_memory
 from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
@@ -136,6 +141,7 @@ def simulate_batches(
         return
     start = time.process_time()
     first = _simulate_batch(*job(0))
+    workers = workers_within_descriptors(workers)  # under a low `ulimit -n`, fewer
     if workers == 1 or (time.process_time() - start) * (len(starts) - 1) < POOL_MIN_CPU_S:
         yield first
         for lo in starts[1:]:

@@ -629,20 +629,12 @@ def _centred(
     shower's `offset` (n, 2) where given."""
     w = np.bincount(shower, visible, minlength=n)
     w = np.where(w > 0, w, 1.0)
-    shift = (
-        np.stack(
-            [
-                np.bincount(shower, visible * x, minlength=n),
-                np.bincount(shower, visible * y, minlength=n),
-            ],
-            axis=1,
-        )
-        / w[:, None]
-    )
+    bx = np.bincount(shower, visible * x, minlength=n) / w
+    by = np.bincount(shower, visible * y, minlength=n) / w
     if offset is not None:
-        shift -= offset
-    shift = shift.astype(x.dtype)
-    return x - shift[shower, 0], y - shift[shower, 1]
+        bx -= offset[:, 0]
+        by -= offset[:, 1]
+    return x - bx.astype(x.dtype)[shower], y - by.astype(y.dtype)[shower]
 
 
 def _transverse_basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from caloforge._processes import signals_held
+from caloforge._processes import signals_held, workers_within_descriptors
 from caloforge.data.io import open_showers
 from caloforge.data.source import Batch, ShowerSource, iter_batches
 from caloforge.errors import CaloforgeError, InputFileError
@@ -276,6 +276,7 @@ def features_of_sets(
     counts = [len(k) for k in keep]
     chosen = [np.zeros(0, dtype=np.int64) for _ in sources] if picks is None else list(picks)
     cells = sum(counts) * sources[0].geometry.n_cells
+    workers = workers_within_descriptors(workers)  # under a low `ulimit -n`, fewer
     parallel = workers > 1 and specs is not None and cells >= PARALLEL_MIN_CELLS
     chunk = batch_size * (8 if parallel else 16)
     jobs = [(k, lo, min(lo + chunk, n)) for k, n in enumerate(counts) for lo in range(0, n, chunk)]
