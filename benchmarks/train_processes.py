@@ -1,7 +1,7 @@
 """Training throughput of one process against `--processes N` ranks at the same global batch.
 
     python benchmarks/train_processes.py [--family gan3d] [--batch-size 32] [--steps 12]
-                                         [--repeats 3] [--processes 2]
+                                         [--repeats 3] [--processes 2] [--showers 1200]
 
 Runs `caloforge train` as a user would, alternately as one process (torch's default threads:
 every core) and as N ranks (`--processes N`, one thread each), each run in a fresh folder on
@@ -62,11 +62,18 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument(
+        "--showers",
+        type=int,
+        default=1200,
+        help="simulated (80 %% train): the rate read is "
+        "the last epoch's, so give one epoch at least --steps batches",
+    )
     args = parser.parse_args()
     print(f"load average at start: {os.getloadavg()}; cores: {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "showers.h5"
-        simulate_to_file(data, geometry="clic-25", n=1200, energy=(10.0, 200.0), seed=1)
+        simulate_to_file(data, geometry="clic-25", n=args.showers, energy=(10.0, 200.0), seed=1)
         rates: dict[int, list[float]] = {1: [], args.processes: []}
         for repeat in range(args.repeats):
             for processes in (1, args.processes):

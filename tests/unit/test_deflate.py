@@ -9,6 +9,7 @@ import pytest
 from caloforge.data import deflate
 from caloforge.data.canonical import ShowerWriter, open_canonical
 from caloforge.data.source import Batch
+from caloforge.errors import CaloforgeError
 from caloforge.geometry import load_geometry
 
 isal_zlib = pytest.importorskip("isal.isal_zlib")
@@ -98,3 +99,50 @@ def test_a_dataset_of_several_showers_a_chunk_is_not_compressed_here(tmp_path):
             "one", shape=(4, 2, 2), chunks=(1, 2, 2), dtype="<f4", compression="gzip"
         )
         assert not deflate.compresses_here(one)  # deflate without shuffle
+
+
+# --- reading ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("isal", [True, False])
+def test_scattered_rows_read_here_as_hdf5_reads_them(tmp_path, monkeypatch, isal):
+    path = tmp_path / "s.h5"
+    batches = [_batch(6, 7), _batch(4, 8)]
+    _write(path, batches)
+    if not isal:  # Python's zlib inflates the same chunks
+        monkeypatch.setattr(deflate, "_isal_zlib", None)
+    rows = np.array([7, 2, 2, 9, 0])
+    with h5py.File(path) as f:
+        showers = f["showers"]
+        assert deflate.reads_here(showers)
+        got = deflate.read_chunks(showers, rows)
+        assert got.dtype == np.float32 and got.shape == (5, 25, 25, 25)
+        assert np.array_equal(got, showers[:][rows])
+
+
+def test_rows_hdf5_stored_otherwise_are_read_through_hdf5(tmp_path):
+    path = tmp_path / "s.h5"
+    batch = _batch(3, 9)
+    _write(path, [batch])
+    row = batch.showers[1].reshape(-1).view(np.uint8).reshape(-1, 4).T.tobytes()
+    with h5py.File(path, "a") as f:
+        showers = f["showers"]
+        # Row 1 shuffled but stored uninflated, HDF5's mask saying the deflate was skipped;
+        # row 3 never written (HDF5 fills it with zeros).
+        showers.id.write_direct_chunk((1, 0, 0, 0), row, filter_mask=0b10)
+        showers.resize(4, axis=0)
+    with h5py.File(path) as f:
+        got = deflate.read_chunks(f["showers"], np.array([3, 1, 0]))
+    assert np.array_equal(got[1], batch.showers[1])
+    assert np.array_equal(got[2], batch.showers[0])
+    assert not got[0].any()
+
+
+def test_a_corrupt_chunk_is_an_unreadable_file_naming_the_row(tmp_path):
+    path = tmp_path / "s.h5"
+    _write(path, [_batch(3, 10)])
+    with h5py.File(path, "a") as f:
+        f["showers"].id.write_direct_chunk((2, 0, 0, 0), b"not a zlib stream at all")
+    with h5py.File(path) as f, pytest.raises(OSError, match="row 2 does not inflate"):
+        deflate.read_chunks(f["showers"], np.array([0, 2]))
+    with open_canonical(path) as source, pytest.raises(CaloforgeError) as caught:
+        source.take(np.array([1, 2]))
+    assert str(path) in str(caught.value) and "showers" in str(caught.value)

@@ -483,6 +483,8 @@ class ShowerFile:
         self._showers = h5[SHOWERS_KEY]
         self._n = int(self._showers.shape[0])
         self._conditions: dict[str, np.ndarray] | None = None
+        # Chunks caloforge wrote are inflated here: far faster for a batch of scattered rows.
+        self._direct = deflate.reads_here(self._showers)
 
     @property
     def attrs(self) -> Mapping[str, Any]:
@@ -511,7 +513,14 @@ class ShowerFile:
         self, selection: slice | np.ndarray, offset: int, rows: np.ndarray | None = None
     ) -> np.ndarray:
         try:
-            showers = np.asarray(self._showers[selection], dtype=np.float32)
+            if self._direct:
+                if isinstance(selection, slice):
+                    wanted = np.arange(*selection.indices(self._n))
+                else:
+                    wanted = selection
+                showers = deflate.read_chunks(self._showers, wanted)
+            else:
+                showers = np.asarray(self._showers[selection], dtype=np.float32)
         except OSError as exc:
             raise InputFileError(
                 self.path,
