@@ -142,6 +142,7 @@ def fit(
     n_bands: int,
     evaluations: int,
     only: list[str] | None = None,
+    start_with: dict[str, float] | None = None,
 ) -> Calibration:
     geometry = load_geometry(geometry_name)
     refs = references(geometry_name, "fit")
@@ -158,6 +159,10 @@ def fit(
     if only:
         kept = "the package's table" if resume else "the fit's start"
         described += f"; only {', '.join(only)} fitted, the rest from {kept}"
+    first = for_geometry(geometry) if resume else calibrate.FIT_START
+    if start_with:  # a new factor at zero may sit where it has no gradient: move it inside
+        first = replace(first, **start_with)
+        described += "; started at " + ", ".join(f"{k}={v:g}" for k, v in start_with.items())
     start = time.perf_counter()
     result, report = calibrate.fit(
         geometry,
@@ -165,7 +170,7 @@ def fit(
         n=n,
         rounds=rounds,
         evaluations=evaluations,
-        start=for_geometry(geometry) if resume else None,
+        start=first,
         only=only,
         fitted_on=f"Geant4 engine ({described})",
     )
@@ -500,6 +505,13 @@ def main(argv: list[str] | None = None) -> int:
         choices=sorted(calibrate.BOUNDS),
         help="fit: vary these factors alone, the others held (with --resume: the table's)",
     )
+    parser.add_argument(
+        "--start-with",
+        nargs="+",
+        metavar="FACTOR=VALUE",
+        default=[],
+        help="fit: these factors of the start (the package's table with --resume) set so",
+    )
     parser.add_argument("--reference", nargs="+", help="validate: Geant4 files or globs")
     parser.add_argument("--energy", default="10:200", help="validate: energy range, GeV")
     parser.add_argument(
@@ -522,6 +534,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "sample":
         sample(args.geometry, args.n or 300, args.workers)
     elif args.command == "fit":
+        start_with = {}
+        for item in args.start_with:
+            name, sep, value = item.partition("=")
+            if not sep or name not in calibrate.BOUNDS:
+                parser.error(f"--start-with takes FACTOR=VALUE of {sorted(calibrate.BOUNDS)}")
+            try:
+                start_with[name] = float(value)
+            except ValueError:
+                parser.error(f"--start-with {item}: {value!r} is not a number")
         fit(
             args.geometry,
             args.n or 150,
@@ -532,6 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             args.bands,
             args.evaluations,
             args.only,
+            start_with,
         )
     elif args.command == "compare":
         compare(args.geometry, args.n or 400)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from caloforge.errors import CaloforgeError
 from caloforge.geometry import PRESETS
@@ -102,6 +103,27 @@ def test_depth_noise_moves_energy_between_layers_not_the_total():
     assert abs(np.corrcoef(log_f[:, 0], log_f[:, 39])[0, 1]) < 0.1
 
 
+def test_a_late_start_gives_the_depth_a_tail_of_deep_showers():
+    # Geant4's showers are skewed in depth (a few start deep); the log-normal (T, alpha) is
+    # nearly symmetric. The late start skews the mean layer and, through the thick layers'
+    # lower sampling fraction and the back leakage, lengthens E_vis/E's lower tail.
+    energy = np.full(3000, 50.0)
+    plain = calibrate.layer_energies(CLIC, Calibration(), energy, 6)
+    late = calibrate.layer_energies(CLIC, Calibration(start_length=1.0), energy, 6)
+    assert Calibration().start_depth(energy) is None
+    np.testing.assert_allclose(Calibration(start_length=1.0).start_depth(energy), 1.0)
+
+    def mean_layer(layers: np.ndarray) -> np.ndarray:
+        return (layers * np.arange(layers.shape[1])).sum(axis=1) / layers.sum(axis=1)
+
+    d0, d1 = mean_layer(plain), mean_layer(late)
+    assert d1.mean() == pytest.approx(d0.mean() + 1.0 / 0.69, abs=0.4)  # 1 X0: 1.4 thin layers
+    assert stats.skew(d1) > stats.skew(d0) + 0.5
+    s0 = calibrate.summarize_layers(plain, energy, CLIC)
+    s1 = calibrate.summarize_layers(late, energy, CLIC)
+    assert s1.tails[0] / s1.tails[1] > 1.1 * s0.tails[0] / s0.tails[1]
+
+
 def test_the_layer_model_follows_the_simulator():
     # The depth stages are fitted on `layer_energies`: it must give the simulator's layer
     # shares, their spreads and the resolutions, also with the profile's form, the depth
@@ -117,6 +139,7 @@ def test_the_layer_model_follows_the_simulator():
         sampling_exponent=0.1,
         back_scale=0.6,
         stochastic_exponent=1.0,
+        start_length=0.6,
     )
     energy = np.full(2000, 20.0)
     full = calibrate.summarize(calibrate.simulate(CLIC, cal, {"energy": energy}, 3), energy, CLIC)
@@ -126,6 +149,8 @@ def test_the_layer_model_follows_the_simulator():
     np.testing.assert_allclose(fast.spread[used], full.spread[used], rtol=0.12)
     assert fast.resolution == pytest.approx(full.resolution, rel=0.08)
     assert fast.weighted_resolution == pytest.approx(full.weighted_resolution, rel=0.08)
+    np.testing.assert_allclose(fast.tails, full.tails, rtol=0.12)
+    np.testing.assert_allclose(fast.depth, full.depth, rtol=0.03)
     # Bare, the model is the same at every point of the profile (no sideways leakage aside).
     assert fast.response == pytest.approx(full.response, rel=0.015)
 

@@ -14,6 +14,11 @@ over the tolerance and the reference's statistical error, in quadrature):
 - the resolution, sigma90/mu90 of E_vis/E (as `caloforge validate` measures it): 5 %; and
   the same for the sum with each layer weighted by its inverse sampling fraction, where the
   sampling term shows without the thin/thick-layer fluctuations of the raw sum: 5 %;
+- the tails of E_vis/E: its 5 % and 95 % quantiles' distances from the median, relative to
+  it (Geant4's lower tail is the longer: sigma90 alone lets a symmetric spread stand in for
+  it): 5 %;
+- the depth of the shower, the energy-weighted mean layer, at its 5 %, 50 % and 95 %
+  quantiles (a long tail of deep showers): 2 %;
 - the response, mu90 of E_vis/E: 1 %;
 - the mean number of cells above 10 keV and above 100 keV of visible energy (the hits of
   `caloforge validate`, and where a halo of small deposits shows): 5 %.
@@ -51,6 +56,8 @@ TOLERANCE = {
     "width": 0.05,
     "peak": 0.05,
     "resolution": 0.05,
+    "tails": 0.05,
+    "depth": 0.02,
     "response": 0.01,
     "hits": 0.05,
 }
@@ -77,6 +84,8 @@ BOUNDS = {
     "depth_noise": (0.0, 1.0),
     "noise_slope": (-1.0, 1.0),
     "noise_length": (0.3, 8.0),
+    "start_length": (0.0, 3.0),
+    "start_slope": (-1.0, 1.0),
     "Rt_scale": (0.3, 4.0),
     "Rt_energy": (-0.5, 0.5),
     "Rt_depth": (-1.0, 1.0),
@@ -121,11 +130,13 @@ PROFILE_STAGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
             "depth_noise",
             "noise_slope",
             "noise_length",
+            "start_length",
+            "start_slope",
             "stochastic_scale",
             "constant_scale",
             "stochastic_exponent",
         ),
-        ("spread", "resolution", "weighted_resolution"),
+        ("spread", "resolution", "weighted_resolution", "tails", "depth"),
     ),
 )
 PROFILE_QUANTITIES = tuple(q for _, which in PROFILE_STAGES for q in which)
@@ -165,6 +176,8 @@ class Summary:
     response: float  # mu90 of E_vis / E
     resolution: float  # sigma90 / mu90 of E_vis / E
     weighted_resolution: float  # the same for the layers weighted by 1 / f_e
+    tails: np.ndarray  # (2,) median - 5 % quantile, 95 % quantile - median of E_vis/E, / median
+    depth: np.ndarray  # (3,) 5, 50, 95 % quantiles of the energy-weighted mean layer (from 1)
     share: np.ndarray  # (layers,) mean share of the visible energy
     spread: np.ndarray  # (layers,) its standard deviation over showers
     width: np.ndarray | None = None  # (layers,) energy-weighted transverse RMS in x, mm
@@ -189,11 +202,16 @@ def summarize_layers(layers: np.ndarray, energy: np.ndarray, geometry: Geometry)
     f_e = np.array([layer.properties.f_e for layer in geometry.layers])
     weighted = (layers / f_e[: layers.shape[1]]).sum(axis=1)
     response, resolution = mu90_sigma90(visible / energy)
+    low, median, high = np.quantile(visible / energy, [0.05, 0.5, 0.95])
+    # mean layer counted from 1: a relative tolerance means the same at the front as deeper
+    depth = (share * np.arange(1, layers.shape[1] + 1)).sum(axis=1)
     return Summary(
         n=len(layers),
         response=response,
         resolution=resolution,
         weighted_resolution=mu90_sigma90(weighted / energy)[1],
+        tails=np.array([median - low, high - median]) / median,
+        depth=np.quantile(depth, [0.05, 0.5, 0.95]),
         share=share.mean(axis=0),
         spread=share.std(axis=0),
     )
@@ -239,8 +257,11 @@ def layer_energies(
     z_noise = rng.standard_normal((n, len(edges) - 1))
     z_sampling = rng.standard_normal((n, len(bounds) - 1))
     z_constant = rng.standard_normal(n)
+    z_start = rng.standard_exponential(n)
     shape = calibration.shape(energy[:, None])
-    cdf = gflash.profile_cdf(edges[None, :], T[:, None], alpha[:, None], shape)
+    late = calibration.start_depth(energy)
+    start = np.zeros(n) if late is None else late * z_start
+    cdf = gflash.profile_cdf(edges[None, :] - start[:, None], T[:, None], alpha[:, None], shape)
     dE = energy[:, None] * np.diff(cdf, axis=1)
     factors = calibration.depth_noise_factors(energy, z_noise, step)
     if factors is not None:
@@ -326,6 +347,15 @@ def residual_groups(model: Summary, reference: Summary) -> dict[str, np.ndarray]
             np.array([reference.weighted_resolution]),
             TOLERANCE["resolution"],
             resolution_error,
+        )
+        # A tail quantile's error is about 1.3 sigma / sqrt(n) for a normal distribution:
+        # relative to its distance from the median (1.64 sigma), 0.8 / sqrt(n); the mean
+        # layer spreads by about 15 % of itself: its quantiles 0.2 / sqrt(n).
+        groups["tails"] = relative(
+            model.tails, reference.tails, TOLERANCE["tails"], np.array(0.8 / np.sqrt(n))
+        )
+        groups["depth"] = relative(
+            model.depth, reference.depth, TOLERANCE["depth"], np.array(0.2 / np.sqrt(n))
         )
     return groups
 

@@ -312,6 +312,9 @@ class ShowerSimulator:
         t_start = np.zeros(n)
         if self.particle == "photon":
             t_start = rng.exponential(PHOTON_CONVERSION_X0, n)
+        late = self.calibration.start_depth(energy)
+        if late is not None:  # drawn only where the table has it: others keep their streams
+            t_start = t_start + late * rng.standard_exponential(n)
         # 5. (per shower) The constant term and the response.
         constant = self.geometry.constant_term * self.calibration.constant_scale
         scale = np.maximum(1.0 + constant * rng.standard_normal(n), 0.0)
