@@ -143,6 +143,7 @@ def fit(
     evaluations: int,
     only: list[str] | None = None,
     start_with: dict[str, float] | None = None,
+    start_table: Path | None = None,
 ) -> Calibration:
     geometry = load_geometry(geometry_name)
     refs = references(geometry_name, "fit")
@@ -160,6 +161,9 @@ def fit(
         kept = "the package's table" if resume else "the fit's start"
         described += f"; only {', '.join(only)} fitted, the rest from {kept}"
     first = for_geometry(geometry) if resume else calibrate.FIT_START
+    if start_table is not None:  # a table fitted before, not yet the package's
+        first = Calibration.from_dict(json.loads(start_table.read_text()), str(start_table))
+        described += f"; started from {start_table.name}"
     if start_with:  # a new factor at zero may sit where it has no gradient: move it inside
         first = replace(first, **start_with)
         described += "; started at " + ", ".join(f"{k}={v:g}" for k, v in start_with.items())
@@ -506,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         help="fit: vary these factors alone, the others held (with --resume: the table's)",
     )
     parser.add_argument(
+        "--start-table", type=Path, help="fit: start from this table (instead of --resume's)"
+    )
+    parser.add_argument(
         "--start-with",
         nargs="+",
         metavar="FACTOR=VALUE",
@@ -554,6 +561,7 @@ def main(argv: list[str] | None = None) -> int:
             args.evaluations,
             args.only,
             start_with,
+            args.start_table,
         )
     elif args.command == "compare":
         compare(args.geometry, args.n or 400)

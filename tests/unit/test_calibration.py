@@ -122,6 +122,13 @@ def test_a_late_start_gives_the_depth_a_tail_of_deep_showers():
     s0 = calibrate.summarize_layers(plain, energy, CLIC)
     s1 = calibrate.summarize_layers(late, energy, CLIC)
     assert s1.tails[0] / s1.tails[1] > 1.1 * s0.tails[0] / s0.tails[1]
+    # A late part of the energy only (the hard photon's): the front layers keep the rest.
+    part = calibrate.layer_energies(
+        CLIC, Calibration(start_length=1.0, start_fraction=0.4), energy, 6
+    )
+    front = [layers[:, :3].sum() / layers.sum() for layers in (plain, part, late)]
+    assert front[0] > front[1] > front[2]
+    assert front[1] == pytest.approx(0.6 * front[0] + 0.4 * front[2], rel=0.1)
 
 
 def test_the_layer_model_follows_the_simulator():
@@ -140,8 +147,9 @@ def test_the_layer_model_follows_the_simulator():
         back_scale=0.6,
         stochastic_exponent=1.0,
         start_length=0.6,
+        start_fraction=0.5,
     )
-    energy = np.full(2000, 20.0)
+    energy = np.full(4000, 20.0)  # a layer's mean share to 1.2 % (the first, 2 % of the energy)
     full = calibrate.summarize(calibrate.simulate(CLIC, cal, {"energy": energy}, 3), energy, CLIC)
     fast = calibrate.summarize_layers(calibrate.layer_energies(CLIC, cal, energy, 4), energy, CLIC)
     used = full.share >= calibrate.MIN_SHARE

@@ -86,6 +86,7 @@ BOUNDS = {
     "noise_length": (0.3, 8.0),
     "start_length": (0.0, 3.0),
     "start_slope": (-1.0, 1.0),
+    "start_fraction": (0.05, 1.0),
     "Rt_scale": (0.3, 4.0),
     "Rt_energy": (-0.5, 0.5),
     "Rt_depth": (-1.0, 1.0),
@@ -132,14 +133,16 @@ PROFILE_STAGES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
             "noise_length",
             "start_length",
             "start_slope",
+            "start_fraction",
             "stochastic_scale",
             "constant_scale",
             "stochastic_exponent",
         ),
-        ("spread", "resolution", "weighted_resolution", "tails", "depth"),
+        # the mean shares too: the late start moves them as it skews the depth
+        ("spread", "resolution", "weighted_resolution", "tails", "depth", "share", "small_share"),
     ),
 )
-PROFILE_QUANTITIES = tuple(q for _, which in PROFILE_STAGES for q in which)
+PROFILE_QUANTITIES = tuple(dict.fromkeys(q for _, which in PROFILE_STAGES for q in which))
 # Where a fit from scratch starts: inside the region where the profile's form can move. At
 # the bare parametrization the virtual origin sits on its bound and the stretched fraction
 # at zero, where the stretch has no gradient; nor has the noise length without noise.
@@ -260,8 +263,14 @@ def layer_energies(
     z_start = rng.standard_exponential(n)
     shape = calibration.shape(energy[:, None])
     late = calibration.start_depth(energy)
-    start = np.zeros(n) if late is None else late * z_start
-    cdf = gflash.profile_cdf(edges[None, :] - start[:, None], T[:, None], alpha[:, None], shape)
+
+    def profile(t: np.ndarray) -> np.ndarray:
+        return gflash.profile_cdf(t, T[:, None], alpha[:, None], shape)
+
+    if late is None:
+        cdf = profile(edges[None, :])
+    else:
+        cdf = calibration.late_cdf(profile, edges[None, :], late * z_start)[0]
     dE = energy[:, None] * np.diff(cdf, axis=1)
     factors = calibration.depth_noise_factors(energy, z_noise, step)
     if factors is not None:

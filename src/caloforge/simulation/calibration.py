@@ -17,12 +17,13 @@ and the fluctuations. A `Calibration` holds a few factors that act where the phy
   `noise_length` X0 (Ornstein-Uhlenbeck) and sigma = `depth_noise (E/10 GeV)^noise_slope`.
   A shower is made of sub-showers of a few X0 each: its layers fluctuate together over a
   few X0, more than a per-shower Gamma lets them, and its total no more. And a late start:
-  the shower begins `start_length + start_slope ln(E/10 GeV)` X0 (the mean of an exponential
-  draw per shower) behind the face, as when the primary hands much of its energy to a hard
-  bremsstrahlung photon that converts deep. Geant4's depth is skewed so: its share of the
-  thick layers has a long upper tail (skewness 1.6-2.7 on clic-25 at 33-200 GeV against
-  0.5-0.7 for the log-normal (T, alpha) alone), and with it the visible energy a long lower
-  one, which narrows sigma90 for the same standard deviation;
+  a fraction `start_fraction` of the energy follows the profile from a depth
+  `start_length + start_slope ln(E/10 GeV)` X0 (the mean of an exponential draw per shower)
+  behind the start, as when the primary hands much of its energy to a hard bremsstrahlung
+  photon that converts deep (1: the whole shower starts late). Geant4's depth is skewed so:
+  its share of the thick layers has a long upper tail (skewness 1.6-2.7 on clic-25 at
+  33-200 GeV against 0.5-0.7 for the log-normal (T, alpha) alone), and with it the visible
+  energy a long lower one, which narrows sigma90 for the same standard deviation;
 - the sampling per layer: each layer's sampling fraction times (Fs / Fs_front)^
   `sampling_exponent` (the electrons' sampling fraction depends on the sampling frequency
   Fs, not only on the plates' thickness ratio), the last layer's times `back_scale` (no
@@ -51,6 +52,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -96,6 +98,7 @@ class Calibration:
     noise_length: float = 2.0
     start_length: float = 0.0
     start_slope: float = 0.0
+    start_fraction: float = 1.0
     Rt_scale: float = 1.0
     Rt_energy: float = 0.0
     Rt_depth: float = 0.0
@@ -170,6 +173,17 @@ class Calibration:
             return None
         log_e = np.log(np.asarray(energy, dtype=np.float64) / PIVOT_GEV)
         return np.clip(self.start_length + self.start_slope * log_e, 0.0, MAX_START_X0)
+
+    def late_cdf(
+        self, cdf: Callable[[np.ndarray], np.ndarray], edges: np.ndarray, shift: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The profile's fraction before each of `edges` (X0 after the start, (1, S) or
+        (n, S)) with the late part of the energy (`start_fraction`) `shift` X0 (n,) deeper,
+        and the late part's own share of it: `cdf(t)` gives the profile's own fraction
+        before depths t (zero in front)."""
+        y = float(np.clip(self.start_fraction, 0.0, 1.0))
+        late = y * cdf(edges - shift[:, None])
+        return (late if y == 1.0 else (1.0 - y) * cdf(edges) + late), late
 
     def depth_noise_factors(
         self, energy: np.ndarray, z: np.ndarray, step_X0: float

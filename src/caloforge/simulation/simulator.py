@@ -32,7 +32,7 @@ chunk stay in the processor's cache.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -313,8 +313,9 @@ class ShowerSimulator:
         if self.particle == "photon":
             t_start = rng.exponential(PHOTON_CONVERSION_X0, n)
         late = self.calibration.start_depth(energy)
+        shift = None  # the late start's depth per shower, X0 (see Calibration.late_cdf)
         if late is not None:  # drawn only where the table has it: others keep their streams
-            t_start = t_start + late * rng.standard_exponential(n)
+            shift = late * rng.standard_exponential(n)
         # 5. (per shower) The constant term and the response.
         constant = self.geometry.constant_term * self.calibration.constant_scale
         scale = np.maximum(1.0 + constant * rng.standard_normal(n), 0.0)
@@ -323,8 +324,21 @@ class ShowerSimulator:
         n_steps = int(np.ceil((t_end - t_start).max() / self.step_X0)) if n else 0
         rel = np.arange(n_steps + 1) * self.step_X0  # (S+1,) depth after the shower start
         edges = rel[None, :]
-        e_cdf = gflash.profile_cdf(edges, T[:, None], alpha[:, None], shape)
-        n_cdf = gflash.profile_cdf(edges, T_spot[:, None], alpha_spot[:, None], shape)
+
+        def cdf(T: np.ndarray, alpha: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+            return lambda t: gflash.profile_cdf(t, T[:, None], alpha[:, None], shape)
+
+        e_cdf, n_cdf = cdf(T, alpha)(edges), cdf(T_spot, alpha_spot)(edges)
+        age_shift: float | np.ndarray = (
+            0.0  # X0 by which a step's energy is younger than its depth says
+        )
+        if shift is not None:
+            e_cdf, late = self.calibration.late_cdf(cdf(T, alpha), edges, shift)
+            n_cdf = self.calibration.late_cdf(cdf(T_spot, alpha_spot), edges, shift)[0]
+            # The late part of a step's energy started `shift` deeper: the step's radial
+            # profile is taken at its energy-weighted age (the scaled depth is linear in t).
+            late_share = np.diff(late, axis=1) / np.maximum(np.diff(e_cdf, axis=1), 1e-300)
+            age_shift = np.clip(late_share, 0.0, 1.0) * shift[:, None]
         dE = energy[:, None] * np.diff(e_cdf, axis=1)  # (n, S) GeV
         if self.calibration.depth_noise > 0:
             factors = self.calibration.depth_noise_factors(
@@ -339,7 +353,7 @@ class ShowerSimulator:
 
         # Radial profile per (shower, step), at the step's middle.
         tau = gflash.scaled_depth(
-            (rel[:-1] + 0.5 * self.step_X0)[None, :],
+            (rel[:-1] + 0.5 * self.step_X0)[None, :] - age_shift,
             T[:, None],
             alpha[:, None],
             fluct.mean_ln_alpha[:, None],
