@@ -178,8 +178,13 @@ def check_output(
     without write permission; a path that is one of `inputs` (compared through links).
     `option` names the flag in the message ("-o", "--out"). Returns `final` as a Path.
     """
-    final = Path(final)
     label = f"{option} {final}" if option else str(final)
+    if str(final) == "-":  # the usual name of standard output: a file named '-' surprised
+        raise OutputError(
+            f"{label}: standard output is not written to; expected the path of a file (for "
+            "a file named '-', its whole path)"
+        )
+    final = Path(final)
     _check_name_lengths(final, label)
     if not folder and final.is_dir():
         raise OutputError(f"{label}: is a folder; expected the path of a file to write")
@@ -197,6 +202,13 @@ def check_output(
                 f"{label}: the output would overwrite an input file ({path}); choose "
                 "another output path"
             )
+        for linked in hdf5_linked_files(path):
+            if same_file(linked, final):
+                raise OutputError(
+                    f"{label}: the output would overwrite {linked}, whose showers the input "
+                    f"{path} reads through an HDF5 external link or virtual dataset; choose "
+                    "another output path"
+                )
     parent = final.absolute() if folder and final.is_dir() else final.absolute().parent
     while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
         parent = parent.parent
@@ -205,6 +217,66 @@ def check_output(
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{label}: no permission to write in {parent}")
     return final
+
+
+def hdf5_linked_files(path: PathLike, *, _seen: set[str] | None = None) -> list[Path]:
+    """The other files an HDF5 file reads its data from: the targets of its external links
+    and the sources of its virtual datasets, and theirs in turn (the file itself excluded).
+
+    Replacing one of them replaces the input's showers as surely as replacing the input. A
+    relative name is looked for as HDF5 looks for it: beside the linking file, else in the
+    current folder. Not an HDF5 file, or one that cannot be opened: none (its reader names
+    the problem).
+    """
+    seen = set() if _seen is None else _seen
+    start = os.path.realpath(path)
+    if start in seen or not os.path.isfile(start):
+        return []
+    seen.add(start)
+    try:
+        import h5py
+
+        if not h5py.is_hdf5(start):
+            return []
+        names: list[str] = []
+        with h5py.File(start, "r") as f:
+
+            def look(name: str, link: object) -> None:
+                if isinstance(link, h5py.ExternalLink):
+                    names.append(link.filename)
+
+            def virtual(name: str, obj: object) -> None:
+                if isinstance(obj, h5py.Dataset) and obj.is_virtual:
+                    names.extend(s.file_name for s in obj.virtual_sources())
+
+            f.visititems_links(look)
+            f.visititems(virtual)
+    except (OSError, RuntimeError, ValueError, KeyError):
+        return []
+    found: list[Path] = []
+    for name in dict.fromkeys(names):
+        if name == ".":  # a virtual dataset of this very file
+            continue
+        beside = Path(start).parent / name
+        target = beside if os.path.isabs(name) or beside.exists() else Path(name)
+        if not target.exists() or same_file(target, start):
+            continue
+        found.append(target)
+        found.extend(hdf5_linked_files(target, _seen=seen))
+    return found
+
+
+def check_report_folder(out: Path) -> None:
+    """Refuse a report folder `--out` that is a file, or a folder holding something other
+    than a report (a former report is validate's to replace)."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder; choose another --out")
+    report = (out / "index.html").exists() and (out / "metrics.json").exists()
+    if out.is_dir() and any(out.iterdir()) and not report:
+        raise OutputError(
+            f"{out}: the folder exists and does not hold a caloforge report "
+            "(index.html and metrics.json); refusing to replace it"
+        )
 
 
 # What a partial's name adds to its final name: ".NAME.partial-PID", PID up to 7 digits (Linux).

@@ -35,27 +35,42 @@ def die_with_parent(owner: int | None = None) -> None:
     def watch() -> None:
         while True:
             time.sleep(_POLL_S)
-            try:
-                os.kill(owner, 0)
-            except ProcessLookupError:
-                os.kill(os.getpid(), signal.SIGKILL)
-            except PermissionError:  # the pid was reused by another user's process
+            if not running(owner):
                 os.kill(os.getpid(), signal.SIGKILL)
 
     threading.Thread(target=watch, name="caloforge-owner-watch", daemon=True).start()
 
 
+def running(pid: int) -> bool:
+    """Whether process `pid` still runs. A dead process its parent has not yet reaped (a
+    zombie: a Python driver blocked in `subprocess.run(..., capture_output=True)` reaps only
+    once the output pipes close, and the workers hold them) answers signal 0 like a live
+    one; /proc tells them apart."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # the pid was reused by another user's process
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            state = stat.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):  # no /proc (not Linux): signal 0 is all there is
+        return True
+    return state not in (b"Z", b"X")
+
+
 @contextmanager
 def signals_held() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM until the block ends, then act on them: an interrupt in the
-    middle of a worker's start leaves a worker its pool does not know, which outlives the
-    pool's clean-up and fails loudly. (Python runs handlers in the main thread whichever
+    """Hold SIGINT, SIGTERM and SIGHUP until the block ends, then act on them: an interrupt
+    in the middle of a worker's start leaves a worker its pool does not know, which outlives
+    the pool's clean-up and fails loudly. (Python runs handlers in the main thread whichever
     thread the signal reaches, so the handlers are swapped, not the thread's signal mask.)"""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
+    held = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {number: signal.getsignal(number) for number in held}
     for number in held:
         signal.signal(number, lambda signum, frame: caught.append(signum))

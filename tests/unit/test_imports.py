@@ -175,6 +175,7 @@ FOUNDATION = {
     "config",
     "devices",
     "errors",
+    "_arguments",
     "_files",
     "_processes",
     "_optional",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import time
 
 
 def test_a_worker_whose_owner_died_before_it_armed_its_signal_ends():
@@ -32,3 +34,22 @@ def test_a_worker_whose_owner_died_before_it_armed_its_signal_ends():
     finally:
         worker.kill()
     assert code == -signal.SIGKILL
+
+
+def test_an_owner_dead_but_not_yet_reaped_counts_as_gone():
+    """A killed owner whose parent has not reaped it (a zombie) still answers signal 0: its
+    workers ran on, holding its output pipes, and a driver in `subprocess.run(...,
+    capture_output=True)` waited for them for ever (it reaps only once the pipes close)."""
+    from caloforge._processes import running
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(100):  # exited, not reaped: a zombie
+            with open(f"/proc/{child.pid}/stat", "rb") as stat:
+                if stat.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    break
+            time.sleep(0.05)
+        assert not running(child.pid)
+    finally:
+        child.wait()
+    assert running(os.getpid())

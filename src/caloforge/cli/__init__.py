@@ -170,8 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that start ranks
     # SIGTERM (a batch system ending the job, `kill`) is handled as Ctrl-C: outputs in
-    # progress are removed and workers ended.
+    # progress are removed and workers ended. So is SIGHUP (the terminal or ssh session
+    # closed: its partial was left to the next run), unless ignored (`nohup`).
     previous = signal.signal(signal.SIGTERM, _terminated)
+    hangup = signal.getsignal(signal.SIGHUP)
+    if hangup is signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, _terminated)
     stdout = sys.stdout
     try:
         if stdout is not None:  # None: started with standard output closed
@@ -233,6 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sys.stdout = stdout
         signal.signal(signal.SIGTERM, previous)
+        if hangup is signal.SIG_DFL:
+            signal.signal(signal.SIGHUP, hangup)
 
 
 class _StandardOutputError(Exception):

@@ -94,7 +94,9 @@ def _inspect(args: argparse.Namespace) -> int:
         raise CaloforgeError(f"--max-showers must be >= 0, got {args.max_showers}")
     options = {"binning": args.binning} if args.binning else {}
     for f in args.files:
-        if Path(f).is_dir():  # a run or checkpoint folder
+        # A run or checkpoint folder, or a shipped one (`pretrained:NAME`; the prefix is
+        # spelled here: its module imports torch, which a shower file's summary needs not)
+        if Path(f).is_dir() or f.startswith("pretrained:"):
             from caloforge.models.checkpoint import print_checkpoint_summary, summarize_checkpoint
 
             print_checkpoint_summary(summarize_checkpoint(f))

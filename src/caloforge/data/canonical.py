@@ -678,6 +678,24 @@ def _check_units(path: str | os.PathLike[str], value: Any, geometry: Geometry) -
             )
 
 
+def _check_geometry_name(path: str | os.PathLike[str], name: Any, geometry: Geometry) -> None:
+    """Refuse a `geometry` attribute naming another geometry than `geometry_json` describes
+    (an edited file: which of the two is meant cannot be told). Absent: the description
+    alone says it."""
+    if name is None:
+        return
+    if isinstance(name, np.ndarray) and name.size == 1:  # ['clic-25'], as some tools write
+        name = name.reshape(()).item()
+    if _text(name) != geometry.name:
+        raise InputFileError(
+            path,
+            "the geometry's name and its description disagree",
+            key="geometry",
+            expected=f"'{geometry.name}', the name in the attribute geometry_json",
+            found=f"{name!r}",
+        )
+
+
 def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
     if "geometry_json" not in h5.attrs:
         raise InputFileError(
@@ -694,6 +712,7 @@ def _checked(path: str | os.PathLike[str], h5: h5py.File) -> ShowerFile:
         raise InputFileError(
             path, f"bad geometry description ({exc})", key="geometry_json"
         ) from None
+    _check_geometry_name(path, h5.attrs.get("geometry"), geometry)
     _check_units(path, h5.attrs.get("units"), geometry)
     if SHOWERS_KEY not in h5:
         raise InputFileError(

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import h5py
 
+from caloforge._arguments import check_integer, check_path
 from caloforge._files import check_output
 from caloforge.data.canonical import ShowerWriter, open_h5
 from caloforge.data.formats import detect_format
@@ -64,8 +65,8 @@ def convert(
     """
     if to not in TARGETS:
         raise CaloforgeError(f"unknown output format '{to}'; choose one of {', '.join(TARGETS)}")
-    if batch_size < 1:
-        raise CaloforgeError(f"batch_size must be at least 1, got {batch_size}")
+    check_path("output", output)
+    batch_size = check_integer("batch_size", batch_size, 1)
     if calibration is not None and to != CALOCHALLENGE:
         raise CaloforgeError("--calibration is for writing with --to calochallenge")
     files = expand_paths(inputs)

@@ -16,7 +16,10 @@ from caloforge.errors import CaloforgeError, InputFileError
 
 
 def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """Paths in the order given, each glob pattern expanded in sorted order."""
+    """Paths in the order given, each glob pattern expanded in sorted order (a bytes path,
+    as os functions take it, is decoded as they decode it)."""
+    if isinstance(paths, bytes):  # a Sequence too: its bytes were taken for paths (got 47)
+        paths = os.fsdecode(paths)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     if not isinstance(paths, Sequence):
@@ -25,6 +28,8 @@ def expand_paths(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]
         )
     out: list[Path] = []
     for p in paths:
+        if isinstance(p, bytes):
+            p = os.fsdecode(p)
         if not isinstance(p, (str, os.PathLike)):
             raise CaloforgeError(f"expected a path or a glob pattern, got {p!r}")
         s = str(p)
@@ -59,6 +64,19 @@ def _refuse_repeats(paths: list[Path]) -> None:
                 f"given twice{also}; each input file is read once (its showers would count twice)",
             )
         seen[key] = path
+    if len(paths) > 1:  # one file's showers also read through another's HDF5 links
+        from caloforge._files import hdf5_linked_files, same_file
+
+        for path in paths:
+            for linked in hdf5_linked_files(path):
+                other = next((p for p in paths if same_file(p, linked)), None)
+                if other is not None:
+                    raise InputFileError(
+                        path,
+                        f"reads data from {other} (through an HDF5 external link or virtual "
+                        "dataset), which is given too; each input file is read once (its "
+                        "showers would count twice)",
+                    )
 
 
 class ShowerCollection:

@@ -41,6 +41,7 @@ import torch
 from torch import Tensor
 
 from caloforge import __version__
+from caloforge._arguments import check_integer, check_path
 from caloforge._files import atomic_output
 from caloforge.errors import CaloforgeError, ConditionError
 from caloforge.generation.onnx_graph import (
@@ -270,6 +271,10 @@ def export_onnx(
     graph disagrees with the model, `CaloforgeError` for an output that cannot be written.
     No file is left under `output` (nor a partial one beside it) unless the export succeeds.
     """
+    check_path("--checkpoint", checkpoint)
+    check_path("-o", output)
+    if opset is not None:  # its range: `_check_opset`, with the installed onnx's newest
+        check_integer("--opset", opset)
     onnx_module, _ = require_onnx("caloforge export --format onnx")
     output = Path(output)
     _check_output(output)

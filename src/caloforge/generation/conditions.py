@@ -39,6 +39,14 @@ def check_conditions(
         raise ConditionError(
             f"{source}: the model needs condition(s) {missing}; got {sorted(conditions)}"
         )
+    if geometry is not None:  # theta for a geometry without one was ignored, silently
+        unknown = [name for name in conditions if not geometry.has_condition(name)]
+        if unknown:
+            known = [c.name for c in geometry.conditions]
+            raise ConditionError(
+                f"{source}: condition(s) {unknown} are not conditions of geometry "
+                f"'{geometry.name}'; expected some of {known}"
+            )
     arrays = {}
     for name, value in conditions.items():
         try:
@@ -47,8 +55,14 @@ def check_conditions(
             raise ConditionError(
                 f"{source}: condition '{name}' must hold numbers, found {exc}"
             ) from None
-    lengths = {name: (len(a) if a.ndim else -1) for name, a in arrays.items()}
-    if len(set(lengths.values())) != 1 or -1 in lengths.values():
+    for name, a in arrays.items():
+        if a.ndim == 0:  # a bare number: lengths {'energy': -1} said nothing
+            raise ConditionError(
+                f"{source}: condition '{name}' is one number ({a}); expected an array of one "
+                f"value per shower ([{a}] for one shower)"
+            )
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) != 1:
         raise ConditionError(
             f"conditions must be arrays of one length n (one row per shower), got lengths {lengths}"
         )

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import sys
 import warnings
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from caloforge._arguments import check_integer, check_pair, check_path
 from caloforge._files import check_output
 from caloforge.data.canonical import ShowerWriter, check_batch_memory, check_room
 from caloforge.data.io import expand_paths, open_showers
@@ -209,12 +211,18 @@ def generate_to_file(
     the file appears under its name only once complete. Returns the merged file, or this
     rank's file when not merged.
     """
+    check_path("--checkpoint", checkpoint)
+    check_path("-o", output)
+    batch_size = check_integer("--batch-size", batch_size)
+    seed = check_integer("--seed", seed)
     if batch_size <= 0:
         raise CaloforgeError(f"--batch-size must be positive, got {batch_size}")
     if seed < 0:
         raise CaloforgeError(f"--seed must be a non-negative integer, got {seed}")
-    if n is not None and n <= 0:
-        raise CaloforgeError(f"--n must be a positive number of showers, got {n}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral) or n <= 0):
+        raise CaloforgeError(f"--n must be a positive number of showers, got {n!r}")
+    for option, pair in (("--energy", energy), ("--theta", theta_deg), ("--point", point)):
+        check_pair(option, pair)
     ranges_given = {
         "--energy": energy,
         "--theta": theta_deg,

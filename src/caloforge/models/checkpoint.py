@@ -145,6 +145,14 @@ def read_pointer(path: Path) -> Path | None:
     return target if (target / CONFIG).is_file() else None
 
 
+def _pointed(path: Path) -> Path | None:
+    """The folder a pointer file names, whether or not it is there (None: no pointer)."""
+    try:
+        return path.parent / json.loads(path.read_text())["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def step_of(folder: Path) -> int:
     """The step of a `step-NNNNNNNN` folder (-1 for another name)."""
     m = _STEP_DIR.match(folder.name)
@@ -199,6 +207,14 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         found = read_pointer(p / BEST) or latest_checkpoint(p)
         if found is not None:
             return found
+        for pointer in (p / LATEST, p / BEST):  # a run whose checkpoints were removed
+            target = _pointed(pointer)
+            if target is not None:
+                raise CheckpointError(
+                    f"{pointer}: names the checkpoint {target}, which holds no {CONFIG} (removed "
+                    "or moved?), and the run has no other checkpoints/step-*; expected a "
+                    "checkpoint folder"
+                )
     raise CheckpointError(
         f"{p}: not a checkpoint (no {CONFIG}) nor a run folder with checkpoints "
         f"(no {BEST}, {LATEST} or checkpoints/step-*)"
@@ -391,8 +407,8 @@ def summarize_checkpoint(path: str | os.PathLike[str]) -> CheckpointSummary:
     physics check, the training data and its condition ranges, parameter counts. Reads the
     config and pointers; the weights are not loaded (parameters are counted on the model the
     config builds). Raises `CheckpointError` for a folder that is neither."""
-    given = Path(path)
-    folder = resolve_checkpoint(given)
+    folder = resolve_checkpoint(path)  # the path itself: `pretrained:NAME` is a name
+    given = folder if str(path).startswith(PRETRAINED) else Path(path)
     config_path = folder / CONFIG
     config, model_config, geometry = _read_config(config_path)
     family = str(model_config["family"])

@@ -76,6 +76,11 @@ class TrainResult:
     history: list[dict[str, Any]]
 
 
+class NoValidationShowersWarning(UserWarning):
+    """The split leaves no validation showers: the physics check uses training showers
+    (caloforge's own class: the CLI shows it as one line, not with Python's file:line)."""
+
+
 def make_optimizer(cfg: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
     """The recipe's optimizer for `module`'s trainable parameters at learning rate `lr`."""
     o = cfg.optimizer
@@ -296,6 +301,7 @@ class Trainer:
             warnings.warn(
                 f"training.fractions {list(self.cfg.fractions)} leave no validation showers: "
                 "the physics check (and best.json) use training showers",
+                NoValidationShowersWarning,
                 stacklevel=3,
             )
         return batch.showers, dict(batch.conditions)

@@ -26,6 +26,7 @@ import numpy as np
 
 from caloforge import __version__
 from caloforge.data.source import Batch, ShowerSource
+from caloforge.errors import CaloforgeError
 from caloforge.geometry import Geometry
 from caloforge.validation import metrics
 from caloforge.validation.config import ValidationConfig
@@ -77,6 +78,12 @@ def compare(
     them everything runs in this process."""
     from caloforge._processes import default_workers
 
+    for role, given in (("reference", reference), ("generated", generated)):
+        if not isinstance(given, ShowerSource):  # a path: AttributeError on .geometry
+            raise CaloforgeError(
+                f"compare: {role} must be an open shower set (caloforge.data.open_showers), "
+                f"got {type(given).__name__} {given!r}; validate() takes paths"
+            )
     config = config or ValidationConfig()
     overlap = check_comparable(reference, generated)
     edges = condition_edges(overlap, config)  # bad bins refused before the features' work

@@ -21,13 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from caloforge._files import through_link
-from caloforge.errors import CaloforgeError
+from caloforge._files import check_report_folder, through_link
 from caloforge.validation.comparison import compare
 from caloforge.validation.config import ValidationConfig
 from caloforge.validation.formatting import Rounded, measured
 from caloforge.validation.results import Headline, ValidationResult
-from caloforge.validation.sources import source_spec
+from caloforge.validation.sources import source_specs
 from caloforge.validation.verdicts import bin_label
 
 if TYPE_CHECKING:
@@ -52,12 +51,14 @@ def validate(
     `out` (index.html, metrics.json, plots/*.png); returns what was found.
 
     Each side is a file, several files or a glob, in any format the data layer reads
-    (`format` and `options`, such as a CaloChallenge `binning`, apply to both). Problems
+    (`format` applies to both; `options`, such as a CaloChallenge `binning`, to the sides
+    whose format takes them). Problems
     with the input raise `CaloforgeError` before anything is written."""
     config = config or ValidationConfig()
     out = through_link(out)  # a link to the report folder stays a link to it
     _check_out(out)
-    specs = (source_spec(reference, format, options), source_spec(generated, format, options))
+    first, second = source_specs([reference, generated], format, options)
+    specs = (first, second)
     ref = specs[0].open()
     try:
         gen = specs[1].open()
@@ -163,14 +164,7 @@ def write_report(
 
 def _check_out(out: Path) -> None:
     """Refuse an --out that is a file, or a folder holding something other than a report."""
-    if out.exists() and not out.is_dir():
-        raise CaloforgeError(f"{out}: exists and is not a folder; choose another --out")
-    report = (out / "index.html").exists() and (out / "metrics.json").exists()
-    if out.is_dir() and any(out.iterdir()) and not report:
-        raise CaloforgeError(
-            f"{out}: the folder exists and does not hold a caloforge report "
-            "(index.html and metrics.json); refusing to replace it"
-        )
+    check_report_folder(out)
 
 
 def _replace_folder(new: Path, out: Path) -> None:

@@ -53,6 +53,41 @@ def source_spec(
     return SourceSpec(tuple(str(p) for p in items), format, tuple(sorted(options.items())))
 
 
+def source_specs(
+    sets: Sequence[str | os.PathLike[str] | Sequence[str | os.PathLike[str]]],
+    format: str | None,
+    options: Mapping[str, Any],
+) -> list[SourceSpec]:
+    """The `SourceSpec` of each set. Reader options given for all the sets together (a
+    CaloChallenge `binning`) go, with the format detected, to the sets whose format takes
+    them: a CaloChallenge reference and a canonical generated set are compared with one
+    `--binning` (its reader alone reads it). Where no set takes them, an error names them."""
+    if format is not None or not options:
+        return [source_spec(paths, format, options) for paths in sets]
+    from caloforge.data.formats import FORMATS, detect_format
+    from caloforge.data.io import expand_paths
+
+    takes, formats = [], []
+    for paths in sets:
+        files = expand_paths(paths)
+        detected = detect_format(files[0]) if files else None
+        formats.append(detected)
+        takes.append(detected is not None and set(options) <= set(FORMATS[detected].options))
+    if not any(takes):
+        given = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(options))
+        raise CaloforgeError(
+            f"{given}: no set is of a format that takes it; found "
+            + ", ".join(
+                f"{' '.join(map(str, expand_paths(paths)))} ({fmt})"
+                for paths, fmt in zip(sets, formats, strict=True)
+            )
+        )
+    return [
+        source_spec(paths, format, options if take else {})
+        for paths, take in zip(sets, takes, strict=True)
+    ]
+
+
 def _geometry_difference(a: Geometry, b: Geometry) -> str:
     """'' when a and b describe the same detector (names and descriptions aside)."""
     if tuple(a.shape) != tuple(b.shape):

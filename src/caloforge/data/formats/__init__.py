@@ -23,6 +23,7 @@ class FileFormat:
     description: str
     sniff: Callable[[Path], bool]
     open: Callable[..., ShowerSource]
+    options: tuple[str, ...] = ()  # the reader options `open` takes (a CaloChallenge binning)
 
 
 FORMATS: dict[str, FileFormat] = {}

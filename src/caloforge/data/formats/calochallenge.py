@@ -299,6 +299,7 @@ register(
         "CaloChallenge 2022 HDF5 (incident_energies, showers; needs --binning FILE.xml)",
         _sniff,
         _open,
+        ("binning",),
     )
 )
 

@@ -137,5 +137,6 @@ register(
         "LCD / 3DGAN HDF5 (ECAL 51x51x25 with energy and theta, or 25x25x25 with target)",
         _sniff,
         _open,
+        ("ecal_scale",),
     )
 )

@@ -266,5 +266,6 @@ register(
         "LHCb calorimeter challenge .npz (EnergyDeposit, ParticleMomentum, ParticlePoint)",
         _sniff,
         _open,
+        ("energy_scale", "point_scale"),
     )
 )

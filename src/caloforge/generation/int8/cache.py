@@ -33,7 +33,14 @@ from caloforge.generation.openvino import Feed
 if TYPE_CHECKING:
     import onnx
 
-__all__ = ["CACHE_ENVIRONMENT", "cache_key", "cached", "default_cache", "store"]
+__all__ = [
+    "CACHE_ENVIRONMENT",
+    "CacheNotKeptWarning",
+    "cache_key",
+    "cached",
+    "default_cache",
+    "store",
+]
 
 
 def default_cache() -> Path:
@@ -113,6 +120,11 @@ def cached(
     return trial.model, report
 
 
+class CacheNotKeptWarning(UserWarning):
+    """The int8 choice could not be written to the cache (shown as caloforge's own one-line
+    warning: a plain UserWarning came out with Python's file:line and source line)."""
+
+
 def store(path: Path, report: Int8Report, log: Callable[[str], None]) -> None:
     """Keep the search's choice at `path` (written under a temporary name, then renamed); a
     cache that cannot be written costs the next run the search again, nothing else."""
@@ -123,6 +135,7 @@ def store(path: Path, report: Int8Report, log: Callable[[str], None]) -> None:
         warnings.warn(
             f"could not keep the int8 choice in {path.parent} ({error}); the next run searches "
             f"again (set {CACHE_ENVIRONMENT} to a writable folder)",
+            CacheNotKeptWarning,
             stacklevel=3,
         )
         return

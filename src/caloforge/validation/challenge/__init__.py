@@ -39,18 +39,22 @@ def validate_calochallenge(
 ) -> ChallengeResult:
     """Evaluate `generated` against `reference` as the CaloChallenge does and write the
     report folder `out` (metrics.json, tables.txt, index.html); with `second_reference`, the
-    reference against it too (the floor). Files in any readable format (`format`, `options`
-    such as a CaloChallenge `binning` apply to all); grid sets are rebinned and calibrated
-    (`calibration`) as `convert --to calochallenge` writes them."""
+    reference against it too (the floor). Files in any readable format (`format` applies to
+    all, `options` such as a CaloChallenge `binning` to the sets whose format takes them);
+    grid sets are rebinned and calibrated (`calibration`) as `convert --to calochallenge`
+    writes them."""
+    from caloforge._files import check_report_folder, through_link
     from caloforge.validation.challenge.protocol import run_calochallenge
     from caloforge.validation.challenge.tables import write_challenge_report
-    from caloforge.validation.sources import source_spec
+    from caloforge.validation.sources import source_specs
 
+    # Before the work (the classifiers: an hour on a CPU), not when the report is written.
+    check_report_folder(through_link(out))
     paths = [reference, generated] + ([second_reference] if second_reference is not None else [])
     sources = []
     try:
-        for p in paths:
-            sources.append(source_spec(p, format, options).open())
+        for spec in source_specs(paths, format, options):
+            sources.append(spec.open())
         result = run_calochallenge(
             sources[0],
             sources[1],

@@ -292,8 +292,12 @@ def run_calochallenge(
     lap = timer.lap
     sources = [reference, generated] + ([second_reference] if second_reference else [])
     binning, to_voxels, scale = challenge_voxels(reference.geometry, calibration)
+    # Each set's own way to the voxels: a CaloChallenge reference keeps its voxels while a
+    # grid generated set is rebinned (the reference's function on a grid: ValueError).
+    converters = [to_voxels]
     for s in sources[1:]:
-        other = challenge_voxels(s.geometry, calibration)[0]
+        other, other_to_voxels, _ = challenge_voxels(s.geometry, calibration)
+        converters.append(other_to_voxels)
         if other != binning:
             raise CaloforgeError(
                 f"{s.path}: its voxels do not match those of the reference {reference.path} "
@@ -310,8 +314,8 @@ def run_calochallenge(
     radius = max(max(layer.r_edges) for layer in binning.layers)
     labels = (*config.labels, "Second reference")
     sets = [
-        _read_set(s, label, to_voxels, layout, min_energy, config.max_showers)
-        for s, label in zip(sources, labels, strict=False)
+        _read_set(s, label, convert, layout, min_energy, config.max_showers)
+        for s, label, convert in zip(sources, labels, converters, strict=False)
     ]
     lap("read_and_features")
     specs = histograms.histogram_specs(layout, dataset, min_energy, radius)

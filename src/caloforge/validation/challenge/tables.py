@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from caloforge._files import through_link
-from caloforge.errors import CaloforgeError
+from caloforge._files import check_report_folder, through_link
 from caloforge.validation.challenge.classifier import RecipeResult
 from caloforge.validation.challenge.histograms import LAYER_FAMILIES, Separation
 from caloforge.validation.formatting import Rounded, measured, measured_text
@@ -248,14 +247,7 @@ def write_challenge_report(result: ChallengeResult, out: str | os.PathLike[str])
     other folder with contents refused)."""
 
     out = through_link(out)  # a link to the report folder stays a link to it
-    if out.exists() and not out.is_dir():
-        raise CaloforgeError(f"{out}: exists and is not a folder; choose another --out")
-    report = (out / "index.html").exists() and (out / "metrics.json").exists()
-    if out.is_dir() and any(out.iterdir()) and not report:
-        raise CaloforgeError(
-            f"{out}: the folder exists and does not hold a caloforge report "
-            "(index.html and metrics.json); refusing to replace it"
-        )
+    check_report_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
