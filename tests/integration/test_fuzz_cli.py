@@ -2558,6 +2558,18 @@ def test_resume_logs_each_step_once_refuses_another_batch_size(
     (line,) = error_lines(capsys.readouterr().err)
     assert "--data: 11 training showers (the run had 8)" in line
     assert snapshot(run) == before
+    # Showers appended that leave the training split as large (10 -> 11 showers: 8 and 9
+    # would differ; 12 -> 13 both give 10): the split is drawn anew all the same.
+    grown, grown_run = canonical(tmp_path / "grown.h5", n=12), tmp_path / "grown-run"
+    assert _train(grown, grown_run) == 0
+    with ShowerWriter(grown, PRESETS["clic-25"], append=True) as writer:
+        one = sparse_cells(np.random.default_rng(1), (1, 25, 25, 25), 0.01)
+        writer.write(Batch(one, {"energy": np.array([50.0])}))
+    kept = snapshot(grown_run)
+    assert _train(grown, grown_run, "--resume") == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    assert "--data: 13 showers in all (the run had 12)" in line
+    assert snapshot(grown_run) == kept
     assert _train(data, run, "--resume") == 0
     resumed = _records(run)
     assert [r["step"] for r in resumed if r["event"] == "step"] == [1, 2, 3]

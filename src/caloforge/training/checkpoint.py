@@ -51,7 +51,7 @@ from caloforge.models.checkpoint import (
 )
 
 # What `Trainer.save` adds to the training section beside the training config itself.
-RUN_RECORD = ("condition_ranges", "family", "data", "data_showers")
+RUN_RECORD = ("condition_ranges", "family", "data", "data_showers", "data_total")
 
 __all__ = [
     "RESUME_FIXED",
@@ -196,11 +196,17 @@ def load_trainer_state(
 
 
 def check_resumable(
-    saved: dict[str, Any], cfg: Any, split: int, run_dir: Path, folder: Path
+    saved: dict[str, Any],
+    cfg: Any,
+    split: int,
+    run_dir: Path,
+    folder: Path,
+    *,
+    total: int | None = None,
 ) -> None:
-    """Refuse a resume whose settings (`cfg`, a TrainConfig; `split` training showers) would
-    feed other data than the run's (`saved`, the checkpoint's training record): the run
-    would go on, but no longer as the uninterrupted one."""
+    """Refuse a resume whose settings (`cfg`, a TrainConfig; `split` training showers of
+    `total` in the data) would feed other data than the run's (`saved`, the checkpoint's
+    training record): the run would go on, but no longer as the uninterrupted one."""
     changed = []
     for key in RESUME_FIXED:
         mine = json.loads(json.dumps(getattr(cfg, key)))
@@ -208,6 +214,10 @@ def check_resumable(
             changed.append(f"training.{key}={mine} (the run used {saved[key]})")
     if saved.get("data_showers", split) != split:  # another data file under the name
         changed.append(f"--data: {split} training showers (the run had {saved['data_showers']})")
+    elif total is not None and saved.get("data_total", total) != total:
+        # Showers appended (or the file replaced) leaving the training split as large: its
+        # showers, drawn from all of them, are others all the same.
+        changed.append(f"--data: {total} showers in all (the run had {saved['data_total']})")
     if changed:
         raise CaloforgeError(
             f"{run_dir}: --resume continues the run of {folder.name} exactly only with the "

@@ -214,9 +214,13 @@ class Trainer:
             self._resume()
 
     def close(self) -> None:
-        """Let another process use the run folder (`fit` does this when it ends)."""
+        """Let another process use the run folder and the data files (`fit` does this when
+        it ends; the data stay open otherwise, and HDF5's lock refuses an append to them)."""
         if self._lock is not None:
             self._lock.release()
+        stream = getattr(self, "stream", None)  # None: set-up failed before it was made
+        if stream is not None:
+            stream.close()  # reopened by a second `fit`
 
     # --- set-up ------------------------------------------------------------------------------
     def _check_run_dir(self, resume: bool) -> None:
@@ -312,7 +316,14 @@ class Trainer:
         assert folder is not None
         checkpoint = load_checkpoint(folder, family=self.config.family, device=self.context.device)
         saved = checkpoint.config.get("training", {})
-        check_resumable(saved, self.cfg, len(self.stream.indices), self.run_dir, folder)
+        check_resumable(
+            saved,
+            self.cfg,
+            len(self.stream.indices),
+            self.run_dir,
+            folder,
+            total=self.stream.n_total,
+        )
         for role, module in self.bundle.modules.items():
             module.load_state_dict(checkpoint.bundle.modules[role].state_dict())
         self.transform = checkpoint.transform
@@ -365,6 +376,7 @@ class Trainer:
             "family": self.config.family,
             "data": [str(Path(p).resolve()) for p in self.stream.paths],
             "data_showers": len(self.stream.indices),  # the training split's, to resume
+            "data_total": self.stream.n_total,  # all of it: the split drawn from it
         }
         return save_checkpoint(
             self.run_dir,
