@@ -186,6 +186,15 @@ def check_output(
         )
     final = Path(final)
     _check_name_lengths(final, label)
+    if final.is_symlink():
+        try:
+            os.stat(final)
+        except OSError as exc:  # a dangling link is written through; a loop has no end
+            if exc.errno == errno.ELOOP:
+                raise OutputError(
+                    f"{label}: is a symbolic link that loops (it never reaches a file); "
+                    "expected the path of a file to write, or a link to one"
+                ) from None
     if not folder and final.is_dir():
         raise OutputError(f"{label}: is a folder; expected the path of a file to write")
     if final.exists() and not final.is_dir() and not final.is_file():
@@ -212,6 +221,11 @@ def check_output(
     parent = final.absolute() if folder and final.is_dir() else final.absolute().parent
     while not parent.exists() and not parent.is_symlink() and parent != parent.parent:
         parent = parent.parent
+    if parent.is_symlink() and not parent.exists():
+        raise OutputError(
+            f"{label}: cannot be created, {parent} is a symbolic link to nothing "
+            f"({os.readlink(parent)}); expected a folder"
+        )
     if not parent.is_dir():
         raise OutputError(f"{label}: cannot be created, {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):

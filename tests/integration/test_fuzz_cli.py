@@ -1057,7 +1057,7 @@ CASES = [
     Case(
         "bench-batch-sizes-0",
         lambda tmp, ck: ["bench", "--model", "gan3d", "--batch-sizes", "0"],
-        ("batch sizes must be positive",),
+        ("--batch-sizes: batch sizes must be positive",),
     ),
     Case(
         "bench-model-unknown",
@@ -2014,6 +2014,56 @@ CASES += [
         ],
         ("--processes 100000", "at most", "per core"),
     ),
+    # Round eight: an output that is a symbolic link loop was replaced by a file; one set
+    # with no shower in the overlap of the conditions was a ValueError traceback.
+    Case(
+        "generate-onto-a-symbolic-link-loop",
+        lambda tmp, ck: generate(tmp, ck, "--n", "2", "-o", _link_loop(tmp)),
+        ("-o", "a.h5", "symbolic link that loops"),
+    ),
+    Case(
+        "convert-onto-a-symbolic-link-loop",
+        lambda tmp, ck: ["convert", ref(tmp), _link_loop(tmp)],
+        ("a.h5", "symbolic link that loops"),
+    ),
+    Case(
+        "generate-below-a-symbolic-link-to-nothing",
+        lambda tmp, ck: generate(
+            tmp, ck, "--n", "2", "-o", str(Path(link(tmp, str(tmp / "gone"), "d")) / "g.h5")
+        ),
+        ("-o", "d/g.h5", "is a symbolic link to nothing", "gone"),
+    ),
+    Case(
+        "validate-no-generated-shower-in-the-overlap",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp, n=1, energy=[50.0]), "--generated"),
+            str(canonical(tmp / "g.h5", energy=[10.0, 20.0, 30.0, 70.0, 80.0, 90.0])),
+            *("--out", str(tmp / "rep")),
+        ],
+        ("g.h5 (generated)", "none of its 6 showers lies inside", "energy 50:50 GeV"),
+    ),
+    Case(
+        "validate-max-showers-leaves-none-in-the-overlap",
+        lambda tmp, ck: [
+            *("validate", "--reference", ref(tmp, n=1, energy=[50.0]), "--generated"),
+            str(canonical(tmp / "g.h5", energy=[10.0, 20.0, 30.0, 70.0, 80.0, 50.0])),
+            *("--max-showers", "1", "--out", str(tmp / "rep")),
+        ],
+        ("g.h5 (generated)", "none of the first 1 of its 6 showers (--max-showers)"),
+    ),
+    Case(
+        "tune-too-few-held-out-showers-to-judge-a-trial",
+        lambda tmp, ck: tune_of(tmp),
+        ("ref.h5, 6 showers", "leaves 1 test showers", "fewer than 50 (validation.min_showers)"),
+    ),
+    Case(
+        "train-override-transform-power-0",
+        lambda tmp, ck: [
+            *("train", "--config", "gan3d", "--data", ref(tmp), "--out", str(tmp / "run")),
+            *("training.batch_size=2", "transform.power=0"),
+        ],
+        ("transform 'power': parameter 'power' must be > 0, got 0",),
+    ),
 ]
 
 
@@ -2785,6 +2835,25 @@ def test_validate_says_when_subsample_0_switches_the_cell_metrics_off(
     headline = json.loads((tmp_path / "r2" / "metrics.json").read_text())["headline"]
     projection = headline["projection_mse"]
     assert projection["verdict"] == "n/a" and "too few for a verdict" in projection["detail"]
+
+
+def _no_cells(f: h5py.File) -> None:
+    f["showers"][...] = 0
+
+
+def test_validate_of_empty_showers_draws_its_plots_without_library_warnings(
+    tmp_path: Path,
+) -> None:
+    """Showers without a lit cell (a dead generator): the log axes of the plots had nothing
+    positive to show and matplotlib's UserWarning, with its source line, reached stderr."""
+    source = str(canonical(tmp_path / "zero.h5", edit=_no_cells))
+    argv = ["validate", "--reference", source, "--generated", source, "--out", "r"]
+    done = subprocess.run(
+        [*CALOFORGE, *argv], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    assert (tmp_path / "r" / "plots" / "cell_spectrum.png").is_file()
 
 
 def test_validate_check_does_not_pass_a_comparison_it_could_not_judge(

@@ -43,7 +43,7 @@ def test_boxcox_fit_recovers_a_known_lambda():
 def test_bad_transforms_are_refused():
     with pytest.raises(CaloforgeError, match="unknown transform 'sqrt'"):
         transform_from_dict({"name": "sqrt"})
-    with pytest.raises(CaloforgeError, match="power > 0"):
+    with pytest.raises(CaloforgeError, match="parameter 'power' must be > 0"):
         Power(-1.0)
     with pytest.raises(CaloforgeError, match="need at least 10"):
         BoxCox.fit(np.zeros(100))

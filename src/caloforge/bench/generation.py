@@ -233,7 +233,9 @@ def bench_generation(
     device = pipeline.device
     sizes = sorted(set(batch_sizes) | set(LATENCY_BATCHES))
     if not sizes or sizes[0] <= 0:
-        raise CaloforgeError(f"batch sizes must be positive, got {sorted(set(batch_sizes))}")
+        raise CaloforgeError(  # the option named as the CLI spells it (batch_sizes in Python)
+            f"--batch-sizes: batch sizes must be positive, got {sorted(set(batch_sizes))}"
+        )
     generator = pipeline.generator
     torch_generator = torch.Generator().manual_seed(seed)
     reference = next(generator.parameters())

@@ -83,8 +83,11 @@ class Power(_Invertible):
     name = "power"
 
     def __post_init__(self) -> None:
-        if not (self.power > 0 and self.scale > 0):
-            raise CaloforgeError(f"power transform needs power > 0 and scale > 0, got {self}")
+        for key in ("power", "scale"):  # named as transform_from_dict names its checks
+            if not getattr(self, key) > 0:
+                raise CaloforgeError(
+                    f"transform 'power': parameter '{key}' must be > 0, got {getattr(self, key)!r}"
+                )
 
     def forward(self, x: Array) -> Array:
         return _clamp_min(x * self.scale, 0.0) ** self.power
@@ -105,7 +108,7 @@ class Log(_Invertible):
 
     def __post_init__(self) -> None:
         if not self.eps > 0:
-            raise CaloforgeError(f"log transform needs eps > 0, got {self.eps}")
+            raise CaloforgeError(f"transform 'log': parameter 'eps' must be > 0, got {self.eps!r}")
 
     def forward(self, x: Array) -> Array:
         z = _clamp_min(x, 0.0) / self.eps

@@ -234,19 +234,20 @@ def run_tune(options: TuneOptions) -> TuneOutcome:
     out.mkdir(parents=True, exist_ok=True)
     try:
         open_study(spec, job.storage, job.study_name, resume=options.resume, out=out)
+        recipe = trial_recipe(job.settings, {})
+        shown = write_heldout(
+            job.settings.data,
+            Path(job.settings.heldout),
+            fractions=recipe.training.fractions,
+            split_seed=recipe.training.split_seed,
+            max_showers=options.heldout,
+            data_format=options.data_format,
+            min_showers=int(job.settings.validation.get("min_showers", 1)),
+        )
     except BaseException:
-        if created:  # a storage that cannot be opened leaves no study folder behind
+        if created:  # a storage or held-out set that fails leaves no study folder behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-    recipe = trial_recipe(job.settings, {})
-    shown = write_heldout(
-        job.settings.data,
-        Path(job.settings.heldout),
-        fractions=recipe.training.fractions,
-        split_seed=recipe.training.split_seed,
-        max_showers=options.heldout,
-        data_format=options.data_format,
-    )
     if options.progress:
         print(
             f"caloforge tune: study '{job.study_name}' in {job.storage.describe()}; "

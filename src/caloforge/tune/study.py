@@ -247,9 +247,12 @@ def write_heldout(
     split_seed: int,
     max_showers: int | None,
     data_format: str | None,
+    min_showers: int = 1,
 ) -> int:
     """Copy the recipe's test split of the data (showers no trial trains or checks on) into
-    `target`, the first `max_showers` of it; returns how many. Kept when it exists."""
+    `target`, the first `max_showers` of it; returns how many. Kept when it exists. Fewer
+    than `min_showers` (validation.min_showers: below it no headline metric is judged, and
+    every trial would fail after its training) are refused before any trial."""
     from caloforge.data.canonical import ShowerWriter
     from caloforge.data.dataset import split_indices
     from caloforge.data.io import open_showers
@@ -263,6 +266,15 @@ def write_heldout(
                 f"the data ({', '.join(data)}, {len(source)} showers) leaves no test showers "
                 f"with training.fractions {list(fractions)}; tune judges every trial on them: "
                 "give more showers or a larger third fraction"
+            )
+        if len(index) < min_showers:
+            cap = f" (--heldout {max_showers})" if max_showers is not None else ""
+            raise CaloforgeError(
+                f"the data ({', '.join(data)}, {len(source)} showers) leaves {len(index)} test "
+                f"showers{cap} with training.fractions {list(fractions)}; tune judges every "
+                f"trial on them, and validation judges no headline metric on fewer than "
+                f"{min_showers} (validation.min_showers): give more showers or a larger "
+                "third fraction"
             )
         if target.is_file():
             with contextlib.closing(open_showers(target)) as kept:

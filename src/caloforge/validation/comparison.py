@@ -97,6 +97,7 @@ def compare(
     ]
     conditions = [read_conditions(s, n) for s, n in zip(sources, counts, strict=True)]
     masks = [in_overlap(c, overlap) for c in conditions]
+    _check_overlap_holds_showers(sources, masks, overlap, geometry, config)
     rng = np.random.default_rng(config.seed)
     draws = _draws(masks, config, rng)
     sets = features_of_sets(
@@ -212,6 +213,33 @@ def compare(
         timings_s=timer.timings,
         comparison=comparison,
     )
+
+
+def _check_overlap_holds_showers(
+    sources: Sequence[ShowerSource],
+    masks: Sequence[np.ndarray],
+    overlap: Mapping[str, tuple[float, float]],
+    geometry: Geometry,
+    config: ValidationConfig,
+) -> None:
+    """Refuse, before the features' work, a comparison where one set has no shower inside the
+    overlap of the two sets' conditions: each range overlaps, yet the showers of one set all
+    lie outside the other's (one shower at 52.6 GeV against five at 50.9-58.0 GeV)."""
+    for label, source, mask in zip(config.labels, sources, masks, strict=True):
+        if not mask.any():
+            ranges = ", ".join(
+                f"{k} {lo:.4g}:{hi:.4g} {geometry.condition(k).unit}"
+                for k, (lo, hi) in overlap.items()
+            )
+            read = (
+                f"its {len(mask)} showers"
+                if len(mask) == len(source)
+                else f"the first {len(mask)} of its {len(source)} showers (--max-showers)"
+            )
+            raise CaloforgeError(
+                f"{source.path} ({label.lower()}): none of {read} lies inside the overlap of "
+                f"the two sets' conditions ({ranges}); nothing can be compared"
+            )
 
 
 def _input_warnings(

@@ -228,7 +228,8 @@ def plot_cell_spectrum(c: Comparison) -> Figure:
     centre = np.sqrt(edges[1:] * edges[:-1])
     fig = new_figure("Cell energy spectrum", c, 12.0, 5.2)
     grid = fig.add_gridspec(1, 2)
-    for k, log in enumerate((False, True)):
+    positive = bool((hr > 0).any() or (hg > 0).any())  # all zero: no log axis (it warns)
+    for k, log in enumerate((False, positive)):
         top, bottom = with_ratio(fig, grid[k])
         top.stairs(hr, edges, fill=True, color=REFERENCE_FILL, label=c.labels[0])
         top.stairs(hr, edges, color=REFERENCE_COLOR, linewidth=1.0)

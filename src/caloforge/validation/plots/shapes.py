@@ -103,9 +103,9 @@ def _pair_stairs(
 
 
 def _log_limits(ax: Axes, *curves: np.ndarray) -> None:
-    ax.set_yscale("log")
     positive = np.concatenate([v[v > 0] for v in curves])
-    if positive.size:
+    if positive.size:  # all zero (empty showers): a log axis has nothing to show, and warns
+        ax.set_yscale("log")
         ax.set_ylim(positive.min() * 0.5, positive.max() * 3)
 
 
