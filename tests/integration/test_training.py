@@ -11,7 +11,10 @@ import pytest
 import torch
 
 from caloforge.cli import main
+from caloforge.data.canonical import ShowerWriter
+from caloforge.data.source import Batch
 from caloforge.errors import CaloforgeError
+from caloforge.geometry import PRESETS
 from caloforge.models.checkpoint import load_checkpoint
 from caloforge.simulation.run import simulate_to_file
 from caloforge.training.config import load_config
@@ -273,6 +276,18 @@ def test_no_validation_split_is_said_when_the_check_falls_back_to_training(clic_
         NoValidationShowersWarning, match=r"fractions \[1.0, 0.0, 0.0\] leave no validation"
     ):
         Trainer(config, clic_data, tmp_path / "run").close()
+
+
+def test_validation_showers_without_energy_are_said(tmp_path):
+    # All-zero showers: training runs, but the check can judge nothing (no best.json).
+    path = tmp_path / "zero.h5"
+    with ShowerWriter(path, PRESETS["clic-25"]) as writer:
+        writer.write(Batch(np.zeros((20, 25, 25, 25), np.float32), {"energy": np.full(20, 50.0)}))
+    config = load_config(CONFIGS / "gan3d.yaml", [*FAST, "training.batch_size=4"])
+    with pytest.warns(
+        NoValidationShowersWarning, match=r"hold no energy \(every cell 0; .*zero.h5"
+    ):
+        Trainer(config, path, tmp_path / "run").close()
 
 
 def test_each_epoch_records_its_wall_and_cpu_seconds(clic_data, tmp_path):

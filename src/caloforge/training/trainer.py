@@ -77,8 +77,9 @@ class TrainResult:
 
 
 class NoValidationShowersWarning(UserWarning):
-    """The split leaves no validation showers: the physics check uses training showers
-    (caloforge's own class: the CLI shows it as one line, not with Python's file:line)."""
+    """The physics check has no validation showers to judge by: the split leaves none (it
+    uses training showers), or they hold no energy (caloforge's own class: the CLI shows it
+    as one line, not with Python's file:line)."""
 
 
 def make_optimizer(cfg: TrainConfig, module: nn.Module, lr: float) -> torch.optim.Optimizer:
@@ -305,6 +306,14 @@ class Trainer:
             warnings.warn(
                 f"training.fractions {list(self.cfg.fractions)} leave no validation showers: "
                 "the physics check (and best.json) use training showers",
+                NoValidationShowersWarning,
+                stacklevel=3,
+            )
+        if len(batch.showers) and not batch.showers.any():
+            warnings.warn(
+                f"the {len(batch.showers)} showers the physics check compares with hold no "
+                f"energy (every cell 0; {', '.join(map(str, self.stream.paths))}): it cannot "
+                "judge the model, and no best.json will be written",
                 NoValidationShowersWarning,
                 stacklevel=3,
             )
