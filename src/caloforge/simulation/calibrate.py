@@ -262,15 +262,13 @@ def layer_energies(
     z_constant = rng.standard_normal(n)
     z_start = rng.standard_exponential(n)
     shape = calibration.shape(energy[:, None])
+    cdf = gflash.profile_cdf(edges[None, :], T[:, None], alpha[:, None], shape)
     late = calibration.start_depth(energy)
-
-    def profile(t: np.ndarray) -> np.ndarray:
-        return gflash.profile_cdf(t, T[:, None], alpha[:, None], shape)
-
-    if late is None:
-        cdf = profile(edges[None, :])
-    else:
-        cdf = calibration.late_cdf(profile, edges[None, :], late * z_start)[0]
+    if late is not None:
+        moved = edges[None, :] - (late * z_start)[:, None]
+        cdf = calibration.late_cdf(
+            cdf, gflash.profile_cdf(moved, T[:, None], alpha[:, None], shape)
+        )[0]
     dE = energy[:, None] * np.diff(cdf, axis=1)
     factors = calibration.depth_noise_factors(energy, z_noise, step)
     if factors is not None:

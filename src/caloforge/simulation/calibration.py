@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -166,24 +165,22 @@ class Calibration:
         )
 
     def start_depth(self, energy: np.ndarray) -> np.ndarray | None:
-        """Mean depth (X0) at which showers of primary energies `energy` (GeV) start behind
-        the face (each shower's drawn from an exponential of this mean); None where every
-        shower starts at the face."""
+        """Mean depth (X0) by which the late part of the energy of showers of primary
+        energies `energy` (GeV) starts behind the shower's start (each shower's drawn from an
+        exponential of this mean); None where there is no late start."""
         if self.start_length == 0.0 and self.start_slope == 0.0:
             return None
         log_e = np.log(np.asarray(energy, dtype=np.float64) / PIVOT_GEV)
         return np.clip(self.start_length + self.start_slope * log_e, 0.0, MAX_START_X0)
 
-    def late_cdf(
-        self, cdf: Callable[[np.ndarray], np.ndarray], edges: np.ndarray, shift: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The profile's fraction before each of `edges` (X0 after the start, (1, S) or
-        (n, S)) with the late part of the energy (`start_fraction`) `shift` X0 (n,) deeper,
-        and the late part's own share of it: `cdf(t)` gives the profile's own fraction
-        before depths t (zero in front)."""
+    def late_cdf(self, early: np.ndarray, moved: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The profile's fraction before each depth with the late part of the energy
+        (`start_fraction`) started deeper, and the late part's own share of it, from the
+        profile's own fractions before those depths (`early`) and before the depths less
+        each shower's shift (`moved`, zero in front of the start)."""
         y = float(np.clip(self.start_fraction, 0.0, 1.0))
-        late = y * cdf(edges - shift[:, None])
-        return (late if y == 1.0 else (1.0 - y) * cdf(edges) + late), late
+        late = y * moved
+        return (1.0 - y) * early + late, late
 
     def depth_noise_factors(
         self, energy: np.ndarray, z: np.ndarray, step_X0: float

@@ -32,7 +32,7 @@ chunk stay in the processor's cache.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -324,17 +324,18 @@ class ShowerSimulator:
         n_steps = int(np.ceil((t_end - t_start).max() / self.step_X0)) if n else 0
         rel = np.arange(n_steps + 1) * self.step_X0  # (S+1,) depth after the shower start
         edges = rel[None, :]
-
-        def cdf(T: np.ndarray, alpha: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-            return lambda t: gflash.profile_cdf(t, T[:, None], alpha[:, None], shape)
-
-        e_cdf, n_cdf = cdf(T, alpha)(edges), cdf(T_spot, alpha_spot)(edges)
-        age_shift: float | np.ndarray = (
-            0.0  # X0 by which a step's energy is younger than its depth says
-        )
+        e_cdf = gflash.profile_cdf(edges, T[:, None], alpha[:, None], shape)
+        n_cdf = gflash.profile_cdf(edges, T_spot[:, None], alpha_spot[:, None], shape)
+        # X0 by which a step's energy is younger than its depth says (the late start's part)
+        age_shift: float | np.ndarray = 0.0
         if shift is not None:
-            e_cdf, late = self.calibration.late_cdf(cdf(T, alpha), edges, shift)
-            n_cdf = self.calibration.late_cdf(cdf(T_spot, alpha_spot), edges, shift)[0]
+            moved = edges - shift[:, None]
+            e_cdf, late = self.calibration.late_cdf(
+                e_cdf, gflash.profile_cdf(moved, T[:, None], alpha[:, None], shape)
+            )
+            n_cdf = self.calibration.late_cdf(
+                n_cdf, gflash.profile_cdf(moved, T_spot[:, None], alpha_spot[:, None], shape)
+            )[0]
             # The late part of a step's energy started `shift` deeper: the step's radial
             # profile is taken at its energy-weighted age (the scaled depth is linear in t).
             late_share = np.diff(late, axis=1) / np.maximum(np.diff(e_cdf, axis=1), 1e-300)
